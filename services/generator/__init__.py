@@ -1,0 +1,1 @@
+"""Generator service: instructions from seeds, candidate responses from instructions."""

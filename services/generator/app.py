@@ -1,0 +1,45 @@
+"""Wires the generator service into the shared service lifecycle."""
+
+from __future__ import annotations
+
+import grpc
+
+from services.generator.core import Generator
+from services.generator.servicer import GeneratorServicer
+from services.generator.settings import GeneratorSettings
+from services.generator.worker import InstructHandler, RespondHandler
+from taxoforge.bus import Stage
+from taxoforge.bus.worker import Route
+from taxoforge.pipeline import dead_letter_recorder
+from taxoforge.service import ServiceContext, ServiceParts, run_service
+from taxoforge.v1 import generator_pb2, generator_pb2_grpc
+
+__all__ = ["build", "main"]
+
+SERVICE_NAME = generator_pb2.DESCRIPTOR.services_by_name["GeneratorService"].full_name
+
+
+def build(ctx: ServiceContext) -> ServiceParts:
+    """The generator servicer and the instruct and respond stages."""
+    settings = ctx.settings
+    attempts = settings.instruction_attempts if isinstance(settings, GeneratorSettings) else 3
+    generator = Generator(ctx.llm, attempts)
+    servicer = GeneratorServicer(generator)
+    record = dead_letter_recorder(ctx.jobs, ctx.items)
+
+    def register(server: grpc.aio.Server) -> None:
+        generator_pb2_grpc.add_GeneratorServiceServicer_to_server(servicer, server)
+
+    return ServiceParts(
+        register=register,
+        service_names=[SERVICE_NAME],
+        routes={
+            Stage.INSTRUCT: Route(InstructHandler(ctx, generator), record),
+            Stage.RESPOND: Route(RespondHandler(ctx, generator), record),
+        },
+    )
+
+
+def main() -> None:
+    """``python -m services.generator``."""
+    run_service("generator", build, GeneratorSettings)

@@ -1,0 +1,40 @@
+"""GeneratorService over gRPC: synchronous generation for other systems; logic is in core."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.generator.core import Generator
+from taxoforge.errors import PermanentError
+from taxoforge.grpc_server import Context
+from taxoforge.v1 import common_pb2 as pb
+from taxoforge.v1 import generator_pb2 as gpb
+from taxoforge.v1 import generator_pb2_grpc
+
+__all__ = ["GeneratorServicer"]
+
+
+class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
+    """One instruction, or one instruction's candidates, per call."""
+
+    def __init__(self, generator: Generator) -> None:
+        self._generator = generator
+
+    async def GenerateInstruction(
+        self, request: gpb.GenerateInstructionRequest, context: Context
+    ) -> pb.Instruction:
+        if not request.generator.model:
+            raise PermanentError("generator.model is required")
+        return await self._generator.instruction(request.seed, request.generator)
+
+    async def GenerateResponses(
+        self, request: gpb.GenerateResponsesRequest, context: Context
+    ) -> pb.Candidates:
+        if not request.responders:
+            raise PermanentError("at least one responder model is required")
+        models = pb.RoleModels(responders=request.responders)
+        k = request.k or len(request.responders)
+        responses = await asyncio.gather(
+            *(self._generator.response(request.instruction, models, c) for c in range(k))
+        )
+        return pb.Candidates(instruction=request.instruction, responses=responses)

@@ -1,0 +1,1 @@
+"""Judge service: scores candidate responses and builds preference pairs."""

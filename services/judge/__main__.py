@@ -1,0 +1,3 @@
+from services.judge.app import main
+
+main()

@@ -1,0 +1,41 @@
+"""Wires the judge service into the shared service lifecycle."""
+
+from __future__ import annotations
+
+import grpc
+
+from services.judge.core import Judge
+from services.judge.servicer import JudgeServicer
+from services.judge.settings import JudgeSettings
+from services.judge.worker import JudgeHandler
+from taxoforge.bus import Stage
+from taxoforge.bus.worker import Route
+from taxoforge.pipeline import dead_letter_recorder
+from taxoforge.service import ServiceContext, ServiceParts, run_service
+from taxoforge.v1 import judge_pb2, judge_pb2_grpc
+
+__all__ = ["build", "main"]
+
+SERVICE_NAME = judge_pb2.DESCRIPTOR.services_by_name["JudgeService"].full_name
+
+
+def build(ctx: ServiceContext) -> ServiceParts:
+    """The judge servicer and the judge stage."""
+    judge = Judge(ctx.llm)
+    servicer = JudgeServicer(judge)
+
+    def register(server: grpc.aio.Server) -> None:
+        judge_pb2_grpc.add_JudgeServiceServicer_to_server(servicer, server)
+
+    return ServiceParts(
+        register=register,
+        service_names=[SERVICE_NAME],
+        routes={
+            Stage.JUDGE: Route(JudgeHandler(ctx, judge), dead_letter_recorder(ctx.jobs, ctx.items))
+        },
+    )
+
+
+def main() -> None:
+    """``python -m services.judge``."""
+    run_service("judge", build, JudgeSettings)

@@ -1,0 +1,1 @@
+"""Selector service: picks the records to keep and writes the datasets."""

@@ -1,0 +1,3 @@
+from services.selector.app import main
+
+main()

@@ -1,0 +1,129 @@
+"""Selection: judged items in, the records of each dataset out (best first, within budget)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from taxoforge.v1 import common_pb2 as pb
+
+__all__ = ["Selection", "preference_record", "select", "sft_record"]
+
+Record = dict[str, Any]
+
+
+@dataclass
+class Selection:
+    """The records each dataset keeps, and what was left out."""
+
+    sft: list[Record] = field(default_factory=list)
+    preference: list[Record] = field(default_factory=list)
+    ties: int = 0
+    over_budget: int = 0
+
+
+def _metadata(judgment: pb.Judgment) -> Record:
+    seed = judgment.instruction.seed
+    return {
+        "job_id": judgment.job_id,
+        "item_id": judgment.item_id,
+        "node_id": seed.node_id,
+        "node_path": seed.node_path,
+        "language": seed.language,
+        "instruction_model": judgment.instruction.call.model,
+        "instruction_template": (
+            f"{judgment.instruction.call.template}@{judgment.instruction.call.template_version}"
+        ),
+    }
+
+
+def _best(judgment: pb.Judgment) -> tuple[pb.Response, pb.Score] | None:
+    by_id = {r.id: r for r in judgment.responses}
+    ranked = sorted(judgment.scores, key=lambda s: (-s.score, s.response_id))
+    for score in ranked:
+        if score.response_id in by_id and by_id[score.response_id].text.strip():
+            return by_id[score.response_id], score
+    return None
+
+
+def sft_record(judgment: pb.Judgment) -> tuple[float, Record] | None:
+    """The item as a conversation with its best-scored response (TRL/OpenAI ``messages``)."""
+    best = _best(judgment)
+    if best is None:
+        return None
+    response, score = best
+    record: Record = {
+        "id": f"{judgment.job_id}/{judgment.item_id}",
+        "messages": [
+            {"role": "user", "content": judgment.instruction.text},
+            {"role": "assistant", "content": response.text},
+        ],
+        "score": score.score,
+        "metadata": {
+            **_metadata(judgment),
+            "response_model": response.call.model,
+            "response_id": response.id,
+            "judge_model": score.call.model,
+            "judge_rationale": score.rationale,
+        },
+    }
+    return score.score, record
+
+
+def preference_record(judgment: pb.Judgment) -> Record | None:
+    """The item's chosen/rejected pair with an explicit prompt (TRL preference format)."""
+    if not judgment.HasField("pair"):
+        return None
+    pair = judgment.pair
+    by_id = {r.id: r for r in judgment.responses}
+    rationale = {s.response_id: s.rationale for s in judgment.scores}
+    chosen, rejected = by_id.get(pair.chosen_id), by_id.get(pair.rejected_id)
+    if chosen is None or rejected is None:
+        return None
+    return {
+        "id": f"{judgment.job_id}/{judgment.item_id}",
+        "prompt": [{"role": "user", "content": judgment.instruction.text}],
+        "chosen": [{"role": "assistant", "content": chosen.text}],
+        "rejected": [{"role": "assistant", "content": rejected.text}],
+        "score_chosen": pair.chosen_score,
+        "score_rejected": pair.rejected_score,
+        "margin": pair.margin,
+        "metadata": {
+            **_metadata(judgment),
+            "chosen_id": chosen.id,
+            "rejected_id": rejected.id,
+            "chosen_model": chosen.call.model,
+            "rejected_model": rejected.call.model,
+            "chosen_rationale": rationale.get(chosen.id, ""),
+            "rejected_rationale": rationale.get(rejected.id, ""),
+        },
+    }
+
+
+def select(judgments: Iterable[pb.Judgment], budget: int) -> Selection:
+    """Top records by score, up to ``budget`` per dataset (0 keeps all).
+
+    SFT ranks by the best response's score; preference by the chosen score, then the margin.
+    Ties in rank break by item id, so a selection is reproducible.
+    """
+    out = Selection()
+    sft: list[tuple[float, str, Record]] = []
+    pref: list[tuple[float, float, str, Record]] = []
+    for judgment in judgments:
+        scored = sft_record(judgment)
+        if scored is not None:
+            sft.append((scored[0], judgment.item_id, scored[1]))
+        record = preference_record(judgment)
+        if record is None:
+            out.ties += 1
+        else:
+            pref.append((record["score_chosen"], record["margin"], judgment.item_id, record))
+    sft.sort(key=lambda t: (-t[0], t[1]))
+    pref.sort(key=lambda t: (-t[0], -t[1], t[2]))
+    keep_sft = sft[:budget] if budget > 0 else sft
+    keep_pref = pref[:budget] if budget > 0 else pref
+    out.over_budget = (len(sft) - len(keep_sft)) + (len(pref) - len(keep_pref))
+    out.sft = [t[2] for t in keep_sft]
+    out.preference = [t[3] for t in keep_pref]
+    return out

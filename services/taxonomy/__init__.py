@@ -1,0 +1,1 @@
+"""Taxonomy service: taxonomies and the plans that turn a recipe into seeds."""

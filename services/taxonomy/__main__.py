@@ -1,0 +1,3 @@
+from services.taxonomy.app import main
+
+main()

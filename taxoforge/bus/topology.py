@@ -1,0 +1,56 @@
+"""Names of every stream, subject, consumer and bucket, in one place."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    "CONSUMERS",
+    "DLQ_STREAM",
+    "DLQ_SUBJECTS",
+    "KV_ITEMS",
+    "KV_JOBS",
+    "OBJ_DATASETS",
+    "WORK_STREAM",
+    "WORK_SUBJECTS",
+    "Stage",
+    "dlq_subject",
+    "work_subject",
+]
+
+
+class Stage(StrEnum):
+    """Pipeline stages, in order. Each has one work-queue subject."""
+
+    PLAN = "plan"
+    INSTRUCT = "instruct"
+    RESPOND = "respond"
+    JUDGE = "judge"
+    SELECT = "select"
+
+
+WORK_STREAM = "TF_WORK"
+WORK_SUBJECTS = "tf.work.>"
+DLQ_STREAM = "TF_DLQ"
+DLQ_SUBJECTS = "tf.dlq.>"
+KV_JOBS = "tf-jobs"
+KV_ITEMS = "tf-items"
+OBJ_DATASETS = "tf-datasets"
+
+# One durable pull consumer per service, shared by all of its replicas.
+CONSUMERS: dict[str, tuple[Stage, ...]] = {
+    "taxonomy": (Stage.PLAN,),
+    "generator": (Stage.INSTRUCT, Stage.RESPOND),
+    "judge": (Stage.JUDGE,),
+    "selector": (Stage.SELECT,),
+}
+
+
+def work_subject(stage: Stage) -> str:
+    """The work-queue subject of a stage."""
+    return f"tf.work.{stage.value}"
+
+
+def dlq_subject(stage: Stage) -> str:
+    """Where a stage's dead letters go."""
+    return f"tf.dlq.{stage.value}"

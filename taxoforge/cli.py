@@ -1,0 +1,342 @@
+"""The ``taxoforge`` command: run the stack, submit recipes, watch jobs, fetch datasets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from taxoforge.stack import Stack, StackConfig, StackError
+
+__all__ = ["main"]
+
+console = Console(stderr=True)
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+class CLIError(Exception):
+    """A problem to report in one line, with exit code 1."""
+
+
+def _gateway(ns: argparse.Namespace) -> str:
+    return str(ns.gateway or os.environ.get("TAXOFORGE_GATEWAY_URL") or "http://127.0.0.1:8080")
+
+
+def _request(method: str, url: str, **kwargs: Any) -> httpx.Response:
+    try:
+        resp = httpx.request(method, url, timeout=60.0, **kwargs)
+    except httpx.HTTPError as exc:
+        raise CLIError(
+            f"cannot reach the gateway at {url}: {exc} (is `taxoforge up` running?)"
+        ) from exc
+    if resp.status_code >= 400:
+        try:
+            err = resp.json().get("error", {})
+            message = err.get("message") or resp.text
+        except ValueError:
+            message = resp.text
+        raise CLIError(f"{method} {url} -> {resp.status_code}: {message}")
+    return resp
+
+
+def load_recipe(path: Path) -> dict[str, Any]:
+    """Read a recipe file (YAML or JSON)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise CLIError(f"cannot read recipe {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CLIError(f"recipe {path} must be a mapping (see examples/quickstart.yaml)")
+    return data
+
+
+def submit(gateway: str, recipe: dict[str, Any]) -> dict[str, Any]:
+    """POST the recipe; returns the job."""
+    job: dict[str, Any] = _request("POST", f"{gateway}/v1/jobs", json=recipe).json()
+    return job
+
+
+def wait_for(gateway: str, job_id: str, quiet: bool = False) -> dict[str, Any]:
+    """Poll the job, showing a progress bar, until it ends."""
+    url = f"{gateway}/v1/jobs/{job_id}"
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, disable=quiet, transient=False) as bar:
+        task = bar.add_task(job_id, total=None, detail="pending")
+        while True:
+            job: dict[str, Any] = _request("GET", url).json()
+            stages = {s["stage"]: s for s in job["stages"]}
+            failed = sum(s["failed"] for s in job["stages"])
+            detail = (
+                f"{job['state']} | instructions {stages['instruct']['done']} "
+                f"responses {stages['respond']['done']} judged {stages['judge']['done']}"
+                + (f" failed {failed}" if failed else "")
+                + f" | {job['usage']['calls']} calls"
+            )
+            bar.update(task, total=job["planned"] or None, completed=job["finished"], detail=detail)
+            if job["state"] in TERMINAL:
+                return job
+            time.sleep(1.0)
+
+
+def download(gateway: str, job: dict[str, Any], out: Path) -> list[Path]:
+    """Write the job's datasets and a summary into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for dataset in job["datasets"]:
+        path = out / f"{dataset['kind']}.jsonl"
+        with httpx.stream("GET", f"{gateway}{dataset['url']}", timeout=300.0) as resp:
+            if resp.status_code != 200:
+                raise CLIError(f"download of {dataset['kind']} failed: {resp.status_code}")
+            with path.open("wb") as fh:
+                for chunk in resp.iter_bytes():
+                    fh.write(chunk)
+        paths.append(path)
+    (out / "summary.json").write_text(json.dumps(job, indent=2, ensure_ascii=False) + "\n")
+    return paths
+
+
+def print_summary(job: dict[str, Any], paths: list[Path]) -> None:
+    """The job's outcome in a few lines."""
+    table = Table(title=f"job {job['id']} ({job['name']}): {job['state']}", show_header=True)
+    for col in ("stage", "done", "failed"):
+        table.add_column(col)
+    for stage in job["stages"]:
+        table.add_row(stage["stage"], str(stage["done"]), str(stage["failed"]))
+    console.print(table)
+    usage = job["usage"]
+    console.print(
+        f"model calls {usage['calls']}, tokens in {usage['prompt_tokens']} "
+        f"out {usage['completion_tokens']}, cost ${usage['cost_usd']:.4f}"
+    )
+    if job.get("error"):
+        console.print(f"[red]error:[/red] {job['error']}")
+    for path in paths:
+        console.print(f"wrote {path}")
+
+
+def print_samples(paths: list[Path], n: int = 2) -> None:
+    """A few records of each dataset, shortened."""
+    for path in paths:
+        console.rule(f"{path.name}: first {n} records")
+        with path.open(encoding="utf-8") as fh:
+            for _, line in zip(range(n), fh, strict=False):
+                record = json.loads(line)
+                record.pop("metadata", None)
+                text = json.dumps(record, ensure_ascii=False, indent=1)
+                console.print(text if len(text) < 1500 else text[:1500] + " ...", markup=False)
+
+
+def _stack_config(ns: argparse.Namespace, data_dir: Path) -> StackConfig:
+    llm = ns.llm
+    api_base = os.environ.get("TAXOFORGE_LLM_API_BASE")
+    if llm == "auto":
+        llm = "external" if api_base else "embedded"
+    return StackConfig(
+        data_dir=data_dir,
+        llm=llm,
+        llm_api_base=api_base,
+        llm_model=os.environ.get("TAXOFORGE_LLM_MODEL"),
+        nats_port=getattr(ns, "nats_port", 0),
+        gateway_port=getattr(ns, "port", 0),
+        llm_port=getattr(ns, "llm_port", 0),
+    )
+
+
+def cmd_up(ns: argparse.Namespace) -> None:
+    """Run the stack until Ctrl-C."""
+    stack = Stack(_stack_config(ns, Path(ns.data_dir)))
+    console.print(f"starting the stack in {stack.data_dir} (logs in {stack.log_dir}) ...")
+    stack.start()
+    console.print(
+        f"[green]ready[/green]: gateway {stack.gateway_url} "
+        f"(API docs {stack.gateway_url}/docs), NATS {stack.nats_url}, model {stack.llm_api_base}"
+    )
+    console.print("press Ctrl-C to stop")
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stopping:
+            for name, proc in list(stack.procs.items()):
+                if proc.poll() is not None:
+                    console.print(
+                        f"[red]{name} exited with {proc.returncode}[/red]:\n{stack.tail(name)}"
+                    )
+                    stopping = True
+            time.sleep(0.5)
+    finally:
+        console.print("stopping ...")
+        stack.stop()
+        console.print("stopped")
+
+
+def cmd_run(ns: argparse.Namespace) -> None:
+    """Submit a recipe and wait for its datasets."""
+    gateway = _gateway(ns)
+    recipe = load_recipe(Path(ns.recipe))
+    job = submit(gateway, recipe)
+    console.print(f"submitted job {job['id']} ({job['planned'] or recipe.get('count')} items)")
+    if ns.no_wait:
+        print(job["id"])
+        return
+    job = wait_for(gateway, job["id"])
+    out = Path(ns.out) / job["id"]
+    paths = download(gateway, job, out) if job["state"] == "succeeded" else []
+    print_summary(job, paths)
+    if job["state"] != "succeeded":
+        raise CLIError(f"job {job['id']} {job['state']}")
+    print(out)
+
+
+def cmd_status(ns: argparse.Namespace) -> None:
+    """Print a job as JSON."""
+    job = _request("GET", f"{_gateway(ns)}/v1/jobs/{ns.job}").json()
+    print(json.dumps(job, indent=2))
+
+
+def cmd_export(ns: argparse.Namespace) -> None:
+    """Download a finished job's datasets."""
+    gateway = _gateway(ns)
+    job = _request("GET", f"{gateway}/v1/jobs/{ns.job}").json()
+    if job["state"] != "succeeded":
+        raise CLIError(f"job {ns.job} is {job['state']}; datasets exist once it has succeeded")
+    paths = download(gateway, job, Path(ns.out) / ns.job)
+    print_summary(job, paths)
+
+
+def cmd_cancel(ns: argparse.Namespace) -> None:
+    """Cancel a job."""
+    job = _request("POST", f"{_gateway(ns)}/v1/jobs/{ns.job}:cancel").json()
+    console.print(f"job {job['id']}: {job['state']}")
+
+
+def cmd_demo(ns: argparse.Namespace) -> None:
+    """Start the stack on free ports, run the quickstart, show samples, stop everything."""
+    data_dir = (
+        Path(ns.data_dir) if ns.data_dir else Path(tempfile.mkdtemp(prefix="taxoforge-demo-"))
+    )
+    stack = Stack(_stack_config(ns, data_dir))
+    console.print(
+        "starting the embedded stack (model server, NATS, 4 services, gateway); "
+        f"logs in {stack.log_dir}"
+    )
+    with stack:
+        console.print(f"[green]stack ready[/green] at {stack.gateway_url}")
+        recipe = load_recipe(Path(ns.recipe))
+        job = submit(stack.gateway_url, recipe)
+        console.print(f"running {ns.recipe}: job {job['id']}, {job['planned']} items")
+        job = wait_for(stack.gateway_url, job["id"])
+        out = Path(ns.out) / job["id"]
+        paths = download(stack.gateway_url, job, out) if job["state"] == "succeeded" else []
+        print_summary(job, paths)
+        print_samples(paths)
+        console.print("stopping the stack ...")
+    if job["state"] != "succeeded":
+        raise CLIError(f"demo job {job['state']}: {job.get('error')}")
+    console.print(f"[green]done[/green]: datasets in {out}")
+
+
+def cmd_fake_llm(ns: argparse.Namespace) -> None:
+    """Serve the FAKE model server (tests and benchmarks)."""
+    from taxoforge.testing.fake_llm import main as fake_main
+
+    fake_main(["--port", str(ns.port), "--latency-ms", str(ns.latency_ms)])
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taxoforge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def gateway_opt(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--gateway",
+            help="gateway URL (default $TAXOFORGE_GATEWAY_URL or http://127.0.0.1:8080)",
+        )
+
+    def llm_opt(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--llm",
+            choices=["auto", "embedded", "fake", "external"],
+            default="auto",
+            help="model server: embedded SmolLM2 (default), "
+            "or external when $TAXOFORGE_LLM_API_BASE is set",
+        )
+
+    p = sub.add_parser("up", help="run nats-server, the model server, the services and the gateway")
+    p.add_argument("--data-dir", default=".taxoforge", help="JetStream store and logs")
+    p.add_argument("--port", type=int, default=8080, help="gateway port")
+    p.add_argument("--nats-port", type=int, default=4222)
+    p.add_argument("--llm-port", type=int, default=8081)
+    llm_opt(p)
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("run", help="submit a recipe, show progress, write the datasets")
+    p.add_argument("recipe", help="recipe YAML/JSON, e.g. examples/quickstart.yaml")
+    p.add_argument("--out", default="out", help="output folder (a subfolder per job)")
+    p.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    gateway_opt(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="show a job")
+    p.add_argument("job")
+    gateway_opt(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("export", help="download a finished job's datasets")
+    p.add_argument("job")
+    p.add_argument("--out", default="out")
+    gateway_opt(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("cancel", help="cancel a job")
+    p.add_argument("job")
+    gateway_opt(p)
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("demo", help="start the embedded stack, run the quickstart, stop")
+    p.add_argument("--recipe", default="examples/quickstart.yaml")
+    p.add_argument("--out", default="out")
+    p.add_argument("--data-dir", default=None, help="default: a new temporary folder")
+    llm_opt(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("fake-llm", help="serve the FAKE model server used by tests and benchmarks")
+    p.add_argument("--port", type=int, default=8099)
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.set_defaults(func=cmd_fake_llm)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``taxoforge`` command."""
+    ns = _parser().parse_args(argv)
+    try:
+        ns.func(ns)
+    except (CLIError, StackError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

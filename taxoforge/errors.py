@@ -1,0 +1,17 @@
+"""Errors that tell the worker loop what to do with a message."""
+
+from __future__ import annotations
+
+__all__ = ["NotFoundError", "PermanentError", "TransientError"]
+
+
+class TransientError(Exception):
+    """A fault that may clear up: the message is retried later (nak with delay)."""
+
+
+class PermanentError(Exception):
+    """A fault that retrying cannot fix: the item is recorded as failed at once."""
+
+
+class NotFoundError(PermanentError):
+    """A named thing (job, taxonomy, dataset) does not exist."""

@@ -1,0 +1,136 @@
+"""A lean client for OpenAI-compatible servers (vLLM, llama.cpp, Ollama, TGI, the fake).
+
+litellm reaches every provider but costs several milliseconds of CPU per call; with hundreds of
+calls in flight to one local server that overhead, not the server, sets the pace. This transport
+speaks the one protocol those servers share over a pooled aiohttp session.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import aiohttp
+
+from taxoforge.llm.types import ChatRequest, ChatResult, LLMFault
+from taxoforge.v1 import common_pb2 as pb
+
+__all__ = ["HTTPTransport", "model_name"]
+
+_TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+_PROVIDER_PREFIXES = ("openai/", "hosted_vllm/", "openai_like/", "llamafile/")
+
+
+def model_name(model: str) -> str:
+    """The name the server knows: the litellm provider prefix removed."""
+    for prefix in _PROVIDER_PREFIXES:
+        if model.startswith(prefix):
+            return model[len(prefix) :]
+    return model
+
+
+class HTTPTransport:
+    """POST /chat/completions over one shared connection pool."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        # Servers that refused OpenAI's json_schema format; they get json_object + schema.
+        self._json_object_only: set[tuple[str, str]] = set()
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
+                json_serialize=json.dumps,
+            )
+        return self._session
+
+    async def chat(
+        self, cfg: pb.ModelConfig, req: ChatRequest, api_key: str | None, timeout_s: float
+    ) -> ChatResult:
+        """Make one call; a server that rejects json_schema is retried once with json_object."""
+        endpoint = (cfg.api_base.rstrip("/"), cfg.model)
+        mode = cfg.response_format or "auto"
+        if mode == "auto":
+            mode = "json_object" if endpoint in self._json_object_only else "json_schema"
+        try:
+            return await self._post(cfg, req, api_key, timeout_s, mode)
+        except LLMFault as fault:
+            refused = fault.status in (400, 422) and "json_schema" in str(fault)
+            if req.json_schema is None or not refused or cfg.response_format not in ("", "auto"):
+                raise
+            self._json_object_only.add(endpoint)
+            return await self._post(cfg, req, api_key, timeout_s, "json_object")
+
+    async def _post(
+        self,
+        cfg: pb.ModelConfig,
+        req: ChatRequest,
+        api_key: str | None,
+        timeout_s: float,
+        mode: str,
+    ) -> ChatResult:
+        body: dict[str, Any] = {
+            "model": model_name(cfg.model),
+            "messages": req.messages,
+            "temperature": req.temperature,
+            "max_tokens": req.max_tokens,
+        }
+        if req.top_p is not None:
+            body["top_p"] = req.top_p
+        if req.seed is not None:
+            body["seed"] = req.seed
+        if req.json_schema is not None:
+            if mode == "json_schema":
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": req.schema_name,
+                        "schema": req.json_schema,
+                        "strict": True,
+                    },
+                }
+            elif mode == "json_object":
+                body["response_format"] = {"type": "json_object", "schema": req.json_schema}
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        url = f"{cfg.api_base.rstrip('/')}/chat/completions"
+        started = time.perf_counter()
+        try:
+            async with self._client().post(
+                url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except TimeoutError as exc:
+            raise LLMFault(f"timed out after {timeout_s:.0f}s: {url}", transient=True) from exc
+        except aiohttp.ClientError as exc:
+            raise LLMFault(f"{type(exc).__name__}: {exc} ({url})", transient=True) from exc
+        latency = time.perf_counter() - started
+        if status != 200:
+            text = raw[:500].decode("utf-8", "replace")
+            raise LLMFault(
+                f"HTTP {status} from {url}: {text}",
+                transient=status in _TRANSIENT_STATUS,
+                status=status,
+            )
+        try:
+            data = json.loads(raw)
+            choice = data["choices"][0]
+            content = choice["message"].get("content") or ""
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise LLMFault(f"malformed reply from {url}: {raw[:200]!r}", transient=True) from exc
+        usage = data.get("usage") or {}
+        return ChatResult(
+            text=content,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            finish_reason=str(choice.get("finish_reason") or ""),
+            latency_s=latency,
+            raw_model=str(data.get("model") or ""),
+        )
+
+    async def close(self) -> None:
+        """Close the pool."""
+        if self._session is not None and not self._session.closed:
+            await self._session.close()

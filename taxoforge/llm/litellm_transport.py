@@ -1,0 +1,104 @@
+"""Calls through litellm: every provider it knows (OpenAI, Anthropic, Bedrock, Vertex, ...)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from taxoforge.llm.types import ChatRequest, ChatResult, LLMFault
+from taxoforge.v1 import common_pb2 as pb
+
+__all__ = ["LiteLLMTransport"]
+
+
+def _litellm() -> Any:
+    # litellm fetches its price map from the internet on import unless told not to, and its
+    # import costs seconds: import it only in processes that call through it.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True
+    return litellm
+
+
+class LiteLLMTransport:
+    """``litellm.acompletion`` with its own retries off: the client is the only retry loop."""
+
+    def __init__(self) -> None:
+        self._lib: Any = None
+
+    async def chat(
+        self, cfg: pb.ModelConfig, req: ChatRequest, api_key: str | None, timeout_s: float
+    ) -> ChatResult:
+        """Make one call; map litellm's exceptions to transient or permanent faults."""
+        if self._lib is None:
+            self._lib = _litellm()
+        lib = self._lib
+        kwargs: dict[str, Any] = {
+            "model": cfg.model,
+            "messages": req.messages,
+            "temperature": req.temperature,
+            "max_tokens": req.max_tokens,
+            "timeout": timeout_s,
+            "num_retries": 0,
+        }
+        if cfg.api_base:
+            kwargs["api_base"] = cfg.api_base
+        if api_key:
+            kwargs["api_key"] = api_key
+        if req.top_p is not None:
+            kwargs["top_p"] = req.top_p
+        if req.seed is not None:
+            kwargs["seed"] = req.seed
+        if req.json_schema is not None and cfg.response_format != "none":
+            if cfg.response_format == "json_object":
+                kwargs["response_format"] = {"type": "json_object", "schema": req.json_schema}
+            else:
+                kwargs["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": req.schema_name,
+                        "schema": req.json_schema,
+                        "strict": True,
+                    },
+                }
+        started = time.perf_counter()
+        transient = (
+            lib.RateLimitError,
+            lib.APIConnectionError,
+            lib.Timeout,
+            lib.ServiceUnavailableError,
+            lib.InternalServerError,
+        )
+        try:
+            resp = await lib.acompletion(**kwargs)
+        except transient as exc:
+            raise LLMFault(f"{type(exc).__name__}: {exc}", transient=True) from exc
+        except Exception as exc:  # litellm's other errors subclass openai's, with a status code
+            status = getattr(exc, "status_code", None)
+            if not isinstance(status, int) and not hasattr(exc, "llm_provider"):
+                raise
+            raise LLMFault(
+                f"{type(exc).__name__}: {exc}",
+                transient=status is None or status >= 500,
+                status=status,
+            ) from exc
+        latency = time.perf_counter() - started
+        choice = resp.choices[0]
+        usage = getattr(resp, "usage", None)
+        hidden = getattr(resp, "_hidden_params", {}) or {}
+        cost = hidden.get("response_cost")
+        return ChatResult(
+            text=choice.message.content or "",
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            cost_usd=float(cost) if cost is not None else None,
+            finish_reason=str(choice.finish_reason or ""),
+            latency_s=latency,
+            raw_model=str(getattr(resp, "model", "") or ""),
+        )
+
+    async def close(self) -> None:
+        """litellm keeps its own pools; nothing to release here."""

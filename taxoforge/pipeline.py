@@ -1,0 +1,91 @@
+"""What every stage handler does the same way: find its job, publish onward, record failures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import structlog
+
+from taxoforge.bus import Bus, Stage, work_subject
+from taxoforge.bus.worker import DeadLetterHook, Delivery
+from taxoforge.errors import NotFoundError
+from taxoforge.store import TERMINAL_STATES, ItemStore, JobStore
+from taxoforge.v1 import common_pb2 as pb
+
+__all__ = [
+    "ITEM_HEADER",
+    "JOB_HEADER",
+    "active_job",
+    "dead_letter_recorder",
+    "fail_job",
+    "publish_work",
+]
+
+log = structlog.get_logger(__name__)
+
+JOB_HEADER = "TF-Job-Id"
+ITEM_HEADER = "TF-Item-Id"
+
+
+async def publish_work(
+    bus: Bus,
+    stage: Stage,
+    message: pb.JobRef | pb.Seed | pb.Instruction | pb.Candidates,
+    job_id: str,
+    item_id: str = "",
+) -> None:
+    """Queue work for a stage; the id makes a republish of the same work a no-op."""
+    msg_id = f"{job_id}.{item_id}.{stage.value}" if item_id else f"{job_id}.{stage.value}"
+    headers = {JOB_HEADER: job_id}
+    if item_id:
+        headers[ITEM_HEADER] = item_id
+    await bus.publish(work_subject(stage), message, msg_id, headers)
+
+
+async def active_job(jobs: JobStore, job_id: str) -> pb.Job | None:
+    """The job a message belongs to, or None when it has ended (cancelled work is dropped).
+
+    Raises:
+        NotFoundError: no such job; the message can never be processed.
+    """
+    job = await jobs.get_cached(job_id)
+    if job is None:
+        raise NotFoundError(f"job {job_id!r} does not exist")
+    if job.state in TERMINAL_STATES:
+        log.info("work_skipped", job_state=pb.JobState.Name(job.state))
+        return None
+    return job
+
+
+def fail_job(reason: str) -> Callable[[pb.Job], bool]:
+    """A job mutation that marks a running job failed with ``reason``."""
+
+    def _mutate(job: pb.Job) -> bool:
+        if job.state in TERMINAL_STATES:
+            return False
+        job.state = pb.JOB_STATE_FAILED
+        job.error = reason
+        return True
+
+    return _mutate
+
+
+def dead_letter_recorder(jobs: JobStore, items: ItemStore) -> DeadLetterHook:
+    """A hook that records a dead-lettered message as what it means for its job.
+
+    An item message ends its item as failed, with the reason; a whole-job message (plan,
+    select) fails the job. Either way the job finishes and reports it: nothing is silently lost.
+    """
+
+    async def _record(delivery: Delivery, reason: str) -> None:
+        job_id = delivery.headers.get(JOB_HEADER, "")
+        item_id = delivery.headers.get(ITEM_HEADER, "")
+        if not job_id:
+            log.error("dead_letter_without_job", subject=delivery.subject)
+            return
+        if item_id:
+            await items.record_failure(job_id, delivery.stage, item_id, reason, delivery.deliveries)
+        else:
+            await jobs.update(job_id, fail_job(f"{delivery.stage.value} failed: {reason}"))
+
+    return _record

@@ -1,0 +1,150 @@
+"""The lifecycle every service process shares: connect, serve gRPC, run workers, drain.
+
+A service module supplies only what is its own (servicers and stage routes) through
+``build(ctx) -> ServiceParts``; this module does the rest the same way for all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import structlog
+
+from taxoforge.bus import Bus, Stage, Worker
+from taxoforge.bus.worker import Route
+from taxoforge.grpc_server import start_grpc_server
+from taxoforge.llm import LLMClient
+from taxoforge.logging import configure_logging
+from taxoforge.settings import ServiceSettings
+from taxoforge.store import ItemStore, JobStore
+from taxoforge.usage import UsageMeter, instance_id
+
+__all__ = ["ServiceContext", "ServiceParts", "run_service", "serve"]
+
+log = structlog.get_logger(__name__)
+
+Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+@dataclass
+class ServiceContext:
+    """Everything a service's servicer and handlers share, built once per process."""
+
+    name: str
+    settings: ServiceSettings
+    bus: Bus
+    jobs: JobStore
+    items: ItemStore
+    llm: LLMClient
+    usage: UsageMeter
+    instance: str
+
+
+@dataclass
+class ServiceParts:
+    """What a service adds to the shared lifecycle."""
+
+    register: Callable[[grpc.aio.Server], None]
+    service_names: Sequence[str]
+    routes: Mapping[Stage, Route] = field(default_factory=dict)
+    background: Sequence[Background] = ()
+
+
+def run_service(
+    name: str,
+    build: Callable[[ServiceContext], ServiceParts],
+    settings_type: type[ServiceSettings] = ServiceSettings,
+) -> None:
+    """Entry point of ``python -m services.<name>``: settings from env, then serve until SIGTERM."""
+    settings = settings_type()
+    configure_logging(settings.log_level, settings.log_format, service=name)
+    asyncio.run(serve(name, build, settings))
+
+
+async def serve(
+    name: str,
+    build: Callable[[ServiceContext], ServiceParts],
+    settings: ServiceSettings,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run one service until ``stop`` is set or SIGTERM/SIGINT arrives, then drain."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+    bus = await Bus.connect(settings.bus, name=f"taxoforge-{name}")
+    await bus.ensure_topology()
+    instance = instance_id()
+    jobs = JobStore(bus)
+    ctx = ServiceContext(
+        name=name,
+        settings=settings,
+        bus=bus,
+        jobs=jobs,
+        items=ItemStore(bus),
+        llm=LLMClient(settings.llm),
+        usage=UsageMeter(jobs, instance),
+        instance=instance,
+    )
+    parts = build(ctx)
+    grpc_server = await start_grpc_server(
+        settings.grpc_host,
+        settings.grpc_port,
+        parts.register,
+        parts.service_names,
+        reflection_on=settings.grpc_reflection,
+    )
+    log.info("service_ready", grpc_port=grpc_server.port, instance=instance)
+
+    tasks: list[asyncio.Task[None]] = [
+        asyncio.create_task(ctx.usage.run(stop), name="usage"),
+        asyncio.create_task(_watch_connection(bus, grpc_server.set_ready, stop), name="readiness"),
+    ]
+    if parts.routes:
+        worker = Worker(bus, name, parts.routes, settings)
+        tasks.append(asyncio.create_task(worker.run(stop), name="worker"))
+    tasks += [asyncio.create_task(bg(stop), name="background") for bg in parts.background]
+
+    failed: BaseException | None = None
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        if task is not stopper and task.exception() is not None:
+            failed = task.exception()
+            log.error("task_crashed", task=task.get_name(), error=repr(failed))
+    stop.set()
+    log.info("service_stopping")
+    await grpc_server.set_ready(False)
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            failed = failed or result
+    await ctx.usage.flush()
+    await grpc_server.stop(grace_s=5.0)
+    await ctx.llm.close()
+    await bus.close()
+    log.info("service_stopped")
+    if failed is not None:
+        raise SystemExit(1)
+
+
+async def _watch_connection(
+    bus: Bus, set_ready: Callable[[bool], Awaitable[None]], stop: asyncio.Event
+) -> None:
+    """Readiness follows the NATS connection: a replica that cannot reach NATS takes no traffic."""
+    ready = True
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+        connected = bus.nc.is_connected
+        if connected != ready:
+            ready = connected
+            await set_ready(ready)

@@ -1,0 +1,295 @@
+"""Job and item state in JetStream KV, datasets in the Object Store.
+
+Keys (``tf-items`` bucket): ``<job>.<kind>.<item>[.<part>]`` for stage results,
+``<job>.failure.<stage>.<item>`` for why an item did not finish a stage, and
+``<job>.outcome.<item>`` for how each item ended (judged or failed), written exactly once.
+Results are written with ``create`` (first writer wins), so a redelivered message finds the
+result and reuses it, and an item cannot end twice.
+Keys (``tf-jobs`` bucket): ``job.<job>`` for the record, ``active.<job>`` while it runs,
+``usage.<job>.<instance>`` for each process's running token and cost totals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from enum import StrEnum
+from typing import TypeVar
+
+import structlog
+from google.protobuf.message import Message
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from taxoforge.bus.connection import Bus
+from taxoforge.bus.topology import KV_ITEMS, Stage
+from taxoforge.usage import add_usage
+from taxoforge.v1 import common_pb2 as pb
+
+__all__ = ["TERMINAL_STATES", "ItemKind", "ItemStore", "JobStore", "now_ms", "state_name"]
+
+log = structlog.get_logger(__name__)
+
+M = TypeVar("M", bound=Message)
+
+TERMINAL_STATES = frozenset({pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED})
+
+# The stage whose finished items each result kind counts.
+_STAGE_RESULT = {
+    Stage.INSTRUCT: "instruction",
+    Stage.RESPOND: "candidates",
+    Stage.JUDGE: "judgment",
+}
+
+
+class ItemKind(StrEnum):
+    """Kinds of per-item record."""
+
+    INSTRUCTION = "instruction"
+    RESPONSE = "response"
+    CANDIDATES = "candidates"
+    SCORE = "score"
+    JUDGMENT = "judgment"
+    FAILURE = "failure"
+    OUTCOME = "outcome"
+
+
+def state_name(state: int) -> str:
+    """A job state as the API spells it: "running", "succeeded", ..."""
+    return pb.JobState.Name(pb.JobState.ValueType(state)).removeprefix("JOB_STATE_").lower()
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds, the unit of every timestamp in records."""
+    return int(time.time() * 1000)
+
+
+async def _scan(kv: KeyValue, pattern: str) -> AsyncIterator[tuple[str, bytes]]:
+    """Yield (key, value) for every live key matching ``pattern``, server-side filtered."""
+    watcher = await kv.watch(pattern, ignore_deletes=True)
+    try:
+        while True:
+            entry = await watcher.updates(timeout=30.0)  # type: ignore[no-untyped-call]
+            if entry is None:  # the initial values are all delivered
+                return
+            if entry.value is not None:
+                yield entry.key, entry.value
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+
+
+class ItemStore:
+    """Per-item stage results: written once, read by later stages and by selection."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+
+    @staticmethod
+    def key(job_id: str, kind: ItemKind, item_id: str, *parts: str) -> str:
+        """The key of one record."""
+        return ".".join((job_id, kind.value, item_id, *parts))
+
+    @staticmethod
+    def failure_key(job_id: str, stage: Stage, item_id: str) -> str:
+        """The key of an item's failure record at a stage."""
+        return f"{job_id}.{ItemKind.FAILURE.value}.{stage.value}.{item_id}"
+
+    async def get(self, key: str, message_type: type[M]) -> M | None:
+        """The record under ``key``, or None."""
+        kv = await self._bus.items_kv()
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            return None
+        if entry.value is None:
+            return None
+        out = message_type()
+        out.ParseFromString(entry.value)
+        return out
+
+    async def put_once(self, key: str, message: M) -> M:
+        """Store ``message`` unless a record exists; return the record that won."""
+        kv = await self._bus.items_kv()
+        try:
+            await kv.create(key, message.SerializeToString())
+            return message
+        except KeyWrongLastSequenceError:
+            existing = await self.get(key, type(message))
+            return existing if existing is not None else message
+
+    async def once(self, key: str, message_type: type[M], make: Callable[[], Awaitable[M]]) -> M:
+        """The stored result under ``key``, or ``make()``'s result stored there.
+
+        This is how every stage stays idempotent under redelivery: a result found is reused
+        and no model is called again; of two racing writers the first one's result stands.
+        """
+        existing = await self.get(key, message_type)
+        if existing is not None:
+            return existing
+        return await self.put_once(key, await make())
+
+    async def count(self, job_id: str, kind: ItemKind) -> int:
+        """How many items of a job have a record of this kind."""
+        return await self._bus.count_keys(KV_ITEMS, f"{job_id}.{kind.value}.*")
+
+    async def count_failed(self, job_id: str, stage: Stage | None = None) -> int:
+        """How many items of a job failed (at one stage, or at any)."""
+        tail = f"{stage.value}.*" if stage else ">"
+        return await self._bus.count_keys(KV_ITEMS, f"{job_id}.{ItemKind.FAILURE.value}.{tail}")
+
+    async def scan(self, job_id: str, kind: ItemKind, message_type: type[M]) -> AsyncIterator[M]:
+        """Every record of a kind for a job (failures: of every stage)."""
+        kv = await self._bus.items_kv()
+        tail = ">" if kind is ItemKind.FAILURE else "*"
+        async for _, value in _scan(kv, f"{job_id}.{kind.value}.{tail}"):
+            out = message_type()
+            out.ParseFromString(value)
+            yield out
+
+    async def scan_parts(
+        self, job_id: str, kind: ItemKind, message_type: type[M]
+    ) -> AsyncIterator[M]:
+        """Every per-part record of a kind (``<job>.<kind>.<item>.<part>``), e.g. each response."""
+        kv = await self._bus.items_kv()
+        async for _, value in _scan(kv, f"{job_id}.{kind.value}.*.*"):
+            out = message_type()
+            out.ParseFromString(value)
+            yield out
+
+    async def record_failure(
+        self, job_id: str, stage: Stage, item_id: str, reason: str, deliveries: int
+    ) -> None:
+        """Record why an item did not finish a stage, and end the item as failed.
+
+        If the item already ended (a slow delivery judged it first), the outcome stays judged
+        and the failure record remains only as history.
+        """
+        failure = pb.ItemFailure(
+            job_id=job_id, item_id=item_id, stage=stage.value, reason=reason, deliveries=deliveries
+        )
+        await self.put_once(self.failure_key(job_id, stage, item_id), failure)
+        await self.end(job_id, item_id, pb.ItemOutcome(item_id=item_id, failed_stage=stage.value))
+
+    async def end(self, job_id: str, item_id: str, outcome: pb.ItemOutcome) -> pb.ItemOutcome:
+        """Write how an item ended, once; returns the outcome that stands."""
+        return await self.put_once(self.key(job_id, ItemKind.OUTCOME, item_id), outcome)
+
+
+class JobStore:
+    """Job records, with compare-and-set updates and exact progress counts."""
+
+    def __init__(self, bus: Bus, items: ItemStore | None = None) -> None:
+        self._bus = bus
+        self._items = items or ItemStore(bus)
+        self._cache: dict[str, tuple[float, pb.Job]] = {}
+
+    async def create(self, job: pb.Job) -> bool:
+        """Store a new job and mark it active; False if the id is taken."""
+        kv = await self._bus.jobs_kv()
+        try:
+            await kv.create(f"job.{job.id}", job.SerializeToString())
+        except KeyWrongLastSequenceError:
+            return False
+        await kv.put(f"active.{job.id}", b"")
+        return True
+
+    async def delete(self, job_id: str) -> None:
+        """Remove a job that never started (used to undo a half-created job)."""
+        kv = await self._bus.jobs_kv()
+        for key in (f"job.{job_id}", f"active.{job_id}"):
+            with contextlib.suppress(KeyNotFoundError):
+                await kv.purge(key)
+
+    async def get(self, job_id: str) -> pb.Job | None:
+        """The job record, or None."""
+        job, _ = await self._get_with_revision(job_id)
+        return job
+
+    async def get_cached(self, job_id: str, max_age_s: float = 1.0) -> pb.Job | None:
+        """The job record, at most ``max_age_s`` old (workers read it for every message)."""
+        hit = self._cache.get(job_id)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < max_age_s:
+            return hit[1]
+        job = await self.get(job_id)
+        if job is not None:
+            if len(self._cache) > 1024:
+                self._cache.clear()
+            self._cache[job_id] = (now, job)
+        return job
+
+    async def _get_with_revision(self, job_id: str) -> tuple[pb.Job | None, int]:
+        kv = await self._bus.jobs_kv()
+        try:
+            entry = await kv.get(f"job.{job_id}")
+        except KeyNotFoundError:
+            return None, 0
+        if entry.value is None:
+            return None, 0
+        job = pb.Job()
+        job.ParseFromString(entry.value)
+        return job, int(entry.revision or 0)
+
+    async def update(self, job_id: str, mutate: Callable[[pb.Job], bool]) -> pb.Job | None:
+        """Apply ``mutate`` with compare-and-set; it returns False to leave the job as it is."""
+        kv = await self._bus.jobs_kv()
+        for _ in range(100):
+            job, revision = await self._get_with_revision(job_id)
+            if job is None:
+                return None
+            if not mutate(job):
+                return job
+            job.updated_at_ms = now_ms()
+            if job.state in TERMINAL_STATES and not job.finished_at_ms:
+                job.finished_at_ms = job.updated_at_ms
+            try:
+                await kv.update(f"job.{job_id}", job.SerializeToString(), last=revision)
+            except KeyWrongLastSequenceError:
+                await asyncio.sleep(0.005)
+                continue
+            if job.state in TERMINAL_STATES:
+                with contextlib.suppress(KeyNotFoundError):
+                    await kv.purge(f"active.{job_id}")
+            self._cache.pop(job_id, None)
+            return job
+        raise RuntimeError(f"job {job_id}: too many concurrent updates")
+
+    async def active(self) -> list[str]:
+        """Ids of jobs that have not reached a terminal state."""
+        kv = await self._bus.jobs_kv()
+        return [key.removeprefix("active.") async for key, _ in _scan(kv, "active.*")]
+
+    async def record_usage(self, job_id: str, instance: str, usage: pb.Usage) -> None:
+        """Overwrite one process's running totals for a job (each process owns its key)."""
+        kv = await self._bus.jobs_kv()
+        await kv.put(f"usage.{job_id}.{instance}", usage.SerializeToString())
+
+    async def usage(self, job_id: str) -> pb.Usage:
+        """Tokens and cost so far, summed over every process that worked on the job."""
+        kv = await self._bus.jobs_kv()
+        total = pb.Usage()
+        async for _, value in _scan(kv, f"usage.{job_id}.*"):
+            part = pb.Usage()
+            part.ParseFromString(value)
+            add_usage(total, part)
+        return total
+
+    async def progress(self, job_id: str) -> pb.JobProgress | None:
+        """The job with exact per-stage counts of finished and failed items."""
+        job = await self.get(job_id)
+        if job is None:
+            return None
+        out = pb.JobProgress(job=job)
+        plan_failed = await self._items.count_failed(job_id, Stage.PLAN)
+        out.stages.add(stage=Stage.PLAN.value, done=1 if job.planned else 0, failed=plan_failed)
+        for stage, kind in _STAGE_RESULT.items():
+            done = await self._items.count(job_id, ItemKind(kind))
+            failed = await self._items.count_failed(job_id, stage)
+            out.stages.add(stage=stage.value, done=done, failed=failed)
+        selected = 1 if job.state == pb.JOB_STATE_SUCCEEDED else 0
+        out.stages.add(stage=Stage.SELECT.value, done=selected, failed=0)
+        out.finished = await self._items.count(job_id, ItemKind.OUTCOME)
+        out.usage.CopyFrom(await self.usage(job_id))
+        return out

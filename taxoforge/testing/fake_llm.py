@@ -1,0 +1,235 @@
+"""A FAKE OpenAI-compatible chat server, for tests and benchmarks only: it calls no model.
+
+Replies are deterministic functions of the request (messages, temperature, seed), JSON replies
+follow the request's schema, and its behaviour can be steered while it runs:
+
+- ``latency_ms``: delay before each reply.
+- ``fail_pattern`` / ``fail_status``: requests whose text contains the pattern get that status.
+- ``malformed_pattern``: JSON requests containing it get text that is not JSON.
+- ``json_object_only``: refuse OpenAI's ``json_schema`` format with 422, as llama-cpp-python does.
+
+``POST /_fake/config`` changes these, ``GET /_fake/stats`` reports calls, ``POST /_fake/reset``
+clears the counters. Run: ``python -m taxoforge.testing.fake_llm --port 8099 --latency-ms 100``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["FakeConfig", "FakeLLM", "build_app", "main"]
+
+_WORDS = [
+    "energy",
+    "model",
+    "system",
+    "proof",
+    "market",
+    "cell",
+    "theory",
+    "history",
+    "data",
+    "signal",
+    "law",
+    "budget",
+    "recipe",
+    "function",
+    "network",
+    "evidence",
+    "language",
+    "motion",
+    "reaction",
+    "policy",
+    "structure",
+]
+
+
+@dataclass
+class FakeConfig:
+    """How the fake behaves; every field can be changed at run time."""
+
+    latency_ms: float = 0.0
+    fail_pattern: str | None = None
+    fail_status: int = 500
+    malformed_pattern: str | None = None
+    json_object_only: bool = False
+
+
+@dataclass
+class FakeStats:
+    """What the fake has seen."""
+
+    calls: int = 0
+    failed: int = 0
+    inflight: int = 0
+    max_inflight: int = 0
+    by_prompt: Counter[str] = field(default_factory=Counter)
+
+
+def _digest(*parts: Any) -> bytes:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).digest()
+
+
+def _from_schema(schema: dict[str, Any], seed: bytes, path: str = "") -> Any:
+    """A value that satisfies the (simple) JSON schema, chosen by ``seed``."""
+    h = hashlib.sha256(seed + path.encode()).digest()
+    n = int.from_bytes(h[:4], "big")
+    if "enum" in schema:
+        return schema["enum"][n % len(schema["enum"])]
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties", {})
+        return {k: _from_schema(v, seed, f"{path}.{k}") for k, v in props.items()}
+    if kind == "array":
+        return [
+            _from_schema(schema.get("items", {}), seed, f"{path}[{i}]") for i in range(1 + n % 3)
+        ]
+    if kind == "integer":
+        lo, hi = int(schema.get("minimum", 1)), int(schema.get("maximum", 10))
+        return lo + n % (hi - lo + 1)
+    if kind == "number":
+        low, high = float(schema.get("minimum", 0.0)), float(schema.get("maximum", 1.0))
+        return low + (n % 1000) / 999 * (high - low)
+    if kind == "boolean":
+        return bool(n % 2)
+    return f"fake {path.strip('.') or 'text'} {h.hex()[:8]}"
+
+
+def _text_reply(messages: list[dict[str, Any]], seed: bytes) -> str:
+    last = str(messages[-1].get("content", "")) if messages else ""
+    h = hashlib.sha256(seed).digest()
+    words = " ".join(_WORDS[b % len(_WORDS)] for b in h[:6])
+    topic = " ".join(last.split()[:12])
+    return f"Fake reply {h.hex()[:8]} about {words}. ({topic})"
+
+
+class FakeLLM:
+    """The fake's state and request handling."""
+
+    def __init__(self, config: FakeConfig | None = None) -> None:
+        self.config = config or FakeConfig()
+        self.stats = FakeStats()
+
+    async def chat(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        messages = body.get("messages") or []
+        blob = json.dumps(messages, sort_keys=True)
+        self.stats.calls += 1
+        self.stats.by_prompt[hashlib.sha256(blob.encode()).hexdigest()[:16]] += 1
+        self.stats.inflight += 1
+        self.stats.max_inflight = max(self.stats.max_inflight, self.stats.inflight)
+        try:
+            if self.config.latency_ms > 0:
+                await asyncio.sleep(self.config.latency_ms / 1000.0)
+            return self._reply(body, messages, blob)
+        finally:
+            self.stats.inflight -= 1
+
+    def _reply(
+        self, body: dict[str, Any], messages: list[dict[str, Any]], blob: str
+    ) -> web.Response:
+        cfg = self.config
+        fmt = body.get("response_format") or {}
+        if cfg.fail_pattern and cfg.fail_pattern in blob:
+            self.stats.failed += 1
+            return web.json_response(
+                {"error": {"message": "fake failure (fail_pattern matched)"}},
+                status=cfg.fail_status,
+            )
+        if cfg.json_object_only and fmt.get("type") == "json_schema":
+            return web.json_response(
+                {
+                    "error": {
+                        "message": "response_format.type: Input should be 'text' or "
+                        "'json_object', not json_schema"
+                    }
+                },
+                status=422,
+            )
+        seed = _digest(messages, body.get("temperature"), body.get("seed"))
+        schema = None
+        if fmt.get("type") == "json_schema":
+            schema = (fmt.get("json_schema") or {}).get("schema") or {}
+        elif fmt.get("type") == "json_object":
+            schema = fmt.get("schema") or {}
+        if schema is not None:
+            if cfg.malformed_pattern and cfg.malformed_pattern in blob:
+                content = "this is not json {"
+            else:
+                content = json.dumps(_from_schema(schema, seed))
+        else:
+            content = _text_reply(messages, seed)
+        prompt_tokens = max(1, len(blob) // 4)
+        completion_tokens = max(1, len(content) // 4)
+        return web.json_response(
+            {
+                "id": "fake-" + seed.hex()[:12],
+                "object": "chat.completion",
+                "model": body.get("model", "fake"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        )
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+    async def set_config(self, request: web.Request) -> web.Response:
+        changes = await request.json()
+        for key, value in changes.items():
+            if not hasattr(self.config, key):
+                return web.json_response({"error": f"unknown setting {key!r}"}, status=400)
+            setattr(self.config, key, value)
+        return web.json_response(asdict(self.config))
+
+    async def get_stats(self, request: web.Request) -> web.Response:
+        stats = asdict(self.stats)
+        stats["by_prompt"] = dict(self.stats.by_prompt)
+        return web.json_response(stats)
+
+    async def reset(self, request: web.Request) -> web.Response:
+        self.stats = FakeStats()
+        return web.json_response({"ok": True})
+
+
+def build_app(fake: FakeLLM) -> web.Application:
+    """The aiohttp application serving ``fake``."""
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/chat/completions", fake.chat)
+    app.router.add_get("/v1/models", fake.models)
+    app.router.add_post("/_fake/config", fake.set_config)
+    app.router.add_get("/_fake/stats", fake.get_stats)
+    app.router.add_post("/_fake/reset", fake.reset)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the fake until killed."""
+    parser = argparse.ArgumentParser(description="A FAKE OpenAI-compatible server (tests only).")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8099)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    ns = parser.parse_args(argv)
+    fake = FakeLLM(FakeConfig(latency_ms=ns.latency_ms))
+    web.run_app(build_app(fake), host=ns.host, port=ns.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()

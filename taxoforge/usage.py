@@ -1,0 +1,76 @@
+"""Token and cost accounting: per call on the item, per process and job while running."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from typing import TYPE_CHECKING
+
+import structlog
+
+from taxoforge.v1 import common_pb2 as pb
+
+if TYPE_CHECKING:
+    from taxoforge.store import JobStore
+
+__all__ = ["UsageMeter", "add_usage", "instance_id"]
+
+log = structlog.get_logger(__name__)
+
+
+def add_usage(total: pb.Usage, part: pb.Usage) -> None:
+    """Add ``part`` into ``total`` in place."""
+    total.prompt_tokens += part.prompt_tokens
+    total.completion_tokens += part.completion_tokens
+    total.cost_usd += part.cost_usd
+    total.calls += part.calls
+
+
+def instance_id() -> str:
+    """A name for this process that no other process (or restart of this one) shares."""
+    host = socket.gethostname().split(".")[0][:24].replace("_", "-")
+    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class UsageMeter:
+    """Sums this process's model usage per job and writes the totals about once a second.
+
+    Each process writes only its own key, so there is no contention however many replicas run;
+    a job's live usage is the sum of those keys. The exact figures live on the items.
+    """
+
+    def __init__(self, jobs: JobStore, instance: str, period_s: float = 1.0) -> None:
+        self._jobs = jobs
+        self._instance = instance
+        self._period = period_s
+        self._totals: dict[str, pb.Usage] = {}
+        self._dirty: set[str] = set()
+
+    def add(self, job_id: str, usage: pb.Usage) -> None:
+        """Count one call (or several) against a job."""
+        add_usage(self._totals.setdefault(job_id, pb.Usage()), usage)
+        self._dirty.add(job_id)
+
+    async def flush(self) -> None:
+        """Write every job total that changed since the last flush."""
+        dirty, self._dirty = self._dirty, set()
+        for job_id in dirty:
+            try:
+                await self._jobs.record_usage(job_id, self._instance, self._totals[job_id])
+            except Exception as exc:
+                self._dirty.add(job_id)
+                log.warning("usage_flush_failed", job_id=job_id, error=str(exc))
+        if len(self._totals) > 4096:  # forget jobs long since flushed
+            for job_id in list(self._totals)[:2048]:
+                if job_id not in self._dirty:
+                    del self._totals[job_id]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Flush periodically until ``stop``, then once more."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self._period)
+            await self.flush()
