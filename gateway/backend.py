@@ -102,7 +102,10 @@ class Backend:
         self, recipe: pb.Recipe, idempotency_key: str | None
     ) -> tuple[pb.JobProgress, bool]:
         """Validate, record and queue a job; all or nothing. Returns (progress, created)."""
-        plan = await self.plan(recipe)
+        try:
+            plan = await self.plan(recipe)
+        except NotFoundError as exc:  # a name in the body, not the URL, is wrong: 422
+            raise PermanentError(str(exc)) from exc
         job = pb.Job(
             id=new_job_id(idempotency_key),
             recipe=recipe,

@@ -148,7 +148,7 @@ def _model(spec: ModelSpec | None, role: str, defaults: LLMSettings) -> pb.Model
         else role_defaults["temperature"],
         max_tokens=spec.max_tokens or int(role_defaults["max_tokens"]),
         max_concurrency=spec.max_concurrency or 0,
-        response_format=spec.response_format or "auto",
+        response_format=spec.response_format or defaults.response_format,
     )
     if spec.top_p is not None:
         cfg.top_p = spec.top_p

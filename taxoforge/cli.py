@@ -198,7 +198,7 @@ def cmd_run(ns: argparse.Namespace) -> None:
     gateway = _gateway(ns)
     recipe = load_recipe(Path(ns.recipe))
     job = submit(gateway, recipe)
-    console.print(f"submitted job {job['id']} ({job['planned'] or recipe.get('count')} items)")
+    console.print(f"submitted job {job['id']} ({recipe.get('count')} items)")
     if ns.no_wait:
         print(job["id"])
         return
@@ -247,7 +247,7 @@ def cmd_demo(ns: argparse.Namespace) -> None:
         console.print(f"[green]stack ready[/green] at {stack.gateway_url}")
         recipe = load_recipe(Path(ns.recipe))
         job = submit(stack.gateway_url, recipe)
-        console.print(f"running {ns.recipe}: job {job['id']}, {job['planned']} items")
+        console.print(f"running {ns.recipe}: job {job['id']}, {recipe.get('count')} items")
         job = wait_for(stack.gateway_url, job["id"])
         out = Path(ns.out) / job["id"]
         paths = download(stack.gateway_url, job, out) if job["state"] == "succeeded" else []

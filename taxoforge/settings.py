@@ -38,6 +38,8 @@ class LLMSettings(BaseSettings):
     retries: int = Field(default=3, ge=0)
     # Attempts for a reply that is not valid JSON of the asked schema.
     structured_retries: int = Field(default=3, ge=1)
+    # How roles that do not say ask for JSON: auto, json_schema, json_object or none.
+    response_format: str = Field(default="auto", pattern="^(auto|json_schema|json_object|none)$")
     # "auto": OpenAI-compatible endpoints over a direct HTTP client, others through litellm.
     transport: str = Field(default="auto", pattern="^(auto|litellm|http)$")
 

@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -27,9 +27,10 @@ import grpc
 
 from taxoforge.grpc_server import is_serving
 
-__all__ = ["SERVICES", "Stack", "StackConfig", "StackError", "free_port"]
+__all__ = ["PARTS", "SERVICES", "Stack", "StackConfig", "StackError", "free_port"]
 
 SERVICES = ("taxonomy", "generator", "judge", "selector")
+PARTS = ("nats", "llm", *SERVICES, "gateway")
 EMBEDDED_MODEL = "openai/smollm2-135m-instruct"
 
 LLMMode = Literal["embedded", "fake", "external"]
@@ -121,17 +122,27 @@ class Stack:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self) -> None:
-        """Start everything and wait until each part reports healthy; on failure stop all."""
+    def start(self, parts: Sequence[str] = PARTS) -> None:
+        """Start ``parts`` (default: all) in order, each healthy before the next; on failure
+        stop what started."""
+        unknown = set(parts) - set(PARTS)
+        if unknown:
+            raise StackError(f"unknown parts {sorted(unknown)}; parts are {PARTS}")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._assign_ports()
         try:
-            self._start_nats()
-            if self.config.llm != "external":
-                self._start_llm()
-            for service in SERVICES:
-                self.start_service(service)
-            self._start_gateway()
+            for part in PARTS:
+                if part not in parts:
+                    continue
+                if part == "nats":
+                    self._start_nats()
+                elif part == "llm":
+                    if self.config.llm != "external":
+                        self._start_llm()
+                elif part == "gateway":
+                    self._start_gateway()
+                else:
+                    self.start_service(part)
         except BaseException:
             self.stop()
             raise
@@ -165,6 +176,8 @@ class Stack:
     # ---- components ----
 
     def _assign_ports(self) -> None:
+        if self._ports:
+            return
         cfg = self.config
         wanted = {
             "nats": cfg.nats_port,
@@ -282,6 +295,8 @@ class Stack:
         if self.config.llm == "embedded":
             # One small CPU server answers one call at a time; deep queues only add timeouts.
             env["TAXOFORGE_LLM_MAX_CONCURRENCY"] = "4"
+            # llama-cpp-python takes a JSON schema as json_object + schema, not json_schema.
+            env["TAXOFORGE_LLM_RESPONSE_FORMAT"] = "json_object"
         env.update(self.config.env)
         return env
 

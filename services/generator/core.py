@@ -20,7 +20,8 @@ _LABEL = re.compile(
     r"^\s*(?:\*\*)?(?:question|q|teacher|instruction|prompt|homework|exercise)\s*\d*\s*[:.\-)]\s*(?:\*\*)?\s*",
     re.IGNORECASE,
 )
-_TAIL = re.compile(r"\n\s*(?:\*\*)?(?:answer|student|solution|a)\s*[:.\-]", re.IGNORECASE)
+# An answer the model appended: "Answer:", "Solution -", "A:" (but not a choice such as "A. Mars").
+_TAIL = re.compile(r"\n\s*(?:\*\*)?(?:(?:answer|student|solution)\s*[:.\-]|a\s*:)", re.IGNORECASE)
 
 
 def sampling_seed(*parts: str) -> int:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from taxoforge.languages import language_name
 from taxoforge.llm import LLMClient
@@ -23,8 +22,12 @@ _MAX_RATIONALE = 600
 class RubricVerdict(BaseModel):
     """What the judge must reply: a short rationale, then an integer score 1-10."""
 
-    rationale: str
-    score: Literal[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    # The length is a hint for constrained decoders (it makes a small model stop); replies that
+    # run longer are kept and cut, not refused.
+    rationale: str = Field(json_schema_extra={"maxLength": 400})
+    # Strict: true is not a score of 1, nor "7" a score of 7; such a reply is asked again.
+    # The enum lets grammar-constrained servers (llama.cpp) produce only valid scores.
+    score: int = Field(ge=1, le=10, strict=True, json_schema_extra={"enum": list(range(1, 11))})
 
 
 def fence(text: str, nonce: str) -> str:

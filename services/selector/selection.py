@@ -21,6 +21,8 @@ __all__ = ["SelectionRunner"]
 
 log = structlog.get_logger(__name__)
 
+_TOP_REASONS = 5
+
 
 class SelectionRunner:
     """Selects a job's records and writes its datasets; running it twice gives the same files."""
@@ -57,6 +59,16 @@ class SelectionRunner:
         )
         for stage, n in Counter(o.failed_stage for o in outcomes if not o.judged).items():
             report.failures_by_stage[stage] = n
+        if report.failed:
+            reasons = Counter(
+                [
+                    (f.stage, f.reason[:300])
+                    async for f in items.scan(job.id, ItemKind.FAILURE, pb.ItemFailure)
+                    if f.item_id not in judged
+                ]
+            )
+            for (stage, reason), n in reasons.most_common(_TOP_REASONS):
+                report.failure_reasons.add(stage=stage, reason=reason, items=n)
         report.usage.CopyFrom(await self._exact_usage(job.id))
 
         datasets = [
@@ -67,7 +79,15 @@ class SelectionRunner:
         def _succeed(j: pb.Job) -> bool:
             if j.state in TERMINAL_STATES:
                 return False
-            j.state = pb.JOB_STATE_SUCCEEDED
+            if report.judged == 0:
+                # Nothing to train on: say so, with the reason most items gave.
+                j.state = pb.JOB_STATE_FAILED
+                top = report.failure_reasons[0] if report.failure_reasons else None
+                j.error = "every item failed" + (
+                    f"; most often at {top.stage}: {top.reason}" if top else ""
+                )
+            else:
+                j.state = pb.JOB_STATE_SUCCEEDED
             del j.datasets[:]
             j.datasets.extend(datasets)
             j.selection.CopyFrom(report)

@@ -8,6 +8,7 @@ A file names its taxonomy (``id``, ``version``, ``title``, ``description``) and 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,7 +92,7 @@ def _parse_node(raw: Any, where: str, seen: set[str]) -> pb.TaxonomyNode:
         weight = float(raw.get("weight", 1.0))
     except (TypeError, ValueError) as exc:
         raise TaxonomyFileError(f"{where}: weight must be a number") from exc
-    if not weight > 0:
+    if not (weight > 0 and math.isfinite(weight)):
         raise TaxonomyFileError(
             f"{where}: weight must be > 0 (prune the node instead of zeroing it)"
         )

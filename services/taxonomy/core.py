@@ -27,6 +27,8 @@ def largest_remainder(weights: Sequence[float], total: int) -> list[int]:
     """
     if total < 0:
         raise ValueError("total must be >= 0")
+    if any(not math.isfinite(w) or w < 0 for w in weights):
+        raise ValueError("weights must be finite and not negative")
     mass = sum(weights)
     if not weights or mass <= 0:
         raise ValueError("weights must contain a positive value")
@@ -62,6 +64,9 @@ def plan_job(recipe: pb.Recipe, taxonomy: pb.Taxonomy, job_id: str) -> Plan:
     if not leaves:
         raise PermanentError(f"taxonomy {taxonomy.id!r} has no leaves to plan seeds on")
     languages = list(recipe.languages) or [pb.LanguageShare(code="en", share=1.0)]
+    bad = [s.code for s in languages if not (math.isfinite(s.share) and s.share > 0)]
+    if bad:
+        raise PermanentError(f"language shares must be > 0; check {', '.join(bad)}")
     share_sum = sum(share.share for share in languages)
     if abs(share_sum - 1.0) > 1e-6:
         raise PermanentError(f"language shares sum to {share_sum:g}; they must sum to 1")

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from taxoforge.errors import PermanentError, TransientError
 from taxoforge.llm.http_transport import HTTPTransport
 from taxoforge.llm.litellm_transport import LiteLLMTransport
+from taxoforge.llm.schema import json_schema_of
 from taxoforge.llm.types import ChatRequest, ChatResult, LLMFault, Messages, Transport
 from taxoforge.settings import LLMSettings
 from taxoforge.usage import add_usage
@@ -27,7 +28,7 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T", bound=BaseModel)
 
 _OPENAI_COMPATIBLE = ("openai/", "hosted_vllm/", "openai_like/", "llamafile/")
-_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL | re.IGNORECASE)
 
 
 class StructuredOutputError(PermanentError):
@@ -36,26 +37,6 @@ class StructuredOutputError(PermanentError):
 
 class LLMRequestError(PermanentError):
     """The provider refused the request itself (bad request, unknown model, auth)."""
-
-
-def json_schema_of(model: type[BaseModel]) -> dict[str, Any]:
-    """A JSON schema strict providers accept: every property required, no extra properties."""
-    schema = model.model_json_schema()
-
-    def _close(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("type") == "object" and "properties" in node:
-                node["additionalProperties"] = False
-                node["required"] = list(node["properties"])
-            for value in node.values():
-                _close(value)
-        elif isinstance(node, list):
-            for value in node:
-                _close(value)
-
-    _close(schema)
-    schema.pop("title", None)
-    return schema
 
 
 def prompt_sha256(messages: Messages) -> str:
@@ -157,15 +138,17 @@ class LLMClient:
                 role,
                 cfg,
                 messages,
-                temperature=temperature,
+                temperature=_retry_temperature(cfg, temperature, attempt),
                 max_tokens=max_tokens,
                 seed=None if seed is None else seed + attempt,
                 json_schema=schema,
                 schema_name=output.__name__,
             )
+            if call.finish_reason == "length" and max_tokens is not None:
+                max_tokens = min(max_tokens * 2, 4096)  # it ran out of room: give it more
             add_usage(usage, call.usage)
             try:
-                parsed = output.model_validate_json(_strip_fence(text))
+                parsed = _parse(output, text)
             except ValidationError as exc:
                 errors.append(_short_validation(exc))
                 log.info(
@@ -205,6 +188,20 @@ class LLMClient:
         await self._litellm.close()
 
 
+def _retry_temperature(
+    cfg: pb.ModelConfig, temperature: float | None, attempt: int
+) -> float | None:
+    """The same settings first; then some randomness, since a greedy retry repeats its mistake."""
+    if attempt == 0:
+        return temperature
+    base = (
+        temperature
+        if temperature is not None
+        else (cfg.temperature if cfg.HasField("temperature") else 0.7)
+    )
+    return max(base, 0.4 * attempt)
+
+
 def _first(*values: float | None) -> float:
     for value in values:
         if value is not None:
@@ -219,6 +216,19 @@ def _cost(cfg: pb.ModelConfig, result: ChatResult) -> float:
             + result.completion_tokens * cfg.output_cost_per_million
         ) / 1e6
     return result.cost_usd or 0.0
+
+
+def _parse(output: type[T], text: str) -> T:
+    """Validate a reply; raw newlines inside JSON strings (small models write them) are allowed."""
+    body = _strip_fence(text)
+    try:
+        return output.model_validate_json(body)
+    except ValidationError as strict_error:
+        try:
+            loose = json.loads(body, strict=False)
+        except ValueError:
+            raise strict_error from None
+        return output.model_validate(loose)
 
 
 def _strip_fence(text: str) -> str:

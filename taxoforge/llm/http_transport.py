@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 
+from taxoforge.llm.schema import portable_schema
 from taxoforge.llm.types import ChatRequest, ChatResult, LLMFault
 from taxoforge.v1 import common_pb2 as pb
 
@@ -57,7 +58,8 @@ class HTTPTransport:
         try:
             return await self._post(cfg, req, api_key, timeout_s, mode)
         except LLMFault as fault:
-            refused = fault.status in (400, 422) and "json_schema" in str(fault)
+            # Servers that do not know the format say so with 400, 422 or (llama-cpp-python) 500.
+            refused = fault.status is not None and "json_schema" in str(fault)
             if req.json_schema is None or not refused or cfg.response_format not in ("", "auto"):
                 raise
             self._json_object_only.add(endpoint)
@@ -87,7 +89,7 @@ class HTTPTransport:
                     "type": "json_schema",
                     "json_schema": {
                         "name": req.schema_name,
-                        "schema": req.json_schema,
+                        "schema": portable_schema(req.json_schema),
                         "strict": True,
                     },
                 }

@@ -6,6 +6,7 @@ import os
 import time
 from typing import Any
 
+from taxoforge.llm.schema import portable_schema
 from taxoforge.llm.types import ChatRequest, ChatResult, LLMFault
 from taxoforge.v1 import common_pb2 as pb
 
@@ -60,7 +61,7 @@ class LiteLLMTransport:
                     "type": "json_schema",
                     "json_schema": {
                         "name": req.schema_name,
-                        "schema": req.json_schema,
+                        "schema": portable_schema(req.json_schema),
                         "strict": True,
                     },
                 }

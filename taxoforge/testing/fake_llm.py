@@ -7,6 +7,7 @@ follow the request's schema, and its behaviour can be steered while it runs:
 - ``fail_pattern`` / ``fail_status``: requests whose text contains the pattern get that status.
 - ``malformed_pattern``: JSON requests containing it get text that is not JSON.
 - ``json_object_only``: refuse OpenAI's ``json_schema`` format with 422, as llama-cpp-python does.
+- ``slow_pattern`` / ``slow_ms``: requests containing the pattern take that much longer.
 
 ``POST /_fake/config`` changes these, ``GET /_fake/stats`` reports calls, ``POST /_fake/reset``
 clears the counters. Run: ``python -m taxoforge.testing.fake_llm --port 8099 --latency-ms 100``.
@@ -60,6 +61,8 @@ class FakeConfig:
     fail_status: int = 500
     malformed_pattern: str | None = None
     json_object_only: bool = False
+    slow_pattern: str | None = None
+    slow_ms: float = 0.0
 
 
 @dataclass
@@ -126,8 +129,11 @@ class FakeLLM:
         self.stats.inflight += 1
         self.stats.max_inflight = max(self.stats.max_inflight, self.stats.inflight)
         try:
-            if self.config.latency_ms > 0:
-                await asyncio.sleep(self.config.latency_ms / 1000.0)
+            delay = self.config.latency_ms
+            if self.config.slow_pattern and self.config.slow_pattern in blob:
+                delay += self.config.slow_ms
+            if delay > 0:
+                await asyncio.sleep(delay / 1000.0)
             return self._reply(body, messages, blob)
         finally:
             self.stats.inflight -= 1

@@ -557,6 +557,7 @@ class SelectionReport(_message.Message):
     OVER_BUDGET_FIELD_NUMBER: _builtins.int
     FAILURES_BY_STAGE_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    FAILURE_REASONS_FIELD_NUMBER: _builtins.int
     judged: _builtins.int
     failed: _builtins.int
     sft_records: _builtins.int
@@ -571,6 +572,10 @@ class SelectionReport(_message.Message):
     def usage(self) -> Global___Usage:
         """Tokens and cost of every recorded call behind the judged and failed items."""
 
+    @_builtins.property
+    def failure_reasons(self) -> _containers.RepeatedCompositeFieldContainer[Global___FailureReason]:
+        """The most common reasons items failed, most frequent first."""
+
     def __init__(
         self,
         *,
@@ -582,14 +587,40 @@ class SelectionReport(_message.Message):
         over_budget: _builtins.int = ...,
         failures_by_stage: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         usage: Global___Usage | None = ...,
+        failure_reasons: _abc.Iterable[Global___FailureReason] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "failures_by_stage", b"failures_by_stage", "judged", b"judged", "over_budget", b"over_budget", "preference_records", b"preference_records", "sft_records", b"sft_records", "ties", b"ties", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "failure_reasons", b"failure_reasons", "failures_by_stage", b"failures_by_stage", "judged", b"judged", "over_budget", b"over_budget", "preference_records", b"preference_records", "sft_records", b"sft_records", "ties", b"ties", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SelectionReport: _TypeAlias = SelectionReport  # noqa: Y015
+
+@_typing.final
+class FailureReason(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STAGE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    stage: _builtins.str
+    reason: _builtins.str
+    items: _builtins.int
+    def __init__(
+        self,
+        *,
+        stage: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        items: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "reason", b"reason", "stage", b"stage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FailureReason: _TypeAlias = FailureReason  # noqa: Y015
 
 @_typing.final
 class JobRef(_message.Message):

@@ -1,0 +1,64 @@
+"""JSON schemas for structured output: a strict one to validate, a portable one to send."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+__all__ = ["json_schema_of", "portable_schema"]
+
+
+def json_schema_of(model: type[BaseModel]) -> dict[str, Any]:
+    """A JSON schema strict providers accept: every property required, no extra properties."""
+    schema = model.model_json_schema()
+
+    def _close(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" in node:
+                node["additionalProperties"] = False
+                node["required"] = list(node["properties"])
+            for value in node.values():
+                _close(value)
+        elif isinstance(node, list):
+            for value in node:
+                _close(value)
+
+    _close(schema)
+    schema.pop("title", None)
+    return schema
+
+
+_CONSTRAINTS = frozenset(
+    {
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "format",
+        "minItems",
+        "maxItems",
+    }
+)
+
+
+def portable_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema without numeric and length constraints, which strict providers refuse.
+
+    Constrained decoders (llama.cpp grammars) get the full schema; every reply is validated
+    against the full model either way.
+    """
+
+    def _strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: _strip(v) for k, v in node.items() if k not in _CONSTRAINTS}
+        if isinstance(node, list):
+            return [_strip(v) for v in node]
+        return node
+
+    out: dict[str, Any] = _strip(schema)
+    return out

@@ -1,0 +1,200 @@
+"""Selection: SFT and preference records, ranking, budget and the counts of what was left out."""
+
+from __future__ import annotations
+
+from services.judge.core import build_judgment
+from services.selector.core import preference_record, select, sft_record
+from taxoforge.v1 import common_pb2 as pb
+
+
+def _judgment(item: str, *scores: float, texts: list[str] | None = None, margin: float = 1.0):
+    """A judged item with one response per score (ids ``<item>.r<n>``)."""
+    texts = texts or [f"answer {n} to {item}" for n in range(len(scores))]
+    seed = pb.Seed(node_id="physics", node_path="Science > Physics", language="en")
+    instruction = pb.Instruction(
+        job_id="job",
+        item_id=item,
+        seed=seed,
+        text=f"question {item}",
+        call=pb.LLMCall(model="gen", template="instruction", template_version="1"),
+    )
+    responses = [
+        pb.Response(id=f"{item}.r{n}", text=text, call=pb.LLMCall(model=f"resp-{n}"))
+        for n, text in enumerate(texts)
+    ]
+    score_msgs = [
+        pb.Score(
+            response_id=f"{item}.r{n}",
+            score=s,
+            rationale=f"why {n}",
+            call=pb.LLMCall(model="judge"),
+        )
+        for n, s in enumerate(scores)
+    ]
+    candidates = pb.Candidates(instruction=instruction, responses=responses)
+    return build_judgment(candidates, score_msgs, min_margin=margin)
+
+
+def _ids(records: list[dict]) -> list[str]:
+    return [r["id"] for r in records]
+
+
+# ---- sft_record ----
+
+
+def test_sft_record_is_a_conversation_with_the_best_response() -> None:
+    scored = sft_record(_judgment("i1", 4, 9, 6))
+
+    assert scored is not None
+    score, record = scored
+    assert score == 9
+    assert record["id"] == "job/i1"
+    assert record["messages"] == [
+        {"role": "user", "content": "question i1"},
+        {"role": "assistant", "content": "answer 1 to i1"},
+    ]
+    assert record["score"] == 9
+    meta = record["metadata"]
+    assert meta["response_id"] == "i1.r1"
+    assert meta["response_model"] == "resp-1"
+    assert meta["judge_rationale"] == "why 1"
+    assert meta["instruction_template"] == "instruction@1"
+    assert meta["node_path"] == "Science > Physics"
+
+
+def test_sft_record_skips_an_empty_best_response() -> None:
+    scored = sft_record(_judgment("i1", 9, 5, 7, texts=["   ", "five", "seven"]))
+
+    assert scored is not None
+    score, record = scored
+    assert score == 7
+    assert record["messages"][1]["content"] == "seven"
+
+
+def test_sft_record_is_none_when_every_response_is_empty() -> None:
+    assert sft_record(_judgment("i1", 9, 5, texts=["", "  \n"])) is None
+
+
+def test_sft_record_tie_goes_to_the_smaller_response_id() -> None:
+    scored = sft_record(_judgment("i1", 8, 8))
+
+    assert scored is not None
+    assert scored[1]["metadata"]["response_id"] == "i1.r0"
+
+
+# ---- preference_record ----
+
+
+def test_preference_record_has_trl_shape() -> None:
+    record = preference_record(_judgment("i1", 3, 9))
+
+    assert record is not None
+    assert record["prompt"] == [{"role": "user", "content": "question i1"}]
+    assert record["chosen"] == [{"role": "assistant", "content": "answer 1 to i1"}]
+    assert record["rejected"] == [{"role": "assistant", "content": "answer 0 to i1"}]
+    assert record["score_chosen"] == 9
+    assert record["score_rejected"] == 3
+    assert record["score_chosen"] > record["score_rejected"]
+    assert record["margin"] == 6
+    assert record["metadata"]["chosen_rationale"] == "why 1"
+    assert record["metadata"]["rejected_model"] == "resp-0"
+
+
+def test_preference_record_is_none_without_a_pair() -> None:
+    assert preference_record(_judgment("i1", 5, 5)) is None
+
+
+# ---- select ----
+
+
+def test_sft_is_best_first_with_item_id_tie_break() -> None:
+    judgments = [
+        _judgment("i3", 7, 2),
+        _judgment("i1", 9, 2),
+        _judgment("i4", 7, 2),
+        _judgment("i2", 7, 2),
+    ]
+
+    selection = select(judgments, budget=0)
+
+    assert _ids(selection.sft) == ["job/i1", "job/i2", "job/i3", "job/i4"]
+
+
+def test_selection_is_independent_of_input_order() -> None:
+    judgments = [_judgment(f"i{n}", n % 4 + 5, 1) for n in range(8)]
+
+    forward = select(judgments, budget=5)
+    backward = select(list(reversed(judgments)), budget=5)
+
+    assert _ids(forward.sft) == _ids(backward.sft)
+    assert _ids(forward.preference) == _ids(backward.preference)
+
+
+def test_preference_ranks_by_chosen_score_then_margin() -> None:
+    judgments = [
+        _judgment("i1", 8, 6),  # chosen 8, margin 2
+        _judgment("i2", 8, 1),  # chosen 8, margin 7
+        _judgment("i3", 10, 8),  # chosen 10, margin 2
+    ]
+
+    selection = select(judgments, budget=0)
+
+    assert _ids(selection.preference) == ["job/i3", "job/i2", "job/i1"]
+    for record in selection.preference:
+        assert record["score_chosen"] > record["score_rejected"]
+
+
+def test_budget_applies_to_each_dataset() -> None:
+    judgments = [
+        _judgment("i1", 9, 2),
+        _judgment("i2", 8, 2),
+        _judgment("i3", 7, 2),
+        _judgment("i4", 6, 6),  # a tie: SFT only
+    ]
+
+    selection = select(judgments, budget=2)
+
+    assert _ids(selection.sft) == ["job/i1", "job/i2"]
+    assert _ids(selection.preference) == ["job/i1", "job/i2"]
+    # left out: SFT i3, i4; preference i3
+    assert selection.over_budget == 3
+    assert selection.ties == 1
+
+
+def test_zero_budget_keeps_everything() -> None:
+    judgments = [_judgment(f"i{n}", 9 - n, 1) for n in range(5)]
+
+    selection = select(judgments, budget=0)
+
+    assert len(selection.sft) == 5
+    assert len(selection.preference) == 5
+    assert selection.over_budget == 0
+    assert selection.ties == 0
+
+
+def test_budget_larger_than_the_data_keeps_everything() -> None:
+    selection = select([_judgment("i1", 9, 1), _judgment("i2", 5, 5)], budget=10)
+
+    assert len(selection.sft) == 2
+    assert len(selection.preference) == 1
+    assert selection.over_budget == 0
+
+
+def test_ties_and_narrow_margins_give_no_pair_but_keep_sft() -> None:
+    judgments = [
+        _judgment("i1", 6, 6),
+        _judgment("i2", 7, 6, margin=2.0),
+        _judgment("i3", 9, 3),
+    ]
+
+    selection = select(judgments, budget=0)
+
+    assert selection.ties == 2
+    assert _ids(selection.preference) == ["job/i3"]
+    assert _ids(selection.sft) == ["job/i3", "job/i2", "job/i1"]
+
+
+def test_items_with_only_empty_responses_give_no_sft_record() -> None:
+    selection = select([_judgment("i1", 9, 2, texts=["", ""])], budget=0)
+
+    assert selection.sft == []
