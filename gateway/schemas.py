@@ -91,8 +91,8 @@ class RecipeSpec(BaseModel):
     name: str = Field(default="job", min_length=1, max_length=120)
     taxonomy: str = Field(default="starter", min_length=1, max_length=64)
     count: int = Field(ge=1, le=1_000_000, description="Instructions to generate.")
-    languages: list[LanguageSpec | str] = Field(
-        default_factory=lambda: list[LanguageSpec | str](["en"]),
+    languages: list[LanguageSpec] = Field(
+        default_factory=lambda: [LanguageSpec(code="en")],
         min_length=1,
         description="Codes (equal shares) or {code, share} with shares summing to 1.",
     )
@@ -102,9 +102,16 @@ class RecipeSpec(BaseModel):
     min_margin: float = Field(default=1.0, ge=0, le=9, description="Chosen minus rejected score.")
     models: RoleModelsSpec = Field(default_factory=RoleModelsSpec)
 
+    @field_validator("languages", mode="before")
+    @classmethod
+    def _codes(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"code": x} if isinstance(x, str) else x for x in value]
+        return value
+
     @model_validator(mode="after")
     def _shares(self) -> RecipeSpec:
-        langs = [LanguageSpec(code=x) if isinstance(x, str) else x for x in self.languages]
+        langs = self.languages
         codes = [lang.code for lang in langs]
         if len(set(codes)) != len(codes):
             raise ValueError(f"languages lists a code twice: {codes}")
@@ -172,9 +179,7 @@ def recipe_to_proto(spec: RecipeSpec, defaults: LLMSettings) -> pb.Recipe:
         taxonomy_id=spec.taxonomy,
         count=spec.count,
         languages=[
-            pb.LanguageShare(code=lang.code, share=lang.share or 0.0)
-            for lang in spec.languages
-            if isinstance(lang, LanguageSpec)
+            pb.LanguageShare(code=lang.code, share=lang.share or 0.0) for lang in spec.languages
         ],
         models=models,
         responses_per_instruction=spec.responses_per_instruction,
@@ -195,6 +200,26 @@ class UsageView(BaseModel):
     completion_tokens: int = 0
     cost_usd: float = 0.0
     calls: int = 0
+
+
+class FailureReasonView(BaseModel):
+    stage: str
+    reason: str
+    items: int
+
+
+class SelectionView(BaseModel):
+    """What selection kept, and what it left out and why."""
+
+    judged: int
+    failed: int
+    sft_records: int
+    preference_records: int
+    ties: int
+    over_budget: int
+    failures_by_stage: dict[str, int]
+    failure_reasons: list[FailureReasonView]
+    usage: UsageView
 
 
 class DatasetView(BaseModel):
@@ -221,7 +246,7 @@ class JobView(BaseModel):
     stages: list[StageView]
     usage: UsageView
     datasets: list[DatasetView]
-    selection: dict[str, Any] | None
+    selection: SelectionView | None
     error: str | None
     created_at: datetime | None
     updated_at: datetime | None
@@ -257,7 +282,21 @@ def job_view(progress: pb.JobProgress) -> JobView:
     job = progress.job
     selection = None
     if job.HasField("selection"):
-        selection = to_dict(job.selection)
+        s = job.selection
+        selection = SelectionView(
+            judged=s.judged,
+            failed=s.failed,
+            sft_records=s.sft_records,
+            preference_records=s.preference_records,
+            ties=s.ties,
+            over_budget=s.over_budget,
+            failures_by_stage=dict(s.failures_by_stage),
+            failure_reasons=[
+                FailureReasonView(stage=r.stage, reason=r.reason, items=r.items)
+                for r in s.failure_reasons
+            ],
+            usage=_usage(s.usage),
+        )
     return JobView(
         id=job.id,
         name=job.recipe.name,

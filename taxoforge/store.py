@@ -61,6 +61,10 @@ def state_name(state: int) -> str:
     return pb.JobState.Name(pb.JobState.ValueType(state)).removeprefix("JOB_STATE_").lower()
 
 
+# Kinds stored once per candidate: <job>.<kind>.<item>.<part>.
+_PER_PART = frozenset({ItemKind.RESPONSE, ItemKind.SCORE})
+
+
 def now_ms() -> int:
     """Wall-clock milliseconds, the unit of every timestamp in records."""
     return int(time.time() * 1000)
@@ -130,9 +134,17 @@ class ItemStore:
             return existing
         return await self.put_once(key, await make())
 
+    @staticmethod
+    def _pattern(job_id: str, kind: ItemKind) -> str:
+        if kind is ItemKind.FAILURE:
+            return f"{job_id}.{kind.value}.*.*"  # <stage>.<item>
+        if kind in _PER_PART:
+            return f"{job_id}.{kind.value}.*.*"  # <item>.<part>
+        return f"{job_id}.{kind.value}.*"
+
     async def count(self, job_id: str, kind: ItemKind) -> int:
-        """How many items of a job have a record of this kind."""
-        return await self._bus.count_keys(KV_ITEMS, f"{job_id}.{kind.value}.*")
+        """How many records of this kind a job has (for responses and scores: one per candidate)."""
+        return await self._bus.count_keys(KV_ITEMS, self._pattern(job_id, kind))
 
     async def count_failed(self, job_id: str, stage: Stage | None = None) -> int:
         """How many items of a job failed (at one stage, or at any)."""
@@ -140,20 +152,9 @@ class ItemStore:
         return await self._bus.count_keys(KV_ITEMS, f"{job_id}.{ItemKind.FAILURE.value}.{tail}")
 
     async def scan(self, job_id: str, kind: ItemKind, message_type: type[M]) -> AsyncIterator[M]:
-        """Every record of a kind for a job (failures: of every stage)."""
+        """Every record of a kind for a job (failures of every stage; every candidate's part)."""
         kv = await self._bus.items_kv()
-        tail = ">" if kind is ItemKind.FAILURE else "*"
-        async for _, value in _scan(kv, f"{job_id}.{kind.value}.{tail}"):
-            out = message_type()
-            out.ParseFromString(value)
-            yield out
-
-    async def scan_parts(
-        self, job_id: str, kind: ItemKind, message_type: type[M]
-    ) -> AsyncIterator[M]:
-        """Every per-part record of a kind (``<job>.<kind>.<item>.<part>``), e.g. each response."""
-        kv = await self._bus.items_kv()
-        async for _, value in _scan(kv, f"{job_id}.{kind.value}.*.*"):
+        async for _, value in _scan(kv, self._pattern(job_id, kind)):
             out = message_type()
             out.ParseFromString(value)
             yield out
@@ -291,5 +292,8 @@ class JobStore:
         selected = 1 if job.state == pb.JOB_STATE_SUCCEEDED else 0
         out.stages.add(stage=Stage.SELECT.value, done=selected, failed=0)
         out.finished = await self._items.count(job_id, ItemKind.OUTCOME)
-        out.usage.CopyFrom(await self.usage(job_id))
+        if job.HasField("selection"):
+            out.usage.CopyFrom(job.selection.usage)  # exact: summed from the items at the end
+        else:
+            out.usage.CopyFrom(await self.usage(job_id))  # live: processes flush every second
         return out

@@ -118,8 +118,8 @@ class SelectionRunner:
         items = self._ctx.items
         async for instruction in items.scan(job_id, ItemKind.INSTRUCTION, pb.Instruction):
             add_usage(total, instruction.call.usage)
-        async for response in items.scan_parts(job_id, ItemKind.RESPONSE, pb.Response):
+        async for response in items.scan(job_id, ItemKind.RESPONSE, pb.Response):
             add_usage(total, response.call.usage)
-        async for score in items.scan_parts(job_id, ItemKind.SCORE, pb.Score):
+        async for score in items.scan(job_id, ItemKind.SCORE, pb.Score):
             add_usage(total, score.call.usage)
         return total

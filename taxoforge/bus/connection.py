@@ -57,16 +57,20 @@ class Bus:
         self._jobs: KeyValue | None = None
         self._items: KeyValue | None = None
         self._datasets: ObjectStore | None = None
+        self._closing: list[bool] = []
 
     @classmethod
     async def connect(cls, settings: BusSettings, name: str) -> Bus:
         """Connect and retry forever on disconnects (the nats-py default gives up after ~2 min)."""
 
+        closing: list[bool] = []  # set by close(): a disconnect then is expected
+
         async def _on_error(exc: Exception) -> None:
             log.warning("nats_error", error=str(exc))
 
         async def _on_disconnect() -> None:
-            log.warning("nats_disconnected")
+            if not closing:
+                log.warning("nats_disconnected")
 
         async def _on_reconnect() -> None:
             log.info("nats_reconnected")
@@ -88,7 +92,9 @@ class Bus:
         if settings.nats_creds_file:
             options["user_credentials"] = settings.nats_creds_file
         nc = await nats.connect(**options)
-        return cls(nc, settings)
+        bus = cls(nc, settings)
+        bus._closing = closing
+        return bus
 
     async def ensure_topology(self) -> None:
         """Create (or update) streams and buckets; safe to call from every replica at once."""
@@ -212,6 +218,7 @@ class Bus:
 
     async def close(self) -> None:
         """Drain: finish what is published and in flight, then close."""
+        self._closing.append(True)
         if self.nc.is_connected:
             await self.nc.drain()
         elif not self.nc.is_closed:

@@ -73,7 +73,7 @@ class FakeStats:
     failed: int = 0
     inflight: int = 0
     max_inflight: int = 0
-    by_prompt: Counter[str] = field(default_factory=Counter)
+    by_request: Counter[str] = field(default_factory=Counter)
 
 
 def _digest(*parts: Any) -> bytes:
@@ -125,7 +125,12 @@ class FakeLLM:
         messages = body.get("messages") or []
         blob = json.dumps(messages, sort_keys=True)
         self.stats.calls += 1
-        self.stats.by_prompt[hashlib.sha256(blob.encode()).hexdigest()[:16]] += 1
+        # A request is its messages and its sampling settings: two candidates sampled from the
+        # same prompt at different temperatures or seeds are different requests.
+        request_key = json.dumps(
+            [messages, body.get("temperature"), body.get("seed")], sort_keys=True
+        )
+        self.stats.by_request[hashlib.sha256(request_key.encode()).hexdigest()[:16]] += 1
         self.stats.inflight += 1
         self.stats.max_inflight = max(self.stats.max_inflight, self.stats.inflight)
         try:
@@ -207,7 +212,7 @@ class FakeLLM:
 
     async def get_stats(self, request: web.Request) -> web.Response:
         stats = asdict(self.stats)
-        stats["by_prompt"] = dict(self.stats.by_prompt)
+        stats["by_request"] = dict(self.stats.by_request)
         return web.json_response(stats)
 
     async def reset(self, request: web.Request) -> web.Response:

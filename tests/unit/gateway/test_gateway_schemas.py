@@ -336,7 +336,10 @@ def test_job_view_shows_error_and_selection() -> None:
     view = job_view(progress)
 
     assert view.error == "taxonomy 'x' does not exist"
-    assert view.selection == {"judged": 3, "failed": 1, "failures_by_stage": {"generate": 1}}
+    assert view.selection is not None
+    assert (view.selection.judged, view.selection.failed) == (3, 1)
+    assert view.selection.failures_by_stage == {"generate": 1}
+    assert view.selection.sft_records == 0  # zero counts are shown, not left out
 
 
 def test_job_view_serialises_to_json() -> None:

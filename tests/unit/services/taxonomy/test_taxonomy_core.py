@@ -197,3 +197,51 @@ def test_plan_rejects_a_taxonomy_without_leaves() -> None:
 def test_plan_rejects_negative_language_share() -> None:
     with pytest.raises(PermanentError):
         plan_job(_recipe(10, en=1.5, fr=-0.5), _taxonomy(a=1, b=1), "job-1")
+
+
+# ---- controlled_rounding: exact marginals in two dimensions ----
+
+
+def test_controlled_rounding_meets_both_marginals_on_random_tables() -> None:
+    import math
+    import random
+
+    from services.taxonomy.core import controlled_rounding
+
+    rng = random.Random(5)
+    for _ in range(300):
+        rows = [rng.randint(0, 40) for _ in range(rng.randint(1, 12))]
+        total = sum(rows)
+        shares = [rng.random() + 0.01 for _ in range(rng.randint(1, 5))]
+        cols = largest_remainder(shares, total) if total else [0] * len(shares)
+        table = controlled_rounding(rows, cols)
+        assert [sum(r) for r in table] == rows
+        assert [sum(table[i][j] for i in range(len(rows))) for j in range(len(cols))] == cols
+        for i, r in enumerate(rows):
+            for j, c in enumerate(cols):
+                exact = r * c / total if total else 0
+                assert math.floor(exact) <= table[i][j] <= math.ceil(exact)
+
+
+def test_controlled_rounding_refuses_mismatched_totals() -> None:
+    from services.taxonomy.core import controlled_rounding
+
+    with pytest.raises(ValueError, match="differ"):
+        controlled_rounding([3, 2], [4])
+
+
+def test_language_and_leaf_totals_are_both_exact() -> None:
+    taxonomy = pb.Taxonomy(id="t", root=pb.TaxonomyNode(id="t"))
+    for i, weight in enumerate([1.0, 1.5, 1.0, 2.0, 1.0, 1.0, 1.5]):
+        taxonomy.root.children.add(id=f"n{i}", title=f"N{i}", weight=weight)
+    recipe = pb.Recipe(
+        count=100,
+        languages=[pb.LanguageShare(code="en", share=0.7), pb.LanguageShare(code="de", share=0.3)],
+    )
+    plan = plan_job(recipe, taxonomy, "j")
+    by_language = Counter(s.language for s in plan.seeds)
+    by_leaf = Counter(s.node_id for s in plan.seeds)
+    assert by_language == {"en": 70, "de": 30}
+    assert [by_leaf[f"n{i}"] for i in range(7)] == largest_remainder(
+        [1.0, 1.5, 1.0, 2.0, 1.0, 1.0, 1.5], 100
+    )

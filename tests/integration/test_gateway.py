@@ -1,0 +1,150 @@
+"""The gateway's REST contract: clear 4xx for bad input, nothing half-created, docs served."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from taxoforge.bus import Bus
+from taxoforge.bus.topology import KV_JOBS
+from taxoforge.settings import BusSettings
+from taxoforge.stack import Stack
+
+from .jobs import submit, wait
+
+pytestmark = pytest.mark.integration
+
+
+def _job_count(stack: Stack) -> int:
+    async def count() -> int:
+        bus = await Bus.connect(BusSettings(nats_url=stack.nats_url), name="test-count")
+        try:
+            return await bus.count_keys(KV_JOBS, "job.*")
+        finally:
+            await bus.close()
+
+    return asyncio.run(count())
+
+
+@pytest.mark.parametrize(
+    ("recipe", "field", "words"),
+    [
+        ({}, "count", "required"),
+        ({"count": 0}, "count", "greater than or equal to 1"),
+        ({"count": 5, "colour": "red"}, "colour", "unknown field"),
+        (
+            {"count": 5, "languages": [{"code": "en", "share": 0.5}, {"code": "fr", "share": 0.3}]},
+            "body",
+            "shares sum to 0.8; they must sum to 1",
+        ),
+        ({"count": 5, "languages": ["xx"]}, "languages[0]", "unknown language 'xx'"),
+        ({"count": 5, "languages": ["en", "en"]}, "body", "lists a code twice"),
+        (
+            {"count": 5, "responses_per_instruction": 1},
+            "responses_per_instruction",
+            "greater than or equal to 2",
+        ),
+        (
+            {"count": 5, "models": {"judge": {"temperature": 5}}},
+            "models.judge.temperature",
+            "less than or equal to 2",
+        ),
+    ],
+)
+def test_bad_recipes_are_refused_with_what_to_fix(
+    stack: Stack, api: httpx.Client, recipe: dict[str, object], field: str, words: str
+) -> None:
+    before = _job_count(stack)
+    resp = api.post("/v1/jobs", json=recipe)
+    assert resp.status_code == 422, resp.text
+    error = resp.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert any(d["field"].startswith(field) and words in d["message"] for d in error["details"]), (
+        error
+    )
+    assert words in error["message"]
+    assert _job_count(stack) == before, "a refused recipe must create nothing"
+
+
+def test_an_unknown_taxonomy_is_refused_and_nothing_is_created(
+    stack: Stack, api: httpx.Client
+) -> None:
+    before = _job_count(stack)
+    resp = api.post("/v1/jobs", json={"count": 3, "taxonomy": "no-such-thing"})
+    assert resp.status_code == 422
+    assert (
+        "taxonomy 'no-such-thing' does not exist; known: starter" in resp.json()["error"]["message"]
+    )
+    assert _job_count(stack) == before
+
+
+def test_not_json_is_refused(api: httpx.Client) -> None:
+    resp = api.post("/v1/jobs", content=b"count: 3", headers={"content-type": "application/json"})
+    assert resp.status_code == 422
+    assert resp.json()["error"]["code"] == "invalid_request"
+
+
+def test_unknown_and_malformed_job_ids(api: httpx.Client) -> None:
+    missing = api.get("/v1/jobs/j-0000000000000000")
+    assert missing.status_code == 404
+    assert "does not exist" in missing.json()["error"]["message"]
+    assert api.get("/v1/jobs/not-a-job").status_code == 422
+    assert api.post("/v1/jobs/j-0000000000000000:cancel").status_code == 404
+    assert api.get("/v1/jobs/j-0000000000000000/datasets/sft").status_code == 404
+    assert api.get("/v1/jobs/j-0000000000000000/datasets/other").status_code == 422
+
+
+def test_a_finished_job_cannot_be_cancelled(api: httpx.Client) -> None:
+    job = wait(api, submit(api, count=2)["id"])
+    resp = api.post(f"/v1/jobs/{job['id']}:cancel")
+    assert resp.status_code == 409
+    assert "already succeeded" in resp.json()["error"]["message"]
+
+
+def test_taxonomies_are_served(api: httpx.Client) -> None:
+    listing = api.get("/v1/taxonomies").json()
+    starter = next(t for t in listing["taxonomies"] if t["id"] == "starter")
+    assert starter["leaves"] == 15
+    tree = api.get("/v1/taxonomies/starter").json()
+    assert tree["version"] == starter["version"]
+    assert [n["id"] for n in tree["root"]["children"]][:2] == [
+        "natural-sciences",
+        "formal-sciences",
+    ]
+    assert api.get("/v1/taxonomies/nope").status_code == 404
+
+
+def test_plans_are_a_dry_run(stack: Stack, api: httpx.Client) -> None:
+    before = _job_count(stack)
+    plan = api.post(
+        "/v1/plans",
+        json={
+            "count": 100,
+            "languages": [{"code": "en", "share": 0.7}, {"code": "de", "share": 0.3}],
+        },
+    ).json()
+    assert plan["planned"] == 100
+    by_language: dict[str, int] = {}
+    for cell in plan["cells"]:
+        by_language[cell["language"]] = by_language.get(cell["language"], 0) + cell["count"]
+    assert by_language == {"en": 70, "de": 30}
+    assert _job_count(stack) == before
+
+
+def test_health_readiness_and_docs(api: httpx.Client) -> None:
+    assert api.get("/healthz").json() == {"status": "ok"}
+    ready = api.get("/readyz")
+    assert ready.status_code == 200 and all(ready.json()["checks"].values())
+    spec = api.get("/openapi.json").json()
+    assert {
+        "/v1/jobs",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}:cancel",
+        "/v1/jobs/{job_id}/datasets/{kind}",
+        "/v1/taxonomies/{taxonomy_id}",
+        "/healthz",
+        "/readyz",
+    } <= set(spec["paths"])
+    assert api.get("/docs").status_code == 200
