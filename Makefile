@@ -24,7 +24,7 @@ install: $(STAMP)  ## create .venv and install taxoforge with the embedded model
 demo: $(STAMP)  ## start the embedded stack, run examples/quickstart.yaml, print samples, stop
 	$(VENV)/bin/taxoforge demo --recipe examples/quickstart.yaml --out out
 
-test: $(STAMP)  ## the whole suite: unit, integration (real nats-server), embedded-model smoke test
+test: lint  ## lint, then the whole suite: unit, integration (real nats-server), embedded-model smoke test
 	$(PY) -m pytest
 
 test-unit: $(STAMP)  ## unit tests only (no network, seconds)

@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import importlib.resources
 import os
+import random
+import re
 import shutil
 import signal
 import socket
@@ -40,11 +42,30 @@ class StackError(RuntimeError):
     """A process of the stack did not start or did not become healthy."""
 
 
+_HANDED_OUT: set[int] = set()
+_PORT_RANGE = (20000, 32000)  # below Linux's ephemeral range, where client sockets land
+
+
 def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as s:
+    """A TCP port free on loopback now, not handed out before by this process."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(*_PORT_RANGE)
+        if port not in _HANDED_OUT and _port_free(port):
+            _HANDED_OUT.add(port)
+            return port
+    with socket.socket() as s:  # a crowded range: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+_BIND_FAILED = re.compile(
+    r"address already in use|Failed to bind|error while attempting to bind", re.I
+)
+
+
+class _PortTaken(StackError):
+    """The process exited because its port was taken meanwhile; it can retry on another."""
 
 
 def _port_free(port: int) -> bool:
@@ -87,6 +108,7 @@ class Stack:
         self.log_dir = self.data_dir / "logs"
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._ports: dict[str, int] = {}
+        self._fixed_ports: set[str] = set()
 
     # ---- addresses ----
 
@@ -191,7 +213,31 @@ class Stack:
                 raise StackError(
                     f"port {port} for {name} is in use; pick another or stop what holds it"
                 )
+            if port:
+                self._fixed_ports.add(name)
             self._ports[name] = port or free_port()
+
+    def _launch(
+        self,
+        name: str,
+        command: Callable[[], tuple[list[str], dict[str, str]]],
+        probe: Callable[[], bool],
+        what: str,
+        ports: tuple[str, ...],
+    ) -> None:
+        """Spawn and wait; if a chosen port was taken in the meantime, retry on a new one."""
+        for attempt in range(3):
+            args, env = command()
+            self._spawn(name, args, env)
+            try:
+                self._wait(name, probe, what)
+                return
+            except _PortTaken:
+                movable = [p for p in ports if p not in self._fixed_ports]
+                if attempt == 2 or not movable:
+                    raise
+                for key in movable:
+                    self._ports[key] = free_port()
 
     def _spawn(
         self, name: str, args: list[str], env: dict[str, str] | None = None
@@ -213,10 +259,9 @@ class Stack:
         proc = self.procs[name]
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                code = proc.returncode
-                raise StackError(
-                    f"{name} exited with {code}; see {self._log(name)}\n{self.tail(name)}"
-                )
+                code, tail = proc.returncode, self.tail(name)
+                error = _PortTaken if _BIND_FAILED.search(tail) else StackError
+                raise error(f"{name} exited with {code}; see {self._log(name)}\n{tail}")
             if probe():
                 return
             time.sleep(0.1)
@@ -241,18 +286,32 @@ class Stack:
         store.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "nats.conf"
         sync = "\n  sync_interval: always" if self.config.sync_always else ""
-        conf.write_text(
-            f"listen: 127.0.0.1:{self._ports['nats']}\n"
-            f"http: 127.0.0.1:{self._ports['nats_monitor']}\n"
-            f"max_payload: 8MB\n"
-            f'jetstream {{\n  store_dir: "{store}"{sync}\n}}\n'
-        )
-        self._spawn("nats", [binary, "-c", str(conf)])
-        url = f"http://127.0.0.1:{self._ports['nats_monitor']}/healthz?js-enabled-only=true"
-        self._wait("nats", lambda: _http_ok(url), "healthy")
+
+        def command() -> tuple[list[str], dict[str, str]]:
+            conf.write_text(
+                f"listen: 127.0.0.1:{self._ports['nats']}\n"
+                f"http: 127.0.0.1:{self._ports['nats_monitor']}\n"
+                f"max_payload: 8MB\n"
+                f'jetstream {{\n  store_dir: "{store}"{sync}\n}}\n'
+            )
+            return [binary, "-c", str(conf)], {}
+
+        def healthy() -> bool:
+            port = self._ports["nats_monitor"]
+            return _http_ok(f"http://127.0.0.1:{port}/healthz?js-enabled-only=true")
+
+        self._launch("nats", command, healthy, "healthy", ("nats", "nats_monitor"))
 
     def _start_llm(self) -> None:
-        port = self._ports["llm"]
+        self._launch(
+            "llm",
+            lambda: (self._llm_command(self._ports["llm"]), {}),
+            lambda: _http_ok(f"http://127.0.0.1:{self._ports['llm']}/v1/models"),
+            "ready",
+            ("llm",),
+        )
+
+    def _llm_command(self, port: int) -> list[str]:
         if self.config.llm == "fake":
             args = [
                 sys.executable,
@@ -281,8 +340,7 @@ class Stack:
                 "--n_threads",
                 str(max(1, min(4, os.cpu_count() or 1))),
             ]
-        self._spawn("llm", args)
-        self._wait("llm", lambda: _http_ok(f"http://127.0.0.1:{port}/v1/models"), "ready")
+        return args
 
     def _common_env(self) -> dict[str, str]:
         env = {
@@ -302,25 +360,31 @@ class Stack:
 
     def start_service(self, service: str) -> None:
         """Start (or restart) one service and wait until its gRPC health says SERVING."""
-        env = {
-            **self._common_env(),
-            "TAXOFORGE_GRPC_HOST": "127.0.0.1",
-            "TAXOFORGE_GRPC_PORT": str(self._ports[service]),
-            **self.config.service_env.get(service, {}),
-        }
-        self._spawn(service, [sys.executable, "-m", f"services.{service}"], env)
-        addr = self.grpc_addr(service)
-        self._wait(service, lambda: _grpc_serving(addr), "SERVING")
+
+        def command() -> tuple[list[str], dict[str, str]]:
+            env = {
+                **self._common_env(),
+                "TAXOFORGE_GRPC_HOST": "127.0.0.1",
+                "TAXOFORGE_GRPC_PORT": str(self._ports[service]),
+                **self.config.service_env.get(service, {}),
+            }
+            return [sys.executable, "-m", f"services.{service}"], env
+
+        serving = lambda: _grpc_serving(self.grpc_addr(service))  # noqa: E731
+        self._launch(service, command, serving, "SERVING", (service,))
 
     def _start_gateway(self) -> None:
-        env = {
-            **self._common_env(),
-            "TAXOFORGE_HTTP_HOST": "127.0.0.1",
-            "TAXOFORGE_HTTP_PORT": str(self._ports["gateway"]),
-            **{f"TAXOFORGE_{s.upper()}_ADDR": self.grpc_addr(s) for s in SERVICES},
-        }
-        self._spawn("gateway", [sys.executable, "-m", "gateway"], env)
-        self._wait("gateway", lambda: _http_ok(f"{self.gateway_url}/readyz"), "ready")
+        def command() -> tuple[list[str], dict[str, str]]:
+            env = {
+                **self._common_env(),
+                "TAXOFORGE_HTTP_HOST": "127.0.0.1",
+                "TAXOFORGE_HTTP_PORT": str(self._ports["gateway"]),
+                **{f"TAXOFORGE_{s.upper()}_ADDR": self.grpc_addr(s) for s in SERVICES},
+            }
+            return [sys.executable, "-m", "gateway"], env
+
+        ready = lambda: _http_ok(f"{self.gateway_url}/readyz")  # noqa: E731
+        self._launch("gateway", command, ready, "ready", ("gateway",))
 
     def processes(self) -> Iterator[tuple[str, int]]:
         """(name, pid) of every running component."""

@@ -54,7 +54,7 @@ async def test_a_completion_records_its_call(
 async def test_structured_output_is_validated(
     fake_llm: tuple[FakeLLM, str], settings: LLMSettings
 ) -> None:
-    fake, base = fake_llm
+    _fake, base = fake_llm
     client = LLMClient(settings)
     try:
         verdict, call = await client.structured("judge", _cfg(base), MESSAGES, Verdict)
