@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -255,7 +256,9 @@ def cmd_demo(ns: argparse.Namespace) -> None:
         print_samples(paths)
         console.print("stopping the stack ...")
     if job["state"] != "succeeded":
-        raise CLIError(f"demo job {job['state']}: {job.get('error')}")
+        raise CLIError(f"demo job {job['state']}: {job.get('error')}; logs in {stack.log_dir}")
+    if not ns.data_dir:
+        shutil.rmtree(data_dir, ignore_errors=True)  # a temporary store, its job exported
     console.print(f"[green]done[/green]: datasets in {out}")
 
 

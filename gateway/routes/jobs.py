@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from gateway.backend import DATASET_KINDS
 from gateway.deps import BackendDep
 from gateway.schemas import JobView, RecipeSpec, job_view, recipe_to_proto
 from taxoforge.protojson import to_dict
+from taxoforge.store import TERMINAL_STATES
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -38,6 +41,40 @@ async def create_job(
 @router.get("/jobs/{job_id}", response_model=JobView, summary="A job's state and progress")
 async def get_job(job_id: JobId, backend: BackendDep) -> JobView:
     return job_view(await backend.progress(job_id))
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    summary="A job's progress as Server-Sent Events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def job_events(
+    job_id: JobId,
+    backend: BackendDep,
+    interval_s: Annotated[float, Query(ge=0.2, le=60)] = 1.0,
+) -> StreamingResponse:
+    """One ``progress`` event (a JobView) whenever the job changes, checked every ``interval_s``
+    seconds, and a last ``end`` event when it finishes; then the stream closes."""
+    first = await backend.progress(job_id)  # 404 before the stream starts
+
+    async def events() -> AsyncIterator[bytes]:
+        progress, last = first, ""
+        while True:
+            view = job_view(progress)
+            body = view.model_dump_json()
+            if body != last:
+                last = body
+                yield f"event: progress\ndata: {body}\n\n".encode()
+            if progress.job.state in TERMINAL_STATES:
+                yield f"event: end\ndata: {body}\n\n".encode()
+                return
+            await asyncio.sleep(interval_s)
+            progress = await backend.progress(job_id)
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
 
 
 @router.post("/jobs/{job_id}:cancel", response_model=JobView, summary="Cancel a job")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import pytest
@@ -148,3 +149,21 @@ def test_health_readiness_and_docs(api: httpx.Client) -> None:
         "/readyz",
     } <= set(spec["paths"])
     assert api.get("/docs").status_code == 200
+
+
+def test_progress_streams_as_server_sent_events(api: httpx.Client) -> None:
+    job_id = submit(api, count=3)["id"]
+    events: list[tuple[str, dict[str, object]]] = []
+    with api.stream("GET", f"/v1/jobs/{job_id}/events", params={"interval_s": 0.2}) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        kind = ""
+        for line in resp.iter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                events.append((kind, json.loads(line.removeprefix("data: "))))
+    assert events[-1][0] == "end" and events[-1][1]["state"] == "succeeded"
+    finished = [e[1]["finished"] for e in events if e[0] == "progress"]
+    assert finished == sorted(finished) and finished[-1] == 3
+    assert api.get("/v1/jobs/j-0000000000000000/events").status_code == 404
