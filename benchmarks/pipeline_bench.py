@@ -475,11 +475,12 @@ def main(argv: list[str] | None = None) -> int:
     k = args.responses
     inflight = args.inflight
     ideal = inflight / (args.latency_ms / 1000.0)
-    # The generator works instruct messages (1 call each) and respond messages (k calls each):
-    # `inflight` messages can keep `inflight` calls going whatever the mix. The judge makes k
-    # calls per message. TAXOFORGE_LLM_MAX_CONCURRENCY caps calls per process and model.
-    concurrency = {"generator": inflight, "judge": math.ceil(inflight / k)}
-    env = {"TAXOFORGE_LLM_MAX_CONCURRENCY": str(inflight)}
+    # The model server should see at most `inflight` calls at once, from the two processes that
+    # call it: each gets half (TAXOFORGE_LLM_MAX_CONCURRENCY caps calls per process and model).
+    # Enough messages per process keep its half busy: the judge makes k calls per message.
+    per_process = max(1, inflight // 2)
+    concurrency = {"generator": per_process, "judge": math.ceil(per_process / k)}
+    env = {"TAXOFORGE_LLM_MAX_CONCURRENCY": str(per_process)}
     if args.log_level:
         env["TAXOFORGE_LOG_LEVEL"] = args.log_level
     data_dir = Path(tempfile.mkdtemp(prefix="taxoforge-bench-"))
@@ -507,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"  nats sync_always=False (no fsync per write); "
-        f"TAXOFORGE_LLM_MAX_CONCURRENCY={inflight} per process; TAXOFORGE_WORKER_CONCURRENCY "
+        f"TAXOFORGE_LLM_MAX_CONCURRENCY={per_process} per process; TAXOFORGE_WORKER_CONCURRENCY "
         f"generator={concurrency['generator']} judge={concurrency['judge']} "
         f"(taxonomy, selector: default)"
     )
@@ -516,8 +517,8 @@ def main(argv: list[str] | None = None) -> int:
         f"TAXOFORGE_LOG_FORMAT=json, logs in {data_dir / 'logs'}"
     )
     print(
-        "  note: the generator and judge processes each may hold up to "
-        f"{inflight} calls, so the fake can see up to {2 * inflight} at once"
+        f"  note: generator and judge hold up to {per_process} calls each, so the fake sees at "
+        f"most {2 * per_process} at once"
     )
     stack = Stack(config)
     failed = False

@@ -24,7 +24,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from taxoforge.bus.connection import Bus
-from taxoforge.bus.topology import KV_ITEMS, Stage
+from taxoforge.bus.topology import KV_ITEMS, Stage, ended_subject
 from taxoforge.usage import add_usage
 from taxoforge.v1 import common_pb2 as pb
 
@@ -174,8 +174,11 @@ class ItemStore:
         await self.end(job_id, item_id, pb.ItemOutcome(item_id=item_id, failed_stage=stage.value))
 
     async def end(self, job_id: str, item_id: str, outcome: pb.ItemOutcome) -> pb.ItemOutcome:
-        """Write how an item ended, once; returns the outcome that stands."""
-        return await self.put_once(self.key(job_id, ItemKind.OUTCOME, item_id), outcome)
+        """Write how an item ended, once, and announce it; returns the outcome that stands."""
+        stands = await self.put_once(self.key(job_id, ItemKind.OUTCOME, item_id), outcome)
+        # A hint so completion is noticed at once rather than at the next periodic check.
+        await self._bus.nc.publish(ended_subject(job_id), b"")
+        return stands
 
 
 class JobStore:

@@ -10,8 +10,10 @@ import asyncio
 import contextlib
 
 import structlog
+from nats.aio.msg import Msg
 
 from taxoforge.bus import Stage
+from taxoforge.bus.topology import ENDED_SUBJECTS
 from taxoforge.pipeline import publish_work
 from taxoforge.service import ServiceContext
 from taxoforge.store import ItemKind
@@ -23,24 +25,50 @@ log = structlog.get_logger(__name__)
 
 
 class CompletionTracker:
-    """Checks active jobs every ``period_s`` seconds."""
+    """Checks a job as soon as one of its items ends, and every active job each ``period_s``.
+
+    The announcements are core NATS (lost if no selector listens); the periodic check is what
+    guarantees completion is noticed, the announcements only make it quick.
+    """
+
+    _DEBOUNCE_S = 0.05
 
     def __init__(self, ctx: ServiceContext, period_s: float) -> None:
         self._ctx = ctx
         self._period = period_s
+        self._hot: set[str] = set()
+        self._wake = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Check until ``stop``."""
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._period)
-            if stop.is_set():
-                return
-            try:
-                for job_id in await self._ctx.jobs.active():
-                    await self.check(job_id)
-            except Exception as exc:  # NATS briefly away: try again next period
-                log.warning("tracker_check_failed", error=f"{type(exc).__name__}: {exc}")
+
+        async def _ended(msg: Msg) -> None:
+            self._hot.add(msg.subject.rsplit(".", 1)[-1])
+            self._wake.set()
+
+        sub = await self._ctx.bus.nc.subscribe(ENDED_SUBJECTS, cb=_ended)
+        next_sweep = 0.0
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._period)
+                if stop.is_set():
+                    return
+                await asyncio.sleep(self._DEBOUNCE_S)  # let a burst of endings coalesce
+                self._wake.clear()
+                hot, self._hot = self._hot, set()
+                now = asyncio.get_running_loop().time()
+                try:
+                    if now >= next_sweep:
+                        next_sweep = now + self._period
+                        hot |= set(await self._ctx.jobs.active())
+                    for job_id in sorted(hot):
+                        await self.check(job_id)
+                except Exception as exc:  # NATS briefly away: try again next period
+                    log.warning("tracker_check_failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def check(self, job_id: str) -> bool:
         """Queue selection if every planned item of a running job has ended."""

@@ -8,6 +8,7 @@ __all__ = [
     "CONSUMERS",
     "DLQ_STREAM",
     "DLQ_SUBJECTS",
+    "ENDED_SUBJECTS",
     "KV_ITEMS",
     "KV_JOBS",
     "OBJ_DATASETS",
@@ -15,6 +16,7 @@ __all__ = [
     "WORK_SUBJECTS",
     "Stage",
     "dlq_subject",
+    "ended_subject",
     "work_subject",
 ]
 
@@ -49,6 +51,14 @@ CONSUMERS: dict[str, tuple[Stage, ...]] = {
 def work_subject(stage: Stage) -> str:
     """The work-queue subject of a stage."""
     return f"tf.work.{stage.value}"
+
+
+ENDED_SUBJECTS = "tf.ended.*"
+
+
+def ended_subject(job_id: str) -> str:
+    """Where an item's end is announced (core NATS, a hint: completion is checked on the store)."""
+    return f"tf.ended.{job_id}"
 
 
 def dlq_subject(stage: Stage) -> str:
