@@ -12,12 +12,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from gateway.backend import Backend, ConflictError
+from gateway.backend import Backend
 from gateway.routes import health, jobs, taxonomies
 from gateway.settings import GatewaySettings
 from taxoforge import __version__
 from taxoforge.bus import Bus
-from taxoforge.errors import NotFoundError, PermanentError, TransientError
+from taxoforge.errors import ConflictError, NotFoundError, PermanentError, TransientError
 from taxoforge.logging import configure_logging
 
 __all__ = ["create_app", "main"]
@@ -84,6 +84,7 @@ def create_app(settings: GatewaySettings, bus: Bus | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(taxonomies.router)
+    app.include_router(taxonomies.induce_router)
     app.add_exception_handler(RequestValidationError, _validation_error)
 
     @app.exception_handler(NotFoundError)

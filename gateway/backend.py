@@ -2,41 +2,29 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import structlog
+from google.protobuf.message import Message
 
 from gateway.settings import GatewaySettings
 from taxoforge.bus import Bus, Stage
 from taxoforge.datasets import DatasetStore, dataset_object
-from taxoforge.errors import NotFoundError, PermanentError, TransientError
+from taxoforge.errors import ConflictError, NotFoundError, PermanentError, TransientError
 from taxoforge.grpc_server import is_serving
 from taxoforge.pipeline import publish_work
-from taxoforge.store import TERMINAL_STATES, JobStore, now_ms, state_name
+from taxoforge.store import TERMINAL_STATES, JobStore, new_job_id, now_ms, state_name
 from taxoforge.v1 import common_pb2 as pb
 from taxoforge.v1 import taxonomy_pb2 as tpb
 from taxoforge.v1 import taxonomy_pb2_grpc
 
-__all__ = ["DATASET_KINDS", "Backend", "ConflictError"]
+__all__ = ["DATASET_KINDS", "Backend"]
 
 log = structlog.get_logger(__name__)
 
 DATASET_KINDS = ("sft", "preference")
-
-
-class ConflictError(PermanentError):
-    """The request clashes with the current state (a finished job, a reused key)."""
-
-
-def new_job_id(idempotency_key: str | None) -> str:
-    """A time-ordered random id, or one derived from the client's idempotency key."""
-    if idempotency_key:
-        return "j-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:20]
-    return f"j-{int(time.time() * 1000):011x}{os.urandom(4).hex()}"
 
 
 def _grpc_error(exc: grpc.aio.AioRpcError, what: str) -> Exception:
@@ -46,6 +34,8 @@ def _grpc_error(exc: grpc.aio.AioRpcError, what: str) -> Exception:
         return NotFoundError(detail)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return PermanentError(detail)
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return ConflictError(detail)
     if code in (
         grpc.StatusCode.UNAVAILABLE,
         grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -90,13 +80,10 @@ class Backend:
 
     async def plan(self, recipe: pb.Recipe, include_seeds: bool = False) -> tpb.PlanJobResponse:
         """Dry-run a recipe through the taxonomy service."""
-        try:
-            return await self._taxonomy.PlanJob(
-                tpb.PlanJobRequest(recipe=recipe, include_seeds=include_seeds),
-                timeout=self._timeout,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise _grpc_error(exc, "the taxonomy service") from exc
+        resp: tpb.PlanJobResponse = await self._call(
+            "PlanJob", tpb.PlanJobRequest(recipe=recipe, include_seeds=include_seeds)
+        )
+        return resp
 
     async def create_job(
         self, recipe: pb.Recipe, idempotency_key: str | None
@@ -106,9 +93,15 @@ class Backend:
             plan = await self.plan(recipe)
         except NotFoundError as exc:  # a name in the body, not the URL, is wrong: 422
             raise PermanentError(str(exc)) from exc
+        pinned = pb.Recipe()
+        pinned.CopyFrom(recipe)
+        # The job plans on the versions of now, whatever edits come before its plan stage runs.
+        pinned.taxonomy_version = plan.taxonomy_version
+        pinned.task_taxonomy_version = plan.task_taxonomy_version
         job = pb.Job(
             id=new_job_id(idempotency_key),
-            recipe=recipe,
+            kind="generate",
+            recipe=pinned,
             state=pb.JOB_STATE_PENDING,
             created_at_ms=now_ms(),
             taxonomy_version=plan.taxonomy_version,
@@ -116,7 +109,7 @@ class Backend:
         job.updated_at_ms = job.created_at_ms
         if not await self.jobs.create(job):
             existing = await self.jobs.get(job.id)
-            if existing is None or existing.recipe != recipe:
+            if existing is None or existing.recipe != pinned:
                 raise ConflictError(
                     "this Idempotency-Key was already used for a different recipe; use a new key"
                 )
@@ -172,20 +165,65 @@ class Backend:
             raise NotFoundError(f"job {job_id} has no {kind} dataset")
         return info, self.datasets.stream(info.object_name or dataset_object(job_id, kind))
 
-    async def taxonomies(self) -> tpb.ListTaxonomiesResponse:
-        """Every taxonomy the taxonomy service serves."""
+    async def _call(self, method: str, request: Message) -> Any:
+        """A taxonomy service call, its errors as ours."""
         try:
-            return await self._taxonomy.ListTaxonomies(
-                tpb.ListTaxonomiesRequest(), timeout=self._timeout
-            )
+            return await getattr(self._taxonomy, method)(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
             raise _grpc_error(exc, "the taxonomy service") from exc
 
-    async def taxonomy(self, taxonomy_id: str) -> pb.Taxonomy:
-        """One taxonomy, whole."""
-        try:
-            return await self._taxonomy.GetTaxonomy(
-                tpb.GetTaxonomyRequest(id=taxonomy_id), timeout=self._timeout
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise _grpc_error(exc, "the taxonomy service") from exc
+    async def taxonomies(self) -> tpb.ListTaxonomiesResponse:
+        """Every taxonomy the taxonomy service serves."""
+        resp: tpb.ListTaxonomiesResponse = await self._call(
+            "ListTaxonomies", tpb.ListTaxonomiesRequest()
+        )
+        return resp
+
+    async def taxonomy(self, taxonomy_id: str, version: str = "") -> pb.Taxonomy:
+        """One taxonomy version, whole."""
+        resp: pb.Taxonomy = await self._call(
+            "GetTaxonomy", tpb.GetTaxonomyRequest(id=taxonomy_id, version=version)
+        )
+        return resp
+
+    async def versions(self, taxonomy_id: str) -> pb.TaxonomyIndex:
+        """A taxonomy's history."""
+        resp: pb.TaxonomyIndex = await self._call(
+            "ListVersions", tpb.ListVersionsRequest(id=taxonomy_id)
+        )
+        return resp
+
+    async def export(self, taxonomy_id: str, version: str = "") -> tpb.ExportTaxonomyResponse:
+        """A version as YAML."""
+        resp: tpb.ExportTaxonomyResponse = await self._call(
+            "ExportTaxonomy", tpb.GetTaxonomyRequest(id=taxonomy_id, version=version)
+        )
+        return resp
+
+    async def import_taxonomy(self, document: str, source: str, new_version: bool) -> pb.Taxonomy:
+        """A new taxonomy, or a new version, from a YAML or JSON document."""
+        resp: pb.Taxonomy = await self._call(
+            "ImportTaxonomy",
+            tpb.ImportTaxonomyRequest(document=document, source=source, new_version=new_version),
+        )
+        return resp
+
+    async def edit(self, request: tpb.EditTaxonomyRequest) -> pb.Taxonomy:
+        """Operations applied as one new version."""
+        resp: pb.Taxonomy = await self._call("EditTaxonomy", request)
+        return resp
+
+    async def review(self, request: tpb.ReviewTaxonomyRequest) -> pb.Taxonomy:
+        """Proposals accepted or rejected as one new version."""
+        resp: pb.Taxonomy = await self._call("ReviewTaxonomy", request)
+        return resp
+
+    async def expand(self, request: pb.ExpandRequest) -> pb.JobProgress:
+        """Start an expansion job."""
+        job: pb.Job = await self._call("ExpandTaxonomy", request)
+        return await self.progress(job.id)
+
+    async def induce(self, request: tpb.InduceTaxonomyRequest) -> pb.JobProgress:
+        """Start an induction job."""
+        job: pb.Job = await self._call("InduceTaxonomy", request)
+        return await self.progress(job.id)

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from taxoforge.languages import LANGUAGES
-from taxoforge.protojson import to_dict
 from taxoforge.settings import LLMSettings
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = [
-    "JobView",
-    "ModelSpec",
-    "RecipeSpec",
-    "job_view",
-    "recipe_to_proto",
-]
+__all__ = ["ModelSpec", "RecipeSpec", "model_config", "recipe_to_proto"]
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -70,6 +62,37 @@ class LanguageSpec(BaseModel):
         return code
 
 
+class ShareSpec(BaseModel):
+    """A value of a plan dimension (a difficulty, a task type) and its share."""
+
+    model_config = _STRICT
+
+    name: str = Field(min_length=1, max_length=64)
+    share: float | None = Field(default=None, gt=0, le=1)
+
+
+def _as_items(value: Any, key: str) -> Any:
+    """Let a list of plain names stand for items with equal shares."""
+    if isinstance(value, list):
+        return [{key: x} if isinstance(x, str) else x for x in value]
+    return value
+
+
+def _split(kind: str, names: list[str], shares: list[float | None]) -> list[float]:
+    """Shares as given (they must sum to 1), or equal when none is given."""
+    if len(set(names)) != len(names):
+        raise ValueError(f"{kind} lists a value twice: {names}")
+    given = [s for s in shares if s is not None]
+    if not given:
+        return [1.0 / len(names)] * len(names) if names else []
+    if len(given) != len(shares):
+        raise ValueError(f"give a share for every {kind} value, or for none (equal split)")
+    total = math.fsum(given)
+    if abs(total - 1.0) > 1e-6:
+        raise ValueError(f"{kind} shares sum to {total:g}; they must sum to 1")
+    return given
+
+
 class RecipeSpec(BaseModel):
     """What to generate. Only ``count`` is required; everything else has a default."""
 
@@ -82,6 +105,8 @@ class RecipeSpec(BaseModel):
                     "taxonomy": "starter",
                     "count": 8,
                     "languages": [{"code": "en", "share": 0.5}, {"code": "fr", "share": 0.5}],
+                    "difficulties": ["easy", "medium", "hard"],
+                    "task_types": ["open-qa", "reasoning"],
                     "responses_per_instruction": 2,
                 }
             ]
@@ -89,12 +114,36 @@ class RecipeSpec(BaseModel):
     )
 
     name: str = Field(default="job", min_length=1, max_length=120)
-    taxonomy: str = Field(default="starter", min_length=1, max_length=64)
+    taxonomy: str = Field(
+        default="starter",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,62}(@[0-9]+)?$",
+        description="A taxonomy id, or id@version to pin one; the job records the version used.",
+    )
     count: int = Field(ge=1, le=1_000_000, description="Instructions to generate.")
     languages: list[LanguageSpec] = Field(
         default_factory=lambda: [LanguageSpec(code="en")],
         min_length=1,
         description="Codes (equal shares) or {code, share} with shares summing to 1.",
+    )
+    nodes: list[str] = Field(
+        default_factory=list, description="Plan only under these nodes; empty: everywhere."
+    )
+    distribution: Literal["weight", "uniform"] = Field(
+        default="weight", description="Seeds per leaf by node weight, or the same for each leaf."
+    )
+    node_counts: dict[str, int] | None = Field(
+        default=None, description="Exact seeds per node (inner nodes spread over their leaves)."
+    )
+    difficulties: list[ShareSpec] = Field(
+        default_factory=list, description="easy, medium, hard, expert; names or {name, share}."
+    )
+    task_taxonomy: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9-]{0,62}(@[0-9]+)?$",
+        description='Task taxonomy (built in: "tasks"); set by task_types when left out.',
+    )
+    task_types: list[ShareSpec] | Literal["all"] | None = Field(
+        default=None, description='Task types (names or {name, share}), or "all" by weight.'
     )
     responses_per_instruction: int = Field(default=2, ge=2, le=16)
     budget: int = Field(default=0, ge=0, description="Records kept per dataset; 0 keeps all.")
@@ -105,27 +154,47 @@ class RecipeSpec(BaseModel):
     @field_validator("languages", mode="before")
     @classmethod
     def _codes(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return [{"code": x} if isinstance(x, str) else x for x in value]
-        return value
+        return _as_items(value, "code")
+
+    @field_validator("difficulties", "task_types", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        return _as_items(value, "name")
 
     @model_validator(mode="after")
     def _shares(self) -> RecipeSpec:
         langs = self.languages
-        codes = [lang.code for lang in langs]
-        if len(set(codes)) != len(codes):
-            raise ValueError(f"languages lists a code twice: {codes}")
-        given = [lang.share for lang in langs if lang.share is not None]
-        if given and len(given) != len(langs):
-            raise ValueError("give a share for every language, or for none (equal split)")
-        if not given:
-            for lang in langs:
-                lang.share = 1.0 / len(langs)
-        else:
-            total = math.fsum(given)
-            if abs(total - 1.0) > 1e-6:
-                raise ValueError(f"language shares sum to {total:g}; they must sum to 1")
-        self.languages = list(langs)
+        for lang, share in zip(
+            langs,
+            _split("language", [x.code for x in langs], [x.share for x in langs]),
+            strict=True,
+        ):
+            lang.share = share
+        levels = self.difficulties
+        for level, share in zip(
+            levels,
+            _split("difficulty", [x.name for x in levels], [x.share for x in levels]),
+            strict=True,
+        ):
+            level.share = share
+        if isinstance(self.task_types, list):
+            tasks = self.task_types
+            for task, share in zip(
+                tasks,
+                _split("task type", [x.name for x in tasks], [x.share for x in tasks]),
+                strict=True,
+            ):
+                task.share = share
+        if self.task_types is not None and self.task_taxonomy is None:
+            self.task_taxonomy = "tasks"
+        if self.node_counts is not None:
+            if any(n < 0 for n in self.node_counts.values()):
+                raise ValueError("node_counts must not be negative")
+            if sum(self.node_counts.values()) != self.count:
+                raise ValueError(
+                    f"node_counts sum to {sum(self.node_counts.values())} but count is "
+                    f"{self.count}; make them equal"
+                )
         return self
 
 
@@ -133,12 +202,16 @@ _ROLE_DEFAULTS: dict[str, dict[str, float | int]] = {
     "generator": {"temperature": 0.8, "max_tokens": 256},
     "responder": {"temperature": 0.7, "max_tokens": 512},
     "judge": {"temperature": 0.0, "max_tokens": 256},
+    # GLAN samples subject lists at temperature 1.0; lists and syllabi are long.
+    "expander": {"temperature": 1.0, "max_tokens": 2048},
+    "tagger": {"temperature": 0.0, "max_tokens": 256},
 }
 # Two sampling settings of one model give the judge contrast to build pairs from.
 _DEFAULT_RESPONDERS = [ModelSpec(temperature=0.3), ModelSpec(temperature=1.0)]
 
 
-def _model(spec: ModelSpec | None, role: str, defaults: LLMSettings) -> pb.ModelConfig:
+def model_config(spec: ModelSpec | None, role: str, defaults: LLMSettings) -> pb.ModelConfig:
+    """A role's model: what the request says, the role's defaults, then the server's."""
     spec = spec or ModelSpec()
     role_defaults = _ROLE_DEFAULTS[role]
     if spec.api_base is not None:
@@ -170,13 +243,12 @@ def recipe_to_proto(spec: RecipeSpec, defaults: LLMSettings) -> pb.Recipe:
     """The immutable recipe a job records: every role resolved to a concrete model."""
     responders = spec.models.responders or _DEFAULT_RESPONDERS
     models = pb.RoleModels(
-        generator=_model(spec.models.generator, "generator", defaults),
-        responders=[_model(r, "responder", defaults) for r in responders],
-        judge=_model(spec.models.judge, "judge", defaults),
+        generator=model_config(spec.models.generator, "generator", defaults),
+        responders=[model_config(r, "responder", defaults) for r in responders],
+        judge=model_config(spec.models.judge, "judge", defaults),
     )
-    return pb.Recipe(
+    recipe = pb.Recipe(
         name=spec.name,
-        taxonomy_id=spec.taxonomy,
         count=spec.count,
         languages=[
             pb.LanguageShare(code=lang.code, share=lang.share or 0.0) for lang in spec.languages
@@ -186,141 +258,18 @@ def recipe_to_proto(spec: RecipeSpec, defaults: LLMSettings) -> pb.Recipe:
         budget=spec.budget,
         seed=spec.seed,
         min_margin=spec.min_margin,
+        nodes=spec.nodes,
+        distribution=spec.distribution,
+        node_counts=[pb.NodeCount(node_id=k, count=v) for k, v in (spec.node_counts or {}).items()],
+        difficulties=[pb.Share(name=d.name, share=d.share or 0.0) for d in spec.difficulties],
     )
-
-
-class StageView(BaseModel):
-    stage: str
-    done: int
-    failed: int
-
-
-class UsageView(BaseModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-    calls: int = 0
-
-
-class FailureReasonView(BaseModel):
-    stage: str
-    reason: str
-    items: int
-
-
-class SelectionView(BaseModel):
-    """What selection kept, and what it left out and why."""
-
-    judged: int
-    failed: int
-    sft_records: int
-    preference_records: int
-    ties: int
-    over_budget: int
-    failures_by_stage: dict[str, int]
-    failure_reasons: list[FailureReasonView]
-    usage: UsageView
-
-
-class DatasetView(BaseModel):
-    kind: str
-    records: int
-    bytes: int
-    sha256: str
-    url: str
-
-
-JobState = Literal["pending", "running", "selecting", "succeeded", "failed", "cancelled"]
-
-
-class JobView(BaseModel):
-    """A job as clients see it: state, per-stage progress, usage, datasets."""
-
-    id: str
-    name: str
-    state: JobState
-    taxonomy: str
-    taxonomy_version: str
-    planned: int
-    finished: int
-    stages: list[StageView]
-    usage: UsageView
-    datasets: list[DatasetView]
-    selection: SelectionView | None
-    error: str | None
-    created_at: datetime | None
-    updated_at: datetime | None
-    finished_at: datetime | None
-    recipe: dict[str, Any]
-
-
-def _time(ms: int) -> datetime | None:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC) if ms else None
-
-
-def _usage(u: pb.Usage) -> UsageView:
-    return UsageView(
-        prompt_tokens=u.prompt_tokens,
-        completion_tokens=u.completion_tokens,
-        cost_usd=round(u.cost_usd, 6),
-        calls=u.calls,
-    )
-
-
-_STATES: dict[int, JobState] = {
-    pb.JOB_STATE_PENDING: "pending",
-    pb.JOB_STATE_RUNNING: "running",
-    pb.JOB_STATE_SELECTING: "selecting",
-    pb.JOB_STATE_SUCCEEDED: "succeeded",
-    pb.JOB_STATE_FAILED: "failed",
-    pb.JOB_STATE_CANCELLED: "cancelled",
-}
-
-
-def job_view(progress: pb.JobProgress) -> JobView:
-    """Map the contract's JobProgress to the REST shape."""
-    job = progress.job
-    selection = None
-    if job.HasField("selection"):
-        s = job.selection
-        selection = SelectionView(
-            judged=s.judged,
-            failed=s.failed,
-            sft_records=s.sft_records,
-            preference_records=s.preference_records,
-            ties=s.ties,
-            over_budget=s.over_budget,
-            failures_by_stage=dict(s.failures_by_stage),
-            failure_reasons=[
-                FailureReasonView(stage=r.stage, reason=r.reason, items=r.items)
-                for r in s.failure_reasons
-            ],
-            usage=_usage(s.usage),
+    taxonomy, _, version = spec.taxonomy.partition("@")
+    recipe.taxonomy_id, recipe.taxonomy_version = taxonomy, version
+    if spec.task_taxonomy:
+        tasks, _, task_version = spec.task_taxonomy.partition("@")
+        recipe.task_taxonomy_id, recipe.task_taxonomy_version = tasks, task_version
+    if isinstance(spec.task_types, list):
+        recipe.task_types.extend(
+            pb.Share(name=t.name, share=t.share or 0.0) for t in spec.task_types
         )
-    return JobView(
-        id=job.id,
-        name=job.recipe.name,
-        state=_STATES.get(job.state, "pending"),
-        taxonomy=job.recipe.taxonomy_id,
-        taxonomy_version=job.taxonomy_version,
-        planned=job.planned,
-        finished=progress.finished,
-        stages=[StageView(stage=s.stage, done=s.done, failed=s.failed) for s in progress.stages],
-        usage=_usage(progress.usage),
-        datasets=[
-            DatasetView(
-                kind=d.kind,
-                records=d.records,
-                bytes=d.bytes,
-                sha256=d.sha256,
-                url=f"/v1/jobs/{job.id}/datasets/{d.kind}",
-            )
-            for d in job.datasets
-        ],
-        selection=selection,
-        error=job.error or None,
-        created_at=_time(job.created_at_ms),
-        updated_at=_time(job.updated_at_ms),
-        finished_at=_time(job.finished_at_ms),
-        recipe=to_dict(job.recipe),
-    )
+    return recipe

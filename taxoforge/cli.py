@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from taxoforge.cli_taxonomy import add_taxonomy_commands
 from taxoforge.stack import Stack, StackConfig, StackError
 
 __all__ = ["main"]
@@ -83,11 +84,14 @@ def wait_for(gateway: str, job_id: str, quiet: bool = False) -> dict[str, Any]:
         task = bar.add_task(job_id, total=None, detail="pending")
         while True:
             job: dict[str, Any] = _request("GET", url).json()
-            stages = {s["stage"]: s for s in job["stages"]}
             failed = sum(s["failed"] for s in job["stages"])
+            work = " ".join(
+                f"{s['stage']} {s['done']}"
+                for s in job["stages"]
+                if s["stage"] not in ("plan", "select", "apply")
+            )
             detail = (
-                f"{job['state']} | instructions {stages['instruct']['done']} "
-                f"responses {stages['respond']['done']} judged {stages['judge']['done']}"
+                f"{job['state']} | {work}"
                 + (f" failed {failed}" if failed else "")
                 + f" | {job['usage']['calls']} calls"
             )
@@ -272,6 +276,7 @@ def cmd_fake_llm(ns: argparse.Namespace) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taxoforge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    add_taxonomy_commands(sub)
 
     def gateway_opt(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -343,3 +348,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

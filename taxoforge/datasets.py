@@ -14,7 +14,7 @@ from taxoforge.bus.topology import OBJ_DATASETS
 from taxoforge.errors import NotFoundError
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["DatasetStore", "dataset_object"]
+__all__ = ["DatasetStore", "dataset_object", "read_object", "write_object"]
 
 _CHUNK_TIMEOUT_S = 30.0
 
@@ -68,3 +68,23 @@ class DatasetStore:
                 yield msg.data
         finally:
             await sub.unsubscribe()
+
+
+async def write_object(bus: Bus, name: str, data: bytes) -> None:
+    """Store a small object (an uploaded input) in the datasets store."""
+    store = await bus.datasets()
+    await store.put(name, data)
+
+
+async def read_object(bus: Bus, name: str) -> bytes:
+    """A small object's bytes, whole.
+
+    Raises:
+        NotFoundError: no such object.
+    """
+    store = await bus.datasets()
+    try:
+        result = await store.get(name)
+    except (ObjectNotFoundError, JSNotFoundError) as exc:
+        raise NotFoundError(f"object {name!r} does not exist") from exc
+    return bytes(result.data or b"")

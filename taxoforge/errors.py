@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["NotFoundError", "PermanentError", "TransientError"]
+__all__ = ["ConflictError", "NotFoundError", "PermanentError", "TransientError"]
 
 
 class TransientError(Exception):
@@ -15,3 +15,7 @@ class PermanentError(Exception):
 
 class NotFoundError(PermanentError):
     """A named thing (job, taxonomy, dataset) does not exist."""
+
+
+class ConflictError(PermanentError):
+    """The request clashes with the current state (a finished job, a moved-on version)."""

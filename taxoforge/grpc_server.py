@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from taxoforge.errors import NotFoundError, PermanentError, TransientError
+from taxoforge.errors import ConflictError, NotFoundError, PermanentError, TransientError
 
 __all__ = ["PROBE_SERVICES", "Context", "GrpcServer", "is_serving", "start_grpc_server"]
 
@@ -67,6 +67,9 @@ class _ServiceInterceptor(grpc.aio.ServerInterceptor):
                 return await inner(request, context)  # type: ignore[arg-type]
             except NotFoundError as exc:
                 code = grpc.StatusCode.NOT_FOUND
+                await context.abort(code, str(exc))
+            except ConflictError as exc:
+                code = grpc.StatusCode.FAILED_PRECONDITION
                 await context.abort(code, str(exc))
             except PermanentError as exc:
                 code = grpc.StatusCode.INVALID_ARGUMENT

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import structlog
+from google.protobuf.message import Message
 
 from taxoforge.bus import Bus, Stage, work_subject
 from taxoforge.bus.worker import DeadLetterHook, Delivery
@@ -30,7 +31,7 @@ ITEM_HEADER = "TF-Item-Id"
 async def publish_work(
     bus: Bus,
     stage: Stage,
-    message: pb.JobRef | pb.Seed | pb.Instruction | pb.Candidates,
+    message: Message,
     job_id: str,
     item_id: str = "",
 ) -> None:

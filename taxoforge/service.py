@@ -54,6 +54,8 @@ class ServiceParts:
     service_names: Sequence[str]
     routes: Mapping[Stage, Route] = field(default_factory=dict)
     background: Sequence[Background] = ()
+    # Run to completion before the service reports SERVING and starts its workers.
+    startup: Sequence[Background] = ()
 
 
 def run_service(
@@ -95,6 +97,8 @@ async def serve(
         instance=instance,
     )
     parts = build(ctx)
+    for step in parts.startup:
+        await step(stop)
     grpc_server = await start_grpc_server(
         settings.grpc_host,
         settings.grpc_port,

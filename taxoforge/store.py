@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from enum import StrEnum
@@ -36,13 +38,6 @@ M = TypeVar("M", bound=Message)
 
 TERMINAL_STATES = frozenset({pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED})
 
-# The stage whose finished items each result kind counts.
-_STAGE_RESULT = {
-    Stage.INSTRUCT: "instruction",
-    Stage.RESPOND: "candidates",
-    Stage.JUDGE: "judgment",
-}
-
 
 class ItemKind(StrEnum):
     """Kinds of per-item record."""
@@ -54,6 +49,32 @@ class ItemKind(StrEnum):
     JUDGMENT = "judgment"
     FAILURE = "failure"
     OUTCOME = "outcome"
+    # Taxonomy jobs: one subject list per sample, one syllabus per subject, a node's merged
+    # proposals, one encoding per seed instruction.
+    SAMPLE = "sample"
+    SYLLABUS = "syllabus"
+    EXPANDED = "expanded"
+    ENCODED = "encoded"
+
+
+class JobKind(StrEnum):
+    """What a job does; each kind ends with its own finishing stage."""
+
+    GENERATE = "generate"
+    EXPAND = "expand"
+    INDUCE = "induce"
+
+
+def job_kind(job: pb.Job) -> JobKind:
+    """A job's kind (records from before kinds existed are generation jobs)."""
+    return JobKind(job.kind or JobKind.GENERATE.value)
+
+
+def new_job_id(idempotency_key: str | None = None) -> str:
+    """A time-ordered random job id, or one derived from a client's idempotency key."""
+    if idempotency_key:
+        return "j-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:20]
+    return f"j-{int(time.time() * 1000):011x}{os.urandom(4).hex()}"
 
 
 def state_name(state: int) -> str:
@@ -61,8 +82,20 @@ def state_name(state: int) -> str:
     return pb.JobState.Name(pb.JobState.ValueType(state)).removeprefix("JOB_STATE_").lower()
 
 
-# Kinds stored once per candidate: <job>.<kind>.<item>.<part>.
-_PER_PART = frozenset({ItemKind.RESPONSE, ItemKind.SCORE})
+# The result kind each generation stage writes per item, so its finished items can be counted.
+_STAGE_RESULT = {
+    Stage.INSTRUCT: ItemKind.INSTRUCTION,
+    Stage.RESPOND: ItemKind.CANDIDATES,
+    Stage.JUDGE: ItemKind.JUDGMENT,
+}
+
+# Kinds stored once per part (candidate, sample, subject, instruction): <job>.<kind>.<item>.<part>.
+_PER_PART = frozenset(
+    {ItemKind.RESPONSE, ItemKind.SCORE, ItemKind.SAMPLE, ItemKind.SYLLABUS, ItemKind.ENCODED}
+)
+
+# The work stage of each taxonomy job kind, whose items it counts.
+_TAXONOMY_STAGE = {JobKind.EXPAND: Stage.EXPAND, JobKind.INDUCE: Stage.INDUCE}
 
 
 def now_ms() -> int:
@@ -286,15 +319,24 @@ class JobStore:
         if job is None:
             return None
         out = pb.JobProgress(job=job)
+        out.finished = await self._items.count(job_id, ItemKind.OUTCOME)
+        kind = job_kind(job)
+        if kind is not JobKind.GENERATE:
+            stage = _TAXONOMY_STAGE[kind]
+            failed = await self._items.count_failed(job_id, stage)
+            out.stages.add(stage=stage.value, done=out.finished - failed, failed=failed)
+            applied = 1 if job.state == pb.JOB_STATE_SUCCEEDED else 0
+            out.stages.add(stage=Stage.APPLY.value, done=applied, failed=0)
+            out.usage.CopyFrom(await self.usage(job_id))
+            return out
         plan_failed = await self._items.count_failed(job_id, Stage.PLAN)
         out.stages.add(stage=Stage.PLAN.value, done=1 if job.planned else 0, failed=plan_failed)
-        for stage, kind in _STAGE_RESULT.items():
-            done = await self._items.count(job_id, ItemKind(kind))
+        for stage, result in _STAGE_RESULT.items():
+            done = await self._items.count(job_id, result)
             failed = await self._items.count_failed(job_id, stage)
             out.stages.add(stage=stage.value, done=done, failed=failed)
         selected = 1 if job.state == pb.JOB_STATE_SUCCEEDED else 0
         out.stages.add(stage=Stage.SELECT.value, done=selected, failed=0)
-        out.finished = await self._items.count(job_id, ItemKind.OUTCOME)
         if job.HasField("selection"):
             out.usage.CopyFrom(job.selection.usage)  # exact: summed from the items at the end
         else:

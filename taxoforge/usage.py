@@ -54,9 +54,17 @@ class UsageMeter:
         add_usage(self._totals.setdefault(job_id, pb.Usage()), usage)
         self._dirty.add(job_id)
 
-    async def flush(self) -> None:
-        """Write every job total that changed since the last flush."""
-        dirty, self._dirty = self._dirty, set()
+    async def flush(self, job_id: str | None = None) -> None:
+        """Write every job total that changed since the last flush (or just ``job_id``'s).
+
+        Stages flush a job's total before they end an item, so when the last item has ended
+        every process's usage for the job is written and the job's usage is exact.
+        """
+        if job_id is not None:
+            dirty = {job_id} & self._dirty
+            self._dirty -= dirty
+        else:
+            dirty, self._dirty = self._dirty, set()
         for job_id in dirty:
             try:
                 await self._jobs.record_usage(job_id, self._instance, self._totals[job_id])

@@ -11,7 +11,8 @@ from fastapi.responses import StreamingResponse
 
 from gateway.backend import DATASET_KINDS
 from gateway.deps import BackendDep
-from gateway.schemas import JobView, RecipeSpec, job_view, recipe_to_proto
+from gateway.schemas import RecipeSpec, recipe_to_proto
+from gateway.views import JobView, job_view
 from taxoforge.protojson import to_dict
 from taxoforge.store import TERMINAL_STATES
 

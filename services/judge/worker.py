@@ -40,6 +40,7 @@ class JudgeHandler:
 
         key = ItemStore.key(job.id, ItemKind.JUDGMENT, item_id)
         await self._ctx.items.once(key, pb.Judgment, _judgment)
+        await self._ctx.usage.flush(job.id)
         await self._ctx.items.end(job.id, item_id, pb.ItemOutcome(item_id=item_id, judged=True))
 
     async def _score(

@@ -7,12 +7,13 @@ import grpc
 from services.selector.selection import SelectionRunner
 from services.selector.servicer import SelectorServicer
 from services.selector.settings import SelectorSettings
-from services.selector.tracker import CompletionTracker
 from services.selector.worker import SelectHandler
 from taxoforge.bus import Stage
 from taxoforge.bus.worker import Route
 from taxoforge.pipeline import dead_letter_recorder
 from taxoforge.service import ServiceContext, ServiceParts, run_service
+from taxoforge.store import JobKind
+from taxoforge.tracker import CompletionTracker
 from taxoforge.v1 import selector_pb2, selector_pb2_grpc
 
 __all__ = ["build", "main"]
@@ -38,7 +39,7 @@ def build(ctx: ServiceContext) -> ServiceParts:
                 SelectHandler(ctx.jobs, runner), dead_letter_recorder(ctx.jobs, ctx.items)
             )
         },
-        background=[CompletionTracker(ctx, period).run],
+        background=[CompletionTracker(ctx, {JobKind.GENERATE: Stage.SELECT}, period).run],
     )
 
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
-from services.taxonomy.catalog import Catalog
+from services.taxonomy.expansion import Expander
+from services.taxonomy.induction import Encoder
 from services.taxonomy.servicer import TaxonomyServicer
-from services.taxonomy.settings import TaxonomySettings
-from services.taxonomy.worker import PlanHandler
+from services.taxonomy.settings import BUILTIN_DIR, TaxonomySettings
+from services.taxonomy.versions import TaxonomyStore
+from services.taxonomy.worker import ApplyHandler, ExpandHandler, InduceHandler, PlanHandler
 from taxoforge.bus import Stage
 from taxoforge.bus.worker import Route
 from taxoforge.pipeline import dead_letter_recorder
 from taxoforge.service import ServiceContext, ServiceParts, run_service
+from taxoforge.store import JobKind
+from taxoforge.tracker import CompletionTracker
 from taxoforge.v1 import taxonomy_pb2, taxonomy_pb2_grpc
 
 __all__ = ["build", "main"]
@@ -20,24 +26,36 @@ SERVICE_NAME = taxonomy_pb2.DESCRIPTOR.services_by_name["TaxonomyService"].full_
 
 
 def build(ctx: ServiceContext) -> ServiceParts:
-    """The taxonomy servicer and the plan stage."""
+    """The taxonomy servicer; the plan, expand, induce and apply stages; the built-ins."""
     settings = ctx.settings
-    extra = settings.taxonomy_dir if isinstance(settings, TaxonomySettings) else None
-    catalog = Catalog(extra)
-    servicer = TaxonomyServicer(catalog)
+    folders = [BUILTIN_DIR]
+    if isinstance(settings, TaxonomySettings) and settings.taxonomy_dir:
+        folders.append(settings.taxonomy_dir)
+    store = TaxonomyStore(ctx.bus)
+    servicer = TaxonomyServicer(ctx, store)
+    record = dead_letter_recorder(ctx.jobs, ctx.items)
 
     def register(server: grpc.aio.Server) -> None:
         taxonomy_pb2_grpc.add_TaxonomyServiceServicer_to_server(servicer, server)
 
+    async def import_builtins(stop: asyncio.Event) -> None:
+        # Files not imported before become versions (every replica may try; each file lands once).
+        await store.import_files(folders)
+
+    tracker = CompletionTracker(
+        ctx, {JobKind.EXPAND: Stage.APPLY, JobKind.INDUCE: Stage.APPLY}, 1.0
+    )
     return ServiceParts(
         register=register,
         service_names=[SERVICE_NAME],
         routes={
-            Stage.PLAN: Route(
-                PlanHandler(ctx.bus, ctx.jobs, catalog),
-                dead_letter_recorder(ctx.jobs, ctx.items),
-            )
+            Stage.PLAN: Route(PlanHandler(ctx, store), record),
+            Stage.EXPAND: Route(ExpandHandler(ctx, store, Expander(ctx.llm)), record),
+            Stage.INDUCE: Route(InduceHandler(ctx, Encoder(ctx.llm)), record),
+            Stage.APPLY: Route(ApplyHandler(ctx, store), record),
         },
+        startup=[import_builtins],
+        background=[tracker.run],
     )
 
 

@@ -1,17 +1,44 @@
-"""Plans: a recipe's targets turned into exact, reproducible seeds."""
+"""Plans: a recipe's targets turned into exact, reproducible seeds.
+
+Every dimension a recipe asks for gets its exact total: leaves (by weight, uniformly, or by
+explicit per-node counts), languages, difficulty levels and task types, each by largest
+remainder. Leaf x language cells are rounded together so both totals hold (controlled
+rounding); difficulties and task types are then laid over the seeds in evenly spread
+sequences, each within the strata of the dimensions before it, so every combination gets close
+to its proportional share. A seed (``recipe.seed``) fixes the order: same recipe, same plan.
+"""
 
 from __future__ import annotations
 
+import difflib
 import math
 import random
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from services.taxonomy.catalog import iter_leaves
+from services.taxonomy.tree import SESSION, index, planning_leaves, syllabus
 from taxoforge.errors import PermanentError
 from taxoforge.v1 import common_pb2 as pb
 from taxoforge.v1 import taxonomy_pb2 as tpb
 
-__all__ = ["Plan", "controlled_rounding", "item_id", "largest_remainder", "plan_job"]
+__all__ = [
+    "DIFFICULTIES",
+    "Plan",
+    "controlled_rounding",
+    "even_sequence",
+    "item_id",
+    "largest_remainder",
+    "plan_job",
+]
+
+# Difficulty levels a recipe may ask for, with what they mean to a question writer.
+DIFFICULTIES: dict[str, str] = {
+    "easy": "introductory: one idea, answerable by a beginner",
+    "medium": "intermediate: combines two or three ideas, needs some reasoning",
+    "hard": "advanced: several steps or concepts, needs real expertise",
+    "expert": "expert: open-ended or research-level, several interacting ideas",
+}
 
 
 def item_id(index: int) -> str:
@@ -108,62 +135,238 @@ def _augment(
     return False
 
 
-class Plan:
-    """Seeds for a job, and the count of each (node, language) cell."""
+def even_sequence(counts: Sequence[int]) -> list[int]:
+    """Value indices laid out so every stretch of the sequence holds them near their shares.
 
-    def __init__(self, seeds: list[pb.Seed], cells: list[tpb.PlanCell]) -> None:
+    Occurrence k of value v sits at (k + 1/2) * n / counts[v]; sorting by that position spreads
+    each value evenly, so any block of consecutive seeds gets a near-proportional mix.
+    """
+    total = sum(counts)
+    slots = [((k + 0.5) * total / c, v, k) for v, c in enumerate(counts) for k in range(c) if c > 0]
+    slots.sort()
+    return [v for _, v, _ in slots]
+
+
+@dataclass(frozen=True)
+class _Task:
+    node: pb.TaxonomyNode
+
+
+class Plan:
+    """Seeds for a job, the count of each (leaf, language) cell, and each dimension's totals."""
+
+    def __init__(
+        self, seeds: list[pb.Seed], cells: list[tpb.PlanCell], totals: list[tpb.PlanCount]
+    ) -> None:
         self.seeds = seeds
         self.cells = cells
+        self.totals = totals
 
 
-def plan_job(recipe: pb.Recipe, taxonomy: pb.Taxonomy, job_id: str) -> Plan:
-    """Spread ``recipe.count`` seeds over the taxonomy's leaves and the recipe's languages.
+def _unknown(kind: str, name: str, known: Sequence[str]) -> PermanentError:
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return PermanentError(f"unknown {kind} {name!r}{hint}")
 
-    Each leaf gets its exact share of ``count`` by weight, each language its exact share, and
-    each (leaf, language) cell the floor or ceiling of leaf share x language share.
-    Seeds are shuffled with ``recipe.seed`` so any prefix of the job covers many cells.
+
+def _leaves(
+    recipe: pb.Recipe, taxonomy: pb.Taxonomy
+) -> list[tuple[pb.TaxonomyNode, tuple[str, ...]]]:
+    nodes = index(taxonomy.root)
+    if not recipe.nodes:
+        return planning_leaves(taxonomy.root) if _has_children(taxonomy.root) else []
+    out: list[tuple[pb.TaxonomyNode, tuple[str, ...]]] = []
+    seen: set[str] = set()
+    for node_id in recipe.nodes:
+        if node_id not in nodes:
+            raise _unknown(f"node in taxonomy {taxonomy.id!r}:", node_id, list(nodes))
+        located = nodes[node_id]
+        if located.node.kind == SESSION:
+            raise PermanentError(f"node {node_id!r} is a syllabus session; plan on its subject")
+        chain = node_id
+        while chain in nodes and chain != taxonomy.root.id:
+            if nodes[chain].node.status == pb.NODE_STATUS_PROPOSED:
+                raise PermanentError(
+                    f"node {node_id!r} is still proposed (awaiting review); accept it first"
+                )
+            chain = nodes[chain].parent_id
+        for leaf, path in planning_leaves(located.node, located.path):
+            if leaf.id not in seen:
+                seen.add(leaf.id)
+                out.append((leaf, path))
+    return out
+
+
+def _has_children(node: pb.TaxonomyNode) -> bool:
+    return any(c.status == pb.NODE_STATUS_ACCEPTED for c in node.children)
+
+
+def _leaf_counts(
+    recipe: pb.Recipe,
+    taxonomy: pb.Taxonomy,
+    leaves: list[tuple[pb.TaxonomyNode, tuple[str, ...]]],
+) -> list[int]:
+    if recipe.node_counts:
+        nodes = index(taxonomy.root)
+        position = {leaf.id: i for i, (leaf, _) in enumerate(leaves)}
+        counts = [0] * len(leaves)
+        asked = sum(nc.count for nc in recipe.node_counts)
+        if asked != recipe.count:
+            raise PermanentError(
+                f"node_counts sum to {asked} but count is {recipe.count}; make them equal"
+            )
+        for nc in recipe.node_counts:
+            if nc.node_id not in nodes:
+                raise _unknown(f"node in taxonomy {taxonomy.id!r}:", nc.node_id, list(nodes))
+            if nc.count < 0:
+                raise PermanentError(f"node_counts[{nc.node_id}] must not be negative")
+            located = nodes[nc.node_id]
+            under = [
+                position[leaf.id]
+                for leaf, _ in planning_leaves(located.node, located.path)
+                if leaf.id in position
+            ]
+            if not under:
+                raise PermanentError(
+                    f"node {nc.node_id!r} has no leaf in the planned part of the taxonomy"
+                )
+            weights = [leaves[i][0].weight for i in under]
+            for i, n in zip(under, largest_remainder(weights, nc.count), strict=True):
+                counts[i] += n
+        return counts
+    if recipe.distribution not in ("", "weight", "uniform"):
+        raise PermanentError(
+            f"distribution {recipe.distribution!r} is not one of weight, uniform "
+            "(or give node_counts)"
+        )
+    if recipe.distribution == "uniform":
+        return largest_remainder([1.0] * len(leaves), recipe.count)
+    return largest_remainder([leaf.weight for leaf, _ in leaves], recipe.count)
+
+
+def _shares(kind: str, shares: Sequence[float], names: Sequence[str]) -> None:
+    bad = [n for n, s in zip(names, shares, strict=True) if not (math.isfinite(s) and s > 0)]
+    if bad:
+        raise PermanentError(f"{kind} shares must be > 0; check {', '.join(bad)}")
+    total = sum(shares)
+    if abs(total - 1.0) > 1e-6:
+        raise PermanentError(f"{kind} shares sum to {total:g}; they must sum to 1")
+    dupes = [n for n, c in Counter(names).items() if c > 1]
+    if dupes:
+        raise PermanentError(f"{kind} {', '.join(dupes)} listed twice")
+
+
+def _task_weights(
+    recipe: pb.Recipe, tasks: pb.Taxonomy | None
+) -> list[tuple[pb.TaxonomyNode, float]]:
+    if tasks is None:
+        if recipe.task_types:
+            raise PermanentError("task_types need a task taxonomy (task_taxonomy, e.g. tasks)")
+        return []
+    if not recipe.task_types:
+        leaves = planning_leaves(tasks.root)
+        mass = sum(leaf.weight for leaf, _ in leaves)
+        return [(leaf, leaf.weight / mass) for leaf, _ in leaves]
+    _shares("task type", [t.share for t in recipe.task_types], [t.name for t in recipe.task_types])
+    nodes = index(tasks.root)
+    weights: dict[str, float] = {}
+    by_id: dict[str, pb.TaxonomyNode] = {}
+    for share in recipe.task_types:
+        if share.name not in nodes:
+            raise _unknown(f"task type in {tasks.id!r}:", share.name, list(nodes))
+        located = nodes[share.name]
+        leaves = planning_leaves(located.node, located.path)
+        mass = sum(leaf.weight for leaf, _ in leaves)
+        for leaf, _ in leaves:
+            weights[leaf.id] = weights.get(leaf.id, 0.0) + share.share * leaf.weight / mass
+            by_id[leaf.id] = leaf
+    return [(by_id[i], w) for i, w in weights.items()]
+
+
+def plan_job(
+    recipe: pb.Recipe, taxonomy: pb.Taxonomy, job_id: str, tasks: pb.Taxonomy | None = None
+) -> Plan:
+    """Spread ``recipe.count`` seeds over leaves, languages, difficulties and task types.
 
     Raises:
-        PermanentError: the recipe cannot be planned (and says why).
+        PermanentError: the recipe cannot be planned, and why (unknown names with suggestions,
+            shares that do not sum to 1, a taxonomy with no leaves).
     """
     if recipe.count < 1:
         raise PermanentError("count must be at least 1")
-    leaves = list(iter_leaves(taxonomy.root))
+    leaves = _leaves(recipe, taxonomy)
     if not leaves:
         raise PermanentError(f"taxonomy {taxonomy.id!r} has no leaves to plan seeds on")
     languages = list(recipe.languages) or [pb.LanguageShare(code="en", share=1.0)]
-    bad = [s.code for s in languages if not (math.isfinite(s.share) and s.share > 0)]
-    if bad:
-        raise PermanentError(f"language shares must be > 0; check {', '.join(bad)}")
-    share_sum = sum(share.share for share in languages)
-    if abs(share_sum - 1.0) > 1e-6:
-        raise PermanentError(f"language shares sum to {share_sum:g}; they must sum to 1")
+    _shares("language", [s.share for s in languages], [s.code for s in languages])
+    difficulties = list(recipe.difficulties)
+    if difficulties:
+        _shares("difficulty", [d.share for d in difficulties], [d.name for d in difficulties])
+        for d in difficulties:
+            if d.name not in DIFFICULTIES:
+                raise _unknown("difficulty", d.name, list(DIFFICULTIES))
+    task_weights = _task_weights(recipe, tasks)
 
-    # Exact totals per leaf (by weight) and per language (by share), then a table of cells that
-    # meets both: a user asking for 30% German gets exactly 30%, and each leaf its share.
-    per_leaf = largest_remainder([leaf.weight for leaf, _ in leaves], recipe.count)
-    per_language = largest_remainder([share.share for share in languages], recipe.count)
+    # Leaf x language: exact totals both ways.
+    per_leaf = _leaf_counts(recipe, taxonomy, leaves)
+    per_language = largest_remainder([s.share for s in languages], recipe.count)
     table = controlled_rounding(per_leaf, per_language)
+    rows: list[list[int]] = []  # [leaf, language, difficulty, task] per seed
+    cells: list[tpb.PlanCell] = []
+    for i, (leaf, _) in enumerate(leaves):
+        for j, share in enumerate(languages):
+            if table[i][j]:
+                cells.append(tpb.PlanCell(node_id=leaf.id, language=share.code, count=table[i][j]))
+                rows.extend([[i, j, -1, -1] for _ in range(table[i][j])])
 
-    rows: list[tuple[pb.TaxonomyNode, tuple[str, ...], str]] = []
-    plan_cells: list[tpb.PlanCell] = []
-    for (leaf, path), counts in zip(leaves, table, strict=True):
-        for share, n in zip(languages, counts, strict=True):
-            if n:
-                plan_cells.append(tpb.PlanCell(node_id=leaf.id, language=share.code, count=n))
-                rows.extend([(leaf, path, share.code)] * n)
+    # Then each further dimension, spread evenly within the strata of those before it.
+    if difficulties:
+        counts = largest_remainder([d.share for d in difficulties], recipe.count)
+        for row, value in zip(rows, even_sequence(counts), strict=True):
+            row[2] = value
+    if task_weights:
+        counts = largest_remainder([w for _, w in task_weights], recipe.count)
+        rows.sort(key=lambda r: (r[2], r[0], r[1]))
+        for row, value in zip(rows, even_sequence(counts), strict=True):
+            row[3] = value
+
     random.Random(recipe.seed).shuffle(rows)
-    seeds = [
-        pb.Seed(
+    seeds = []
+    for n, (li, lj, di, ti) in enumerate(rows):
+        leaf, path = leaves[li]
+        seed = pb.Seed(
             job_id=job_id,
-            item_id=item_id(index),
-            index=index,
+            item_id=item_id(n),
+            index=n,
             node_id=leaf.id,
             node_path=" > ".join(path),
             node_title=leaf.title,
             node_description=leaf.description,
-            language=lang,
+            language=languages[lj].code,
+            difficulty=difficulties[di].name if di >= 0 else "",
+            syllabus=syllabus(leaf),
         )
-        for index, (leaf, path, lang) in enumerate(rows)
-    ]
-    return Plan(seeds, plan_cells)
+        for attr, attr_value in leaf.attributes.items():
+            seed.node_attributes[attr].CopyFrom(attr_value)
+        if ti >= 0:
+            task = task_weights[ti][0]
+            seed.task_type = task.id
+            seed.task_title = task.title
+            seed.task_description = task.description
+            for attr, attr_value in task.attributes.items():
+                seed.task_attributes[attr].CopyFrom(attr_value)
+        seeds.append(seed)
+    return Plan(seeds, cells, _totals(seeds))
+
+
+def _totals(seeds: Sequence[pb.Seed]) -> list[tpb.PlanCount]:
+    out = []
+    for dimension, values in (
+        ("node", Counter(s.node_id for s in seeds)),
+        ("language", Counter(s.language for s in seeds)),
+        ("difficulty", Counter(s.difficulty for s in seeds if s.difficulty)),
+        ("task_type", Counter(s.task_type for s in seeds if s.task_type)),
+    ):
+        for value, count in sorted(values.items()):
+            out.append(tpb.PlanCount(dimension=dimension, value=value, count=count))
+    return out

@@ -33,7 +33,9 @@ from taxoforge.bus.topology import (
     DLQ_SUBJECTS,
     KV_ITEMS,
     KV_JOBS,
+    KV_TAXONOMIES,
     OBJ_DATASETS,
+    OBJ_TAXONOMIES,
     WORK_STREAM,
     WORK_SUBJECTS,
     work_subject,
@@ -54,9 +56,8 @@ class Bus:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream(timeout=10.0)
         self.settings = settings
-        self._jobs: KeyValue | None = None
-        self._items: KeyValue | None = None
-        self._datasets: ObjectStore | None = None
+        self._kv: dict[str, KeyValue] = {}
+        self._objects: dict[str, ObjectStore] = {}
         self._closing: list[bool] = []
 
     @classmethod
@@ -121,15 +122,16 @@ class Bus:
                 duplicate_window=self.settings.duplicate_window_s,
             )
         )
-        for bucket in (KV_JOBS, KV_ITEMS):
+        for bucket in (KV_JOBS, KV_ITEMS, KV_TAXONOMIES):
             await self.js.create_key_value(
                 KeyValueConfig(
                     bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas
                 )
             )
-        await self.js.create_object_store(
-            OBJ_DATASETS, ObjectStoreConfig(storage=StorageType.FILE, replicas=replicas)
-        )
+        for bucket in (OBJ_DATASETS, OBJ_TAXONOMIES):
+            await self.js.create_object_store(
+                bucket, ObjectStoreConfig(storage=StorageType.FILE, replicas=replicas)
+            )
 
     async def ensure_consumer(self, service: str, ack_wait_s: float, max_ack_pending: int) -> None:
         """Create or update the service's durable pull consumer.
@@ -174,23 +176,29 @@ class Bus:
             hdrs.update(headers)
         return await self.js.publish(subject, message.SerializeToString(), headers=hdrs)
 
+    async def kv(self, bucket: str) -> KeyValue:
+        """A KV bucket's handle (bound once per process)."""
+        if bucket not in self._kv:
+            self._kv[bucket] = await self.js.key_value(bucket)
+        return self._kv[bucket]
+
+    async def objects(self, bucket: str) -> ObjectStore:
+        """An object store bucket's handle (bound once per process)."""
+        if bucket not in self._objects:
+            self._objects[bucket] = await self.js.object_store(bucket)
+        return self._objects[bucket]
+
     async def jobs_kv(self) -> KeyValue:
         """Job records and job-level state."""
-        if self._jobs is None:
-            self._jobs = await self.js.key_value(KV_JOBS)
-        return self._jobs
+        return await self.kv(KV_JOBS)
 
     async def items_kv(self) -> KeyValue:
         """Per-item stage results."""
-        if self._items is None:
-            self._items = await self.js.key_value(KV_ITEMS)
-        return self._items
+        return await self.kv(KV_ITEMS)
 
     async def datasets(self) -> ObjectStore:
-        """Exported datasets."""
-        if self._datasets is None:
-            self._datasets = await self.js.object_store(OBJ_DATASETS)
-        return self._datasets
+        """Exported datasets (and uploaded inputs)."""
+        return await self.objects(OBJ_DATASETS)
 
     async def count_keys(self, bucket: str, pattern: str) -> int:
         """Count distinct keys matching ``pattern`` without reading them.

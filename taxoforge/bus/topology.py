@@ -11,7 +11,9 @@ __all__ = [
     "ENDED_SUBJECTS",
     "KV_ITEMS",
     "KV_JOBS",
+    "KV_TAXONOMIES",
     "OBJ_DATASETS",
+    "OBJ_TAXONOMIES",
     "WORK_STREAM",
     "WORK_SUBJECTS",
     "Stage",
@@ -29,6 +31,11 @@ class Stage(StrEnum):
     RESPOND = "respond"
     JUDGE = "judge"
     SELECT = "select"
+    # Taxonomy jobs: GLAN expansion of nodes, induction from instructions, and applying the
+    # result as a new taxonomy version.
+    EXPAND = "expand"
+    INDUCE = "induce"
+    APPLY = "apply"
 
 
 WORK_STREAM = "TF_WORK"
@@ -38,10 +45,12 @@ DLQ_SUBJECTS = "tf.dlq.>"
 KV_JOBS = "tf-jobs"
 KV_ITEMS = "tf-items"
 OBJ_DATASETS = "tf-datasets"
+KV_TAXONOMIES = "tf-taxonomies"
+OBJ_TAXONOMIES = "tf-taxonomy-versions"
 
 # One durable pull consumer per service, shared by all of its replicas.
 CONSUMERS: dict[str, tuple[Stage, ...]] = {
-    "taxonomy": (Stage.PLAN,),
+    "taxonomy": (Stage.PLAN, Stage.EXPAND, Stage.INDUCE, Stage.APPLY),
     "generator": (Stage.INSTRUCT, Stage.RESPOND),
     "judge": (Stage.JUDGE,),
     "selector": (Stage.SELECT,),

@@ -10,8 +10,9 @@ __all__ = ["json_schema_of", "portable_schema"]
 
 
 def json_schema_of(model: type[BaseModel]) -> dict[str, Any]:
-    """A JSON schema strict providers accept: every property required, no extra properties."""
-    schema = model.model_json_schema()
+    """A JSON schema strict providers accept: every property required, no extra properties,
+    nested models written in place (no ``$ref``: not every server's decoder follows them)."""
+    schema = _inline(model.model_json_schema())
 
     def _close(node: Any) -> None:
         if isinstance(node, dict):
@@ -27,6 +28,27 @@ def json_schema_of(model: type[BaseModel]) -> dict[str, Any]:
     _close(schema)
     schema.pop("title", None)
     return schema
+
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    defs = schema.pop("$defs", {})
+
+    def _resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                merged = {
+                    **_resolve(defs[ref.removeprefix("#/$defs/")]),
+                    **{k: _resolve(v) for k, v in node.items() if k != "$ref"},
+                }
+                return merged
+            return {k: _resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [_resolve(v) for v in node]
+        return node
+
+    out: dict[str, Any] = _resolve(schema)
+    return out
 
 
 _CONSTRAINTS = frozenset(

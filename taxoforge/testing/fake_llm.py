@@ -8,6 +8,7 @@ follow the request's schema, and its behaviour can be steered while it runs:
 - ``malformed_pattern``: JSON requests containing it get text that is not JSON.
 - ``json_object_only``: refuse OpenAI's ``json_schema`` format with 422, as llama-cpp-python does.
 - ``slow_pattern`` / ``slow_ms``: requests containing the pattern take that much longer.
+- ``replies``: [pattern, reply] pairs; the first pattern a request contains picks its reply.
 
 ``POST /_fake/config`` changes these, ``GET /_fake/stats`` reports calls, ``POST /_fake/reset``
 clears the counters. Run: ``python -m taxoforge.testing.fake_llm --port 8099 --latency-ms 100``.
@@ -63,6 +64,8 @@ class FakeConfig:
     json_object_only: bool = False
     slow_pattern: str | None = None
     slow_ms: float = 0.0
+    # [pattern, reply] pairs: a request containing the pattern gets that reply verbatim.
+    replies: list[list[str]] = field(default_factory=list)
 
 
 @dataclass
@@ -165,12 +168,15 @@ class FakeLLM:
                 status=422,
             )
         seed = _digest(messages, body.get("temperature"), body.get("seed"))
+        canned = next((reply for pattern, reply in cfg.replies if pattern in blob), None)
         schema = None
         if fmt.get("type") == "json_schema":
             schema = (fmt.get("json_schema") or {}).get("schema") or {}
         elif fmt.get("type") == "json_object":
             schema = fmt.get("schema") or {}
-        if schema is not None:
+        if canned is not None:
+            content = canned
+        elif schema is not None:
             if cfg.malformed_pattern and cfg.malformed_pattern in blob:
                 content = "this is not json {"
             else:

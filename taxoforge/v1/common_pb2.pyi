@@ -19,6 +19,25 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _NodeStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _NodeStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_NodeStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    NODE_STATUS_ACCEPTED: _NodeStatus.ValueType  # 0
+    """In use: plans draw seeds from it."""
+    NODE_STATUS_PROPOSED: _NodeStatus.ValueType  # 1
+    """Suggested by an expansion, waiting for a person to accept or reject it; plans skip it."""
+
+class NodeStatus(_NodeStatus, metaclass=_NodeStatusEnumTypeWrapper): ...
+
+NODE_STATUS_ACCEPTED: NodeStatus.ValueType  # 0
+"""In use: plans draw seeds from it."""
+NODE_STATUS_PROPOSED: NodeStatus.ValueType  # 1
+"""Suggested by an expansion, waiting for a person to accept or reject it; plans skip it."""
+Global___NodeStatus: _TypeAlias = NodeStatus  # noqa: Y015
+
 class _JobState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -234,10 +253,57 @@ class LLMCall(_message.Message):
 Global___LLMCall: _TypeAlias = LLMCall  # noqa: Y015
 
 @_typing.final
-class TaxonomyNode(_message.Message):
-    """---- Taxonomies ----"""
+class AttributeValue(_message.Message):
+    """---- Taxonomies ----
+
+    A node attribute: a text (guidance, example) or a list (key concepts, skills, tags).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    @_builtins.property
+    def items(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        items: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttributeValue: _TypeAlias = AttributeValue  # noqa: Y015
+
+@_typing.final
+class TaxonomyNode(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class AttributesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___AttributeValue: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___AttributeValue | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     ID_FIELD_NUMBER: _builtins.int
     TITLE_FIELD_NUMBER: _builtins.int
@@ -245,15 +311,26 @@ class TaxonomyNode(_message.Message):
     KIND_FIELD_NUMBER: _builtins.int
     WEIGHT_FIELD_NUMBER: _builtins.int
     CHILDREN_FIELD_NUMBER: _builtins.int
+    ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ORIGIN_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stable slug, unique within its taxonomy."""
     title: _builtins.str
     description: _builtins.str
     kind: _builtins.str
-    """Level kind: field, sub_field, discipline, subject, task_type, ..."""
+    """Level kind: field, sub_field, discipline, subject, session, task_family, task_type, ...
+    Nodes of kind "session" form a subject's syllabus: they travel with the subject's seeds
+    and are never planning leaves themselves.
+    """
     weight: _builtins.float
+    status: Global___NodeStatus.ValueType
+    origin: _builtins.str
+    """Where the node came from: "file", "edit", "expansion:<job>", "induction:<job>"."""
     @_builtins.property
     def children(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaxonomyNode]: ...
+    @_builtins.property
+    def attributes(self) -> _containers.MessageMap[_builtins.str, Global___AttributeValue]: ...
     def __init__(
         self,
         *,
@@ -263,10 +340,13 @@ class TaxonomyNode(_message.Message):
         kind: _builtins.str = ...,
         weight: _builtins.float = ...,
         children: _abc.Iterable[Global___TaxonomyNode] | None = ...,
+        attributes: _abc.Mapping[_builtins.str, Global___AttributeValue] | None = ...,
+        status: Global___NodeStatus.ValueType = ...,
+        origin: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["children", b"children", "description", b"description", "id", b"id", "kind", b"kind", "title", b"title", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "children", b"children", "description", b"description", "id", b"id", "kind", b"kind", "origin", b"origin", "status", b"status", "title", b"title", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -281,10 +361,21 @@ class Taxonomy(_message.Message):
     TITLE_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     ROOT_FIELD_NUMBER: _builtins.int
+    CREATED_AT_MS_FIELD_NUMBER: _builtins.int
+    PARENT_VERSION_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     version: _builtins.str
+    """Versions count up from "1"; every edit makes a new one and old ones never change."""
     title: _builtins.str
     description: _builtins.str
+    created_at_ms: _builtins.int
+    parent_version: _builtins.str
+    change: _builtins.str
+    """What made this version: "imported from knowledge.yaml", "edit: ...", "expansion:<job>"."""
+    digest: _builtins.str
+    """sha256 of the version's content."""
     @_builtins.property
     def root(self) -> Global___TaxonomyNode: ...
     def __init__(
@@ -295,14 +386,90 @@ class Taxonomy(_message.Message):
         title: _builtins.str = ...,
         description: _builtins.str = ...,
         root: Global___TaxonomyNode | None = ...,
+        created_at_ms: _builtins.int = ...,
+        parent_version: _builtins.str = ...,
+        change: _builtins.str = ...,
+        digest: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["root", b"root"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "id", b"id", "root", b"root", "title", b"title", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "created_at_ms", b"created_at_ms", "description", b"description", "digest", b"digest", "id", b"id", "parent_version", b"parent_version", "root", b"root", "title", b"title", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Taxonomy: _TypeAlias = Taxonomy  # noqa: Y015
+
+@_typing.final
+class TaxonomyVersionInfo(_message.Message):
+    """One entry of a taxonomy's history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    CREATED_AT_MS_FIELD_NUMBER: _builtins.int
+    PARENT_VERSION_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
+    DIGEST_FIELD_NUMBER: _builtins.int
+    NODES_FIELD_NUMBER: _builtins.int
+    LEAVES_FIELD_NUMBER: _builtins.int
+    PROPOSED_FIELD_NUMBER: _builtins.int
+    SOURCE_DIGEST_FIELD_NUMBER: _builtins.int
+    version: _builtins.str
+    created_at_ms: _builtins.int
+    parent_version: _builtins.str
+    change: _builtins.str
+    digest: _builtins.str
+    nodes: _builtins.int
+    leaves: _builtins.int
+    proposed: _builtins.int
+    source_digest: _builtins.str
+    """Digest of the file a version was imported from, so a file is imported once."""
+    def __init__(
+        self,
+        *,
+        version: _builtins.str = ...,
+        created_at_ms: _builtins.int = ...,
+        parent_version: _builtins.str = ...,
+        change: _builtins.str = ...,
+        digest: _builtins.str = ...,
+        nodes: _builtins.int = ...,
+        leaves: _builtins.int = ...,
+        proposed: _builtins.int = ...,
+        source_digest: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "created_at_ms", b"created_at_ms", "digest", b"digest", "leaves", b"leaves", "nodes", b"nodes", "parent_version", b"parent_version", "proposed", b"proposed", "source_digest", b"source_digest", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaxonomyVersionInfo: _TypeAlias = TaxonomyVersionInfo  # noqa: Y015
+
+@_typing.final
+class TaxonomyIndex(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    title: _builtins.str
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___TaxonomyVersionInfo]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        title: _builtins.str = ...,
+        versions: _abc.Iterable[Global___TaxonomyVersionInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "title", b"title", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaxonomyIndex: _TypeAlias = TaxonomyIndex  # noqa: Y015
 
 @_typing.final
 class LanguageShare(_message.Message):
@@ -313,7 +480,7 @@ class LanguageShare(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     SHARE_FIELD_NUMBER: _builtins.int
     code: _builtins.str
-    """BCP-47 language code, e.g. "en", "fr"."""
+    """ISO 639-1 language code, e.g. "en", "fr"."""
     share: _builtins.float
     def __init__(
         self,
@@ -330,6 +497,52 @@ class LanguageShare(_message.Message):
 Global___LanguageShare: _TypeAlias = LanguageShare  # noqa: Y015
 
 @_typing.final
+class Share(_message.Message):
+    """A value of a plan dimension (a difficulty level, a task type) and its share."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SHARE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    share: _builtins.float
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        share: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "share", b"share"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Share: _TypeAlias = Share  # noqa: Y015
+
+@_typing.final
+class NodeCount(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodeCount: _TypeAlias = NodeCount  # noqa: Y015
+
+@_typing.final
 class Recipe(_message.Message):
     """What a user asks for: the whole, immutable description of a job."""
 
@@ -344,6 +557,14 @@ class Recipe(_message.Message):
     BUDGET_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     MIN_MARGIN_FIELD_NUMBER: _builtins.int
+    TAXONOMY_VERSION_FIELD_NUMBER: _builtins.int
+    NODES_FIELD_NUMBER: _builtins.int
+    DISTRIBUTION_FIELD_NUMBER: _builtins.int
+    NODE_COUNTS_FIELD_NUMBER: _builtins.int
+    DIFFICULTIES_FIELD_NUMBER: _builtins.int
+    TASK_TAXONOMY_ID_FIELD_NUMBER: _builtins.int
+    TASK_TYPES_FIELD_NUMBER: _builtins.int
+    TASK_TAXONOMY_VERSION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     taxonomy_id: _builtins.str
     count: _builtins.int
@@ -356,10 +577,36 @@ class Recipe(_message.Message):
     """Seeds every random choice, so a plan is reproducible."""
     min_margin: _builtins.float
     """Minimum score gap between chosen and rejected responses."""
+    taxonomy_version: _builtins.str
+    """The taxonomy version to plan on; empty means the latest at submission (the job records it)."""
+    distribution: _builtins.str
+    """How seeds spread over leaves: "weight" (by node weights, the default) or "uniform"."""
+    task_taxonomy_id: _builtins.str
+    """A task taxonomy ("tasks" is built in) and task types from it with shares: a leaf, or an
+    inner node spread over its leaves by weight. No shares with a task taxonomy: all its
+    leaves by weight.
+    """
+    task_taxonomy_version: _builtins.str
     @_builtins.property
     def languages(self) -> _containers.RepeatedCompositeFieldContainer[Global___LanguageShare]: ...
     @_builtins.property
     def models(self) -> Global___RoleModels: ...
+    @_builtins.property
+    def nodes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Plan only under these nodes (subtrees); empty means the whole taxonomy."""
+
+    @_builtins.property
+    def node_counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeCount]:
+        """Explicit counts per node (a leaf, or an inner node spread over its leaves by weight);
+        they must sum to count.
+        """
+
+    @_builtins.property
+    def difficulties(self) -> _containers.RepeatedCompositeFieldContainer[Global___Share]:
+        """Difficulty levels and their shares; empty means none is asked for."""
+
+    @_builtins.property
+    def task_types(self) -> _containers.RepeatedCompositeFieldContainer[Global___Share]: ...
     def __init__(
         self,
         *,
@@ -372,10 +619,18 @@ class Recipe(_message.Message):
         budget: _builtins.int = ...,
         seed: _builtins.int = ...,
         min_margin: _builtins.float = ...,
+        taxonomy_version: _builtins.str = ...,
+        nodes: _abc.Iterable[_builtins.str] | None = ...,
+        distribution: _builtins.str = ...,
+        node_counts: _abc.Iterable[Global___NodeCount] | None = ...,
+        difficulties: _abc.Iterable[Global___Share] | None = ...,
+        task_taxonomy_id: _builtins.str = ...,
+        task_types: _abc.Iterable[Global___Share] | None = ...,
+        task_taxonomy_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["models", b"models"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "count", b"count", "languages", b"languages", "min_margin", b"min_margin", "models", b"models", "name", b"name", "responses_per_instruction", b"responses_per_instruction", "seed", b"seed", "taxonomy_id", b"taxonomy_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "count", b"count", "difficulties", b"difficulties", "distribution", b"distribution", "languages", b"languages", "min_margin", b"min_margin", "models", b"models", "name", b"name", "node_counts", b"node_counts", "nodes", b"nodes", "responses_per_instruction", b"responses_per_instruction", "seed", b"seed", "task_taxonomy_id", b"task_taxonomy_id", "task_taxonomy_version", b"task_taxonomy_version", "task_types", b"task_types", "taxonomy_id", b"taxonomy_id", "taxonomy_version", b"taxonomy_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -428,6 +683,11 @@ class Job(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     DATASETS_FIELD_NUMBER: _builtins.int
     SELECTION_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    EXPAND_FIELD_NUMBER: _builtins.int
+    INDUCE_FIELD_NUMBER: _builtins.int
+    RESULT_TAXONOMY_VERSION_FIELD_NUMBER: _builtins.int
+    INDUCTION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     state: Global___JobState.ValueType
     created_at_ms: _builtins.int
@@ -437,6 +697,10 @@ class Job(_message.Message):
     planned: _builtins.int
     """Items the plan created; 0 until the plan stage has run."""
     error: _builtins.str
+    kind: _builtins.str
+    """"generate" (the default), "expand" or "induce"."""
+    result_taxonomy_version: _builtins.str
+    """The taxonomy version an expansion or induction produced."""
     @_builtins.property
     def recipe(self) -> Global___Recipe: ...
     @_builtins.property
@@ -445,6 +709,12 @@ class Job(_message.Message):
     def selection(self) -> Global___SelectionReport:
         """What selection kept and why the rest was left out."""
 
+    @_builtins.property
+    def expand(self) -> Global___ExpandRequest: ...
+    @_builtins.property
+    def induce(self) -> Global___InduceRequest: ...
+    @_builtins.property
+    def induction(self) -> Global___InductionReport: ...
     def __init__(
         self,
         *,
@@ -459,14 +729,290 @@ class Job(_message.Message):
         error: _builtins.str = ...,
         datasets: _abc.Iterable[Global___DatasetInfo] | None = ...,
         selection: Global___SelectionReport | None = ...,
+        kind: _builtins.str = ...,
+        expand: Global___ExpandRequest | None = ...,
+        induce: Global___InduceRequest | None = ...,
+        result_taxonomy_version: _builtins.str = ...,
+        induction: Global___InductionReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["recipe", b"recipe", "selection", b"selection"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expand", b"expand", "induce", b"induce", "induction", b"induction", "recipe", b"recipe", "selection", b"selection"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at_ms", b"created_at_ms", "datasets", b"datasets", "error", b"error", "finished_at_ms", b"finished_at_ms", "id", b"id", "planned", b"planned", "recipe", b"recipe", "selection", b"selection", "state", b"state", "taxonomy_version", b"taxonomy_version", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at_ms", b"created_at_ms", "datasets", b"datasets", "error", b"error", "expand", b"expand", "finished_at_ms", b"finished_at_ms", "id", b"id", "induce", b"induce", "induction", b"induction", "kind", b"kind", "planned", b"planned", "recipe", b"recipe", "result_taxonomy_version", b"result_taxonomy_version", "selection", b"selection", "state", b"state", "taxonomy_version", b"taxonomy_version", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class ExpandRequest(_message.Message):
+    """GLAN expansion: subjects for disciplines, syllabi for subjects."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAXONOMY_ID_FIELD_NUMBER: _builtins.int
+    BASE_VERSION_FIELD_NUMBER: _builtins.int
+    NODE_IDS_FIELD_NUMBER: _builtins.int
+    LEVELS_FIELD_NUMBER: _builtins.int
+    SAMPLES_FIELD_NUMBER: _builtins.int
+    MAX_CHILDREN_FIELD_NUMBER: _builtins.int
+    MIN_SESSIONS_FIELD_NUMBER: _builtins.int
+    MAX_SESSIONS_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    taxonomy_id: _builtins.str
+    base_version: _builtins.str
+    """Empty: the latest version."""
+    levels: _builtins.int
+    """1: a node gets subjects (a node of kind "subject" gets a syllabus); 2: subjects, then a
+    syllabus for each of them.
+    """
+    samples: _builtins.int
+    """Subject lists asked per node at high temperature, then merged (GLAN asks 10 at T=1.0)."""
+    max_children: _builtins.int
+    """Subjects kept per node, the most often proposed first."""
+    min_sessions: _builtins.int
+    max_sessions: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def model(self) -> Global___ModelConfig: ...
+    def __init__(
+        self,
+        *,
+        taxonomy_id: _builtins.str = ...,
+        base_version: _builtins.str = ...,
+        node_ids: _abc.Iterable[_builtins.str] | None = ...,
+        levels: _builtins.int = ...,
+        samples: _builtins.int = ...,
+        max_children: _builtins.int = ...,
+        min_sessions: _builtins.int = ...,
+        max_sessions: _builtins.int = ...,
+        model: Global___ModelConfig | None = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_version", b"base_version", "levels", b"levels", "max_children", b"max_children", "max_sessions", b"max_sessions", "min_sessions", b"min_sessions", "model", b"model", "name", b"name", "node_ids", b"node_ids", "samples", b"samples", "taxonomy_id", b"taxonomy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExpandRequest: _TypeAlias = ExpandRequest  # noqa: Y015
+
+@_typing.final
+class InduceRequest(_message.Message):
+    """Induction: a taxonomy from a user's own instructions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAXONOMY_ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    INPUT_OBJECT_FIELD_NUMBER: _builtins.int
+    INSTRUCTIONS_FIELD_NUMBER: _builtins.int
+    MIN_FREQUENCY_FIELD_NUMBER: _builtins.int
+    MERGE_THRESHOLD_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    EMBEDDER_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    taxonomy_id: _builtins.str
+    """The new taxonomy's id and title."""
+    title: _builtins.str
+    input_object: _builtins.str
+    """Where the instructions are (an object in the datasets store) and how many."""
+    instructions: _builtins.int
+    min_frequency: _builtins.int
+    """Use cases, skills and tags seen fewer times are dropped."""
+    merge_threshold: _builtins.float
+    """Cosine similarity at which two labels count as one (near-synonyms merge)."""
+    name: _builtins.str
+    @_builtins.property
+    def model(self) -> Global___ModelConfig:
+        """The model that encodes and tags (the tagger role)."""
+
+    @_builtins.property
+    def embedder(self) -> Global___ModelConfig:
+        """The embedder role: "local/all-minilm-l6-v2" (offline) or any litellm embedding model."""
+
+    def __init__(
+        self,
+        *,
+        taxonomy_id: _builtins.str = ...,
+        title: _builtins.str = ...,
+        input_object: _builtins.str = ...,
+        instructions: _builtins.int = ...,
+        min_frequency: _builtins.int = ...,
+        merge_threshold: _builtins.float = ...,
+        model: Global___ModelConfig | None = ...,
+        embedder: Global___ModelConfig | None = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["embedder", b"embedder", "model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedder", b"embedder", "input_object", b"input_object", "instructions", b"instructions", "merge_threshold", b"merge_threshold", "min_frequency", b"min_frequency", "model", b"model", "name", b"name", "taxonomy_id", b"taxonomy_id", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InduceRequest: _TypeAlias = InduceRequest  # noqa: Y015
+
+@_typing.final
+class LabelMerge(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    INTO_FIELD_NUMBER: _builtins.int
+    MERGED_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """"use_case", "skill" or "tag"."""
+    into: _builtins.str
+    @_builtins.property
+    def merged(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        into: _builtins.str = ...,
+        merged: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["into", b"into", "kind", b"kind", "merged", b"merged"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LabelMerge: _TypeAlias = LabelMerge  # noqa: Y015
+
+@_typing.final
+class LabelDrop(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    label: _builtins.str
+    count: _builtins.int
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        label: _builtins.str = ...,
+        count: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "kind", b"kind", "label", b"label", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LabelDrop: _TypeAlias = LabelDrop  # noqa: Y015
+
+@_typing.final
+class InductionReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTRUCTIONS_FIELD_NUMBER: _builtins.int
+    ENCODED_FIELD_NUMBER: _builtins.int
+    USE_CASES_FIELD_NUMBER: _builtins.int
+    SKILLS_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    MERGES_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    instructions: _builtins.int
+    encoded: _builtins.int
+    use_cases: _builtins.int
+    skills: _builtins.int
+    tags: _builtins.int
+    @_builtins.property
+    def merges(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelMerge]: ...
+    @_builtins.property
+    def dropped(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelDrop]: ...
+    def __init__(
+        self,
+        *,
+        instructions: _builtins.int = ...,
+        encoded: _builtins.int = ...,
+        use_cases: _builtins.int = ...,
+        skills: _builtins.int = ...,
+        tags: _builtins.int = ...,
+        merges: _abc.Iterable[Global___LabelMerge] | None = ...,
+        dropped: _abc.Iterable[Global___LabelDrop] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped", b"dropped", "encoded", b"encoded", "instructions", b"instructions", "merges", b"merges", "skills", b"skills", "tags", b"tags", "use_cases", b"use_cases"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InductionReport: _TypeAlias = InductionReport  # noqa: Y015
+
+@_typing.final
+class InstructionEncoding(_message.Message):
+    """What the tagger made of one seed instruction (CodecLM encode + open tags)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    INSTRUCTION_FIELD_NUMBER: _builtins.int
+    USE_CASE_FIELD_NUMBER: _builtins.int
+    SKILLS_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    CALL_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    instruction: _builtins.str
+    use_case: _builtins.str
+    @_builtins.property
+    def skills(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def call(self) -> Global___LLMCall: ...
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        instruction: _builtins.str = ...,
+        use_case: _builtins.str = ...,
+        skills: _abc.Iterable[_builtins.str] | None = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        call: Global___LLMCall | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "index", b"index", "instruction", b"instruction", "skills", b"skills", "tags", b"tags", "use_case", b"use_case"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InstructionEncoding: _TypeAlias = InstructionEncoding  # noqa: Y015
+
+@_typing.final
+class TaxonomyTask(_message.Message):
+    """Queue body of expansion and induction work: one node, or one chunk of instructions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    node_id: _builtins.str
+    chunk: _builtins.int
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        chunk: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "job_id", b"job_id", "node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaxonomyTask: _TypeAlias = TaxonomyTask  # noqa: Y015
 
 @_typing.final
 class StageProgress(_message.Message):
@@ -647,8 +1193,75 @@ class JobRef(_message.Message):
 Global___JobRef: _TypeAlias = JobRef  # noqa: Y015
 
 @_typing.final
+class Session(_message.Message):
+    """One class session of a subject's syllabus (GLAN)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TITLE_FIELD_NUMBER: _builtins.int
+    KEY_CONCEPTS_FIELD_NUMBER: _builtins.int
+    title: _builtins.str
+    @_builtins.property
+    def key_concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        title: _builtins.str = ...,
+        key_concepts: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_concepts", b"key_concepts", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Session: _TypeAlias = Session  # noqa: Y015
+
+@_typing.final
 class Seed(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class NodeAttributesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___AttributeValue: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___AttributeValue | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class TaskAttributesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___AttributeValue: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___AttributeValue | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     ITEM_ID_FIELD_NUMBER: _builtins.int
@@ -658,6 +1271,13 @@ class Seed(_message.Message):
     NODE_TITLE_FIELD_NUMBER: _builtins.int
     NODE_DESCRIPTION_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
+    DIFFICULTY_FIELD_NUMBER: _builtins.int
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
+    TASK_TITLE_FIELD_NUMBER: _builtins.int
+    TASK_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    NODE_ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    TASK_ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    SYLLABUS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     item_id: _builtins.str
     index: _builtins.int
@@ -667,6 +1287,16 @@ class Seed(_message.Message):
     node_title: _builtins.str
     node_description: _builtins.str
     language: _builtins.str
+    difficulty: _builtins.str
+    task_type: _builtins.str
+    task_title: _builtins.str
+    task_description: _builtins.str
+    @_builtins.property
+    def node_attributes(self) -> _containers.MessageMap[_builtins.str, Global___AttributeValue]: ...
+    @_builtins.property
+    def task_attributes(self) -> _containers.MessageMap[_builtins.str, Global___AttributeValue]: ...
+    @_builtins.property
+    def syllabus(self) -> _containers.RepeatedCompositeFieldContainer[Global___Session]: ...
     def __init__(
         self,
         *,
@@ -678,10 +1308,17 @@ class Seed(_message.Message):
         node_title: _builtins.str = ...,
         node_description: _builtins.str = ...,
         language: _builtins.str = ...,
+        difficulty: _builtins.str = ...,
+        task_type: _builtins.str = ...,
+        task_title: _builtins.str = ...,
+        task_description: _builtins.str = ...,
+        node_attributes: _abc.Mapping[_builtins.str, Global___AttributeValue] | None = ...,
+        task_attributes: _abc.Mapping[_builtins.str, Global___AttributeValue] | None = ...,
+        syllabus: _abc.Iterable[Global___Session] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "item_id", b"item_id", "job_id", b"job_id", "language", b"language", "node_description", b"node_description", "node_id", b"node_id", "node_path", b"node_path", "node_title", b"node_title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["difficulty", b"difficulty", "index", b"index", "item_id", b"item_id", "job_id", b"job_id", "language", b"language", "node_attributes", b"node_attributes", "node_description", b"node_description", "node_id", b"node_id", "node_path", b"node_path", "node_title", b"node_title", "syllabus", b"syllabus", "task_attributes", b"task_attributes", "task_description", b"task_description", "task_title", b"task_title", "task_type", b"task_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

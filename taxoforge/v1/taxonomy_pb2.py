@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from taxoforge.v1 import common_pb2 as taxoforge_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btaxoforge/v1/taxonomy.proto\x12\x0ctaxoforge.v1\x1a\x19taxoforge/v1/common.proto\"\x17\n\x15ListTaxonomiesRequest\"M\n\x0fTaxonomySummary\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0e\n\x06leaves\x18\x04 \x01(\x03\"K\n\x16ListTaxonomiesResponse\x12\x31\n\ntaxonomies\x18\x01 \x03(\x0b\x32\x1d.taxoforge.v1.TaxonomySummary\" \n\x12GetTaxonomyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"]\n\x0ePlanJobRequest\x12$\n\x06recipe\x18\x01 \x01(\x0b\x32\x14.taxoforge.v1.Recipe\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x15\n\rinclude_seeds\x18\x03 \x01(\x08\"<\n\x08PlanCell\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\"\x86\x01\n\x0fPlanJobResponse\x12\x0f\n\x07planned\x18\x01 \x01(\x03\x12\x18\n\x10taxonomy_version\x18\x02 \x01(\t\x12%\n\x05\x63\x65lls\x18\x03 \x03(\x0b\x32\x16.taxoforge.v1.PlanCell\x12!\n\x05seeds\x18\x04 \x03(\x0b\x32\x12.taxoforge.v1.Seed2\xff\x01\n\x0fTaxonomyService\x12[\n\x0eListTaxonomies\x12#.taxoforge.v1.ListTaxonomiesRequest\x1a$.taxoforge.v1.ListTaxonomiesResponse\x12G\n\x0bGetTaxonomy\x12 .taxoforge.v1.GetTaxonomyRequest\x1a\x16.taxoforge.v1.Taxonomy\x12\x46\n\x07PlanJob\x12\x1c.taxoforge.v1.PlanJobRequest\x1a\x1d.taxoforge.v1.PlanJobResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btaxoforge/v1/taxonomy.proto\x12\x0ctaxoforge.v1\x1a\x19taxoforge/v1/common.proto\"\x17\n\x15ListTaxonomiesRequest\"M\n\x0fTaxonomySummary\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0e\n\x06leaves\x18\x04 \x01(\x03\"K\n\x16ListTaxonomiesResponse\x12\x31\n\ntaxonomies\x18\x01 \x03(\x0b\x32\x1d.taxoforge.v1.TaxonomySummary\"1\n\x12GetTaxonomyRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"!\n\x13ListVersionsRequest\x12\n\n\x02id\x18\x01 \x01(\t\"N\n\x15ImportTaxonomyRequest\x12\x10\n\x08\x64ocument\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x13\n\x0bnew_version\x18\x03 \x01(\x08\"7\n\x16\x45xportTaxonomyResponse\x12\x0c\n\x04yaml\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\xca\x01\n\rEditOperation\x12\n\n\x02op\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12(\n\x04node\x18\x03 \x01(\x0b\x32\x1a.taxoforge.v1.TaxonomyNode\x12\r\n\x05title\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0e\n\x06weight\x18\x06 \x01(\x01\x12\x11\n\tattribute\x18\x07 \x01(\t\x12+\n\x05value\x18\x08 \x01(\x0b\x32\x1c.taxoforge.v1.AttributeValue\"y\n\x13\x45\x64itTaxonomyRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\t\x12/\n\noperations\x18\x03 \x03(\x0b\x32\x1b.taxoforge.v1.EditOperation\x12\x0f\n\x07message\x18\x04 \x01(\t\"n\n\x15ReviewTaxonomyRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x14\n\x0c\x62\x61se_version\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63\x63\x65pt\x18\x03 \x03(\t\x12\x0e\n\x06reject\x18\x04 \x03(\t\x12\x13\n\x0b\x61\x63\x63\x65pt_rest\x18\x05 \x01(\x08\"]\n\x0ePlanJobRequest\x12$\n\x06recipe\x18\x01 \x01(\x0b\x32\x14.taxoforge.v1.Recipe\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x15\n\rinclude_seeds\x18\x03 \x01(\x08\"<\n\x08PlanCell\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\"<\n\tPlanCount\x12\x11\n\tdimension\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\"\xce\x01\n\x0fPlanJobResponse\x12\x0f\n\x07planned\x18\x01 \x01(\x03\x12\x18\n\x10taxonomy_version\x18\x02 \x01(\t\x12%\n\x05\x63\x65lls\x18\x03 \x03(\x0b\x32\x16.taxoforge.v1.PlanCell\x12!\n\x05seeds\x18\x04 \x03(\x0b\x32\x12.taxoforge.v1.Seed\x12\'\n\x06totals\x18\x05 \x03(\x0b\x32\x17.taxoforge.v1.PlanCount\x12\x1d\n\x15task_taxonomy_version\x18\x06 \x01(\t\"X\n\x15InduceTaxonomyRequest\x12)\n\x04spec\x18\x01 \x01(\x0b\x32\x1b.taxoforge.v1.InduceRequest\x12\x14\n\x0cinstructions\x18\x02 \x03(\t2\x9e\x06\n\x0fTaxonomyService\x12[\n\x0eListTaxonomies\x12#.taxoforge.v1.ListTaxonomiesRequest\x1a$.taxoforge.v1.ListTaxonomiesResponse\x12G\n\x0bGetTaxonomy\x12 .taxoforge.v1.GetTaxonomyRequest\x1a\x16.taxoforge.v1.Taxonomy\x12N\n\x0cListVersions\x12!.taxoforge.v1.ListVersionsRequest\x1a\x1b.taxoforge.v1.TaxonomyIndex\x12M\n\x0eImportTaxonomy\x12#.taxoforge.v1.ImportTaxonomyRequest\x1a\x16.taxoforge.v1.Taxonomy\x12X\n\x0e\x45xportTaxonomy\x12 .taxoforge.v1.GetTaxonomyRequest\x1a$.taxoforge.v1.ExportTaxonomyResponse\x12I\n\x0c\x45\x64itTaxonomy\x12!.taxoforge.v1.EditTaxonomyRequest\x1a\x16.taxoforge.v1.Taxonomy\x12M\n\x0eReviewTaxonomy\x12#.taxoforge.v1.ReviewTaxonomyRequest\x1a\x16.taxoforge.v1.Taxonomy\x12\x46\n\x07PlanJob\x12\x1c.taxoforge.v1.PlanJobRequest\x1a\x1d.taxoforge.v1.PlanJobResponse\x12@\n\x0e\x45xpandTaxonomy\x12\x1b.taxoforge.v1.ExpandRequest\x1a\x11.taxoforge.v1.Job\x12H\n\x0eInduceTaxonomy\x12#.taxoforge.v1.InduceTaxonomyRequest\x1a\x11.taxoforge.v1.Jobb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,13 +39,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTTAXONOMIESRESPONSE']._serialized_start=176
   _globals['_LISTTAXONOMIESRESPONSE']._serialized_end=251
   _globals['_GETTAXONOMYREQUEST']._serialized_start=253
-  _globals['_GETTAXONOMYREQUEST']._serialized_end=285
-  _globals['_PLANJOBREQUEST']._serialized_start=287
-  _globals['_PLANJOBREQUEST']._serialized_end=380
-  _globals['_PLANCELL']._serialized_start=382
-  _globals['_PLANCELL']._serialized_end=442
-  _globals['_PLANJOBRESPONSE']._serialized_start=445
-  _globals['_PLANJOBRESPONSE']._serialized_end=579
-  _globals['_TAXONOMYSERVICE']._serialized_start=582
-  _globals['_TAXONOMYSERVICE']._serialized_end=837
+  _globals['_GETTAXONOMYREQUEST']._serialized_end=302
+  _globals['_LISTVERSIONSREQUEST']._serialized_start=304
+  _globals['_LISTVERSIONSREQUEST']._serialized_end=337
+  _globals['_IMPORTTAXONOMYREQUEST']._serialized_start=339
+  _globals['_IMPORTTAXONOMYREQUEST']._serialized_end=417
+  _globals['_EXPORTTAXONOMYRESPONSE']._serialized_start=419
+  _globals['_EXPORTTAXONOMYRESPONSE']._serialized_end=474
+  _globals['_EDITOPERATION']._serialized_start=477
+  _globals['_EDITOPERATION']._serialized_end=679
+  _globals['_EDITTAXONOMYREQUEST']._serialized_start=681
+  _globals['_EDITTAXONOMYREQUEST']._serialized_end=802
+  _globals['_REVIEWTAXONOMYREQUEST']._serialized_start=804
+  _globals['_REVIEWTAXONOMYREQUEST']._serialized_end=914
+  _globals['_PLANJOBREQUEST']._serialized_start=916
+  _globals['_PLANJOBREQUEST']._serialized_end=1009
+  _globals['_PLANCELL']._serialized_start=1011
+  _globals['_PLANCELL']._serialized_end=1071
+  _globals['_PLANCOUNT']._serialized_start=1073
+  _globals['_PLANCOUNT']._serialized_end=1133
+  _globals['_PLANJOBRESPONSE']._serialized_start=1136
+  _globals['_PLANJOBRESPONSE']._serialized_end=1342
+  _globals['_INDUCETAXONOMYREQUEST']._serialized_start=1344
+  _globals['_INDUCETAXONOMYREQUEST']._serialized_end=1432
+  _globals['_TAXONOMYSERVICE']._serialized_start=1435
+  _globals['_TAXONOMYSERVICE']._serialized_end=2233
 # @@protoc_insertion_point(module_scope)

@@ -87,6 +87,29 @@ class GetTaxonomyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    version: _builtins.str
+    """Empty: the latest."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTaxonomyRequest: _TypeAlias = GetTaxonomyRequest  # noqa: Y015
+
+@_typing.final
+class ListVersionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     def __init__(
         self,
@@ -99,7 +122,167 @@ class GetTaxonomyRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___GetTaxonomyRequest: _TypeAlias = GetTaxonomyRequest  # noqa: Y015
+Global___ListVersionsRequest: _TypeAlias = ListVersionsRequest  # noqa: Y015
+
+@_typing.final
+class ImportTaxonomyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    NEW_VERSION_FIELD_NUMBER: _builtins.int
+    document: _builtins.str
+    """The document: YAML (JSON is YAML too)."""
+    source: _builtins.str
+    """Where it came from, for error messages ("upload", a file name)."""
+    new_version: _builtins.bool
+    """If the id exists: false refuses, true adds the document as a new version."""
+    def __init__(
+        self,
+        *,
+        document: _builtins.str = ...,
+        source: _builtins.str = ...,
+        new_version: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "new_version", b"new_version", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportTaxonomyRequest: _TypeAlias = ImportTaxonomyRequest  # noqa: Y015
+
+@_typing.final
+class ExportTaxonomyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    YAML_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    yaml: _builtins.str
+    version: _builtins.str
+    def __init__(
+        self,
+        *,
+        yaml: _builtins.str = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["version", b"version", "yaml", b"yaml"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportTaxonomyResponse: _TypeAlias = ExportTaxonomyResponse  # noqa: Y015
+
+@_typing.final
+class EditOperation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OP_FIELD_NUMBER: _builtins.int
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    NODE_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    ATTRIBUTE_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    op: _builtins.str
+    """"add", "rename", "prune", "reweight", "describe", "set_attribute"."""
+    node_id: _builtins.str
+    """The node operated on (for "add": the parent; the root is the taxonomy id)."""
+    title: _builtins.str
+    description: _builtins.str
+    weight: _builtins.float
+    attribute: _builtins.str
+    @_builtins.property
+    def node(self) -> _common_pb2.TaxonomyNode:
+        """For "add": the new node (its children come along)."""
+
+    @_builtins.property
+    def value(self) -> _common_pb2.AttributeValue: ...
+    def __init__(
+        self,
+        *,
+        op: _builtins.str = ...,
+        node_id: _builtins.str = ...,
+        node: _common_pb2.TaxonomyNode | None = ...,
+        title: _builtins.str = ...,
+        description: _builtins.str = ...,
+        weight: _builtins.float = ...,
+        attribute: _builtins.str = ...,
+        value: _common_pb2.AttributeValue | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["node", b"node", "value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attribute", b"attribute", "description", b"description", "node", b"node", "node_id", b"node_id", "op", b"op", "title", b"title", "value", b"value", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EditOperation: _TypeAlias = EditOperation  # noqa: Y015
+
+@_typing.final
+class EditTaxonomyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    BASE_VERSION_FIELD_NUMBER: _builtins.int
+    OPERATIONS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    base_version: _builtins.str
+    """The version the edit was made against; if the taxonomy moved on since, the edit is refused."""
+    message: _builtins.str
+    @_builtins.property
+    def operations(self) -> _containers.RepeatedCompositeFieldContainer[Global___EditOperation]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        base_version: _builtins.str = ...,
+        operations: _abc.Iterable[Global___EditOperation] | None = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_version", b"base_version", "id", b"id", "message", b"message", "operations", b"operations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EditTaxonomyRequest: _TypeAlias = EditTaxonomyRequest  # noqa: Y015
+
+@_typing.final
+class ReviewTaxonomyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    BASE_VERSION_FIELD_NUMBER: _builtins.int
+    ACCEPT_FIELD_NUMBER: _builtins.int
+    REJECT_FIELD_NUMBER: _builtins.int
+    ACCEPT_REST_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    base_version: _builtins.str
+    accept_rest: _builtins.bool
+    """Accept every proposed node not rejected."""
+    @_builtins.property
+    def accept(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def reject(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        base_version: _builtins.str = ...,
+        accept: _abc.Iterable[_builtins.str] | None = ...,
+        reject: _abc.Iterable[_builtins.str] | None = ...,
+        accept_rest: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept", b"accept", "accept_rest", b"accept_rest", "base_version", b"base_version", "id", b"id", "reject", b"reject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewTaxonomyRequest: _TypeAlias = ReviewTaxonomyRequest  # noqa: Y015
 
 @_typing.final
 class PlanJobRequest(_message.Message):
@@ -153,6 +336,33 @@ class PlanCell(_message.Message):
 Global___PlanCell: _TypeAlias = PlanCell  # noqa: Y015
 
 @_typing.final
+class PlanCount(_message.Message):
+    """How many seeds carry one value of one dimension (node, language, difficulty, task_type)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIMENSION_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    dimension: _builtins.str
+    value: _builtins.str
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        dimension: _builtins.str = ...,
+        value: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "dimension", b"dimension", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanCount: _TypeAlias = PlanCount  # noqa: Y015
+
+@_typing.final
 class PlanJobResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -160,12 +370,17 @@ class PlanJobResponse(_message.Message):
     TAXONOMY_VERSION_FIELD_NUMBER: _builtins.int
     CELLS_FIELD_NUMBER: _builtins.int
     SEEDS_FIELD_NUMBER: _builtins.int
+    TOTALS_FIELD_NUMBER: _builtins.int
+    TASK_TAXONOMY_VERSION_FIELD_NUMBER: _builtins.int
     planned: _builtins.int
     taxonomy_version: _builtins.str
+    task_taxonomy_version: _builtins.str
     @_builtins.property
     def cells(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanCell]: ...
     @_builtins.property
     def seeds(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Seed]: ...
+    @_builtins.property
+    def totals(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlanCount]: ...
     def __init__(
         self,
         *,
@@ -173,11 +388,39 @@ class PlanJobResponse(_message.Message):
         taxonomy_version: _builtins.str = ...,
         cells: _abc.Iterable[Global___PlanCell] | None = ...,
         seeds: _abc.Iterable[_common_pb2.Seed] | None = ...,
+        totals: _abc.Iterable[Global___PlanCount] | None = ...,
+        task_taxonomy_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "planned", b"planned", "seeds", b"seeds", "taxonomy_version", b"taxonomy_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "planned", b"planned", "seeds", b"seeds", "task_taxonomy_version", b"task_taxonomy_version", "taxonomy_version", b"taxonomy_version", "totals", b"totals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PlanJobResponse: _TypeAlias = PlanJobResponse  # noqa: Y015
+
+@_typing.final
+class InduceTaxonomyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEC_FIELD_NUMBER: _builtins.int
+    INSTRUCTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def spec(self) -> _common_pb2.InduceRequest: ...
+    @_builtins.property
+    def instructions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The user's seed instructions, one per entry."""
+
+    def __init__(
+        self,
+        *,
+        spec: _common_pb2.InduceRequest | None = ...,
+        instructions: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instructions", b"instructions", "spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InduceTaxonomyRequest: _TypeAlias = InduceTaxonomyRequest  # noqa: Y015

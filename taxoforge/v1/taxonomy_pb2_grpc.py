@@ -45,10 +45,45 @@ class TaxonomyServiceStub:
                 request_serializer=taxoforge_dot_v1_dot_taxonomy__pb2.GetTaxonomyRequest.SerializeToString,
                 response_deserializer=taxoforge_dot_v1_dot_common__pb2.Taxonomy.FromString,
                 _registered_method=True)
+        self.ListVersions = channel.unary_unary(
+                '/taxoforge.v1.TaxonomyService/ListVersions',
+                request_serializer=taxoforge_dot_v1_dot_taxonomy__pb2.ListVersionsRequest.SerializeToString,
+                response_deserializer=taxoforge_dot_v1_dot_common__pb2.TaxonomyIndex.FromString,
+                _registered_method=True)
+        self.ImportTaxonomy = channel.unary_unary(
+                '/taxoforge.v1.TaxonomyService/ImportTaxonomy',
+                request_serializer=taxoforge_dot_v1_dot_taxonomy__pb2.ImportTaxonomyRequest.SerializeToString,
+                response_deserializer=taxoforge_dot_v1_dot_common__pb2.Taxonomy.FromString,
+                _registered_method=True)
+        self.ExportTaxonomy = channel.unary_unary(
+                '/taxoforge.v1.TaxonomyService/ExportTaxonomy',
+                request_serializer=taxoforge_dot_v1_dot_taxonomy__pb2.GetTaxonomyRequest.SerializeToString,
+                response_deserializer=taxoforge_dot_v1_dot_taxonomy__pb2.ExportTaxonomyResponse.FromString,
+                _registered_method=True)
+        self.EditTaxonomy = channel.unary_unary(
+                '/taxoforge.v1.TaxonomyService/EditTaxonomy',
+                request_serializer=taxoforge_dot_v1_dot_taxonomy__pb2.EditTaxonomyRequest.SerializeToString,
+                response_deserializer=taxoforge_dot_v1_dot_common__pb2.Taxonomy.FromString,
+                _registered_method=True)
+        self.ReviewTaxonomy = channel.unary_unary(
+                '/taxoforge.v1.TaxonomyService/ReviewTaxonomy',
+                request_serializer=taxoforge_dot_v1_dot_taxonomy__pb2.ReviewTaxonomyRequest.SerializeToString,
+                response_deserializer=taxoforge_dot_v1_dot_common__pb2.Taxonomy.FromString,
+                _registered_method=True)
         self.PlanJob = channel.unary_unary(
                 '/taxoforge.v1.TaxonomyService/PlanJob',
                 request_serializer=taxoforge_dot_v1_dot_taxonomy__pb2.PlanJobRequest.SerializeToString,
                 response_deserializer=taxoforge_dot_v1_dot_taxonomy__pb2.PlanJobResponse.FromString,
+                _registered_method=True)
+        self.ExpandTaxonomy = channel.unary_unary(
+                '/taxoforge.v1.TaxonomyService/ExpandTaxonomy',
+                request_serializer=taxoforge_dot_v1_dot_common__pb2.ExpandRequest.SerializeToString,
+                response_deserializer=taxoforge_dot_v1_dot_common__pb2.Job.FromString,
+                _registered_method=True)
+        self.InduceTaxonomy = channel.unary_unary(
+                '/taxoforge.v1.TaxonomyService/InduceTaxonomy',
+                request_serializer=taxoforge_dot_v1_dot_taxonomy__pb2.InduceTaxonomyRequest.SerializeToString,
+                response_deserializer=taxoforge_dot_v1_dot_common__pb2.Job.FromString,
                 _registered_method=True)
 
 
@@ -62,13 +97,61 @@ class TaxonomyServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetTaxonomy(self, request, context):
+        """The latest version, or the one asked for.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListVersions(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportTaxonomy(self, request, context):
+        """A new taxonomy (version 1), or a new version of one, from a YAML or JSON document.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportTaxonomy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EditTaxonomy(self, request, context):
+        """Add, rename, prune, reweight: one new version per call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReviewTaxonomy(self, request, context):
+        """Accept or reject proposed nodes: one new version per call.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def PlanJob(self, request, context):
         """Turns a recipe into seeds without running anything (a dry run).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExpandTaxonomy(self, request, context):
+        """Start a GLAN expansion job (subjects, syllabi) over NATS; its result waits for review.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InduceTaxonomy(self, request, context):
+        """Start an induction job: a taxonomy from seed instructions (CodecLM encode + open tags).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -87,10 +170,45 @@ def add_TaxonomyServiceServicer_to_server(servicer, server):
                     request_deserializer=taxoforge_dot_v1_dot_taxonomy__pb2.GetTaxonomyRequest.FromString,
                     response_serializer=taxoforge_dot_v1_dot_common__pb2.Taxonomy.SerializeToString,
             ),
+            'ListVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVersions,
+                    request_deserializer=taxoforge_dot_v1_dot_taxonomy__pb2.ListVersionsRequest.FromString,
+                    response_serializer=taxoforge_dot_v1_dot_common__pb2.TaxonomyIndex.SerializeToString,
+            ),
+            'ImportTaxonomy': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportTaxonomy,
+                    request_deserializer=taxoforge_dot_v1_dot_taxonomy__pb2.ImportTaxonomyRequest.FromString,
+                    response_serializer=taxoforge_dot_v1_dot_common__pb2.Taxonomy.SerializeToString,
+            ),
+            'ExportTaxonomy': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportTaxonomy,
+                    request_deserializer=taxoforge_dot_v1_dot_taxonomy__pb2.GetTaxonomyRequest.FromString,
+                    response_serializer=taxoforge_dot_v1_dot_taxonomy__pb2.ExportTaxonomyResponse.SerializeToString,
+            ),
+            'EditTaxonomy': grpc.unary_unary_rpc_method_handler(
+                    servicer.EditTaxonomy,
+                    request_deserializer=taxoforge_dot_v1_dot_taxonomy__pb2.EditTaxonomyRequest.FromString,
+                    response_serializer=taxoforge_dot_v1_dot_common__pb2.Taxonomy.SerializeToString,
+            ),
+            'ReviewTaxonomy': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReviewTaxonomy,
+                    request_deserializer=taxoforge_dot_v1_dot_taxonomy__pb2.ReviewTaxonomyRequest.FromString,
+                    response_serializer=taxoforge_dot_v1_dot_common__pb2.Taxonomy.SerializeToString,
+            ),
             'PlanJob': grpc.unary_unary_rpc_method_handler(
                     servicer.PlanJob,
                     request_deserializer=taxoforge_dot_v1_dot_taxonomy__pb2.PlanJobRequest.FromString,
                     response_serializer=taxoforge_dot_v1_dot_taxonomy__pb2.PlanJobResponse.SerializeToString,
+            ),
+            'ExpandTaxonomy': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExpandTaxonomy,
+                    request_deserializer=taxoforge_dot_v1_dot_common__pb2.ExpandRequest.FromString,
+                    response_serializer=taxoforge_dot_v1_dot_common__pb2.Job.SerializeToString,
+            ),
+            'InduceTaxonomy': grpc.unary_unary_rpc_method_handler(
+                    servicer.InduceTaxonomy,
+                    request_deserializer=taxoforge_dot_v1_dot_taxonomy__pb2.InduceTaxonomyRequest.FromString,
+                    response_serializer=taxoforge_dot_v1_dot_common__pb2.Job.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -158,6 +276,141 @@ class TaxonomyService:
             _registered_method=True)
 
     @staticmethod
+    def ListVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taxoforge.v1.TaxonomyService/ListVersions',
+            taxoforge_dot_v1_dot_taxonomy__pb2.ListVersionsRequest.SerializeToString,
+            taxoforge_dot_v1_dot_common__pb2.TaxonomyIndex.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportTaxonomy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taxoforge.v1.TaxonomyService/ImportTaxonomy',
+            taxoforge_dot_v1_dot_taxonomy__pb2.ImportTaxonomyRequest.SerializeToString,
+            taxoforge_dot_v1_dot_common__pb2.Taxonomy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportTaxonomy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taxoforge.v1.TaxonomyService/ExportTaxonomy',
+            taxoforge_dot_v1_dot_taxonomy__pb2.GetTaxonomyRequest.SerializeToString,
+            taxoforge_dot_v1_dot_taxonomy__pb2.ExportTaxonomyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EditTaxonomy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taxoforge.v1.TaxonomyService/EditTaxonomy',
+            taxoforge_dot_v1_dot_taxonomy__pb2.EditTaxonomyRequest.SerializeToString,
+            taxoforge_dot_v1_dot_common__pb2.Taxonomy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReviewTaxonomy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taxoforge.v1.TaxonomyService/ReviewTaxonomy',
+            taxoforge_dot_v1_dot_taxonomy__pb2.ReviewTaxonomyRequest.SerializeToString,
+            taxoforge_dot_v1_dot_common__pb2.Taxonomy.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def PlanJob(request,
             target,
             options=(),
@@ -174,6 +427,60 @@ class TaxonomyService:
             '/taxoforge.v1.TaxonomyService/PlanJob',
             taxoforge_dot_v1_dot_taxonomy__pb2.PlanJobRequest.SerializeToString,
             taxoforge_dot_v1_dot_taxonomy__pb2.PlanJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExpandTaxonomy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taxoforge.v1.TaxonomyService/ExpandTaxonomy',
+            taxoforge_dot_v1_dot_common__pb2.ExpandRequest.SerializeToString,
+            taxoforge_dot_v1_dot_common__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InduceTaxonomy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taxoforge.v1.TaxonomyService/InduceTaxonomy',
+            taxoforge_dot_v1_dot_taxonomy__pb2.InduceTaxonomyRequest.SerializeToString,
+            taxoforge_dot_v1_dot_common__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,

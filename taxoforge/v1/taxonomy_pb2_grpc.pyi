@@ -34,16 +34,42 @@ class TaxonomyServiceStub:
     def __new__(cls, channel: _aio.Channel) -> TaxonomyServiceAsyncStub: ...
     ListTaxonomies: _grpc.UnaryUnaryMultiCallable[_taxonomy_pb2.ListTaxonomiesRequest, _taxonomy_pb2.ListTaxonomiesResponse]
     GetTaxonomy: _grpc.UnaryUnaryMultiCallable[_taxonomy_pb2.GetTaxonomyRequest, _common_pb2.Taxonomy]
+    """The latest version, or the one asked for."""
+    ListVersions: _grpc.UnaryUnaryMultiCallable[_taxonomy_pb2.ListVersionsRequest, _common_pb2.TaxonomyIndex]
+    ImportTaxonomy: _grpc.UnaryUnaryMultiCallable[_taxonomy_pb2.ImportTaxonomyRequest, _common_pb2.Taxonomy]
+    """A new taxonomy (version 1), or a new version of one, from a YAML or JSON document."""
+    ExportTaxonomy: _grpc.UnaryUnaryMultiCallable[_taxonomy_pb2.GetTaxonomyRequest, _taxonomy_pb2.ExportTaxonomyResponse]
+    EditTaxonomy: _grpc.UnaryUnaryMultiCallable[_taxonomy_pb2.EditTaxonomyRequest, _common_pb2.Taxonomy]
+    """Add, rename, prune, reweight: one new version per call."""
+    ReviewTaxonomy: _grpc.UnaryUnaryMultiCallable[_taxonomy_pb2.ReviewTaxonomyRequest, _common_pb2.Taxonomy]
+    """Accept or reject proposed nodes: one new version per call."""
     PlanJob: _grpc.UnaryUnaryMultiCallable[_taxonomy_pb2.PlanJobRequest, _taxonomy_pb2.PlanJobResponse]
     """Turns a recipe into seeds without running anything (a dry run)."""
+    ExpandTaxonomy: _grpc.UnaryUnaryMultiCallable[_common_pb2.ExpandRequest, _common_pb2.Job]
+    """Start a GLAN expansion job (subjects, syllabi) over NATS; its result waits for review."""
+    InduceTaxonomy: _grpc.UnaryUnaryMultiCallable[_taxonomy_pb2.InduceTaxonomyRequest, _common_pb2.Job]
+    """Start an induction job: a taxonomy from seed instructions (CodecLM encode + open tags)."""
 
 @_typing.type_check_only
 class TaxonomyServiceAsyncStub(TaxonomyServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListTaxonomies: _aio.UnaryUnaryMultiCallable[_taxonomy_pb2.ListTaxonomiesRequest, _taxonomy_pb2.ListTaxonomiesResponse]  # type: ignore[assignment]
     GetTaxonomy: _aio.UnaryUnaryMultiCallable[_taxonomy_pb2.GetTaxonomyRequest, _common_pb2.Taxonomy]  # type: ignore[assignment]
+    """The latest version, or the one asked for."""
+    ListVersions: _aio.UnaryUnaryMultiCallable[_taxonomy_pb2.ListVersionsRequest, _common_pb2.TaxonomyIndex]  # type: ignore[assignment]
+    ImportTaxonomy: _aio.UnaryUnaryMultiCallable[_taxonomy_pb2.ImportTaxonomyRequest, _common_pb2.Taxonomy]  # type: ignore[assignment]
+    """A new taxonomy (version 1), or a new version of one, from a YAML or JSON document."""
+    ExportTaxonomy: _aio.UnaryUnaryMultiCallable[_taxonomy_pb2.GetTaxonomyRequest, _taxonomy_pb2.ExportTaxonomyResponse]  # type: ignore[assignment]
+    EditTaxonomy: _aio.UnaryUnaryMultiCallable[_taxonomy_pb2.EditTaxonomyRequest, _common_pb2.Taxonomy]  # type: ignore[assignment]
+    """Add, rename, prune, reweight: one new version per call."""
+    ReviewTaxonomy: _aio.UnaryUnaryMultiCallable[_taxonomy_pb2.ReviewTaxonomyRequest, _common_pb2.Taxonomy]  # type: ignore[assignment]
+    """Accept or reject proposed nodes: one new version per call."""
     PlanJob: _aio.UnaryUnaryMultiCallable[_taxonomy_pb2.PlanJobRequest, _taxonomy_pb2.PlanJobResponse]  # type: ignore[assignment]
     """Turns a recipe into seeds without running anything (a dry run)."""
+    ExpandTaxonomy: _aio.UnaryUnaryMultiCallable[_common_pb2.ExpandRequest, _common_pb2.Job]  # type: ignore[assignment]
+    """Start a GLAN expansion job (subjects, syllabi) over NATS; its result waits for review."""
+    InduceTaxonomy: _aio.UnaryUnaryMultiCallable[_taxonomy_pb2.InduceTaxonomyRequest, _common_pb2.Job]  # type: ignore[assignment]
+    """Start an induction job: a taxonomy from seed instructions (CodecLM encode + open tags)."""
 
 class TaxonomyServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -58,7 +84,46 @@ class TaxonomyServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _taxonomy_pb2.GetTaxonomyRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_common_pb2.Taxonomy, _abc.Awaitable[_common_pb2.Taxonomy]]: ...
+    ) -> _typing.Union[_common_pb2.Taxonomy, _abc.Awaitable[_common_pb2.Taxonomy]]:
+        """The latest version, or the one asked for."""
+
+    @_abc_1.abstractmethod
+    def ListVersions(
+        self,
+        request: _taxonomy_pb2.ListVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.TaxonomyIndex, _abc.Awaitable[_common_pb2.TaxonomyIndex]]: ...
+
+    @_abc_1.abstractmethod
+    def ImportTaxonomy(
+        self,
+        request: _taxonomy_pb2.ImportTaxonomyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Taxonomy, _abc.Awaitable[_common_pb2.Taxonomy]]:
+        """A new taxonomy (version 1), or a new version of one, from a YAML or JSON document."""
+
+    @_abc_1.abstractmethod
+    def ExportTaxonomy(
+        self,
+        request: _taxonomy_pb2.GetTaxonomyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_taxonomy_pb2.ExportTaxonomyResponse, _abc.Awaitable[_taxonomy_pb2.ExportTaxonomyResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def EditTaxonomy(
+        self,
+        request: _taxonomy_pb2.EditTaxonomyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Taxonomy, _abc.Awaitable[_common_pb2.Taxonomy]]:
+        """Add, rename, prune, reweight: one new version per call."""
+
+    @_abc_1.abstractmethod
+    def ReviewTaxonomy(
+        self,
+        request: _taxonomy_pb2.ReviewTaxonomyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Taxonomy, _abc.Awaitable[_common_pb2.Taxonomy]]:
+        """Accept or reject proposed nodes: one new version per call."""
 
     @_abc_1.abstractmethod
     def PlanJob(
@@ -67,5 +132,21 @@ class TaxonomyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_taxonomy_pb2.PlanJobResponse, _abc.Awaitable[_taxonomy_pb2.PlanJobResponse]]:
         """Turns a recipe into seeds without running anything (a dry run)."""
+
+    @_abc_1.abstractmethod
+    def ExpandTaxonomy(
+        self,
+        request: _common_pb2.ExpandRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Job, _abc.Awaitable[_common_pb2.Job]]:
+        """Start a GLAN expansion job (subjects, syllabi) over NATS; its result waits for review."""
+
+    @_abc_1.abstractmethod
+    def InduceTaxonomy(
+        self,
+        request: _taxonomy_pb2.InduceTaxonomyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_common_pb2.Job, _abc.Awaitable[_common_pb2.Job]]:
+        """Start an induction job: a taxonomy from seed instructions (CodecLM encode + open tags)."""
 
 def add_TaxonomyServiceServicer_to_server(servicer: TaxonomyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

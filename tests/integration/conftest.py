@@ -83,7 +83,12 @@ class FakeControl:
     def reset(self) -> None:
         httpx.post(f"{self.base}/_fake/reset", timeout=5).raise_for_status()
         self.configure(
-            latency_ms=0, fail_pattern=None, malformed_pattern=None, slow_pattern=None, slow_ms=0
+            latency_ms=0,
+            fail_pattern=None,
+            malformed_pattern=None,
+            slow_pattern=None,
+            slow_ms=0,
+            replies=[],
         )
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,9 +18,19 @@ from .jobs import submit, wait
 pytestmark = [pytest.mark.integration, pytest.mark.embedded]
 
 
-def test_the_quickstart_runs_on_the_embedded_model(tmp_path: Path) -> None:
-    config = StackConfig(data_dir=tmp_path / "stack", llm="embedded", sync_always=False)
-    with Stack(config) as stack, httpx.Client(base_url=stack.gateway_url, timeout=60) as api:
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The stack on the embedded model server (llama-cpp-python running SmolLM2-135M)."""
+    config = StackConfig(
+        data_dir=tmp_path_factory.mktemp("embedded"), llm="embedded", sync_always=False
+    )
+    with Stack(config) as stack:
+        yield stack
+
+
+def test_the_quickstart_runs_on_the_embedded_model(embedded: Stack, tmp_path: Path) -> None:
+    stack = embedded
+    with httpx.Client(base_url=stack.gateway_url, timeout=60) as api:
         job_id = submit(
             api,
             name="smoke",
@@ -55,3 +67,44 @@ def test_the_quickstart_runs_on_the_embedded_model(tmp_path: Path) -> None:
     assert job["usage"]["calls"] >= 3 * 5 - 2 * report["failed"]
     assert job["usage"]["completion_tokens"] > 0
     assert (tmp_path / "out" / "summary.json").exists()
+
+
+def _find(node: dict[str, Any], node_id: str) -> dict[str, Any]:
+    if node["id"] == node_id:
+        return node
+    for child in node.get("children", []):
+        found = _find(child, node_id)
+        if found:
+            return found
+    return {}
+
+
+def test_glan_expansion_runs_on_the_embedded_model(embedded: Stack) -> None:
+    """A discipline gets subjects, then one subject gets a syllabus, from the real model."""
+    with httpx.Client(base_url=embedded.gateway_url, timeout=60) as api:
+        subjects_job = api.post(
+            "/v1/taxonomies/starter:expand",
+            json={"nodes": ["chemistry"], "samples": 2, "max_children": 3},
+        )
+        assert subjects_job.status_code == 201, subjects_job.text
+        job = wait(api, subjects_job.json()["id"], limit_s=600)
+        assert job["state"] == "succeeded", job
+        chemistry = _find(api.get("/v1/taxonomies/starter").json()["root"], "chemistry")
+        subjects = chemistry["children"]
+        assert 1 <= len(subjects) <= 3
+        assert all(s["status"] == "NODE_STATUS_PROPOSED" and s["title"].strip() for s in subjects)
+
+        first = subjects[0]["id"]
+        review = api.post("/v1/taxonomies/starter:review", json={"accept": [first]})
+        assert review.status_code == 200, review.text
+        syllabus_job = api.post(
+            "/v1/taxonomies/starter:expand",
+            json={"nodes": [first], "min_sessions": 2, "max_sessions": 4},
+        )
+        job = wait(api, syllabus_job.json()["id"], limit_s=600)
+        assert job["state"] == "succeeded", job
+        subject = _find(api.get("/v1/taxonomies/starter").json()["root"], first)
+        sessions = subject["children"]
+        assert 1 <= len(sessions) <= 4
+        assert all(s["kind"] == "session" and s["title"].strip() for s in sessions)
+        assert all(s["attributes"]["key_concepts"]["items"] for s in sessions)

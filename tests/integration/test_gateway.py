@@ -41,7 +41,7 @@ def _job_count(stack: Stack) -> int:
             "shares sum to 0.8; they must sum to 1",
         ),
         ({"count": 5, "languages": ["xx"]}, "languages[0]", "unknown language 'xx'"),
-        ({"count": 5, "languages": ["en", "en"]}, "body", "lists a code twice"),
+        ({"count": 5, "languages": ["en", "en"]}, "body", "language lists a value twice"),
         (
             {"count": 5, "responses_per_instruction": 1},
             "responses_per_instruction",
@@ -76,7 +76,8 @@ def test_an_unknown_taxonomy_is_refused_and_nothing_is_created(
     resp = api.post("/v1/jobs", json={"count": 3, "taxonomy": "no-such-thing"})
     assert resp.status_code == 422
     assert (
-        "taxonomy 'no-such-thing' does not exist; known: starter" in resp.json()["error"]["message"]
+        "taxonomy 'no-such-thing' does not exist; known: knowledge, starter, tasks"
+        in resp.json()["error"]["message"]
     )
     assert _job_count(stack) == before
 

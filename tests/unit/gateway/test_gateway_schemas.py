@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from gateway.schemas import JobView, LanguageSpec, RecipeSpec, job_view, recipe_to_proto
+from gateway.schemas import LanguageSpec, RecipeSpec, recipe_to_proto
+from gateway.views import JobView, job_view
 from taxoforge.settings import LLMSettings
 from taxoforge.v1 import common_pb2 as pb
 
@@ -85,7 +86,7 @@ def test_shares_must_sum_to_one_and_the_error_says_the_sum() -> None:
     ],
 )
 def test_mixing_given_and_omitted_shares_is_rejected(languages: list[Any]) -> None:
-    with pytest.raises(ValidationError, match="give a share for every language, or for none"):
+    with pytest.raises(ValidationError, match="give a share for every language value, or for none"):
         RecipeSpec.model_validate({"count": 5, "languages": languages})
 
 
@@ -96,7 +97,7 @@ def test_unknown_language_lists_the_known_codes() -> None:
 
 def test_duplicate_codes_are_rejected() -> None:
     with pytest.raises(
-        ValidationError, match=r"languages lists a code twice: \['en', 'fr', 'en'\]"
+        ValidationError, match=r"language lists a value twice: \['en', 'fr', 'en'\]"
     ):
         RecipeSpec(count=5, languages=["en", "fr", "EN"])
 

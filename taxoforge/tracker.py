@@ -1,13 +1,15 @@
-"""Completion: a running job whose items have all ended is queued for selection.
+"""Completion: a running job whose items have all ended is queued for its finishing stage
+(selection for generation jobs, applying the result for taxonomy jobs).
 
-Every selector replica runs this check; the CAS on the job's state and the select message's
-id make it happen once.
+Every replica of the service that finishes a kind of job runs this check; the CAS on the job's
+state and the finishing message's id make it happen once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 
 import structlog
 from nats.aio.msg import Msg
@@ -16,7 +18,7 @@ from taxoforge.bus import Stage
 from taxoforge.bus.topology import ENDED_SUBJECTS
 from taxoforge.pipeline import publish_work
 from taxoforge.service import ServiceContext
-from taxoforge.store import ItemKind
+from taxoforge.store import ItemKind, JobKind, job_kind
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["CompletionTracker"]
@@ -33,8 +35,11 @@ class CompletionTracker:
 
     _DEBOUNCE_S = 0.05
 
-    def __init__(self, ctx: ServiceContext, period_s: float) -> None:
+    def __init__(
+        self, ctx: ServiceContext, finishes: Mapping[JobKind, Stage], period_s: float
+    ) -> None:
         self._ctx = ctx
+        self._finishes = dict(finishes)
         self._period = period_s
         self._hot: set[str] = set()
         self._wake = asyncio.Event()
@@ -75,10 +80,13 @@ class CompletionTracker:
         job = await self._ctx.jobs.get(job_id)
         if job is None or job.state != pb.JOB_STATE_RUNNING or job.planned <= 0:
             return False
+        stage = self._finishes.get(job_kind(job))
+        if stage is None:  # another service finishes this kind
+            return False
         ended = await self._ctx.items.count(job_id, ItemKind.OUTCOME)
         if ended < job.planned:
             return False
-        await publish_work(self._ctx.bus, Stage.SELECT, pb.JobRef(job_id=job_id), job_id)
+        await publish_work(self._ctx.bus, stage, pb.JobRef(job_id=job_id), job_id)
 
         def _selecting(j: pb.Job) -> bool:
             if j.state != pb.JOB_STATE_RUNNING:

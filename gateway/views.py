@@ -1,0 +1,170 @@
+"""Response bodies: jobs as clients see them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from taxoforge.protojson import to_dict
+from taxoforge.store import JobKind, job_kind
+from taxoforge.v1 import common_pb2 as pb
+
+__all__ = ["JobView", "job_view"]
+
+
+class StageView(BaseModel):
+    stage: str
+    done: int
+    failed: int
+
+
+class UsageView(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    calls: int = 0
+
+
+class FailureReasonView(BaseModel):
+    stage: str
+    reason: str
+    items: int
+
+
+class SelectionView(BaseModel):
+    """What selection kept, and what it left out and why."""
+
+    judged: int
+    failed: int
+    sft_records: int
+    preference_records: int
+    ties: int
+    over_budget: int
+    failures_by_stage: dict[str, int]
+    failure_reasons: list[FailureReasonView]
+    usage: UsageView
+
+
+class DatasetView(BaseModel):
+    kind: str
+    records: int
+    bytes: int
+    sha256: str
+    url: str
+
+
+JobState = Literal[
+    "pending", "running", "selecting", "applying", "succeeded", "failed", "cancelled"
+]
+
+
+class JobView(BaseModel):
+    """A job as clients see it: state, per-stage progress, usage, datasets."""
+
+    id: str
+    name: str
+    kind: Literal["generate", "expand", "induce"]
+    state: JobState
+    taxonomy: str
+    taxonomy_version: str
+    planned: int
+    finished: int
+    stages: list[StageView]
+    usage: UsageView
+    datasets: list[DatasetView]
+    selection: SelectionView | None
+    # Expansion and induction jobs: the taxonomy version they made, and what induction merged.
+    result_taxonomy_version: str | None
+    induction: dict[str, Any] | None
+    error: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    finished_at: datetime | None
+    recipe: dict[str, Any]
+
+
+def _time(ms: int) -> datetime | None:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC) if ms else None
+
+
+def _usage(u: pb.Usage) -> UsageView:
+    return UsageView(
+        prompt_tokens=u.prompt_tokens,
+        completion_tokens=u.completion_tokens,
+        cost_usd=round(u.cost_usd, 6),
+        calls=u.calls,
+    )
+
+
+_STATES: dict[int, JobState] = {
+    pb.JOB_STATE_PENDING: "pending",
+    pb.JOB_STATE_RUNNING: "running",
+    pb.JOB_STATE_SELECTING: "selecting",
+    pb.JOB_STATE_SUCCEEDED: "succeeded",
+    pb.JOB_STATE_FAILED: "failed",
+    pb.JOB_STATE_CANCELLED: "cancelled",
+}
+
+
+def job_view(progress: pb.JobProgress) -> JobView:
+    """Map the contract's JobProgress to the REST shape."""
+    job = progress.job
+    selection = None
+    if job.HasField("selection"):
+        s = job.selection
+        selection = SelectionView(
+            judged=s.judged,
+            failed=s.failed,
+            sft_records=s.sft_records,
+            preference_records=s.preference_records,
+            ties=s.ties,
+            over_budget=s.over_budget,
+            failures_by_stage=dict(s.failures_by_stage),
+            failure_reasons=[
+                FailureReasonView(stage=r.stage, reason=r.reason, items=r.items)
+                for r in s.failure_reasons
+            ],
+            usage=_usage(s.usage),
+        )
+    kind = job_kind(job)
+    state = _STATES.get(job.state, "pending")
+    if state == "selecting" and kind is not JobKind.GENERATE:
+        state = "applying"
+    return JobView(
+        id=job.id,
+        name=job.recipe.name,
+        kind=kind.value,
+        state=state,
+        taxonomy=job.recipe.taxonomy_id or job.expand.taxonomy_id or job.induce.taxonomy_id,
+        taxonomy_version=job.taxonomy_version,
+        planned=job.planned,
+        finished=progress.finished,
+        stages=[StageView(stage=s.stage, done=s.done, failed=s.failed) for s in progress.stages],
+        usage=_usage(progress.usage),
+        datasets=[
+            DatasetView(
+                kind=d.kind,
+                records=d.records,
+                bytes=d.bytes,
+                sha256=d.sha256,
+                url=f"/v1/jobs/{job.id}/datasets/{d.kind}",
+            )
+            for d in job.datasets
+        ],
+        selection=selection,
+        result_taxonomy_version=job.result_taxonomy_version or None,
+        induction=to_dict(job.induction) if job.HasField("induction") else None,
+        error=job.error or None,
+        created_at=_time(job.created_at_ms),
+        updated_at=_time(job.updated_at_ms),
+        finished_at=_time(job.finished_at_ms),
+        recipe=to_dict(job.recipe) if kind is JobKind.GENERATE else _spec(job),
+    )
+
+
+def _spec(job: pb.Job) -> dict[str, Any]:
+    if job.HasField("expand"):
+        return to_dict(job.expand)
+    return to_dict(job.induce)

@@ -1,0 +1,204 @@
+"""GLAN expansion: subjects for a discipline (several samples at high temperature, merged),
+and a syllabus of class sessions with key concepts for a subject."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from services.taxonomy.tree import SESSION, attribute_text
+from taxoforge.labels import canonical
+from taxoforge.llm import LLMClient
+from taxoforge.prompts import load_template
+from taxoforge.v1 import common_pb2 as pb
+
+__all__ = ["Expander", "SubjectItem", "merge_subjects", "slugify"]
+
+_PROMPTS = Path(__file__).parent / "prompts"
+
+
+class SubjectItem(BaseModel):
+    """One subject a model proposes."""
+
+    title: str = Field(json_schema_extra={"maxLength": 80})
+    level: str = Field(json_schema_extra={"maxLength": 20})
+    description: str = Field(json_schema_extra={"maxLength": 240})
+
+
+class SubjectList(BaseModel):
+    """A model's list of subjects for a discipline."""
+
+    subjects: list[SubjectItem] = Field(json_schema_extra={"minItems": 1, "maxItems": 20})
+
+
+class SessionItem(BaseModel):
+    """One class session of a syllabus."""
+
+    title: str = Field(json_schema_extra={"maxLength": 80})
+    key_concepts: list[str] = Field(
+        json_schema_extra={
+            "minItems": 1,
+            "maxItems": 8,
+            "items": {"type": "string", "maxLength": 60},
+        }
+    )
+
+
+class Syllabus(BaseModel):
+    """A model's syllabus for a subject."""
+
+    sessions: list[SessionItem] = Field(json_schema_extra={"minItems": 1, "maxItems": 30})
+
+
+def slugify(text: str, limit: int = 40) -> str:
+    """A lowercase slug of ``text`` ("Quantum Mechanics I" -> "quantum-mechanics-i")."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return (slug[:limit].rstrip("-")) or "item"
+
+
+def _key(title: str) -> str:
+    """Titles that differ only in case, punctuation, inflection or word order are one subject
+    ("Quantum mechanics" = "Mechanics, Quantum"); "Calculus I" and "Calculus II" stay two."""
+    return " ".join(sorted(canonical(title).split()))
+
+
+@dataclass
+class _Merged:
+    item: SubjectItem
+    votes: int
+    first: int
+
+
+def merge_subjects(
+    samples: Sequence[Sequence[SubjectItem]], existing: Sequence[str], limit: int
+) -> list[tuple[SubjectItem, int]]:
+    """One list from several: the same subject written differently counts once per sample.
+
+    Subjects proposed by more samples come first (GLAN merges repeated queries); titles the
+    node already has are left out. Returns (subject, samples that proposed it).
+    """
+    merged: list[_Merged] = []
+    taken = {_key(t) for t in existing}
+    order = 0
+    for sample in samples:
+        seen_here: set[int] = set()
+        for item in sample:
+            key = _key(item.title)
+            if not key or key in taken:
+                continue
+            match = next((i for i, m in enumerate(merged) if _key(m.item.title) == key), None)
+            if match is None:
+                merged.append(_Merged(item, 1, order))
+                seen_here.add(len(merged) - 1)
+            elif match not in seen_here:
+                merged[match].votes += 1
+                seen_here.add(match)
+            order += 1
+    merged.sort(key=lambda m: (-m.votes, m.first))
+    return [(m.item, m.votes) for m in merged[:limit]]
+
+
+class Expander:
+    """The model calls of an expansion; results are turned into proposed nodes."""
+
+    def __init__(self, llm: LLMClient) -> None:
+        self._llm = llm
+        self._subjects = load_template(_PROMPTS / "subjects.yaml")
+        self._syllabus = load_template(_PROMPTS / "syllabus.yaml")
+
+    async def subjects(
+        self,
+        node: pb.TaxonomyNode,
+        path: Sequence[str],
+        cfg: pb.ModelConfig,
+        count: int,
+        sample: int,
+        temperature: float,
+    ) -> tuple[list[SubjectItem], pb.LLMCall]:
+        """One sample of subjects for a discipline."""
+        messages = self._subjects.render(
+            count=count,
+            discipline=node.title,
+            path=" > ".join(path) or node.title,
+            description=node.description or node.title,
+        )
+        reply, call = await self._llm.structured(
+            "generator",
+            cfg,
+            messages,
+            SubjectList,
+            temperature=temperature,
+            seed=1000 + sample,
+            max_tokens=2048,
+        )
+        return reply.subjects, self._subjects.stamp(call)
+
+    async def syllabus(
+        self,
+        subject: pb.TaxonomyNode,
+        discipline: pb.TaxonomyNode,
+        path: Sequence[str],
+        cfg: pb.ModelConfig,
+        min_sessions: int,
+        max_sessions: int,
+    ) -> tuple[list[SessionItem], pb.LLMCall]:
+        """A syllabus for a subject."""
+        messages = self._syllabus.render(
+            subject=subject.title,
+            level=attribute_text(subject, "level") or "any level",
+            discipline=discipline.title,
+            path=" > ".join(path) or discipline.title,
+            description=subject.description or subject.title,
+            min_sessions=min_sessions,
+            max_sessions=max_sessions,
+        )
+        reply, call = await self._llm.structured(
+            "generator", cfg, messages, Syllabus, max_tokens=3072
+        )
+        return reply.sessions[:max_sessions], self._syllabus.stamp(call)
+
+
+def subject_node(
+    parent_id: str, item: SubjectItem, votes: int, samples: int, origin: str
+) -> pb.TaxonomyNode:
+    """A proposed subject under ``parent_id`` (ids are scoped by the parent, so they cannot
+    collide with another node's proposals)."""
+    node = pb.TaxonomyNode(
+        id=f"{parent_id[:20]}-{slugify(item.title)}",
+        title=item.title.strip(),
+        description=item.description.strip(),
+        kind="subject",
+        weight=1.0,
+        status=pb.NODE_STATUS_PROPOSED,
+        origin=origin,
+    )
+    node.attributes["level"].text = item.level.strip()
+    node.attributes["proposed_by"].text = f"{votes} of {samples} samples"
+    return node
+
+
+def session_nodes(
+    subject_id: str, sessions: Sequence[SessionItem], origin: str
+) -> list[pb.TaxonomyNode]:
+    """A subject's syllabus as session nodes (proposed with their subject)."""
+    out = []
+    for i, session in enumerate(sessions, 1):
+        node = pb.TaxonomyNode(
+            id=f"{subject_id[:55]}-s{i:02d}",
+            title=session.title.strip() or f"Session {i}",
+            kind=SESSION,
+            weight=1.0,
+            status=pb.NODE_STATUS_PROPOSED,
+            origin=origin,
+        )
+        node.attributes["key_concepts"].items.extend(
+            c.strip() for c in session.key_concepts if c.strip()
+        )
+        out.append(node)
+    return out

@@ -1,0 +1,165 @@
+"""Induction: a taxonomy from a user's own instructions.
+
+Each instruction is encoded (CodecLM: one use case and a set of skills) and tagged (TACOS and
+InsTag: open-domain tags) by the tagger role. The labels are normalized (canonical form,
+near-synonyms merged by embedding similarity, rare labels dropped), and the taxonomy has use
+cases at its top level and skills under them, each weighted by how often it occurs.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from services.taxonomy.expansion import slugify
+from taxoforge.embeddings import Embedder
+from taxoforge.labels import Normalized, normalize_labels
+from taxoforge.llm import LLMClient
+from taxoforge.prompts import load_template
+from taxoforge.v1 import common_pb2 as pb
+
+__all__ = ["Encoder", "InstructionMeta", "build_induced"]
+
+_PROMPTS = Path(__file__).parent / "prompts"
+_EXAMPLES = 3
+
+
+class InstructionMeta(BaseModel):
+    """The tagger's reply for one instruction."""
+
+    use_case: str = Field(json_schema_extra={"maxLength": 60})
+    skills: list[str] = Field(
+        json_schema_extra={
+            "minItems": 1,
+            "maxItems": 4,
+            "items": {"type": "string", "maxLength": 40},
+        }
+    )
+    tags: list[str] = Field(
+        json_schema_extra={
+            "minItems": 1,
+            "maxItems": 5,
+            "items": {"type": "string", "maxLength": 40},
+        }
+    )
+
+
+class Encoder:
+    """Encodes and tags one instruction per call."""
+
+    def __init__(self, llm: LLMClient) -> None:
+        self._llm = llm
+        self._template = load_template(_PROMPTS / "encode.yaml")
+
+    async def encode(
+        self, index: int, instruction: str, cfg: pb.ModelConfig
+    ) -> pb.InstructionEncoding:
+        nonce = secrets.token_hex(6)
+        messages = self._template.render(
+            nonce=nonce, instruction=instruction.replace(nonce, "[marker removed]")
+        )
+        meta, call = await self._llm.structured(
+            "tagger", cfg, messages, InstructionMeta, temperature=0.0, max_tokens=256
+        )
+        return pb.InstructionEncoding(
+            index=index,
+            instruction=instruction,
+            use_case=meta.use_case.strip(),
+            skills=[s.strip() for s in meta.skills if s.strip()],
+            tags=[t.strip() for t in meta.tags if t.strip()],
+            call=self._template.stamp(call),
+        )
+
+
+def _report(kind: str, normalized: Normalized, report: pb.InductionReport) -> None:
+    for into, merged in sorted(normalized.merges.items()):
+        report.merges.add(kind=kind, into=into, merged=sorted(merged))
+    for label, count, reason in normalized.dropped:
+        report.dropped.add(kind=kind, label=label, count=count, reason=reason)
+
+
+async def build_induced(
+    taxonomy_id: str,
+    title: str,
+    encodings: Sequence[pb.InstructionEncoding],
+    embedder: Embedder | None,
+    min_frequency: int,
+    threshold: float,
+    origin: str,
+) -> tuple[pb.TaxonomyNode, pb.InductionReport]:
+    """The induced tree (use cases > skills, weighted by frequency) and what was merged or
+    dropped on the way."""
+    use_cases = await normalize_labels(
+        [e.use_case for e in encodings], embedder, min_frequency, threshold
+    )
+    skills = await normalize_labels(
+        [s for e in encodings for s in e.skills], embedder, min_frequency, threshold
+    )
+    tags = await normalize_labels(
+        [t for e in encodings for t in e.tags], embedder, min_frequency, threshold
+    )
+    report = pb.InductionReport(
+        encoded=len(encodings),
+        use_cases=len(use_cases.counts),
+        skills=len(skills.counts),
+        tags=len(tags.counts),
+    )
+    _report("use_case", use_cases, report)
+    _report("skill", skills, report)
+    _report("tag", tags, report)
+
+    skill_counts: dict[str, Counter[str]] = defaultdict(Counter)
+    tag_counts: dict[str, Counter[str]] = defaultdict(Counter)
+    examples: dict[str, list[str]] = defaultdict(list)
+    for e in encodings:
+        case = use_cases.mapping.get(e.use_case)
+        if case is None:
+            continue
+        if len(examples[case]) < _EXAMPLES:
+            examples[case].append(e.instruction)
+        for skill in {skills.mapping[s] for s in e.skills if s in skills.mapping}:
+            skill_counts[case][skill] += 1
+            if len(examples[f"{case}/{skill}"]) < _EXAMPLES:
+                examples[f"{case}/{skill}"].append(e.instruction)
+        for tag in {tags.mapping[t] for t in e.tags if t in tags.mapping}:
+            tag_counts[case][tag] += 1
+
+    root = pb.TaxonomyNode(id=taxonomy_id, title=title, kind="root", weight=1.0, origin=origin)
+    taken = {taxonomy_id}
+    for case, count in sorted(use_cases.counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        case_node = root.children.add(
+            id=_unique(slugify(case), taken),
+            title=case,
+            kind="use_case",
+            weight=float(count),
+            origin=origin,
+        )
+        case_node.attributes["frequency"].text = str(count)
+        case_node.attributes["examples"].items.extend(examples[case])
+        case_node.attributes["tags"].items.extend(t for t, _ in tag_counts[case].most_common(8))
+        for skill, n in sorted(skill_counts[case].items(), key=lambda kv: (-kv[1], kv[0])):
+            if n < min_frequency:
+                continue  # a rare pairing of a kept use case and a kept skill
+            skill_node = case_node.children.add(
+                id=_unique(f"{case_node.id[:30]}-{slugify(skill, 30)}", taken),
+                title=skill,
+                kind="skill",
+                weight=float(n),
+                origin=origin,
+            )
+            skill_node.attributes["frequency"].text = str(n)
+            skill_node.attributes["examples"].items.extend(examples[f"{case}/{skill}"])
+    return root, report
+
+
+def _unique(base: str, taken: set[str]) -> str:
+    candidate, n = base, 2
+    while candidate in taken:
+        candidate = f"{base[:58]}-{n}"
+        n += 1
+    taken.add(candidate)
+    return candidate

