@@ -40,6 +40,9 @@ class RoleModelsSpec(BaseModel):
     generator: ModelSpec | None = None
     responders: list[ModelSpec] | None = Field(default=None, min_length=1, max_length=16)
     judge: ModelSpec | None = None
+    target: ModelSpec | None = Field(
+        default=None, description="CodecLM's target model (contrastive filtering)."
+    )
 
 
 class LanguageSpec(BaseModel):
@@ -145,6 +148,23 @@ class RecipeSpec(BaseModel):
     task_types: list[ShareSpec] | Literal["all"] | None = Field(
         default=None, description='Task types (names or {name, share}), or "all" by weight.'
     )
+    strategies: list[ShareSpec] = Field(
+        default_factory=list,
+        description="Instruction strategies glan, tap, codeclm: names or {name, share}; "
+        "default tap.",
+    )
+    rubric_rounds: int = Field(default=1, ge=0, le=4, description="CodecLM Self-Rubrics rounds.")
+    cache: bool = Field(default=True, description="Reuse identical model calls from the cache.")
+    language_check: bool = Field(
+        default=True, description="Turn down drafts not in the asked language."
+    )
+    instruction_attempts: int = Field(default=4, ge=1, le=10)
+    near_duplicate: float = Field(
+        default=0.8, ge=0, le=1, description="Shingle Jaccard from which drafts are duplicates."
+    )
+    contrastive: bool = Field(
+        default=False, description="CodecLM contrastive filtering (needs models.target)."
+    )
     responses_per_instruction: int = Field(default=2, ge=2, le=16)
     budget: int = Field(default=0, ge=0, description="Records kept per dataset; 0 keeps all.")
     seed: int = Field(default=0, ge=0, lt=2**63)
@@ -156,7 +176,7 @@ class RecipeSpec(BaseModel):
     def _codes(cls, value: Any) -> Any:
         return _as_items(value, "code")
 
-    @field_validator("difficulties", "task_types", mode="before")
+    @field_validator("difficulties", "task_types", "strategies", mode="before")
     @classmethod
     def _names(cls, value: Any) -> Any:
         return _as_items(value, "name")
@@ -185,6 +205,18 @@ class RecipeSpec(BaseModel):
                 strict=True,
             ):
                 task.share = share
+        plans = self.strategies
+        for plan, share in zip(
+            plans,
+            _split("strategy", [x.name for x in plans], [x.share for x in plans]),
+            strict=True,
+        ):
+            plan.share = share
+        if self.contrastive and self.models.target is None:
+            raise ValueError(
+                "contrastive filtering needs models.target (the model the data is for; "
+                "{} uses the server default)"
+            )
         if self.task_types is not None and self.task_taxonomy is None:
             self.task_taxonomy = "tasks"
         if self.node_counts is not None:
@@ -247,6 +279,8 @@ def recipe_to_proto(spec: RecipeSpec, defaults: LLMSettings) -> pb.Recipe:
         responders=[model_config(r, "responder", defaults) for r in responders],
         judge=model_config(spec.models.judge, "judge", defaults),
     )
+    if spec.models.target is not None:
+        models.target.CopyFrom(model_config(spec.models.target, "responder", defaults))
     recipe = pb.Recipe(
         name=spec.name,
         count=spec.count,
@@ -262,6 +296,13 @@ def recipe_to_proto(spec: RecipeSpec, defaults: LLMSettings) -> pb.Recipe:
         distribution=spec.distribution,
         node_counts=[pb.NodeCount(node_id=k, count=v) for k, v in (spec.node_counts or {}).items()],
         difficulties=[pb.Share(name=d.name, share=d.share or 0.0) for d in spec.difficulties],
+        strategies=[pb.Share(name=s.name, share=s.share or 0.0) for s in spec.strategies],
+        rubric_rounds=spec.rubric_rounds,
+        no_cache=not spec.cache,
+        no_language_check=not spec.language_check,
+        instruction_attempts=spec.instruction_attempts,
+        near_duplicate=spec.near_duplicate,
+        contrastive=spec.contrastive,
     )
     taxonomy, _, version = spec.taxonomy.partition("@")
     recipe.taxonomy_id, recipe.taxonomy_version = taxonomy, version

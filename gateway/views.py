@@ -45,6 +45,10 @@ class SelectionView(BaseModel):
     failures_by_stage: dict[str, int]
     failure_reasons: list[FailureReasonView]
     usage: UsageView
+    by_language: dict[str, int]
+    by_strategy: dict[str, int]
+    # Drafts the quality gates turned down, by reason (response_* for answers).
+    rejections: dict[str, int]
 
 
 class DatasetView(BaseModel):
@@ -127,6 +131,9 @@ def job_view(progress: pb.JobProgress) -> JobView:
                 for r in s.failure_reasons
             ],
             usage=_usage(s.usage),
+            by_language=dict(s.by_language),
+            by_strategy=dict(s.by_strategy),
+            rejections=dict(s.rejections),
         )
     kind = job_kind(job)
     state = _STATES.get(job.state, "pending")

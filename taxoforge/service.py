@@ -20,6 +20,7 @@ from taxoforge.bus import Bus, Stage, Worker
 from taxoforge.bus.worker import Route
 from taxoforge.grpc_server import start_grpc_server
 from taxoforge.llm import LLMClient
+from taxoforge.llm.cache import RequestCache
 from taxoforge.logging import configure_logging
 from taxoforge.settings import ServiceSettings
 from taxoforge.store import ItemStore, JobStore
@@ -92,7 +93,7 @@ async def serve(
         bus=bus,
         jobs=jobs,
         items=ItemStore(bus),
-        llm=LLMClient(settings.llm),
+        llm=LLMClient(settings.llm, cache=RequestCache(bus)),
         usage=UsageMeter(jobs, instance),
         instance=instance,
     )

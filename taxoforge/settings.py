@@ -21,6 +21,8 @@ class BusSettings(BaseSettings):
     replicas: int = Field(default=1, ge=1, le=5)
     # A redelivered publish within this window is dropped by Nats-Msg-Id.
     duplicate_window_s: float = Field(default=1200.0, gt=0)
+    # How long the shared request cache keeps a reply.
+    llm_cache_ttl_s: float = Field(default=30 * 24 * 3600.0, gt=0)
 
 
 class LLMSettings(BaseSettings):

@@ -358,20 +358,31 @@ class Stack:
         env.update(self.config.env)
         return env
 
-    def start_service(self, service: str) -> None:
+    def add_replica(self, service: str) -> str:
+        """Start one more process of ``service`` (its own gRPC port); returns its name."""
+        n = 2
+        while f"{service}-{n}" in self.procs:
+            n += 1
+        name = f"{service}-{n}"
+        self._ports[name] = free_port()
+        self.start_service(service, name)
+        return name
+
+    def start_service(self, service: str, name: str | None = None) -> None:
         """Start (or restart) one service and wait until its gRPC health says SERVING."""
+        name = name or service
 
         def command() -> tuple[list[str], dict[str, str]]:
             env = {
                 **self._common_env(),
                 "TAXOFORGE_GRPC_HOST": "127.0.0.1",
-                "TAXOFORGE_GRPC_PORT": str(self._ports[service]),
+                "TAXOFORGE_GRPC_PORT": str(self._ports[name]),
                 **self.config.service_env.get(service, {}),
             }
             return [sys.executable, "-m", f"services.{service}"], env
 
-        serving = lambda: _grpc_serving(self.grpc_addr(service))  # noqa: E731
-        self._launch(service, command, serving, "SERVING", (service,))
+        serving = lambda: _grpc_serving(self.grpc_addr(name))  # noqa: E731
+        self._launch(name, command, serving, "SERVING", (name,))
 
     def _start_gateway(self) -> None:
         def command() -> tuple[list[str], dict[str, str]]:

@@ -55,6 +55,8 @@ class ItemKind(StrEnum):
     SYLLABUS = "syllabus"
     EXPANDED = "expanded"
     ENCODED = "encoded"
+    # An instruction no draft of which passed the quality gates: the drafts and why.
+    REJECTED = "rejected"
 
 
 class JobKind(StrEnum):
@@ -155,6 +157,36 @@ class ItemStore:
         except KeyWrongLastSequenceError:
             existing = await self.get(key, type(message))
             return existing if existing is not None else message
+
+    async def claim(self, key: str, owner: str) -> str:
+        """Claim ``key`` for ``owner`` (first writer wins); returns whoever holds it."""
+        kv = await self._bus.items_kv()
+        try:
+            await kv.create(key, owner.encode())
+            return owner
+        except KeyWrongLastSequenceError:
+            try:
+                entry = await kv.get(key)
+            except KeyNotFoundError:
+                return owner
+            return (entry.value or b"").decode() or owner
+
+    async def put_raw(self, key: str, value: bytes, wait: bool = True) -> None:
+        """Store bytes under ``key`` (overwriting); ``wait=False`` skips JetStream's ack."""
+        if wait:
+            kv = await self._bus.items_kv()
+            await kv.put(key, value)
+        else:
+            await self._bus.nc.publish(f"$KV.{KV_ITEMS}.{key}", value)
+
+    async def get_raw(self, key: str) -> bytes | None:
+        """The bytes under ``key``, or None."""
+        kv = await self._bus.items_kv()
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            return None
+        return entry.value
 
     async def once(self, key: str, message_type: type[M], make: Callable[[], Awaitable[M]]) -> M:
         """The stored result under ``key``, or ``make()``'s result stored there.

@@ -22,7 +22,7 @@ SERVICE_NAME = generator_pb2.DESCRIPTOR.services_by_name["GeneratorService"].ful
 def build(ctx: ServiceContext) -> ServiceParts:
     """The generator servicer and the instruct and respond stages."""
     settings = ctx.settings
-    attempts = settings.instruction_attempts if isinstance(settings, GeneratorSettings) else 3
+    attempts = settings.instruction_attempts if isinstance(settings, GeneratorSettings) else 4
     generator = Generator(ctx.llm, attempts)
     servicer = GeneratorServicer(generator)
     record = dead_letter_recorder(ctx.jobs, ctx.items)

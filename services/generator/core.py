@@ -1,32 +1,71 @@
-"""Writing instructions and candidate responses: prompts in, cleaned records out."""
+"""Writing instructions (by strategy, through the quality gates) and candidate responses."""
 
 from __future__ import annotations
 
 import hashlib
+import random
 import re
-from pathlib import Path
+import secrets
+from collections.abc import Awaitable, Callable
 
+from pydantic import BaseModel, Field
+
+from services.generator.gates import check_draft
+from services.generator.strategies import Draft, Prompter
 from taxoforge.errors import PermanentError
 from taxoforge.languages import language_name
-from taxoforge.llm import LLMClient
-from taxoforge.prompts import load_template
+from taxoforge.llm import LLMClient, StructuredOutputError
 from taxoforge.usage import add_usage
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["Generator", "clean_instruction", "responder_for", "sampling_seed"]
+__all__ = [
+    "GateFailure",
+    "Generator",
+    "Rubrics",
+    "clean_instruction",
+    "responder_for",
+    "sampling_seed",
+]
 
-_PROMPTS = Path(__file__).parent / "prompts"
 _LABEL = re.compile(
-    r"^\s*(?:\*\*)?(?:question|q|teacher|instruction|prompt|homework|exercise)\s*\d*\s*[:.\-)]\s*(?:\*\*)?\s*",
+    r"^\s*(?:\*\*)?(?:question|q|teacher|instruction|prompt|homework|exercise|request|"
+    r"rewritten instruction)\s*\d*\s*[:.\-)]\s*(?:\*\*)?\s*",
     re.IGNORECASE,
 )
 # An answer the model appended: "Answer:", "Solution -", "A:" (but not a choice such as "A. Mars").
 _TAIL = re.compile(r"\n\s*(?:\*\*)?(?:(?:answer|student|solution)\s*[:.\-]|a\s*:)", re.IGNORECASE)
+# Self-Rubrics: CodecLM's limit of rounds.
+MAX_ROUNDS = 4
+
+DuplicateCheck = Callable[[str], Awaitable[pb.Rejection | None]]
 
 
-def sampling_seed(*parts: str) -> int:
-    """A deterministic per-call seed, so reruns sample the same and candidates differ."""
-    return int.from_bytes(hashlib.sha256("/".join(parts).encode()).digest()[:4], "big")
+class GateFailure(PermanentError):
+    """No draft passed the gates; ``instruction`` holds every rejected draft and why."""
+
+    def __init__(self, instruction: pb.Instruction, attempts: int) -> None:
+        reasons = ", ".join(sorted({r.reason for r in instruction.rejections}))
+        super().__init__(f"no instruction passed the quality gates in {attempts} tries ({reasons})")
+        self.instruction = instruction
+
+
+class RubricItem(BaseModel):
+    """One rubric and the action that meets it."""
+
+    rubric: str = Field(json_schema_extra={"maxLength": 160})
+    action: str = Field(json_schema_extra={"maxLength": 200})
+
+
+class Rubrics(BaseModel):
+    """Self-Rubrics: four rubrics with actions for one metadata."""
+
+    rubrics: list[RubricItem] = Field(json_schema_extra={"minItems": 4, "maxItems": 4})
+
+
+def sampling_seed(*parts: str | int) -> int:
+    """A deterministic per-call seed: reruns of a recipe sample the same, candidates differ."""
+    blob = "/".join(str(p) for p in parts).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "big")
 
 
 def clean_instruction(text: str) -> str:
@@ -50,58 +89,199 @@ def responder_for(models: pb.RoleModels, candidate: int) -> tuple[int, pb.ModelC
 class Generator:
     """Instruction and response writing for one process's LLM client."""
 
-    def __init__(self, llm: LLMClient, instruction_attempts: int = 3) -> None:
+    def __init__(self, llm: LLMClient, instruction_attempts: int = 4) -> None:
         self._llm = llm
         self._attempts = instruction_attempts
-        self._instruction = load_template(_PROMPTS / "instruction.yaml")
-        self._response = load_template(_PROMPTS / "response.yaml")
+        self._prompts = Prompter()
 
-    async def instruction(self, seed: pb.Seed, cfg: pb.ModelConfig) -> pb.Instruction:
-        """Write the seed's instruction; empty replies are asked again, then the item fails."""
-        messages = self._instruction.render(
-            subject=seed.node_title,
-            path=seed.node_path,
-            description=seed.node_description or seed.node_title,
-            language=language_name(seed.language),
+    async def instruction(
+        self,
+        seed: pb.Seed,
+        recipe: pb.Recipe,
+        duplicates: DuplicateCheck | None = None,
+    ) -> pb.Instruction:
+        """Write the seed's instruction with its strategy; drafts the gates turn down are
+        recorded and tried again.
+
+        Raises:
+            PermanentError: no draft passed in ``instruction_attempts`` tries (the reasons say
+                why).
+        """
+        cfg = recipe.models.generator
+        use_cache = not recipe.no_cache
+        out = pb.Instruction(
+            job_id=seed.job_id, item_id=seed.item_id, seed=seed, strategy=seed.strategy or "tap"
         )
-        usage = pb.Usage()
-        for attempt in range(self._attempts):
+        attempts = recipe.instruction_attempts or self._attempts
+        for attempt in range(attempts):
+            rng = random.Random(sampling_seed(recipe.seed, seed.index, "draft", attempt))
+            draft = self._prompts.draft(seed, rng)
             raw, call = await self._llm.complete(
                 "generator",
                 cfg,
-                messages,
-                seed=sampling_seed(seed.job_id, seed.item_id, "instruction", str(attempt)),
+                draft.messages,
+                seed=sampling_seed(recipe.seed, seed.index, "instruction", attempt),
+                cache=use_cache,
             )
-            add_usage(usage, call.usage)
+            add_usage(out.usage, call.usage)
             text = clean_instruction(raw)
-            if text:
-                call.usage.CopyFrom(usage)
-                return pb.Instruction(
-                    job_id=seed.job_id,
-                    item_id=seed.item_id,
-                    seed=seed,
-                    text=text,
-                    call=self._instruction.stamp(call),
+            rejection = check_draft(
+                text, call.finish_reason, seed.language, not recipe.no_language_check
+            )
+            if rejection is None and out.strategy == "codeclm":
+                text, rejection = await self._self_rubrics(out, draft, text, recipe, attempt)
+            if rejection is None and duplicates is not None:
+                rejection = await duplicates(text)
+            if rejection is not None:
+                out.rejections.append(rejection)
+                continue
+            out.text = text
+            out.call.CopyFrom(draft.template.stamp(call))
+            out.sessions.extend(draft.sessions)
+            out.concepts.extend(draft.concepts)
+            out.use_case = draft.use_case or out.use_case
+            if draft.skills:
+                del out.skills[:]
+                out.skills.extend(draft.skills)
+            return out
+        raise GateFailure(out, attempts)
+
+    async def _self_rubrics(
+        self, out: pb.Instruction, draft: Draft, text: str, recipe: pb.Recipe, attempt: int
+    ) -> tuple[str, pb.Rejection | None]:
+        """CodecLM Self-Rubrics: 4 rubrics with actions for the metadata, then per round one
+        action picked at random rewrites the instruction (at most 4 rounds, each recorded)."""
+        rounds = min(recipe.rubric_rounds if recipe.HasField("rubric_rounds") else 1, MAX_ROUNDS)
+        out.use_case, skills = draft.use_case, draft.skills
+        del out.skills[:]
+        out.skills.extend(skills)
+        del out.rounds[:]
+        if rounds <= 0:
+            return text, None
+        if not out.rubrics:
+            try:
+                reply, call = await self._llm.structured(
+                    "generator",
+                    recipe.models.generator,
+                    self._prompts.rubrics.render(use_case=out.use_case, skills=", ".join(skills)),
+                    Rubrics,
+                    seed=sampling_seed(recipe.seed, out.seed.index, "rubrics"),
+                    cache=not recipe.no_cache,
                 )
-        raise PermanentError(f"the generator gave no usable instruction in {self._attempts} tries")
+            except StructuredOutputError as exc:
+                detail = str(exc)[:300]
+                return text, pb.Rejection(reason="rubrics_failed", text=text, detail=detail)
+            add_usage(out.usage, call.usage)
+            out.rubrics.extend(
+                pb.RubricItem(rubric=r.rubric, action=r.action) for r in reply.rubrics
+            )
+        rng = random.Random(sampling_seed(recipe.seed, out.seed.index, "rounds", attempt))
+        for number in range(1, rounds + 1):
+            rubric = rng.choice(list(out.rubrics))
+            improved, call = await self.improve(
+                out.seed, text, rubric.action, recipe, number, attempt
+            )
+            add_usage(out.usage, call.usage)
+            rejection = check_draft(
+                improved, call.finish_reason, out.seed.language, not recipe.no_language_check
+            )
+            if rejection is not None:
+                return text, rejection
+            out.rounds.append(
+                pb.RubricRound(
+                    round=number,
+                    rubric=rubric.rubric,
+                    action=rubric.action,
+                    instruction=improved,
+                    call=self._prompts.improve.stamp(call),
+                )
+            )
+            text = improved
+        return text, None
+
+    async def improve(
+        self,
+        seed: pb.Seed,
+        text: str,
+        action: str,
+        recipe: pb.Recipe,
+        number: int,
+        attempt: int = 0,
+    ) -> tuple[str, pb.LLMCall]:
+        """One Self-Rubrics round: the instruction rewritten to follow ``action``."""
+        nonce = secrets.token_hex(6)
+        messages = self._prompts.improve.render(
+            nonce=nonce,
+            instruction=text.replace(nonce, "[marker removed]"),
+            action=action,
+            language=language_name(seed.language),
+        )
+        raw, call = await self._llm.complete(
+            "generator",
+            recipe.models.generator,
+            messages,
+            seed=sampling_seed(recipe.seed, seed.index, "round", number, attempt),
+            cache=False,  # the prompt carries a fresh nonce: it would never be found
+        )
+        return clean_instruction(raw), call
 
     async def response(
-        self, instruction: pb.Instruction, models: pb.RoleModels, candidate: int
+        self,
+        instruction: pb.Instruction,
+        recipe: pb.Recipe,
+        candidate: int,
+        target: bool = False,
+        attempts: int = 3,
     ) -> pb.Response:
-        """Write candidate number ``candidate`` for an instruction."""
-        responder, cfg = responder_for(models, candidate)
-        messages = self._response.render(
-            instruction=instruction.text, language=language_name(instruction.seed.language)
+        """Write candidate number ``candidate`` (or the target model's answer); empty or
+        wrong-language answers are tried again, and kept flagged if none passes."""
+        models = recipe.models
+        if target:
+            responder, cfg = -1, models.target
+        else:
+            responder, cfg = responder_for(models, candidate)
+        language = instruction.seed.language
+        messages = self._prompts.response.render(
+            instruction=instruction.text, language=language_name(language)
         )
-        text, call = await self._llm.complete(
-            "responders",
-            cfg,
-            messages,
-            seed=sampling_seed(instruction.job_id, instruction.item_id, "response", str(candidate)),
-        )
-        return pb.Response(
-            id=f"{instruction.item_id}.r{candidate}",
-            text=text.strip(),
-            call=self._response.stamp(call),
+        out = pb.Response(
+            id=f"{instruction.item_id}.{'t' if target else f'r{candidate}'}",
             responder=responder,
+            language_ok=True,
         )
+        answered: pb.Response | None = None
+        for attempt in range(attempts):
+            text, call = await self._llm.complete(
+                "target" if target else "responders",
+                cfg,
+                messages,
+                seed=sampling_seed(
+                    recipe.seed, instruction.seed.index, "response", candidate, attempt
+                ),
+                cache=not recipe.no_cache,
+            )
+            add_usage(out.usage, call.usage)
+            out.text = text.strip()
+            out.call.CopyFrom(self._prompts.response.stamp(call))
+            rejection = check_draft(
+                out.text,
+                call.finish_reason,
+                language,
+                not recipe.no_language_check,
+                refusals=False,  # declining can be the right answer (safety-sensitive tasks)
+                truncation=False,  # a long answer cut at the limit is still an answer
+            )
+            if rejection is None:
+                return out
+            out.rejections.append(rejection)
+            if rejection.reason != "empty":
+                answered = pb.Response()
+                answered.CopyFrom(out)
+        if answered is None:
+            raise PermanentError(f"the responder gave no answer in {attempts} tries")
+        # Every answer was in another language: keep the last one, flagged for the judge.
+        del answered.rejections[:]
+        answered.rejections.extend(out.rejections)
+        answered.usage.CopyFrom(out.usage)
+        answered.language_ok = False
+        return answered

@@ -25,16 +25,17 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
     ) -> pb.Instruction:
         if not request.generator.model:
             raise PermanentError("generator.model is required")
-        return await self._generator.instruction(request.seed, request.generator)
+        recipe = pb.Recipe(models=pb.RoleModels(generator=request.generator))
+        return await self._generator.instruction(request.seed, recipe)
 
     async def GenerateResponses(
         self, request: gpb.GenerateResponsesRequest, context: Context
     ) -> pb.Candidates:
         if not request.responders:
             raise PermanentError("at least one responder model is required")
-        models = pb.RoleModels(responders=request.responders)
+        recipe = pb.Recipe(models=pb.RoleModels(responders=request.responders))
         k = request.k or len(request.responders)
         responses = await asyncio.gather(
-            *(self._generator.response(request.instruction, models, c) for c in range(k))
+            *(self._generator.response(request.instruction, recipe, c) for c in range(k))
         )
         return pb.Candidates(instruction=request.instruction, responses=responses)

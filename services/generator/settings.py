@@ -13,4 +13,4 @@ class GeneratorSettings(ServiceSettings):
     """Adds generation limits."""
 
     # Tries to get a usable (non-empty) instruction before the item fails.
-    instruction_attempts: int = Field(default=3, ge=1)
+    instruction_attempts: int = Field(default=4, ge=1)

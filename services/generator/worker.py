@@ -6,9 +6,10 @@ import asyncio
 
 import structlog
 
-from services.generator.core import Generator
+from services.generator.core import GateFailure, Generator
 from taxoforge.bus import Stage
 from taxoforge.bus.worker import Delivery
+from taxoforge.dedupe import DuplicateIndex
 from taxoforge.pipeline import active_job, publish_work
 from taxoforge.service import ServiceContext
 from taxoforge.store import ItemKind, ItemStore
@@ -17,14 +18,16 @@ from taxoforge.v1 import common_pb2 as pb
 __all__ = ["InstructHandler", "RespondHandler"]
 
 _DEFAULT_K = 2
+_NEAR_DUPLICATE = 0.8
 
 
 class InstructHandler:
-    """Seed in, instruction stored and queued for responses."""
+    """Seed in, instruction (past the quality gates, unique in its job) stored and queued."""
 
     def __init__(self, ctx: ServiceContext, generator: Generator) -> None:
         self._ctx = ctx
         self._generator = generator
+        self._duplicates = DuplicateIndex(ctx.items)
 
     async def __call__(self, delivery: Delivery) -> None:
         seed = pb.Seed.FromString(delivery.data)
@@ -32,10 +35,22 @@ class InstructHandler:
         job = await active_job(self._ctx.jobs, seed.job_id)
         if job is None:
             return
+        recipe = job.recipe
+        threshold = recipe.near_duplicate if recipe.HasField("near_duplicate") else _NEAR_DUPLICATE
+
+        async def _unique(text: str) -> pb.Rejection | None:
+            return await self._duplicates.claim(job.id, seed.item_id, text, threshold)
 
         async def _write() -> pb.Instruction:
-            instruction = await self._generator.instruction(seed, job.recipe.models.generator)
-            self._ctx.usage.add(job.id, instruction.call.usage)
+            try:
+                instruction = await self._generator.instruction(seed, recipe, _unique)
+            except GateFailure as failure:
+                # Keep the turned-down drafts: the job's report counts them by reason.
+                self._ctx.usage.add(job.id, failure.instruction.usage)
+                rejected = ItemStore.key(job.id, ItemKind.REJECTED, seed.item_id)
+                await self._ctx.items.put_once(rejected, failure.instruction)
+                raise
+            self._ctx.usage.add(job.id, instruction.usage)
             return instruction
 
         key = ItemStore.key(job.id, ItemKind.INSTRUCTION, seed.item_id)
@@ -44,7 +59,8 @@ class InstructHandler:
 
 
 class RespondHandler:
-    """Instruction in, k candidate responses stored and queued for judging."""
+    """Instruction in, k candidate responses (and the target's, for contrastive filtering)
+    stored and queued for judging."""
 
     def __init__(self, ctx: ServiceContext, generator: Generator) -> None:
         self._ctx = ctx
@@ -57,24 +73,30 @@ class RespondHandler:
         job = await active_job(self._ctx.jobs, instruction.job_id)
         if job is None:
             return
-        k = job.recipe.responses_per_instruction or _DEFAULT_K
+        recipe = job.recipe
+        k = recipe.responses_per_instruction or _DEFAULT_K
+        with_target = recipe.contrastive and bool(recipe.models.target.model)
 
         async def _candidates() -> pb.Candidates:
             # Each candidate is stored on its own, so a retry redoes only the missing ones.
-            responses = await asyncio.gather(
-                *(self._response(job, instruction, c) for c in range(k))
-            )
+            parts = [self._response(job, instruction, c, False) for c in range(k)]
+            if with_target:
+                parts.append(self._response(job, instruction, k, True))
+            responses = await asyncio.gather(*parts)
             return pb.Candidates(instruction=instruction, responses=responses)
 
         key = ItemStore.key(job.id, ItemKind.CANDIDATES, item_id)
         candidates = await self._ctx.items.once(key, pb.Candidates, _candidates)
         await publish_work(self._ctx.bus, Stage.JUDGE, candidates, job.id, item_id)
 
-    async def _response(self, job: pb.Job, instruction: pb.Instruction, c: int) -> pb.Response:
+    async def _response(
+        self, job: pb.Job, instruction: pb.Instruction, c: int, target: bool
+    ) -> pb.Response:
         async def _write() -> pb.Response:
-            response = await self._generator.response(instruction, job.recipe.models, c)
-            self._ctx.usage.add(job.id, response.call.usage)
+            response = await self._generator.response(instruction, job.recipe, c, target=target)
+            self._ctx.usage.add(job.id, response.usage)
             return response
 
-        key = ItemStore.key(job.id, ItemKind.RESPONSE, instruction.item_id, f"r{c}")
+        part = "t" if target else f"r{c}"
+        key = ItemStore.key(job.id, ItemKind.RESPONSE, instruction.item_id, part)
         return await self._ctx.items.once(key, pb.Response, _write)

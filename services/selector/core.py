@@ -24,18 +24,33 @@ class Selection:
 
 
 def _metadata(judgment: pb.Judgment) -> Record:
-    seed = judgment.instruction.seed
-    return {
+    instruction = judgment.instruction
+    seed = instruction.seed
+    call = instruction.call
+    meta: Record = {
         "job_id": judgment.job_id,
         "item_id": judgment.item_id,
         "node_id": seed.node_id,
         "node_path": seed.node_path,
         "language": seed.language,
-        "instruction_model": judgment.instruction.call.model,
-        "instruction_template": (
-            f"{judgment.instruction.call.template}@{judgment.instruction.call.template_version}"
-        ),
+        "strategy": instruction.strategy or seed.strategy,
+        "difficulty": seed.difficulty,
+        "task_type": seed.task_type,
+        "instruction_model": call.model,
+        "instruction_template": f"{call.template}@{call.template_version}",
+        "instruction_prompt_sha256": call.prompt_sha256,
+        "rejected_drafts": [r.reason for r in instruction.rejections],
     }
+    if instruction.concepts:
+        meta["glan_sessions"] = [s.title for s in instruction.sessions]
+        meta["glan_concepts"] = list(instruction.concepts)
+    if instruction.use_case:
+        meta["codeclm_use_case"] = instruction.use_case
+        meta["codeclm_skills"] = list(instruction.skills)
+        meta["rubric_rounds"] = [
+            {"round": r.round, "rubric": r.rubric, "action": r.action} for r in instruction.rounds
+        ]
+    return meta
 
 
 def _best(judgment: pb.Judgment) -> tuple[pb.Response, pb.Score] | None:

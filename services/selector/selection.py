@@ -59,6 +59,18 @@ class SelectionRunner:
         )
         for stage, n in Counter(o.failed_stage for o in outcomes if not o.judged).items():
             report.failures_by_stage[stage] = n
+        for judgment in judgments:
+            seed = judgment.instruction.seed
+            report.by_language[seed.language] += 1
+            report.by_strategy[judgment.instruction.strategy or seed.strategy or "tap"] += 1
+            for rejection in judgment.instruction.rejections:
+                report.rejections[rejection.reason] += 1
+            for response in judgment.responses:
+                for rejection in response.rejections:
+                    report.rejections[f"response_{rejection.reason}"] += 1
+        async for rejected in items.scan(job.id, ItemKind.REJECTED, pb.Instruction):
+            for rejection in rejected.rejections:
+                report.rejections[rejection.reason] += 1
         if report.failed:
             reasons = Counter(
                 [
@@ -117,9 +129,11 @@ class SelectionRunner:
         total = pb.Usage()
         items = self._ctx.items
         async for instruction in items.scan(job_id, ItemKind.INSTRUCTION, pb.Instruction):
-            add_usage(total, instruction.call.usage)
+            add_usage(total, instruction.usage)
+        async for rejected in items.scan(job_id, ItemKind.REJECTED, pb.Instruction):
+            add_usage(total, rejected.usage)
         async for response in items.scan(job_id, ItemKind.RESPONSE, pb.Response):
-            add_usage(total, response.call.usage)
+            add_usage(total, response.usage)
         async for score in items.scan(job_id, ItemKind.SCORE, pb.Score):
             add_usage(total, score.call.usage)
         return total

@@ -24,6 +24,7 @@ from taxoforge.v1 import taxonomy_pb2 as tpb
 
 __all__ = [
     "DIFFICULTIES",
+    "STRATEGIES",
     "Plan",
     "controlled_rounding",
     "even_sequence",
@@ -31,6 +32,10 @@ __all__ = [
     "largest_remainder",
     "plan_job",
 ]
+
+# Instruction strategies a recipe may mix (design §1): GLAN homework questions from syllabi and
+# key concepts, TaP prompts of a task type about a subject, CodecLM decoding of metadata.
+STRATEGIES = ("glan", "tap", "codeclm")
 
 # Difficulty levels a recipe may ask for, with what they mean to a question writer.
 DIFFICULTIES: dict[str, str] = {
@@ -306,6 +311,11 @@ def plan_job(
             if d.name not in DIFFICULTIES:
                 raise _unknown("difficulty", d.name, list(DIFFICULTIES))
     task_weights = _task_weights(recipe, tasks)
+    strategies = list(recipe.strategies) or [pb.Share(name="tap", share=1.0)]
+    _shares("strategy", [s.share for s in strategies], [s.name for s in strategies])
+    for s in strategies:
+        if s.name not in STRATEGIES:
+            raise _unknown("strategy", s.name, STRATEGIES)
 
     # Leaf x language: exact totals both ways.
     per_leaf = _leaf_counts(recipe, taxonomy, leaves)
@@ -317,7 +327,7 @@ def plan_job(
         for j, share in enumerate(languages):
             if table[i][j]:
                 cells.append(tpb.PlanCell(node_id=leaf.id, language=share.code, count=table[i][j]))
-                rows.extend([[i, j, -1, -1] for _ in range(table[i][j])])
+                rows.extend([[i, j, -1, -1, 0] for _ in range(table[i][j])])
 
     # Then each further dimension, spread evenly within the strata of those before it.
     if difficulties:
@@ -330,9 +340,15 @@ def plan_job(
         for row, value in zip(rows, even_sequence(counts), strict=True):
             row[3] = value
 
+    if len(strategies) > 1:
+        counts = largest_remainder([s.share for s in strategies], recipe.count)
+        rows.sort(key=lambda r: (r[3], r[2], r[0], r[1]))
+        for row, value in zip(rows, even_sequence(counts), strict=True):
+            row[4] = value
+
     random.Random(recipe.seed).shuffle(rows)
     seeds = []
-    for n, (li, lj, di, ti) in enumerate(rows):
+    for n, (li, lj, di, ti, si) in enumerate(rows):
         leaf, path = leaves[li]
         seed = pb.Seed(
             job_id=job_id,
@@ -345,6 +361,7 @@ def plan_job(
             language=languages[lj].code,
             difficulty=difficulties[di].name if di >= 0 else "",
             syllabus=syllabus(leaf),
+            strategy=strategies[si].name,
         )
         for attr, attr_value in leaf.attributes.items():
             seed.node_attributes[attr].CopyFrom(attr_value)
@@ -366,6 +383,7 @@ def _totals(seeds: Sequence[pb.Seed]) -> list[tpb.PlanCount]:
         ("language", Counter(s.language for s in seeds)),
         ("difficulty", Counter(s.difficulty for s in seeds if s.difficulty)),
         ("task_type", Counter(s.task_type for s in seeds if s.task_type)),
+        ("strategy", Counter(s.strategy for s in seeds)),
     ):
         for value, count in sorted(values.items()):
             out.append(tpb.PlanCount(dimension=dimension, value=value, count=count))

@@ -33,6 +33,7 @@ from taxoforge.bus.topology import (
     DLQ_SUBJECTS,
     KV_ITEMS,
     KV_JOBS,
+    KV_LLM_CACHE,
     KV_TAXONOMIES,
     OBJ_DATASETS,
     OBJ_TAXONOMIES,
@@ -128,6 +129,15 @@ class Bus:
                     bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas
                 )
             )
+        await self.js.create_key_value(
+            KeyValueConfig(
+                bucket=KV_LLM_CACHE,
+                history=1,
+                ttl=self.settings.llm_cache_ttl_s,
+                storage=StorageType.FILE,
+                replicas=replicas,
+            )
+        )
         for bucket in (OBJ_DATASETS, OBJ_TAXONOMIES):
             await self.js.create_object_store(
                 bucket, ObjectStoreConfig(storage=StorageType.FILE, replicas=replicas)

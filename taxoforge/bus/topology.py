@@ -11,6 +11,7 @@ __all__ = [
     "ENDED_SUBJECTS",
     "KV_ITEMS",
     "KV_JOBS",
+    "KV_LLM_CACHE",
     "KV_TAXONOMIES",
     "OBJ_DATASETS",
     "OBJ_TAXONOMIES",
@@ -46,6 +47,7 @@ KV_JOBS = "tf-jobs"
 KV_ITEMS = "tf-items"
 OBJ_DATASETS = "tf-datasets"
 KV_TAXONOMIES = "tf-taxonomies"
+KV_LLM_CACHE = "tf-llm-cache"
 OBJ_TAXONOMIES = "tf-taxonomy-versions"
 
 # One durable pull consumer per service, shared by all of its replicas.

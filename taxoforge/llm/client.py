@@ -13,6 +13,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from taxoforge.errors import PermanentError, TransientError
+from taxoforge.llm.cache import RequestCache, request_key
 from taxoforge.llm.http_transport import HTTPTransport
 from taxoforge.llm.litellm_transport import LiteLLMTransport
 from taxoforge.llm.schema import json_schema_of
@@ -48,8 +49,9 @@ def prompt_sha256(messages: Messages) -> str:
 class LLMClient:
     """Calls models by role with per-model concurrency limits, retries and accounting."""
 
-    def __init__(self, settings: LLMSettings) -> None:
+    def __init__(self, settings: LLMSettings, cache: RequestCache | None = None) -> None:
         self._settings = settings
+        self._cache = cache
         self._http = HTTPTransport()
         self._litellm = LiteLLMTransport()
         self._limits: dict[tuple[str, str], asyncio.Semaphore] = {}
@@ -81,8 +83,13 @@ class LLMClient:
         seed: int | None = None,
         json_schema: dict[str, Any] | None = None,
         schema_name: str = "output",
+        cache: bool = True,
     ) -> tuple[str, pb.LLMCall]:
-        """One completion, retried on transient faults; returns the text and its call record."""
+        """One completion, retried on transient faults; returns the text and its call record.
+
+        With ``cache`` (and a cache configured) a request made before, by any replica, is
+        answered from the shared cache: the record says ``cached`` and counts no usage.
+        """
         if not cfg.model:
             raise LLMRequestError(f"no model is configured for the {role!r} role")
         req = ChatRequest(
@@ -98,7 +105,11 @@ class LLMClient:
             json_schema=json_schema,
             schema_name=schema_name,
         )
-        result = await self._call_with_retries(cfg, req)
+        key = request_key(cfg, req) if cache and self._cache is not None else None
+        hit = await self._cached(key)
+        result = hit or await self._call_with_retries(cfg, req)
+        if key is not None and hit is None:
+            await self._remember(key, result)
         call = pb.LLMCall(
             role=role,
             model=cfg.model,
@@ -107,11 +118,31 @@ class LLMClient:
             finish_reason=result.finish_reason,
             temperature=req.temperature,
         )
-        call.usage.prompt_tokens = result.prompt_tokens
-        call.usage.completion_tokens = result.completion_tokens
-        call.usage.calls = 1
-        call.usage.cost_usd = _cost(cfg, result)
+        if hit is not None:
+            call.cached = True  # nothing was spent
+        else:
+            call.usage.prompt_tokens = result.prompt_tokens
+            call.usage.completion_tokens = result.completion_tokens
+            call.usage.calls = 1
+            call.usage.cost_usd = _cost(cfg, result)
         return result.text, call
+
+    async def _cached(self, key: str | None) -> ChatResult | None:
+        if key is None or self._cache is None:
+            return None
+        try:
+            return await self._cache.get(key)
+        except Exception as exc:  # the cache is an optimisation: a miss, not a failure
+            log.warning("llm_cache_unavailable", error=str(exc))
+            return None
+
+    async def _remember(self, key: str, result: ChatResult) -> None:
+        if self._cache is None:
+            return
+        try:
+            await self._cache.put(key, result)
+        except Exception as exc:
+            log.warning("llm_cache_unavailable", error=str(exc))
 
     async def structured(
         self,
@@ -123,6 +154,7 @@ class LLMClient:
         temperature: float | None = None,
         max_tokens: int | None = None,
         seed: int | None = None,
+        cache: bool = True,
     ) -> tuple[T, pb.LLMCall]:
         """A reply validated against ``output``; invalid replies are asked again, then fail.
 
@@ -143,6 +175,7 @@ class LLMClient:
                 seed=None if seed is None else seed + attempt,
                 json_schema=schema,
                 schema_name=output.__name__,
+                cache=cache,
             )
             if call.finish_reason == "length" and max_tokens is not None:
                 max_tokens = min(max_tokens * 2, 4096)  # it ran out of room: give it more

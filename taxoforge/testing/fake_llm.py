@@ -9,6 +9,8 @@ follow the request's schema, and its behaviour can be steered while it runs:
 - ``json_object_only``: refuse OpenAI's ``json_schema`` format with 422, as llama-cpp-python does.
 - ``slow_pattern`` / ``slow_ms``: requests containing the pattern take that much longer.
 - ``replies``: [pattern, reply] pairs; the first pattern a request contains picks its reply.
+- ``wrong_language_pattern``: requests containing it are answered in English. Otherwise text
+  replies are in the language the prompt asks for ("... in French"), for en/fr/de/es.
 
 ``POST /_fake/config`` changes these, ``GET /_fake/stats`` reports calls, ``POST /_fake/reset``
 clears the counters. Run: ``python -m taxoforge.testing.fake_llm --port 8099 --latency-ms 100``.
@@ -20,6 +22,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -52,6 +55,80 @@ _WORDS = [
     "structure",
 ]
 
+# Replies in the language a prompt asks for ("... in French"), so language checks pass.
+_PHRASES: dict[str, list[str]] = {
+    "English": [
+        "Explain why the {w} changes when the temperature rises, and how students can measure it.",
+        "Describe how a {w} works in practice and what makes it useful for everyday problems.",
+        "Compare two ways to study the {w} and say which one you would choose and why.",
+    ],
+    "French": [
+        "Expliquez pourquoi le {w} change quand la température augmente, et comment les élèves "
+        "peuvent le mesurer.",
+        "Décrivez comment fonctionne un {w} dans la pratique et ce qui le rend utile au quotidien.",
+        "Comparez deux façons d'étudier le {w} et dites laquelle vous choisiriez, et pourquoi.",
+    ],
+    "German": [
+        "Erklären Sie, warum sich der {w} ändert, wenn die Temperatur steigt, und wie man ihn "
+        "messen kann.",
+        "Beschreiben Sie, wie ein {w} in der Praxis funktioniert und warum er im Alltag nützlich "
+        "ist.",
+    ],
+    "Spanish": [
+        "Explique por qué el {w} cambia cuando sube la temperatura y cómo los estudiantes pueden "
+        "medirlo.",
+        "Describa cómo funciona un {w} en la práctica y qué lo hace útil en la vida diaria.",
+    ],
+}
+# Words in each language that vary replies (so near-duplicate checks see different texts).
+_FILLER: dict[str, list[str]] = {
+    "English": [
+        "river",
+        "window",
+        "garden",
+        "morning",
+        "letter",
+        "village",
+        "question",
+        "answer",
+        "teacher",
+    ],
+    "French": [
+        "rivière",
+        "fenêtre",
+        "jardin",
+        "matin",
+        "lettre",
+        "village",
+        "question",
+        "réponse",
+        "maître",
+    ],
+    "German": [
+        "Fluss",
+        "Fenster",
+        "Garten",
+        "Morgen",
+        "Brief",
+        "Dorf",
+        "Frage",
+        "Antwort",
+        "Lehrer",
+    ],
+    "Spanish": [
+        "río",
+        "ventana",
+        "jardín",
+        "mañana",
+        "carta",
+        "pueblo",
+        "pregunta",
+        "respuesta",
+        "maestro",
+    ],
+}
+_ASKED = re.compile(r"\bin (English|French|German|Spanish)\b")
+
 
 @dataclass
 class FakeConfig:
@@ -66,6 +143,10 @@ class FakeConfig:
     slow_ms: float = 0.0
     # [pattern, reply] pairs: a request containing the pattern gets that reply verbatim.
     replies: list[list[str]] = field(default_factory=list)
+    # Requests containing this pattern are answered in English, whatever they ask for: always,
+    # or only the first ``wrong_language_times`` times the same messages come.
+    wrong_language_pattern: str | None = None
+    wrong_language_times: int = 0
 
 
 @dataclass
@@ -108,12 +189,17 @@ def _from_schema(schema: dict[str, Any], seed: bytes, path: str = "") -> Any:
     return f"fake {path.strip('.') or 'text'} {h.hex()[:8]}"
 
 
-def _text_reply(messages: list[dict[str, Any]], seed: bytes) -> str:
-    last = str(messages[-1].get("content", "")) if messages else ""
+def _text_reply(messages: list[dict[str, Any]], seed: bytes, english: bool = False) -> str:
+    blob = " ".join(str(m.get("content", "")) for m in messages)
     h = hashlib.sha256(seed).digest()
-    words = " ".join(_WORDS[b % len(_WORDS)] for b in h[:6])
-    topic = " ".join(last.split()[:12])
-    return f"Fake reply {h.hex()[:8]} about {words}. ({topic})"
+    asked = _ASKED.search(blob)
+    language = "English" if english or asked is None else asked.group(1)
+    phrases = _PHRASES[language]
+    words = " ".join(_WORDS[b % len(_WORDS)] for b in h[:3])
+    phrase = phrases[h[4] % len(phrases)].format(w=words)
+    filler = _FILLER[language]
+    tail = " ".join(filler[b % len(filler)] for b in h[5:11])
+    return f"{phrase} ({tail} {h.hex()[:8]})"
 
 
 class FakeLLM:
@@ -122,6 +208,7 @@ class FakeLLM:
     def __init__(self, config: FakeConfig | None = None) -> None:
         self.config = config or FakeConfig()
         self.stats = FakeStats()
+        self._wrong_seen: Counter[str] = Counter()
 
     async def chat(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -182,7 +269,11 @@ class FakeLLM:
             else:
                 content = json.dumps(_from_schema(schema, seed))
         else:
-            content = _text_reply(messages, seed)
+            english = bool(cfg.wrong_language_pattern and cfg.wrong_language_pattern in blob)
+            if english and cfg.wrong_language_times:
+                self._wrong_seen[blob] += 1
+                english = self._wrong_seen[blob] <= cfg.wrong_language_times
+            content = _text_reply(messages, seed, english)
         prompt_tokens = max(1, len(blob) // 4)
         completion_tokens = max(1, len(content) // 4)
         return web.json_response(
@@ -223,6 +314,7 @@ class FakeLLM:
 
     async def reset(self, request: web.Request) -> web.Response:
         self.stats = FakeStats()
+        self._wrong_seen.clear()
         return web.json_response({"ok": True})
 
 

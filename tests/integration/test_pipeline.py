@@ -98,7 +98,7 @@ def test_redelivered_messages_do_not_repeat_work(
     seeds = _plan_seeds(stack, count=4, seed=21, languages=[pb.LanguageShare(code="en", share=1)])
     held = seeds[0].node_title  # its item stays in the judge, so the job keeps running
     finished = [s.item_id for s in seeds if s.node_title != held]
-    fake.configure(slow_pattern=f"student of {held}", slow_ms=4000)
+    fake.configure(slow_pattern=f"Its topic: {held} (", slow_ms=4000)
     job_id = submit(api, count=4, seed=21)["id"]
     wait_for_stage(api, job_id, "judge", len(finished))
 
@@ -148,7 +148,7 @@ def test_a_message_that_always_fails_is_dead_lettered_and_reported(
     plan = api.post("/v1/plans", json={"count": 30, "seed": 11}).json()
     failing = sum(c["count"] for c in plan["cells"] if c["node_id"] == "philosophy")
     assert failing > 0
-    fake.configure(fail_pattern="student of Philosophy", fail_status=500)
+    fake.configure(fail_pattern="Its topic: Philosophy (", fail_status=500)
 
     async def dead_letters_before() -> int:
         bus = await Bus.connect(BusSettings(nats_url=stack.nats_url), name="test-dlq")

@@ -687,6 +687,7 @@ def test_plan_totals_match_the_seeds() -> None:
         ("language", "language"),
         ("difficulty", "difficulty"),
         ("task_type", "task_type"),
+        ("strategy", "strategy"),
     ):
         for value, count in _by(plan, field).items():
             expected[(dimension, value)] = count
@@ -694,7 +695,7 @@ def test_plan_totals_match_the_seeds() -> None:
     # sorted by dimension, then value
     dimensions = [t.dimension for t in plan.totals]
     assert dimensions == sorted(
-        dimensions, key=["node", "language", "difficulty", "task_type"].index
+        dimensions, key=["node", "language", "difficulty", "task_type", "strategy"].index
     )
 
 
@@ -786,3 +787,28 @@ def test_full_plan_seeds_carry_what_the_generator_needs() -> None:
         assert seed.task_attributes["example"].text
     assert _totals(plan)[("language", "en")] == 500
     assert _totals(plan)[("difficulty", "medium")] == 500
+
+
+def test_strategies_are_a_dimension_with_exact_totals() -> None:
+    recipe = pb.Recipe(
+        count=100,
+        seed=4,
+        strategies=[
+            pb.Share(name="glan", share=0.5),
+            pb.Share(name="tap", share=0.3),
+            pb.Share(name="codeclm", share=0.2),
+        ],
+    )
+    plan = plan_job(recipe, _tree_taxonomy(), "j")
+    assert _by(plan, "strategy") == {"glan": 50, "tap": 30, "codeclm": 20}
+
+
+def test_without_strategies_every_seed_is_tap() -> None:
+    plan = plan_job(pb.Recipe(count=10), _tree_taxonomy(), "j")
+    assert _by(plan, "strategy") == {"tap": 10}
+
+
+def test_an_unknown_strategy_is_refused_with_a_suggestion() -> None:
+    recipe = pb.Recipe(count=10, strategies=[pb.Share(name="glam", share=1.0)])
+    with pytest.raises(PermanentError, match="unknown strategy 'glam'; did you mean glan"):
+        plan_job(recipe, _tree_taxonomy(), "j")

@@ -1,0 +1,78 @@
+"""A request cache every replica shares (JetStream KV): the same request to the same model
+with the same sampling settings and seed is answered from the cache, not the model.
+
+A re-run of a recipe, a redelivered message whose result was lost, or two jobs asking the same
+thing reuse finished calls. Keys hash the whole request; values hold the reply and its token
+counts. Entries expire after ``ttl_s``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from nats.js.errors import KeyNotFoundError
+
+from taxoforge.bus.connection import Bus
+from taxoforge.bus.topology import KV_LLM_CACHE
+from taxoforge.llm.types import ChatRequest, ChatResult
+from taxoforge.v1 import common_pb2 as pb
+
+__all__ = ["RequestCache", "request_key"]
+
+
+def request_key(cfg: pb.ModelConfig, req: ChatRequest) -> str:
+    """A digest of everything that decides a reply."""
+    parts: list[Any] = [
+        cfg.model,
+        cfg.api_base,
+        req.messages,
+        req.temperature,
+        req.max_tokens,
+        req.top_p,
+        req.seed,
+        req.json_schema,
+        cfg.response_format,
+    ]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class RequestCache:
+    """Get and put replies by request key."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+
+    async def get(self, key: str) -> ChatResult | None:
+        """The cached reply, or None."""
+        kv = await self._bus.kv(KV_LLM_CACHE)
+        try:
+            entry = await kv.get(f"r.{key}")
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        data = json.loads(entry.value)
+        return ChatResult(
+            text=data["text"],
+            prompt_tokens=int(data.get("prompt_tokens", 0)),
+            completion_tokens=int(data.get("completion_tokens", 0)),
+            finish_reason=str(data.get("finish_reason", "")),
+            raw_model=str(data.get("model", "")),
+        )
+
+    async def put(self, key: str, result: ChatResult) -> None:
+        """Remember a reply."""
+        value = {
+            "text": result.text,
+            "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "finish_reason": result.finish_reason,
+            "model": result.raw_model,
+        }
+        # Published without waiting for JetStream's ack: a lost entry is only a future miss, and
+        # the round trip would otherwise be paid on every model call.
+        await self._bus.nc.publish(
+            f"$KV.{KV_LLM_CACHE}.r.{key}", json.dumps(value, ensure_ascii=False).encode()
+        )
