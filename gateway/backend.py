@@ -17,8 +17,9 @@ from taxoforge.grpc_server import is_serving
 from taxoforge.pipeline import publish_work
 from taxoforge.store import TERMINAL_STATES, JobStore, new_job_id, now_ms, state_name
 from taxoforge.v1 import common_pb2 as pb
+from taxoforge.v1 import judge_pb2 as jpb
+from taxoforge.v1 import judge_pb2_grpc, taxonomy_pb2_grpc
 from taxoforge.v1 import taxonomy_pb2 as tpb
-from taxoforge.v1 import taxonomy_pb2_grpc
 
 __all__ = ["DATASET_KINDS", "Backend"]
 
@@ -58,9 +59,11 @@ class Backend:
             for name, addr in (
                 ("taxonomy", settings.taxonomy_addr),
                 ("selector", settings.selector_addr),
+                ("judge", settings.judge_addr),
             )
         }
         self._taxonomy = taxonomy_pb2_grpc.TaxonomyServiceStub(self._channels["taxonomy"])
+        self._judge = judge_pb2_grpc.JudgeServiceStub(self._channels["judge"])
 
     @property
     def _timeout(self) -> float:
@@ -171,6 +174,16 @@ class Backend:
             return await getattr(self._taxonomy, method)(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
             raise _grpc_error(exc, "the taxonomy service") from exc
+
+    async def judge(self, request: jpb.JudgeBatchRequest) -> jpb.JudgeBatchResponse:
+        """Judge now, through the judge service (the judge model's latency applies)."""
+        try:
+            resp: jpb.JudgeBatchResponse = await self._judge.JudgeBatch(
+                request, timeout=self._settings.judge_timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _grpc_error(exc, "the judge service") from exc
+        return resp
 
     async def taxonomies(self) -> tpb.ListTaxonomiesResponse:
         """Every taxonomy the taxonomy service serves."""

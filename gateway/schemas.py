@@ -11,7 +11,7 @@ from taxoforge.languages import LANGUAGES
 from taxoforge.settings import LLMSettings
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["ModelSpec", "RecipeSpec", "model_config", "recipe_to_proto"]
+__all__ = ["JudgingSpec", "ModelSpec", "RecipeSpec", "model_config", "recipe_to_proto"]
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -72,6 +72,57 @@ class ShareSpec(BaseModel):
 
     name: str = Field(min_length=1, max_length=64)
     share: float | None = Field(default=None, gt=0, le=1)
+
+
+class GoldenSpec(BaseModel):
+    """A labelled pair the judge is checked against."""
+
+    model_config = _STRICT
+
+    instruction: str = Field(min_length=1)
+    a: str = Field(min_length=1)
+    b: str = Field(min_length=1)
+    preferred: Literal["a", "b", "tie"]
+
+
+class JudgingSpec(BaseModel):
+    """How candidates are judged."""
+
+    model_config = _STRICT
+
+    mode: Literal["rubric", "pairwise"] = Field(
+        default="rubric",
+        description="rubric: 1-10 overall and per aspect; pairwise: 1-100, both orders.",
+    )
+    swap: bool = Field(
+        default=True, description="Pairwise: judge both orders (off only to measure bias)."
+    )
+    disagreement: float = Field(
+        default=30.0,
+        gt=0,
+        le=100,
+        description="Pairwise: the orders' verdicts may differ this much.",
+    )
+    inconsistent: Literal["tie", "drop", "third"] = Field(
+        default="tie", description="What an inconsistent pair becomes."
+    )
+    contrastive_gap: float = Field(
+        default=3.0, gt=0, le=9, description="CodecLM: keep an instruction above this gap."
+    )
+    golden: list[GoldenSpec] = Field(default_factory=list, max_length=500)
+
+    def to_proto(self) -> pb.JudgeConfig:
+        return pb.JudgeConfig(
+            mode=self.mode,
+            no_swap=not self.swap,
+            disagreement=self.disagreement,
+            inconsistent=self.inconsistent,
+            contrastive_gap=self.contrastive_gap,
+            golden=[
+                pb.GoldenPair(instruction=g.instruction, a=g.a, b=g.b, preferred=g.preferred)
+                for g in self.golden
+            ],
+        )
 
 
 def _as_items(value: Any, key: str) -> Any:
@@ -168,7 +219,14 @@ class RecipeSpec(BaseModel):
     responses_per_instruction: int = Field(default=2, ge=2, le=16)
     budget: int = Field(default=0, ge=0, description="Records kept per dataset; 0 keeps all.")
     seed: int = Field(default=0, ge=0, lt=2**63)
-    min_margin: float = Field(default=1.0, ge=0, le=9, description="Chosen minus rejected score.")
+    min_margin: float | None = Field(
+        default=None,
+        ge=0,
+        le=99,
+        description="Chosen minus rejected score; default 1 (rubric, 1-10) "
+        "or 10 (pairwise, 1-100).",
+    )
+    judging: JudgingSpec = Field(default_factory=JudgingSpec)
     models: RoleModelsSpec = Field(default_factory=RoleModelsSpec)
 
     @field_validator("languages", mode="before")
@@ -291,7 +349,10 @@ def recipe_to_proto(spec: RecipeSpec, defaults: LLMSettings) -> pb.Recipe:
         responses_per_instruction=spec.responses_per_instruction,
         budget=spec.budget,
         seed=spec.seed,
-        min_margin=spec.min_margin,
+        min_margin=spec.min_margin
+        if spec.min_margin is not None
+        else (10.0 if spec.judging.mode == "pairwise" else 1.0),
+        judging=spec.judging.to_proto(),
         nodes=spec.nodes,
         distribution=spec.distribution,
         node_counts=[pb.NodeCount(node_id=k, count=v) for k, v in (spec.node_counts or {}).items()],

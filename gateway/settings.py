@@ -20,3 +20,5 @@ class GatewaySettings(ProcessSettings):
     selector_addr: str = "127.0.0.1:50054"
     # Deadline of gateway-to-service calls.
     rpc_timeout_s: float = Field(default=15.0, gt=0)
+    # Deadline of synchronous judging (model calls are slow).
+    judge_timeout_s: float = Field(default=300.0, gt=0)

@@ -33,6 +33,44 @@ class FailureReasonView(BaseModel):
     items: int
 
 
+class JudgeHealthView(BaseModel):
+    """The judge on this job: position bias, score spread, parse failures, agreement."""
+
+    calls: int
+    invalid_replies: int
+    parse_failure_rate: float
+    judge_failures: int
+    comparisons: int
+    inconsistent: int
+    swap_disagreement_rate: float
+    histogram: dict[int, int]
+    golden_pairs: int
+    golden_accuracy: float | None
+    golden_kappa: float | None
+    contrastive_kept: int
+    contrastive_refined: int
+    contrastive_exhausted: int
+
+
+def _health(h: pb.JudgeHealth) -> JudgeHealthView:
+    return JudgeHealthView(
+        calls=h.calls,
+        invalid_replies=h.invalid_replies,
+        parse_failure_rate=round(h.parse_failure_rate, 4),
+        judge_failures=h.judge_failures,
+        comparisons=h.comparisons,
+        inconsistent=h.inconsistent,
+        swap_disagreement_rate=round(h.swap_disagreement_rate, 4),
+        histogram=dict(sorted(h.histogram.items())),
+        golden_pairs=h.golden_pairs,
+        golden_accuracy=round(h.golden_accuracy, 4) if h.golden_pairs else None,
+        golden_kappa=round(h.golden_kappa, 4) if h.golden_pairs else None,
+        contrastive_kept=h.contrastive_kept,
+        contrastive_refined=h.contrastive_refined,
+        contrastive_exhausted=h.contrastive_exhausted,
+    )
+
+
 class SelectionView(BaseModel):
     """What selection kept, and what it left out and why."""
 
@@ -49,6 +87,9 @@ class SelectionView(BaseModel):
     by_strategy: dict[str, int]
     # Drafts the quality gates turned down, by reason (response_* for answers).
     rejections: dict[str, int]
+    # Judged items left out of the datasets (contrastive filtering, dropped pairs).
+    unusable: int
+    judge: JudgeHealthView
 
 
 class DatasetView(BaseModel):
@@ -134,6 +175,8 @@ def job_view(progress: pb.JobProgress) -> JobView:
             by_language=dict(s.by_language),
             by_strategy=dict(s.by_strategy),
             rejections=dict(s.rejections),
+            unusable=s.unusable,
+            judge=_health(s.judge),
         )
     kind = job_kind(job)
     state = _STATES.get(job.state, "pending")

@@ -34,9 +34,13 @@ async def publish_work(
     message: Message,
     job_id: str,
     item_id: str = "",
+    version: int = 0,
 ) -> None:
-    """Queue work for a stage; the id makes a republish of the same work a no-op."""
+    """Queue work for a stage; the id makes a republish of the same work a no-op (a refined
+    ``version`` of an item is new work)."""
     msg_id = f"{job_id}.{item_id}.{stage.value}" if item_id else f"{job_id}.{stage.value}"
+    if version:
+        msg_id += f".v{version}"
     headers = {JOB_HEADER: job_id}
     if item_id:
         headers[ITEM_HEADER] = item_id

@@ -377,6 +377,7 @@ class Stack:
                 **self._common_env(),
                 "TAXOFORGE_GRPC_HOST": "127.0.0.1",
                 "TAXOFORGE_GRPC_PORT": str(self._ports[name]),
+                "TAXOFORGE_JUDGE_ADDR": self.grpc_addr("judge"),
                 **self.config.service_env.get(service, {}),
             }
             return [sys.executable, "-m", f"services.{service}"], env

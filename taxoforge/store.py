@@ -57,6 +57,9 @@ class ItemKind(StrEnum):
     ENCODED = "encoded"
     # An instruction no draft of which passed the quality gates: the drafts and why.
     REJECTED = "rejected"
+    # Contrastive filtering: each version's judgment, and each refined instruction.
+    JUDGED = "judged"
+    REFINED = "refined"
 
 
 class JobKind(StrEnum):
@@ -93,7 +96,15 @@ _STAGE_RESULT = {
 
 # Kinds stored once per part (candidate, sample, subject, instruction): <job>.<kind>.<item>.<part>.
 _PER_PART = frozenset(
-    {ItemKind.RESPONSE, ItemKind.SCORE, ItemKind.SAMPLE, ItemKind.SYLLABUS, ItemKind.ENCODED}
+    {
+        ItemKind.RESPONSE,
+        ItemKind.SCORE,
+        ItemKind.SAMPLE,
+        ItemKind.SYLLABUS,
+        ItemKind.ENCODED,
+        ItemKind.JUDGED,
+        ItemKind.REFINED,
+    }
 )
 
 # The work stage of each taxonomy job kind, whose items it counts.
@@ -129,6 +140,11 @@ class ItemStore:
     def key(job_id: str, kind: ItemKind, item_id: str, *parts: str) -> str:
         """The key of one record."""
         return ".".join((job_id, kind.value, item_id, *parts))
+
+    @staticmethod
+    def versioned(part: str, version: int) -> str:
+        """The key part of a per-candidate record of an item's refined ``version``."""
+        return part if version == 0 else f"v{version}-{part}"
 
     @staticmethod
     def failure_key(job_id: str, stage: Stage, item_id: str) -> str:

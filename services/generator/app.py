@@ -7,7 +7,7 @@ import grpc
 from services.generator.core import Generator
 from services.generator.servicer import GeneratorServicer
 from services.generator.settings import GeneratorSettings
-from services.generator.worker import InstructHandler, RespondHandler
+from services.generator.worker import InstructHandler, RefineHandler, RespondHandler
 from taxoforge.bus import Stage
 from taxoforge.bus.worker import Route
 from taxoforge.pipeline import dead_letter_recorder
@@ -36,6 +36,7 @@ def build(ctx: ServiceContext) -> ServiceParts:
         routes={
             Stage.INSTRUCT: Route(InstructHandler(ctx, generator), record),
             Stage.RESPOND: Route(RespondHandler(ctx, generator), record),
+            Stage.REFINE: Route(RefineHandler(ctx, generator), record),
         },
     )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 import secrets
@@ -11,10 +10,11 @@ from collections.abc import Awaitable, Callable
 from pydantic import BaseModel, Field
 
 from services.generator.gates import check_draft
-from services.generator.strategies import Draft, Prompter
+from services.generator.strategies import Draft, Prompter, codeclm_metadata
 from taxoforge.errors import PermanentError
 from taxoforge.languages import language_name
 from taxoforge.llm import LLMClient, StructuredOutputError
+from taxoforge.methods import MAX_SELF_RUBRICS_ROUNDS, sampling_seed
 from taxoforge.usage import add_usage
 from taxoforge.v1 import common_pb2 as pb
 
@@ -35,7 +35,7 @@ _LABEL = re.compile(
 # An answer the model appended: "Answer:", "Solution -", "A:" (but not a choice such as "A. Mars").
 _TAIL = re.compile(r"\n\s*(?:\*\*)?(?:(?:answer|student|solution)\s*[:.\-]|a\s*:)", re.IGNORECASE)
 # Self-Rubrics: CodecLM's limit of rounds.
-MAX_ROUNDS = 4
+MAX_ROUNDS = MAX_SELF_RUBRICS_ROUNDS
 
 DuplicateCheck = Callable[[str], Awaitable[pb.Rejection | None]]
 
@@ -60,12 +60,6 @@ class Rubrics(BaseModel):
     """Self-Rubrics: four rubrics with actions for one metadata."""
 
     rubrics: list[RubricItem] = Field(json_schema_extra={"minItems": 4, "maxItems": 4})
-
-
-def sampling_seed(*parts: str | int) -> int:
-    """A deterministic per-call seed: reruns of a recipe sample the same, candidates differ."""
-    blob = "/".join(str(p) for p in parts).encode()
-    return int.from_bytes(hashlib.sha256(blob).digest()[:4], "big")
 
 
 def clean_instruction(text: str) -> str:
@@ -152,52 +146,101 @@ class Generator:
         """CodecLM Self-Rubrics: 4 rubrics with actions for the metadata, then per round one
         action picked at random rewrites the instruction (at most 4 rounds, each recorded)."""
         rounds = min(recipe.rubric_rounds if recipe.HasField("rubric_rounds") else 1, MAX_ROUNDS)
-        out.use_case, skills = draft.use_case, draft.skills
+        out.use_case = draft.use_case
         del out.skills[:]
-        out.skills.extend(skills)
+        out.skills.extend(draft.skills)
         del out.rounds[:]
         if rounds <= 0:
             return text, None
-        if not out.rubrics:
-            try:
-                reply, call = await self._llm.structured(
-                    "generator",
-                    recipe.models.generator,
-                    self._prompts.rubrics.render(use_case=out.use_case, skills=", ".join(skills)),
-                    Rubrics,
-                    seed=sampling_seed(recipe.seed, out.seed.index, "rubrics"),
-                    cache=not recipe.no_cache,
-                )
-            except StructuredOutputError as exc:
-                detail = str(exc)[:300]
-                return text, pb.Rejection(reason="rubrics_failed", text=text, detail=detail)
-            add_usage(out.usage, call.usage)
-            out.rubrics.extend(
-                pb.RubricItem(rubric=r.rubric, action=r.action) for r in reply.rubrics
-            )
+        rejection = await self._ensure_rubrics(out, recipe)
+        if rejection is not None:
+            rejection.text = text
+            return text, rejection
         rng = random.Random(sampling_seed(recipe.seed, out.seed.index, "rounds", attempt))
         for number in range(1, rounds + 1):
-            rubric = rng.choice(list(out.rubrics))
-            improved, call = await self.improve(
-                out.seed, text, rubric.action, recipe, number, attempt
-            )
-            add_usage(out.usage, call.usage)
-            rejection = check_draft(
-                improved, call.finish_reason, out.seed.language, not recipe.no_language_check
-            )
+            text, rejection = await self._round(out, text, recipe, number, rng, attempt)
             if rejection is not None:
                 return text, rejection
-            out.rounds.append(
-                pb.RubricRound(
-                    round=number,
-                    rubric=rubric.rubric,
-                    action=rubric.action,
-                    instruction=improved,
-                    call=self._prompts.improve.stamp(call),
-                )
-            )
-            text = improved
         return text, None
+
+    async def _ensure_rubrics(self, out: pb.Instruction, recipe: pb.Recipe) -> pb.Rejection | None:
+        """The instruction's 4 rubrics with actions, written once per item."""
+        if out.rubrics:
+            return None
+        if not out.use_case:
+            out.use_case, skills = codeclm_metadata(out.seed)
+            out.skills.extend(skills)
+        try:
+            reply, call = await self._llm.structured(
+                "generator",
+                recipe.models.generator,
+                self._prompts.rubrics.render(use_case=out.use_case, skills=", ".join(out.skills)),
+                Rubrics,
+                seed=sampling_seed(recipe.seed, out.seed.index, "rubrics"),
+                cache=not recipe.no_cache,
+            )
+        except StructuredOutputError as exc:
+            add_usage(out.usage, exc.call.usage)
+            return pb.Rejection(reason="rubrics_failed", detail=str(exc)[:300])
+        add_usage(out.usage, call.usage)
+        out.rubrics.extend(pb.RubricItem(rubric=r.rubric, action=r.action) for r in reply.rubrics)
+        return None
+
+    async def _round(
+        self,
+        out: pb.Instruction,
+        text: str,
+        recipe: pb.Recipe,
+        number: int,
+        rng: random.Random,
+        attempt: int,
+    ) -> tuple[str, pb.Rejection | None]:
+        """One Self-Rubrics round: a random rubric's action rewrites the instruction."""
+        rubric = rng.choice(list(out.rubrics))
+        improved, call = await self.improve(out.seed, text, rubric.action, recipe, number, attempt)
+        add_usage(out.usage, call.usage)
+        rejection = check_draft(
+            improved, call.finish_reason, out.seed.language, not recipe.no_language_check
+        )
+        if rejection is not None:
+            return text, rejection
+        out.rounds.append(
+            pb.RubricRound(
+                round=number,
+                rubric=rubric.rubric,
+                action=rubric.action,
+                instruction=improved,
+                call=self._prompts.improve.stamp(call),
+            )
+        )
+        return improved, None
+
+    async def refine(self, instruction: pb.Instruction, recipe: pb.Recipe) -> pb.Instruction:
+        """Another Self-Rubrics round for an instruction contrastive filtering sent back: the
+        next version, harder and more specific, its round recorded.
+
+        Raises:
+            GateFailure: no rewritten draft passed the gates.
+        """
+        out = pb.Instruction()
+        out.CopyFrom(instruction)
+        out.version = instruction.version + 1
+        rejection = await self._ensure_rubrics(out, recipe)
+        if rejection is None:
+            number = len(out.rounds) + 1
+            attempts = recipe.instruction_attempts or self._attempts
+            for attempt in range(attempts):
+                rng = random.Random(
+                    sampling_seed(recipe.seed, out.seed.index, "refine", out.version, attempt)
+                )
+                text, rejection = await self._round(out, out.text, recipe, number, rng, attempt)
+                if rejection is None:
+                    out.text = text
+                    return out
+                out.rejections.append(rejection)
+        elif rejection is not None:
+            out.rejections.append(rejection)
+        raise GateFailure(out, recipe.instruction_attempts or self._attempts)
 
     async def improve(
         self,

@@ -15,7 +15,7 @@ from taxoforge.service import ServiceContext
 from taxoforge.store import ItemKind, ItemStore
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["InstructHandler", "RespondHandler"]
+__all__ = ["InstructHandler", "RefineHandler", "RespondHandler"]
 
 _DEFAULT_K = 2
 _NEAR_DUPLICATE = 0.8
@@ -85,9 +85,13 @@ class RespondHandler:
             responses = await asyncio.gather(*parts)
             return pb.Candidates(instruction=instruction, responses=responses)
 
-        key = ItemStore.key(job.id, ItemKind.CANDIDATES, item_id)
+        version = instruction.version
+        if version:  # a refined instruction's candidates are kept beside the first ones
+            key = ItemStore.key(job.id, ItemKind.CANDIDATES, item_id, f"v{version}")
+        else:
+            key = ItemStore.key(job.id, ItemKind.CANDIDATES, item_id)
         candidates = await self._ctx.items.once(key, pb.Candidates, _candidates)
-        await publish_work(self._ctx.bus, Stage.JUDGE, candidates, job.id, item_id)
+        await publish_work(self._ctx.bus, Stage.JUDGE, candidates, job.id, item_id, version=version)
 
     async def _response(
         self, job: pb.Job, instruction: pb.Instruction, c: int, target: bool
@@ -97,6 +101,42 @@ class RespondHandler:
             self._ctx.usage.add(job.id, response.usage)
             return response
 
-        part = "t" if target else f"r{c}"
+        part = ItemStore.versioned("t" if target else f"r{c}", instruction.version)
         key = ItemStore.key(job.id, ItemKind.RESPONSE, instruction.item_id, part)
         return await self._ctx.items.once(key, pb.Response, _write)
+
+
+class RefineHandler:
+    """An instruction contrastive filtering sent back: one more Self-Rubrics round, then new
+    candidates for the new version."""
+
+    def __init__(self, ctx: ServiceContext, generator: Generator) -> None:
+        self._ctx = ctx
+        self._generator = generator
+
+    async def __call__(self, delivery: Delivery) -> None:
+        instruction = pb.Instruction.FromString(delivery.data)
+        item_id = instruction.item_id
+        structlog.contextvars.bind_contextvars(job_id=instruction.job_id, item_id=item_id)
+        job = await active_job(self._ctx.jobs, instruction.job_id)
+        if job is None:
+            return
+        version = instruction.version + 1
+
+        async def _refine() -> pb.Instruction:
+            refined = await self._generator.refine(instruction, job.recipe)
+            self._ctx.usage.add(job.id, _spent_since(instruction.usage, refined.usage))
+            return refined
+
+        key = ItemStore.key(job.id, ItemKind.REFINED, item_id, f"v{version}")
+        refined = await self._ctx.items.once(key, pb.Instruction, _refine)
+        await publish_work(self._ctx.bus, Stage.RESPOND, refined, job.id, item_id, version=version)
+
+
+def _spent_since(before: pb.Usage, after: pb.Usage) -> pb.Usage:
+    return pb.Usage(
+        prompt_tokens=after.prompt_tokens - before.prompt_tokens,
+        completion_tokens=after.completion_tokens - before.completion_tokens,
+        cost_usd=after.cost_usd - before.cost_usd,
+        calls=after.calls - before.calls,
+    )

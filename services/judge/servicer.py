@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
-from services.judge.core import Judge, build_judgment
+from services.judge.core import Judge, Panel
 from taxoforge.errors import PermanentError
 from taxoforge.grpc_server import Context
 from taxoforge.v1 import common_pb2 as pb
@@ -13,25 +14,43 @@ from taxoforge.v1 import judge_pb2_grpc
 
 __all__ = ["JudgeServicer"]
 
+_MAX_BATCH = 64
+
 
 class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
-    """Scores a set of candidates and returns the judgment."""
+    """Judges one instruction's candidates, or a small batch of them, right away."""
 
     def __init__(self, judge: Judge) -> None:
-        self._judge = judge
+        self._panel = Panel(judge)
 
     async def JudgeCandidates(
         self, request: jpb.JudgeCandidatesRequest, context: Context
     ) -> pb.Judgment:
+        return await self._one(request)
+
+    async def JudgeBatch(
+        self, request: jpb.JudgeBatchRequest, context: Context
+    ) -> jpb.JudgeBatchResponse:
+        if len(request.requests) > _MAX_BATCH:
+            raise PermanentError(f"at most {_MAX_BATCH} items per batch; queue a job for more")
+        judgments = await asyncio.gather(*(self._one(r) for r in request.requests))
+        return jpb.JudgeBatchResponse(judgments=judgments)
+
+    async def _one(self, request: jpb.JudgeCandidatesRequest) -> pb.Judgment:
         if not request.judge.model:
             raise PermanentError("judge.model is required")
-        if not request.candidates.responses:
-            raise PermanentError("candidates.responses is empty: nothing to judge")
-        instruction = request.candidates.instruction
-        scores = await asyncio.gather(
-            *(
-                self._judge.score(instruction, r, request.judge)
-                for r in request.candidates.responses
-            )
+        responses = request.candidates.responses
+        if len(responses) < 1 or (request.config.mode == "pairwise" and len(responses) < 2):
+            raise PermanentError("give at least one response (two for pairwise judging)")
+        if request.config.mode not in ("", "rubric", "pairwise"):
+            raise PermanentError(f"mode {request.config.mode!r} is not rubric or pairwise")
+        if len({r.id for r in responses}) != len(responses) or not all(r.id for r in responses):
+            raise PermanentError("every response needs a distinct id")
+        return await self._panel.run(
+            request.candidates,
+            request.judge,
+            request.config,
+            request.min_margin,
+            random.Random(),
+            contrastive=any(r.responder < 0 for r in responses),
         )
-        return build_judgment(request.candidates, scores, request.min_margin)

@@ -1,14 +1,18 @@
-"""The judge stage: every candidate scored once, the item's judgment stored, the item ended."""
+"""The judge stage: the item's candidates judged (each rubric score stored once), the
+judgment stored and the item ended, or the instruction sent back by contrastive filtering for
+another Self-Rubrics round."""
 
 from __future__ import annotations
 
-import asyncio
+import random
 
 import structlog
 
-from services.judge.core import Judge, build_judgment
+from services.judge.core import Judge, Panel
+from taxoforge.bus import Stage
 from taxoforge.bus.worker import Delivery
-from taxoforge.pipeline import active_job
+from taxoforge.methods import sampling_seed
+from taxoforge.pipeline import active_job, publish_work
 from taxoforge.service import ServiceContext
 from taxoforge.store import ItemKind, ItemStore
 from taxoforge.v1 import common_pb2 as pb
@@ -17,11 +21,12 @@ __all__ = ["JudgeHandler"]
 
 
 class JudgeHandler:
-    """Candidates in, judgment and outcome stored."""
+    """Candidates in; the judgment (or a refinement request) out."""
 
     def __init__(self, ctx: ServiceContext, judge: Judge) -> None:
         self._ctx = ctx
         self._judge = judge
+        self._panel = Panel(judge)
 
     async def __call__(self, delivery: Delivery) -> None:
         candidates = pb.Candidates.FromString(delivery.data)
@@ -31,17 +36,39 @@ class JudgeHandler:
         job = await active_job(self._ctx.jobs, instruction.job_id)
         if job is None:
             return
-
-        async def _judgment() -> pb.Judgment:
-            scores = await asyncio.gather(
-                *(self._score(job, instruction, r) for r in candidates.responses)
+        items = self._ctx.items
+        version = instruction.version
+        key = ItemStore.key(job.id, ItemKind.JUDGED, item_id, f"v{version}")
+        judged = await items.once(key, pb.Judgment, lambda: self._judge_version(job, candidates))
+        if judged.contrastive.decision == "refine":
+            # Back to the generator for another Self-Rubrics round; the item is not done.
+            again = pb.Instruction()
+            again.CopyFrom(instruction)
+            again.contrastive.append(judged.contrastive)
+            await publish_work(
+                self._ctx.bus, Stage.REFINE, again, job.id, item_id, version=version + 1
             )
-            return build_judgment(candidates, scores, job.recipe.min_margin)
-
-        key = ItemStore.key(job.id, ItemKind.JUDGMENT, item_id)
-        await self._ctx.items.once(key, pb.Judgment, _judgment)
+            return
+        await items.put_once(ItemStore.key(job.id, ItemKind.JUDGMENT, item_id), judged)
         await self._ctx.usage.flush(job.id)
-        await self._ctx.items.end(job.id, item_id, pb.ItemOutcome(item_id=item_id, judged=True))
+        await items.end(job.id, item_id, pb.ItemOutcome(item_id=item_id, judged=True))
+
+    async def _judge_version(self, job: pb.Job, candidates: pb.Candidates) -> pb.Judgment:
+        recipe = job.recipe
+        index = candidates.instruction.seed.index
+        rng = random.Random(
+            sampling_seed(recipe.seed, index, "judge", candidates.instruction.version)
+        )
+        return await self._panel.run(
+            candidates,
+            recipe.models.judge,
+            recipe.judging,
+            recipe.min_margin,
+            rng,
+            contrastive=recipe.contrastive,
+            score=lambda i, r: self._score(job, i, r),
+            spent=lambda call: self._ctx.usage.add(job.id, call.usage),
+        )
 
     async def _score(
         self, job: pb.Job, instruction: pb.Instruction, response: pb.Response
@@ -51,7 +78,6 @@ class JudgeHandler:
             self._ctx.usage.add(job.id, score.call.usage)
             return score
 
-        key = ItemStore.key(
-            job.id, ItemKind.SCORE, instruction.item_id, response.id.rsplit(".", 1)[-1]
-        )
+        part = ItemStore.versioned(response.id.rsplit(".", 1)[-1], instruction.version)
+        key = ItemStore.key(job.id, ItemKind.SCORE, instruction.item_id, part)
         return await self._ctx.items.once(key, pb.Score, _write)

@@ -24,8 +24,11 @@ SERVICE_NAME = selector_pb2.DESCRIPTOR.services_by_name["SelectorService"].full_
 def build(ctx: ServiceContext) -> ServiceParts:
     """The selector servicer, the select stage and the completion tracker."""
     settings = ctx.settings
-    period = settings.tracker_period_s if isinstance(settings, SelectorSettings) else 1.0
-    runner = SelectionRunner(ctx)
+    if isinstance(settings, SelectorSettings):
+        period, judge_addr = settings.tracker_period_s, settings.judge_addr
+    else:
+        period, judge_addr = 1.0, SelectorSettings.model_fields["judge_addr"].default
+    runner = SelectionRunner(ctx, judge_addr)
     servicer = SelectorServicer(ctx.jobs, runner)
 
     def register(server: grpc.aio.Server) -> None:

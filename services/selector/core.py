@@ -54,8 +54,21 @@ def _metadata(judgment: pb.Judgment) -> Record:
 
 
 def _best(judgment: pb.Judgment) -> tuple[pb.Response, pb.Score] | None:
+    """The response to teach: contrastive filtering's kept answer, else the best-scored one."""
     by_id = {r.id: r for r in judgment.responses}
-    ranked = sorted(judgment.scores, key=lambda s: (-s.score, s.response_id))
+    decision = judgment.contrastive
+    if decision.decision in ("keep_strong", "keep_target"):
+        kept = decision.strong_id if decision.decision == "keep_strong" else decision.target_id
+        score = next((s for s in judgment.scores if s.response_id == kept and not s.failed), None)
+        if score is None:  # no valid score of its own: the contrastive one, on the mode's scale
+            value = decision.strong_score if kept == decision.strong_id else decision.target_score
+            scale = 10.0 if judgment.mode == "pairwise" else 1.0
+            score = pb.Score(response_id=kept, score=value * scale)
+        if kept in by_id and by_id[kept].text.strip():
+            return by_id[kept], score
+    ranked = sorted(
+        (s for s in judgment.scores if not s.failed), key=lambda s: (-s.score, s.response_id)
+    )
     for score in ranked:
         if score.response_id in by_id and by_id[score.response_id].text.strip():
             return by_id[score.response_id], score
@@ -81,8 +94,16 @@ def sft_record(judgment: pb.Judgment) -> tuple[float, Record] | None:
             "response_id": response.id,
             "judge_model": score.call.model,
             "judge_rationale": score.rationale,
+            "judge_mode": judgment.mode or "rubric",
+            "aspects": dict(score.aspects),
         },
     }
+    if judgment.instruction.contrastive or judgment.contrastive.decision:
+        record["metadata"]["contrastive"] = [
+            {"version": c.version, "gap": c.gap, "decision": c.decision}
+            for c in [*judgment.instruction.contrastive, judgment.contrastive]
+            if c.decision
+        ]
     return score.score, record
 
 
@@ -126,6 +147,8 @@ def select(judgments: Iterable[pb.Judgment], budget: int) -> Selection:
     sft: list[tuple[float, str, Record]] = []
     pref: list[tuple[float, float, str, Record]] = []
     for judgment in judgments:
+        if not judgment.usable:
+            continue  # contrastive filtering gave up on it, or its pair was dropped
         scored = sft_record(judgment)
         if scored is not None:
             sft.append((scored[0], judgment.item_id, scored[1]))

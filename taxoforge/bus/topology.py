@@ -32,6 +32,8 @@ class Stage(StrEnum):
     RESPOND = "respond"
     JUDGE = "judge"
     SELECT = "select"
+    # Contrastive filtering sends an instruction back for another Self-Rubrics round.
+    REFINE = "refine"
     # Taxonomy jobs: GLAN expansion of nodes, induction from instructions, and applying the
     # result as a new taxonomy version.
     EXPAND = "expand"
@@ -53,7 +55,7 @@ OBJ_TAXONOMIES = "tf-taxonomy-versions"
 # One durable pull consumer per service, shared by all of its replicas.
 CONSUMERS: dict[str, tuple[Stage, ...]] = {
     "taxonomy": (Stage.PLAN, Stage.EXPAND, Stage.INDUCE, Stage.APPLY),
-    "generator": (Stage.INSTRUCT, Stage.RESPOND),
+    "generator": (Stage.INSTRUCT, Stage.RESPOND, Stage.REFINE),
     "judge": (Stage.JUDGE,),
     "selector": (Stage.SELECT,),
 }

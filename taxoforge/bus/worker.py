@@ -169,6 +169,7 @@ class Worker:
         structlog.contextvars.bind_contextvars(
             stage=delivery.stage.value, delivery=delivery.deliveries
         )
+        started = time.monotonic()
         route = self._routes.get(stage) if stage else None
         limit = self._settings.max_deliver
         if route is None:
@@ -199,6 +200,7 @@ class Worker:
         else:
             self.processed += 1
             await _quietly(msg.ack())
+            log.debug("work_done", ms=round((time.monotonic() - started) * 1000, 1))
 
     def _backoff(self, deliveries: int) -> float:
         s = self._settings

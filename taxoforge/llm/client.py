@@ -33,7 +33,14 @@ _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL | re.IGNORE
 
 
 class StructuredOutputError(PermanentError):
-    """The model's replies never matched the asked schema; the item fails with this reason."""
+    """The model's replies never matched the asked schema; the item fails with this reason.
+
+    ``call`` records what the attempts cost and how many replies were invalid.
+    """
+
+    def __init__(self, message: str, call: pb.LLMCall | None = None) -> None:
+        super().__init__(message)
+        self.call = call or pb.LLMCall()
 
 
 class LLMRequestError(PermanentError):
@@ -189,10 +196,14 @@ class LLMClient:
                 )
                 continue
             call.usage.CopyFrom(usage)
+            call.invalid_replies = len(errors)
             return parsed, call
+        call.usage.CopyFrom(usage)
+        call.invalid_replies = len(errors)
         raise StructuredOutputError(
             f"{role} reply did not match {output.__name__} after "
-            f"{len(errors)} attempts: {'; '.join(errors)}"
+            f"{len(errors)} attempts: {'; '.join(errors)}",
+            call,
         )
 
     async def _call_with_retries(self, cfg: pb.ModelConfig, req: ChatRequest) -> ChatResult:

@@ -9,6 +9,8 @@ follow the request's schema, and its behaviour can be steered while it runs:
 - ``json_object_only``: refuse OpenAI's ``json_schema`` format with 422, as llama-cpp-python does.
 - ``slow_pattern`` / ``slow_ms``: requests containing the pattern take that much longer.
 - ``replies``: [pattern, reply] pairs; the first pattern a request contains picks its reply.
+- ``position_bias``: judge replies score answers by their "[quality: N]" markers, the first
+  shown answer getting this many extra points (tests of order-swapping judges).
 - ``wrong_language_pattern``: requests containing it are answered in English. Otherwise text
   replies are in the language the prompt asks for ("... in French"), for en/fr/de/es.
 
@@ -143,6 +145,12 @@ class FakeConfig:
     slow_ms: float = 0.0
     # [pattern, reply] pairs: a request containing the pattern gets that reply verbatim.
     replies: list[list[str]] = field(default_factory=list)
+    # Judging by markers: a response text carrying "[quality: N]" (N in 1-100) is scored by N
+    # (rubric: N/10; pairwise: N, plus ``position_bias`` points for the answer shown first).
+    position_bias: float = 0.0
+    # [temperature, N] pairs: text replies sampled at that temperature end with "[quality: N]"
+    # (so a test controls which candidate is better; candidates differ by temperature).
+    quality_by_temperature: list[list[float]] = field(default_factory=list)
     # Requests containing this pattern are answered in English, whatever they ask for: always,
     # or only the first ``wrong_language_times`` times the same messages come.
     wrong_language_pattern: str | None = None
@@ -187,6 +195,32 @@ def _from_schema(schema: dict[str, Any], seed: bytes, path: str = "") -> Any:
     if kind == "boolean":
         return bool(n % 2)
     return f"fake {path.strip('.') or 'text'} {h.hex()[:8]}"
+
+
+_QUALITY = re.compile(r"\[quality: (\d+)\]")
+
+
+def _scale(schema: dict[str, Any], name: str, value: float) -> int:
+    prop = schema.get("properties", {}).get(name, {})
+    top = max(prop.get("enum") or [prop.get("maximum", 100)])
+    scaled = value if top >= 100 else value / 10.0
+    return int(min(max(round(scaled), 1), top))
+
+
+def _judge_by_markers(
+    value: dict[str, Any], schema: dict[str, Any], blob: str, position_bias: float
+) -> None:
+    """Judge replies follow the quality markers in the answers (fake judging, for tests)."""
+    marks = [float(m) for m in _QUALITY.findall(blob)]
+    if not marks:
+        return
+    if "score_1" in value and "score_2" in value and len(marks) >= 2:
+        value["score_1"] = _scale(schema, "score_1", marks[0] + position_bias)
+        value["score_2"] = _scale(schema, "score_2", marks[1])
+    elif "score" in value:
+        for name in value:
+            if name != "rationale" and isinstance(value[name], int):
+                value[name] = _scale(schema, name, marks[0])
 
 
 def _text_reply(messages: list[dict[str, Any]], seed: bytes, english: bool = False) -> str:
@@ -267,13 +301,20 @@ class FakeLLM:
             if cfg.malformed_pattern and cfg.malformed_pattern in blob:
                 content = "this is not json {"
             else:
-                content = json.dumps(_from_schema(schema, seed))
+                value = _from_schema(schema, seed)
+                if isinstance(value, dict):
+                    _judge_by_markers(value, schema, blob, cfg.position_bias)
+                content = json.dumps(value)
         else:
             english = bool(cfg.wrong_language_pattern and cfg.wrong_language_pattern in blob)
             if english and cfg.wrong_language_times:
                 self._wrong_seen[blob] += 1
                 english = self._wrong_seen[blob] <= cfg.wrong_language_times
             content = _text_reply(messages, seed, english)
+            temperature = body.get("temperature")
+            for at, quality in cfg.quality_by_temperature:
+                if temperature is not None and abs(float(temperature) - at) < 1e-6:
+                    content += f" [quality: {int(quality)}]"
         prompt_tokens = max(1, len(blob) // 4)
         completion_tokens = max(1, len(content) // 4)
         return web.json_response(

@@ -222,6 +222,7 @@ class LLMCall(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _builtins.int
     TEMPERATURE_FIELD_NUMBER: _builtins.int
     CACHED_FIELD_NUMBER: _builtins.int
+    INVALID_REPLIES_FIELD_NUMBER: _builtins.int
     role: _builtins.str
     model: _builtins.str
     template: _builtins.str
@@ -232,6 +233,10 @@ class LLMCall(_message.Message):
     temperature: _builtins.float
     cached: _builtins.bool
     """Answered from the shared request cache: no model was called, nothing was spent."""
+    invalid_replies: _builtins.int
+    """Replies that failed validation before this one (structured output); they are asked again,
+    never used.
+    """
     @_builtins.property
     def usage(self) -> Global___Usage: ...
     def __init__(
@@ -247,10 +252,11 @@ class LLMCall(_message.Message):
         finish_reason: _builtins.str = ...,
         temperature: _builtins.float = ...,
         cached: _builtins.bool = ...,
+        invalid_replies: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached", b"cached", "finish_reason", b"finish_reason", "latency_s", b"latency_s", "model", b"model", "prompt_sha256", b"prompt_sha256", "role", b"role", "temperature", b"temperature", "template", b"template", "template_version", b"template_version", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached", b"cached", "finish_reason", b"finish_reason", "invalid_replies", b"invalid_replies", "latency_s", b"latency_s", "model", b"model", "prompt_sha256", b"prompt_sha256", "role", b"role", "temperature", b"temperature", "template", b"template", "template_version", b"template_version", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -576,6 +582,7 @@ class Recipe(_message.Message):
     INSTRUCTION_ATTEMPTS_FIELD_NUMBER: _builtins.int
     NEAR_DUPLICATE_FIELD_NUMBER: _builtins.int
     CONTRASTIVE_FIELD_NUMBER: _builtins.int
+    JUDGING_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     taxonomy_id: _builtins.str
     count: _builtins.int
@@ -636,6 +643,8 @@ class Recipe(_message.Message):
     def strategies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Share]:
         """Instruction strategies and their shares: "glan", "tap", "codeclm" (default: tap)."""
 
+    @_builtins.property
+    def judging(self) -> Global___JudgeConfig: ...
     def __init__(
         self,
         *,
@@ -663,10 +672,11 @@ class Recipe(_message.Message):
         instruction_attempts: _builtins.int = ...,
         near_duplicate: _builtins.float | None = ...,
         contrastive: _builtins.bool = ...,
+        judging: Global___JudgeConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_near_duplicate", b"_near_duplicate", "_rubric_rounds", b"_rubric_rounds", "models", b"models", "near_duplicate", b"near_duplicate", "rubric_rounds", b"rubric_rounds"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_near_duplicate", b"_near_duplicate", "_rubric_rounds", b"_rubric_rounds", "judging", b"judging", "models", b"models", "near_duplicate", b"near_duplicate", "rubric_rounds", b"rubric_rounds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_near_duplicate", b"_near_duplicate", "_rubric_rounds", b"_rubric_rounds", "budget", b"budget", "contrastive", b"contrastive", "count", b"count", "difficulties", b"difficulties", "distribution", b"distribution", "instruction_attempts", b"instruction_attempts", "languages", b"languages", "min_margin", b"min_margin", "models", b"models", "name", b"name", "near_duplicate", b"near_duplicate", "no_cache", b"no_cache", "no_language_check", b"no_language_check", "node_counts", b"node_counts", "nodes", b"nodes", "responses_per_instruction", b"responses_per_instruction", "rubric_rounds", b"rubric_rounds", "seed", b"seed", "strategies", b"strategies", "task_taxonomy_id", b"task_taxonomy_id", "task_taxonomy_version", b"task_taxonomy_version", "task_types", b"task_types", "taxonomy_id", b"taxonomy_id", "taxonomy_version", b"taxonomy_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_near_duplicate", b"_near_duplicate", "_rubric_rounds", b"_rubric_rounds", "budget", b"budget", "contrastive", b"contrastive", "count", b"count", "difficulties", b"difficulties", "distribution", b"distribution", "instruction_attempts", b"instruction_attempts", "judging", b"judging", "languages", b"languages", "min_margin", b"min_margin", "models", b"models", "name", b"name", "near_duplicate", b"near_duplicate", "no_cache", b"no_cache", "no_language_check", b"no_language_check", "node_counts", b"node_counts", "nodes", b"nodes", "responses_per_instruction", b"responses_per_instruction", "rubric_rounds", b"rubric_rounds", "seed", b"seed", "strategies", b"strategies", "task_taxonomy_id", b"task_taxonomy_id", "task_taxonomy_version", b"task_taxonomy_version", "task_types", b"task_types", "taxonomy_id", b"taxonomy_id", "taxonomy_version", b"taxonomy_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__near_duplicate: _TypeAlias = _typing.Literal["near_duplicate"]  # noqa: Y015
     _WhichOneofArgType__near_duplicate: _TypeAlias = _typing.Literal["_near_duplicate", b"_near_duplicate"]  # noqa: Y015
@@ -678,6 +688,83 @@ class Recipe(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__rubric_rounds) -> _WhichOneofReturnType__rubric_rounds | None: ...
 
 Global___Recipe: _TypeAlias = Recipe  # noqa: Y015
+
+@_typing.final
+class JudgeConfig(_message.Message):
+    """How a job is judged."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    NO_SWAP_FIELD_NUMBER: _builtins.int
+    DISAGREEMENT_FIELD_NUMBER: _builtins.int
+    INCONSISTENT_FIELD_NUMBER: _builtins.int
+    CONTRASTIVE_GAP_FIELD_NUMBER: _builtins.int
+    GOLDEN_FIELD_NUMBER: _builtins.int
+    mode: _builtins.str
+    """"rubric" (1-10 overall and per aspect, the default) or "pairwise" (1-100, both orders)."""
+    no_swap: _builtins.bool
+    """Pairwise: judge each pair in one order only (measures position bias; not for real data)."""
+    disagreement: _builtins.float
+    """Pairwise: how far the two orders' verdicts (A minus B, on 1-100) may differ before the
+    pair is inconsistent (default 30).
+    """
+    inconsistent: _builtins.str
+    """What an inconsistent pair becomes: "tie" (no preference, the default), "drop" (the item
+    leaves the datasets) or "third" (a third comparison, in a random order, decides).
+    """
+    contrastive_gap: _builtins.float
+    """CodecLM: the gap above which the instruction is kept (default 3 on 1-10)."""
+    @_builtins.property
+    def golden(self) -> _containers.RepeatedCompositeFieldContainer[Global___GoldenPair]:
+        """Labelled pairs the judge is checked against on this job (accuracy, Cohen's kappa)."""
+
+    def __init__(
+        self,
+        *,
+        mode: _builtins.str = ...,
+        no_swap: _builtins.bool = ...,
+        disagreement: _builtins.float = ...,
+        inconsistent: _builtins.str = ...,
+        contrastive_gap: _builtins.float = ...,
+        golden: _abc.Iterable[Global___GoldenPair] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contrastive_gap", b"contrastive_gap", "disagreement", b"disagreement", "golden", b"golden", "inconsistent", b"inconsistent", "mode", b"mode", "no_swap", b"no_swap"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JudgeConfig: _TypeAlias = JudgeConfig  # noqa: Y015
+
+@_typing.final
+class GoldenPair(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTRUCTION_FIELD_NUMBER: _builtins.int
+    A_FIELD_NUMBER: _builtins.int
+    B_FIELD_NUMBER: _builtins.int
+    PREFERRED_FIELD_NUMBER: _builtins.int
+    instruction: _builtins.str
+    a: _builtins.str
+    b: _builtins.str
+    preferred: _builtins.str
+    """"a", "b" or "tie"."""
+    def __init__(
+        self,
+        *,
+        instruction: _builtins.str = ...,
+        a: _builtins.str = ...,
+        b: _builtins.str = ...,
+        preferred: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["a", b"a", "b", b"b", "instruction", b"instruction", "preferred", b"preferred"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GoldenPair: _TypeAlias = GoldenPair  # noqa: Y015
 
 @_typing.final
 class DatasetInfo(_message.Message):
@@ -1210,6 +1297,8 @@ class SelectionReport(_message.Message):
     BY_LANGUAGE_FIELD_NUMBER: _builtins.int
     BY_STRATEGY_FIELD_NUMBER: _builtins.int
     REJECTIONS_FIELD_NUMBER: _builtins.int
+    JUDGE_FIELD_NUMBER: _builtins.int
+    UNUSABLE_FIELD_NUMBER: _builtins.int
     judged: _builtins.int
     failed: _builtins.int
     sft_records: _builtins.int
@@ -1218,6 +1307,8 @@ class SelectionReport(_message.Message):
     """Judged items whose candidates tied within the margin, so they give no pair."""
     over_budget: _builtins.int
     """Records left out because the budget was reached."""
+    unusable: _builtins.int
+    """Judged items left out of the datasets (contrastive filtering, dropped pairs)."""
     @_builtins.property
     def failures_by_stage(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
     @_builtins.property
@@ -1236,6 +1327,8 @@ class SelectionReport(_message.Message):
     def by_strategy(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
     @_builtins.property
     def rejections(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
+    @_builtins.property
+    def judge(self) -> Global___JudgeHealth: ...
     def __init__(
         self,
         *,
@@ -1251,10 +1344,12 @@ class SelectionReport(_message.Message):
         by_language: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         by_strategy: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         rejections: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        judge: Global___JudgeHealth | None = ...,
+        unusable: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["judge", b"judge", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_language", b"by_language", "by_strategy", b"by_strategy", "failed", b"failed", "failure_reasons", b"failure_reasons", "failures_by_stage", b"failures_by_stage", "judged", b"judged", "over_budget", b"over_budget", "preference_records", b"preference_records", "rejections", b"rejections", "sft_records", b"sft_records", "ties", b"ties", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_language", b"by_language", "by_strategy", b"by_strategy", "failed", b"failed", "failure_reasons", b"failure_reasons", "failures_by_stage", b"failures_by_stage", "judge", b"judge", "judged", b"judged", "over_budget", b"over_budget", "preference_records", b"preference_records", "rejections", b"rejections", "sft_records", b"sft_records", "ties", b"ties", "unusable", b"unusable", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1446,6 +1541,55 @@ class Seed(_message.Message):
 Global___Seed: _TypeAlias = Seed  # noqa: Y015
 
 @_typing.final
+class ContrastiveRound(_message.Message):
+    """One contrastive filtering round (CodecLM): strong and target answers compared both ways."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    STRONG_ID_FIELD_NUMBER: _builtins.int
+    TARGET_ID_FIELD_NUMBER: _builtins.int
+    STRONG_SCORE_FIELD_NUMBER: _builtins.int
+    TARGET_SCORE_FIELD_NUMBER: _builtins.int
+    GAP_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    CALLS_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    strong_id: _builtins.str
+    target_id: _builtins.str
+    strong_score: _builtins.float
+    """Scores 1-10, each the mean of the two orders."""
+    target_score: _builtins.float
+    gap: _builtins.float
+    """strong minus target."""
+    decision: _builtins.str
+    """"keep_strong", "keep_target" (the target was much better: kept as regularization),
+    "refine" (gap too small: back to Self-Rubrics) or "exhausted" (too small after the last
+    round: the item leaves the datasets).
+    """
+    @_builtins.property
+    def calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___LLMCall]: ...
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        strong_id: _builtins.str = ...,
+        target_id: _builtins.str = ...,
+        strong_score: _builtins.float = ...,
+        target_score: _builtins.float = ...,
+        gap: _builtins.float = ...,
+        decision: _builtins.str = ...,
+        calls: _abc.Iterable[Global___LLMCall] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "decision", b"decision", "gap", b"gap", "strong_id", b"strong_id", "strong_score", b"strong_score", "target_id", b"target_id", "target_score", b"target_score", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContrastiveRound: _TypeAlias = ContrastiveRound  # noqa: Y015
+
+@_typing.final
 class RubricRound(_message.Message):
     """One Self-Rubrics round (CodecLM): the rubric, the action taken, and the result."""
 
@@ -1522,6 +1666,8 @@ class Instruction(_message.Message):
     SESSIONS_FIELD_NUMBER: _builtins.int
     CONCEPTS_FIELD_NUMBER: _builtins.int
     ROUNDS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    CONTRASTIVE_FIELD_NUMBER: _builtins.int
     RUBRICS_FIELD_NUMBER: _builtins.int
     REJECTIONS_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
@@ -1531,6 +1677,8 @@ class Instruction(_message.Message):
     strategy: _builtins.str
     use_case: _builtins.str
     """CodecLM metadata the instruction was written from."""
+    version: _builtins.int
+    """Refinements sent back by contrastive filtering (0 for the first version)."""
     @_builtins.property
     def seed(self) -> Global___Seed: ...
     @_builtins.property
@@ -1547,6 +1695,8 @@ class Instruction(_message.Message):
     def rounds(self) -> _containers.RepeatedCompositeFieldContainer[Global___RubricRound]:
         """Self-Rubrics rounds, in order; text is the last round's instruction."""
 
+    @_builtins.property
+    def contrastive(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContrastiveRound]: ...
     @_builtins.property
     def rubrics(self) -> _containers.RepeatedCompositeFieldContainer[Global___RubricItem]: ...
     @_builtins.property
@@ -1569,13 +1719,15 @@ class Instruction(_message.Message):
         sessions: _abc.Iterable[Global___Session] | None = ...,
         concepts: _abc.Iterable[_builtins.str] | None = ...,
         rounds: _abc.Iterable[Global___RubricRound] | None = ...,
+        version: _builtins.int = ...,
+        contrastive: _abc.Iterable[Global___ContrastiveRound] | None = ...,
         rubrics: _abc.Iterable[Global___RubricItem] | None = ...,
         rejections: _abc.Iterable[Global___Rejection] | None = ...,
         usage: Global___Usage | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "seed", b"seed", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "concepts", b"concepts", "item_id", b"item_id", "job_id", b"job_id", "rejections", b"rejections", "rounds", b"rounds", "rubrics", b"rubrics", "seed", b"seed", "sessions", b"sessions", "skills", b"skills", "strategy", b"strategy", "text", b"text", "usage", b"usage", "use_case", b"use_case"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "concepts", b"concepts", "contrastive", b"contrastive", "item_id", b"item_id", "job_id", b"job_id", "rejections", b"rejections", "rounds", b"rounds", "rubrics", b"rubrics", "seed", b"seed", "sessions", b"sessions", "skills", b"skills", "strategy", b"strategy", "text", b"text", "usage", b"usage", "use_case", b"use_case", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1673,16 +1825,44 @@ Global___Candidates: _TypeAlias = Candidates  # noqa: Y015
 class Score(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class AspectsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     RESPONSE_ID_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
     RATIONALE_FIELD_NUMBER: _builtins.int
     CALL_FIELD_NUMBER: _builtins.int
+    ASPECTS_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
     response_id: _builtins.str
     score: _builtins.float
-    """Rubric score, 1 to 10."""
+    """Rubric: 1 to 10; pairwise: the mean of its comparisons, 1 to 100."""
     rationale: _builtins.str
+    failed: _builtins.bool
+    """True when the judge never gave a valid verdict: the candidate has no score."""
     @_builtins.property
     def call(self) -> Global___LLMCall: ...
+    @_builtins.property
+    def aspects(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Rubric: helpfulness, correctness, instruction_following, honesty, language_match (1-10)."""
+
     def __init__(
         self,
         *,
@@ -1690,14 +1870,88 @@ class Score(_message.Message):
         score: _builtins.float = ...,
         rationale: _builtins.str = ...,
         call: Global___LLMCall | None = ...,
+        aspects: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        failed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "rationale", b"rationale", "response_id", b"response_id", "score", b"score"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aspects", b"aspects", "call", b"call", "failed", b"failed", "rationale", b"rationale", "response_id", b"response_id", "score", b"score"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Score: _TypeAlias = Score  # noqa: Y015
+
+@_typing.final
+class Comparison(_message.Message):
+    """Two candidates compared on 1-100 with explicit criteria, in both orders."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    A_ID_FIELD_NUMBER: _builtins.int
+    B_ID_FIELD_NUMBER: _builtins.int
+    A_FIRST_A_FIELD_NUMBER: _builtins.int
+    A_FIRST_B_FIELD_NUMBER: _builtins.int
+    B_FIRST_A_FIELD_NUMBER: _builtins.int
+    B_FIRST_B_FIELD_NUMBER: _builtins.int
+    A_FIELD_NUMBER: _builtins.int
+    B_FIELD_NUMBER: _builtins.int
+    INCONSISTENT_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    RATIONALE_A_FIRST_FIELD_NUMBER: _builtins.int
+    RATIONALE_B_FIRST_FIELD_NUMBER: _builtins.int
+    CALLS_FIELD_NUMBER: _builtins.int
+    SWAPPED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    a_id: _builtins.str
+    b_id: _builtins.str
+    a_first_a: _builtins.float
+    """A's and B's scores when A was shown first, and when B was shown first."""
+    a_first_b: _builtins.float
+    b_first_a: _builtins.float
+    b_first_b: _builtins.float
+    a: _builtins.float
+    """Means of the two orders."""
+    b: _builtins.float
+    inconsistent: _builtins.bool
+    """The two orders preferred different candidates, or their margins differ too much."""
+    verdict: _builtins.str
+    """"a", "b" or "tie", after the inconsistency policy."""
+    rationale_a_first: _builtins.str
+    rationale_b_first: _builtins.str
+    swapped: _builtins.bool
+    failed: _builtins.bool
+    """The judge never gave a valid verdict for an order: no scores, verdict "tie"."""
+    error: _builtins.str
+    @_builtins.property
+    def calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___LLMCall]: ...
+    def __init__(
+        self,
+        *,
+        a_id: _builtins.str = ...,
+        b_id: _builtins.str = ...,
+        a_first_a: _builtins.float = ...,
+        a_first_b: _builtins.float = ...,
+        b_first_a: _builtins.float = ...,
+        b_first_b: _builtins.float = ...,
+        a: _builtins.float = ...,
+        b: _builtins.float = ...,
+        inconsistent: _builtins.bool = ...,
+        verdict: _builtins.str = ...,
+        rationale_a_first: _builtins.str = ...,
+        rationale_b_first: _builtins.str = ...,
+        calls: _abc.Iterable[Global___LLMCall] | None = ...,
+        swapped: _builtins.bool = ...,
+        failed: _builtins.bool = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["a", b"a", "a_first_a", b"a_first_a", "a_first_b", b"a_first_b", "a_id", b"a_id", "b", b"b", "b_first_a", b"b_first_a", "b_first_b", b"b_first_b", "b_id", b"b_id", "calls", b"calls", "error", b"error", "failed", b"failed", "inconsistent", b"inconsistent", "rationale_a_first", b"rationale_a_first", "rationale_b_first", b"rationale_b_first", "swapped", b"swapped", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Comparison: _TypeAlias = Comparison  # noqa: Y015
 
 @_typing.final
 class PreferencePair(_message.Message):
@@ -1740,8 +1994,19 @@ class Judgment(_message.Message):
     RESPONSES_FIELD_NUMBER: _builtins.int
     SCORES_FIELD_NUMBER: _builtins.int
     PAIR_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    COMPARISONS_FIELD_NUMBER: _builtins.int
+    CONTRASTIVE_FIELD_NUMBER: _builtins.int
+    USABLE_FIELD_NUMBER: _builtins.int
+    UNUSABLE_REASON_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     item_id: _builtins.str
+    mode: _builtins.str
+    usable: _builtins.bool
+    """False when the item must not enter the datasets (contrastive filtering exhausted, or an
+    inconsistent pair under the "drop" policy).
+    """
+    unusable_reason: _builtins.str
     @_builtins.property
     def instruction(self) -> Global___Instruction: ...
     @_builtins.property
@@ -1752,6 +2017,12 @@ class Judgment(_message.Message):
     def pair(self) -> Global___PreferencePair:
         """Absent when no two candidates differ by the margin."""
 
+    @_builtins.property
+    def comparisons(self) -> _containers.RepeatedCompositeFieldContainer[Global___Comparison]: ...
+    @_builtins.property
+    def contrastive(self) -> Global___ContrastiveRound:
+        """Contrastive filtering's last round; a "refine" decision means the item went back."""
+
     def __init__(
         self,
         *,
@@ -1761,16 +2032,104 @@ class Judgment(_message.Message):
         responses: _abc.Iterable[Global___Response] | None = ...,
         scores: _abc.Iterable[Global___Score] | None = ...,
         pair: Global___PreferencePair | None = ...,
+        mode: _builtins.str = ...,
+        comparisons: _abc.Iterable[Global___Comparison] | None = ...,
+        contrastive: Global___ContrastiveRound | None = ...,
+        usable: _builtins.bool = ...,
+        unusable_reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_pair", b"_pair", "instruction", b"instruction", "pair", b"pair"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_pair", b"_pair", "contrastive", b"contrastive", "instruction", b"instruction", "pair", b"pair"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_pair", b"_pair", "instruction", b"instruction", "item_id", b"item_id", "job_id", b"job_id", "pair", b"pair", "responses", b"responses", "scores", b"scores"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_pair", b"_pair", "comparisons", b"comparisons", "contrastive", b"contrastive", "instruction", b"instruction", "item_id", b"item_id", "job_id", b"job_id", "mode", b"mode", "pair", b"pair", "responses", b"responses", "scores", b"scores", "unusable_reason", b"unusable_reason", "usable", b"usable"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__pair: _TypeAlias = _typing.Literal["pair"]  # noqa: Y015
     _WhichOneofArgType__pair: _TypeAlias = _typing.Literal["_pair", b"_pair"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__pair) -> _WhichOneofReturnType__pair | None: ...
 
 Global___Judgment: _TypeAlias = Judgment  # noqa: Y015
+
+@_typing.final
+class JudgeHealth(_message.Message):
+    """A job's judge, measured: position bias, score spread, parse failures, agreement."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class HistogramEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.int
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.int = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CALLS_FIELD_NUMBER: _builtins.int
+    INVALID_REPLIES_FIELD_NUMBER: _builtins.int
+    PARSE_FAILURE_RATE_FIELD_NUMBER: _builtins.int
+    JUDGE_FAILURES_FIELD_NUMBER: _builtins.int
+    COMPARISONS_FIELD_NUMBER: _builtins.int
+    INCONSISTENT_FIELD_NUMBER: _builtins.int
+    SWAP_DISAGREEMENT_RATE_FIELD_NUMBER: _builtins.int
+    HISTOGRAM_FIELD_NUMBER: _builtins.int
+    GOLDEN_PAIRS_FIELD_NUMBER: _builtins.int
+    GOLDEN_ACCURACY_FIELD_NUMBER: _builtins.int
+    GOLDEN_KAPPA_FIELD_NUMBER: _builtins.int
+    CONTRASTIVE_KEPT_FIELD_NUMBER: _builtins.int
+    CONTRASTIVE_REFINED_FIELD_NUMBER: _builtins.int
+    CONTRASTIVE_EXHAUSTED_FIELD_NUMBER: _builtins.int
+    calls: _builtins.int
+    invalid_replies: _builtins.int
+    parse_failure_rate: _builtins.float
+    judge_failures: _builtins.int
+    comparisons: _builtins.int
+    inconsistent: _builtins.int
+    swap_disagreement_rate: _builtins.float
+    golden_pairs: _builtins.int
+    golden_accuracy: _builtins.float
+    golden_kappa: _builtins.float
+    contrastive_kept: _builtins.int
+    contrastive_refined: _builtins.int
+    contrastive_exhausted: _builtins.int
+    @_builtins.property
+    def histogram(self) -> _containers.ScalarMap[_builtins.int, _builtins.int]:
+        """Rubric: score 1..10 -> count; pairwise: bucket 0-9, 10-19, ... -> count (key: lower bound)."""
+
+    def __init__(
+        self,
+        *,
+        calls: _builtins.int = ...,
+        invalid_replies: _builtins.int = ...,
+        parse_failure_rate: _builtins.float = ...,
+        judge_failures: _builtins.int = ...,
+        comparisons: _builtins.int = ...,
+        inconsistent: _builtins.int = ...,
+        swap_disagreement_rate: _builtins.float = ...,
+        histogram: _abc.Mapping[_builtins.int, _builtins.int] | None = ...,
+        golden_pairs: _builtins.int = ...,
+        golden_accuracy: _builtins.float = ...,
+        golden_kappa: _builtins.float = ...,
+        contrastive_kept: _builtins.int = ...,
+        contrastive_refined: _builtins.int = ...,
+        contrastive_exhausted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "comparisons", b"comparisons", "contrastive_exhausted", b"contrastive_exhausted", "contrastive_kept", b"contrastive_kept", "contrastive_refined", b"contrastive_refined", "golden_accuracy", b"golden_accuracy", "golden_kappa", b"golden_kappa", "golden_pairs", b"golden_pairs", "histogram", b"histogram", "inconsistent", b"inconsistent", "invalid_replies", b"invalid_replies", "judge_failures", b"judge_failures", "parse_failure_rate", b"parse_failure_rate", "swap_disagreement_rate", b"swap_disagreement_rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JudgeHealth: _TypeAlias = JudgeHealth  # noqa: Y015
 
 @_typing.final
 class ItemFailure(_message.Message):

@@ -3,8 +3,10 @@
 isort:skip_file
 ---- Judge service: scores and preference pairs ----"""
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from taxoforge.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -24,22 +26,66 @@ class JudgeCandidatesRequest(_message.Message):
     CANDIDATES_FIELD_NUMBER: _builtins.int
     JUDGE_FIELD_NUMBER: _builtins.int
     MIN_MARGIN_FIELD_NUMBER: _builtins.int
+    CONFIG_FIELD_NUMBER: _builtins.int
     min_margin: _builtins.float
     @_builtins.property
     def candidates(self) -> _common_pb2.Candidates: ...
     @_builtins.property
     def judge(self) -> _common_pb2.ModelConfig: ...
+    @_builtins.property
+    def config(self) -> _common_pb2.JudgeConfig: ...
     def __init__(
         self,
         *,
         candidates: _common_pb2.Candidates | None = ...,
         judge: _common_pb2.ModelConfig | None = ...,
         min_margin: _builtins.float = ...,
+        config: _common_pb2.JudgeConfig | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "judge", b"judge"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "config", b"config", "judge", b"judge"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "judge", b"judge", "min_margin", b"min_margin"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "config", b"config", "judge", b"judge", "min_margin", b"min_margin"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JudgeCandidatesRequest: _TypeAlias = JudgeCandidatesRequest  # noqa: Y015
+
+@_typing.final
+class JudgeBatchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___JudgeCandidatesRequest]: ...
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___JudgeCandidatesRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JudgeBatchRequest: _TypeAlias = JudgeBatchRequest  # noqa: Y015
+
+@_typing.final
+class JudgeBatchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JUDGMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def judgments(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Judgment]: ...
+    def __init__(
+        self,
+        *,
+        judgments: _abc.Iterable[_common_pb2.Judgment] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["judgments", b"judgments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JudgeBatchResponse: _TypeAlias = JudgeBatchResponse  # noqa: Y015

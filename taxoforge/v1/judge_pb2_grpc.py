@@ -40,13 +40,26 @@ class JudgeServiceStub:
                 request_serializer=taxoforge_dot_v1_dot_judge__pb2.JudgeCandidatesRequest.SerializeToString,
                 response_deserializer=taxoforge_dot_v1_dot_common__pb2.Judgment.FromString,
                 _registered_method=True)
+        self.JudgeBatch = channel.unary_unary(
+                '/taxoforge.v1.JudgeService/JudgeBatch',
+                request_serializer=taxoforge_dot_v1_dot_judge__pb2.JudgeBatchRequest.SerializeToString,
+                response_deserializer=taxoforge_dot_v1_dot_judge__pb2.JudgeBatchResponse.FromString,
+                _registered_method=True)
 
 
 class JudgeServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def JudgeCandidates(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Judge one instruction's candidates now (for other systems; jobs use the queue).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def JudgeBatch(self, request, context):
+        """Judge a small batch of instructions with their candidates.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -58,6 +71,11 @@ def add_JudgeServiceServicer_to_server(servicer, server):
                     servicer.JudgeCandidates,
                     request_deserializer=taxoforge_dot_v1_dot_judge__pb2.JudgeCandidatesRequest.FromString,
                     response_serializer=taxoforge_dot_v1_dot_common__pb2.Judgment.SerializeToString,
+            ),
+            'JudgeBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.JudgeBatch,
+                    request_deserializer=taxoforge_dot_v1_dot_judge__pb2.JudgeBatchRequest.FromString,
+                    response_serializer=taxoforge_dot_v1_dot_judge__pb2.JudgeBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +105,33 @@ class JudgeService:
             '/taxoforge.v1.JudgeService/JudgeCandidates',
             taxoforge_dot_v1_dot_judge__pb2.JudgeCandidatesRequest.SerializeToString,
             taxoforge_dot_v1_dot_common__pb2.Judgment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def JudgeBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taxoforge.v1.JudgeService/JudgeBatch',
+            taxoforge_dot_v1_dot_judge__pb2.JudgeBatchRequest.SerializeToString,
+            taxoforge_dot_v1_dot_judge__pb2.JudgeBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

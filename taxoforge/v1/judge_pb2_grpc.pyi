@@ -33,11 +33,17 @@ class JudgeServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> JudgeServiceAsyncStub: ...
     JudgeCandidates: _grpc.UnaryUnaryMultiCallable[_judge_pb2.JudgeCandidatesRequest, _common_pb2.Judgment]
+    """Judge one instruction's candidates now (for other systems; jobs use the queue)."""
+    JudgeBatch: _grpc.UnaryUnaryMultiCallable[_judge_pb2.JudgeBatchRequest, _judge_pb2.JudgeBatchResponse]
+    """Judge a small batch of instructions with their candidates."""
 
 @_typing.type_check_only
 class JudgeServiceAsyncStub(JudgeServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     JudgeCandidates: _aio.UnaryUnaryMultiCallable[_judge_pb2.JudgeCandidatesRequest, _common_pb2.Judgment]  # type: ignore[assignment]
+    """Judge one instruction's candidates now (for other systems; jobs use the queue)."""
+    JudgeBatch: _aio.UnaryUnaryMultiCallable[_judge_pb2.JudgeBatchRequest, _judge_pb2.JudgeBatchResponse]  # type: ignore[assignment]
+    """Judge a small batch of instructions with their candidates."""
 
 class JudgeServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -45,6 +51,15 @@ class JudgeServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _judge_pb2.JudgeCandidatesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_common_pb2.Judgment, _abc.Awaitable[_common_pb2.Judgment]]: ...
+    ) -> _typing.Union[_common_pb2.Judgment, _abc.Awaitable[_common_pb2.Judgment]]:
+        """Judge one instruction's candidates now (for other systems; jobs use the queue)."""
+
+    @_abc_1.abstractmethod
+    def JudgeBatch(
+        self,
+        request: _judge_pb2.JudgeBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_judge_pb2.JudgeBatchResponse, _abc.Awaitable[_judge_pb2.JudgeBatchResponse]]:
+        """Judge a small batch of instructions with their candidates."""
 
 def add_JudgeServiceServicer_to_server(servicer: JudgeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -91,6 +91,8 @@ class FakeControl:
             replies=[],
             wrong_language_pattern=None,
             wrong_language_times=0,
+            position_bias=0,
+            quality_by_temperature=[],
         )
 
 

@@ -32,7 +32,7 @@ def test_only_count_is_required() -> None:
     assert _shares(spec) == {"en": 1.0}
     assert spec.responses_per_instruction == 2
     assert spec.budget == 0
-    assert spec.min_margin == 1.0
+    assert spec.min_margin is None  # the judging mode decides: 1 (rubric) or 10 (pairwise)
 
 
 def test_count_is_required() -> None:
@@ -129,7 +129,7 @@ def test_unknown_nested_fields_are_rejected() -> None:
         {"responses_per_instruction": 1},
         {"responses_per_instruction": 17},
         {"budget": -1},
-        {"min_margin": 10},
+        {"min_margin": 100},
         {"seed": -1},
         {"models": {"responders": []}},
         {"models": {"generator": {"temperature": 2.5}}},

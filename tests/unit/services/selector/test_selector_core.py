@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from services.judge.core import build_judgment
 from services.selector.core import preference_record, select, sft_record
 from taxoforge.v1 import common_pb2 as pb
@@ -198,3 +200,196 @@ def test_items_with_only_empty_responses_give_no_sft_record() -> None:
     selection = select([_judgment("i1", 9, 2, texts=["", ""])], budget=0)
 
     assert selection.sft == []
+
+
+# ---- usable, contrastive filtering and failed scores ----
+
+
+def _codeclm(
+    decision: str,
+    strong: float | None = 6,
+    target: float | None = 9,
+    *,
+    strong_text: str = "strong answer",
+    mode: str = "rubric",
+) -> pb.Judgment:
+    """A judged CodecLM item: responder r0 (the strong answer) and the target t, with rubric
+    scores (None: no score) and contrastive filtering's last round."""
+    instruction = pb.Instruction(
+        job_id="job",
+        item_id="i1",
+        text="question i1",
+        seed=pb.Seed(language="en", strategy="codeclm"),
+        version=1,
+        contrastive=[pb.ContrastiveRound(version=0, gap=1.5, decision="refine")],
+    )
+    responses = [
+        pb.Response(id="i1.r0", text=strong_text, responder=0, call=pb.LLMCall(model="strong")),
+        pb.Response(id="i1.t", text="target answer", responder=-1, call=pb.LLMCall(model="tgt")),
+    ]
+    scores = [
+        pb.Score(response_id=rid, score=s, rationale=f"why {rid}", call=pb.LLMCall(model="judge"))
+        for rid, s in (("i1.r0", strong), ("i1.t", target))
+        if s is not None
+    ]
+    judgment = build_judgment(
+        pb.Candidates(instruction=instruction, responses=responses),
+        scores,
+        min_margin=1.0,
+        config=pb.JudgeConfig(mode=mode),
+    )
+    judgment.contrastive.CopyFrom(
+        pb.ContrastiveRound(
+            version=1,
+            strong_id="i1.r0",
+            target_id="i1.t",
+            strong_score=8.5,
+            target_score=2.0,
+            gap=6.5 if decision != "keep_target" else -6.5,
+            decision=decision,
+        )
+    )
+    if decision == "keep_target":
+        judgment.contrastive.strong_score, judgment.contrastive.target_score = 2.0, 8.5
+    return judgment
+
+
+def test_select_skips_unusable_judgments() -> None:
+    dropped = _judgment("i1", 9, 2)
+    dropped.usable = False
+    dropped.unusable_reason = "an inconsistent comparison (policy: drop)"
+    kept = _judgment("i2", 7, 2)
+
+    selection = select([dropped, kept], budget=0)
+
+    assert _ids(selection.sft) == ["job/i2"]
+    assert _ids(selection.preference) == ["job/i2"]
+    assert selection.ties == 0  # an unusable item is not a tie either
+    assert selection.over_budget == 0
+
+
+def test_select_skips_exhausted_contrastive_items() -> None:
+    exhausted = _codeclm("exhausted")
+    exhausted.usable = False
+
+    assert select([exhausted], budget=0).sft == []
+
+
+def test_sft_teaches_the_strong_answer_contrastive_filtering_kept() -> None:
+    # the target has the higher rubric score, but contrastive filtering kept the strong answer
+    scored = sft_record(_codeclm("keep_strong", strong=6, target=9))
+
+    assert scored is not None
+    score, record = scored
+    assert record["messages"][1]["content"] == "strong answer"
+    assert score == 6
+    assert record["metadata"]["response_id"] == "i1.r0"
+    assert record["metadata"]["judge_rationale"] == "why i1.r0"
+
+
+def test_sft_teaches_the_target_answer_on_keep_target() -> None:
+    scored = sft_record(_codeclm("keep_target", strong=9, target=4))
+
+    assert scored is not None
+    score, record = scored
+    assert record["messages"][1]["content"] == "target answer"
+    assert score == 4
+    assert record["metadata"]["response_model"] == "tgt"
+
+
+def test_a_kept_answer_without_a_score_takes_the_contrastive_score() -> None:
+    # pairwise mode scores only the responders: the target has no Score of its own
+    scored = sft_record(_codeclm("keep_target", strong=60, target=None, mode="pairwise"))
+
+    assert scored is not None
+    score, record = scored
+    assert record["messages"][1]["content"] == "target answer"
+    assert score == 85  # the contrastive 1-10 score on pairwise mode's 1-100 scale
+
+
+@pytest.mark.parametrize("decision", ["refine", "exhausted", ""])
+def test_without_a_keep_decision_the_best_scored_answer_is_taught(decision: str) -> None:
+    scored = sft_record(_codeclm(decision, strong=6, target=9))
+
+    assert scored is not None
+    assert scored[1]["messages"][1]["content"] == "target answer"
+
+
+def test_an_empty_kept_answer_falls_back_to_the_best_scored_one() -> None:
+    scored = sft_record(_codeclm("keep_strong", strong=6, target=9, strong_text="  "))
+
+    assert scored is not None
+    assert scored[1]["messages"][1]["content"] == "target answer"
+
+
+def test_failed_scores_are_never_the_best() -> None:
+    judgment = _judgment("i1", 5, 4)
+    judgment.scores[1].failed = True
+    judgment.scores[1].score = 10  # a stray value on a failed score
+
+    scored = sft_record(judgment)
+
+    assert scored is not None
+    assert scored[0] == 5
+    assert scored[1]["metadata"]["response_id"] == "i1.r0"
+
+
+def test_no_sft_record_when_every_score_failed() -> None:
+    judgment = _judgment("i1", 0, 0)
+    for score in judgment.scores:
+        score.failed = True
+
+    assert sft_record(judgment) is None
+
+
+def test_a_kept_answer_with_a_failed_score_takes_the_contrastive_score() -> None:
+    judgment = _codeclm("keep_target", strong=9, target=4)
+    target = judgment.scores[1]
+    target.Clear()
+    target.response_id = "i1.t"
+    target.failed = True
+    target.rationale = "judge reply did not match RubricVerdict after 3 attempts"
+
+    scored = sft_record(judgment)
+
+    assert scored is not None
+    score, record = scored
+    assert record["messages"][1]["content"] == "target answer"
+    assert score == 8.5  # rubric mode: the contrastive 1-10 score as it is
+    assert "did not match" not in record["metadata"]["judge_rationale"]
+
+
+def test_metadata_has_the_judge_mode_and_aspects() -> None:
+    judgment = _judgment("i1", 4, 9)
+    judgment.scores[1].aspects.update({"helpfulness": 9, "correctness": 8, "honesty": 10})
+
+    scored = sft_record(judgment)
+
+    assert scored is not None
+    meta = scored[1]["metadata"]
+    assert meta["judge_mode"] == "rubric"
+    assert meta["aspects"] == {"helpfulness": 9, "correctness": 8, "honesty": 10}
+    assert "contrastive" not in meta
+
+
+def test_metadata_judge_mode_defaults_to_rubric_and_names_pairwise() -> None:
+    old = _judgment("i1", 4, 9)
+    old.mode = ""
+    pairwise = _codeclm("", strong=80, target=None, mode="pairwise")
+
+    old_record, pairwise_record = sft_record(old), sft_record(pairwise)
+
+    assert old_record is not None and pairwise_record is not None
+    assert old_record[1]["metadata"]["judge_mode"] == "rubric"
+    assert pairwise_record[1]["metadata"]["judge_mode"] == "pairwise"
+    assert pairwise_record[1]["metadata"]["aspects"] == {}
+
+
+def test_metadata_has_the_contrastive_history() -> None:
+    scored = sft_record(_codeclm("keep_strong"))
+
+    assert scored is not None
+    assert scored[1]["metadata"]["contrastive"] == [
+        {"version": 0, "gap": 1.5, "decision": "refine"},
+        {"version": 1, "gap": 6.5, "decision": "keep_strong"},
+    ]
