@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from gateway.backend import Backend
-from gateway.routes import health, jobs, judge, taxonomies
+from gateway.routes import health, jobs, judge, selection, taxonomies
 from gateway.settings import GatewaySettings
 from taxoforge import __version__
 from taxoforge.bus import Bus
@@ -86,6 +86,7 @@ def create_app(settings: GatewaySettings, bus: Bus | None = None) -> FastAPI:
     app.include_router(taxonomies.router)
     app.include_router(taxonomies.induce_router)
     app.include_router(judge.router)
+    app.include_router(selection.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
 
     @app.exception_handler(NotFoundError)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import structlog
 from google.protobuf.message import Message
 
+from gateway.files import JobFiles
 from gateway.settings import GatewaySettings
 from taxoforge.bus import Bus, Stage
-from taxoforge.datasets import DatasetStore, dataset_object
+from taxoforge.datasets import DatasetStore
 from taxoforge.errors import ConflictError, NotFoundError, PermanentError, TransientError
 from taxoforge.grpc_server import is_serving
 from taxoforge.pipeline import publish_work
@@ -25,7 +25,7 @@ __all__ = ["DATASET_KINDS", "Backend"]
 
 log = structlog.get_logger(__name__)
 
-DATASET_KINDS = ("sft", "preference")
+DATASET_KINDS = ("sft", "preference", "openai-sft", "openai-dpo", "alpaca", "sharegpt")
 
 
 def _grpc_error(exc: grpc.aio.AioRpcError, what: str) -> Exception:
@@ -54,6 +54,7 @@ class Backend:
         self.bus = bus
         self.jobs = JobStore(bus)
         self.datasets = DatasetStore(bus)
+        self.files = JobFiles(bus, self.jobs, settings.max_upload_bytes)
         self._channels = {
             name: grpc.aio.insecure_channel(addr)
             for name, addr in (
@@ -125,6 +126,36 @@ class Backend:
         log.info("job_created", job_id=job.id, count=recipe.count, planned=plan.planned)
         return await self.progress(job.id), True
 
+    async def create_select_job(
+        self, recipe: pb.Recipe, source: pb.ImportSource, idempotency_key: str | None
+    ) -> tuple[pb.JobProgress, bool]:
+        """Record and queue a selection job over an import. Returns (progress, created)."""
+        job = pb.Job(
+            id=new_job_id(idempotency_key),
+            kind="select",
+            recipe=recipe,
+            source=source,
+            state=pb.JOB_STATE_SELECTING,
+            phase=Stage.PREPARE.value,
+            phase_planned=1,
+            created_at_ms=now_ms(),
+        )
+        job.updated_at_ms = job.created_at_ms
+        if not await self.jobs.create(job):
+            existing = await self.jobs.get(job.id)
+            if existing is None or existing.recipe != recipe or existing.source != source:
+                raise ConflictError(
+                    "this Idempotency-Key was already used for a different selection; use a new key"
+                )
+            return await self.progress(job.id), False
+        try:
+            await publish_work(self.bus, Stage.PREPARE, pb.JobRef(job_id=job.id), job.id)
+        except Exception as exc:
+            await self.jobs.delete(job.id)
+            raise TransientError(f"could not queue the job: {exc}") from exc
+        log.info("selection_job_created", job_id=job.id, source=source.name)
+        return await self.progress(job.id), True
+
     async def progress(self, job_id: str) -> pb.JobProgress:
         """The job with its per-stage counts."""
         progress = await self.jobs.progress(job_id)
@@ -152,21 +183,6 @@ class Backend:
                 f"job {job_id} already {state_name(state[-1])}; there is nothing to cancel"
             )
         return await self.progress(job_id)
-
-    async def dataset(self, job_id: str, kind: str) -> tuple[pb.DatasetInfo, AsyncIterator[bytes]]:
-        """A finished job's dataset as a byte stream."""
-        job = await self.jobs.get(job_id)
-        if job is None:
-            raise NotFoundError(f"job {job_id!r} does not exist")
-        if job.state != pb.JOB_STATE_SUCCEEDED:
-            raise ConflictError(
-                f"job {job_id} is {state_name(job.state)}; datasets exist once it has succeeded "
-                f"(poll GET /v1/jobs/{job_id})"
-            )
-        info = next((d for d in job.datasets if d.kind == kind), None)
-        if info is None:
-            raise NotFoundError(f"job {job_id} has no {kind} dataset")
-        return info, self.datasets.stream(info.object_name or dataset_object(job_id, kind))
 
     async def _call(self, method: str, request: Message) -> Any:
         """A taxonomy service call, its errors as ours."""

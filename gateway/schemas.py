@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.selection_spec import SelectionSpecModel
 from taxoforge.languages import LANGUAGES
 from taxoforge.settings import LLMSettings
 from taxoforge.v1 import common_pb2 as pb
@@ -42,6 +43,14 @@ class RoleModelsSpec(BaseModel):
     judge: ModelSpec | None = None
     target: ModelSpec | None = Field(
         default=None, description="CodecLM's target model (contrastive filtering)."
+    )
+    tagger: ModelSpec | None = Field(
+        default=None, description="Open tags for selection clustered by tags (TACOS)."
+    )
+    embedder: str = Field(
+        default="local/all-minilm-l6-v2",
+        min_length=1,
+        description="Tag merging and DEITA: local/all-minilm-l6-v2 (offline) or a litellm model.",
     )
 
 
@@ -227,6 +236,11 @@ class RecipeSpec(BaseModel):
         "or 10 (pairwise, 1-100).",
     )
     judging: JudgingSpec = Field(default_factory=JudgingSpec)
+    selection: SelectionSpecModel | None = Field(
+        default=None,
+        description="How the datasets are chosen; default TACOS over taxonomy nodes by judge "
+        "score, with the recipe's budget.",
+    )
     models: RoleModelsSpec = Field(default_factory=RoleModelsSpec)
 
     @field_validator("languages", mode="before")
@@ -336,6 +350,8 @@ def recipe_to_proto(spec: RecipeSpec, defaults: LLMSettings) -> pb.Recipe:
         generator=model_config(spec.models.generator, "generator", defaults),
         responders=[model_config(r, "responder", defaults) for r in responders],
         judge=model_config(spec.models.judge, "judge", defaults),
+        tagger=model_config(spec.models.tagger, "tagger", defaults),
+        embedder=pb.ModelConfig(model=spec.models.embedder),
     )
     if spec.models.target is not None:
         models.target.CopyFrom(model_config(spec.models.target, "responder", defaults))
@@ -365,6 +381,10 @@ def recipe_to_proto(spec: RecipeSpec, defaults: LLMSettings) -> pb.Recipe:
         near_duplicate=spec.near_duplicate,
         contrastive=spec.contrastive,
     )
+    if spec.selection is not None:
+        recipe.selection.CopyFrom(spec.selection.to_proto())
+        if not spec.selection.budget:
+            recipe.selection.budget = spec.budget
     taxonomy, _, version = spec.taxonomy.partition("@")
     recipe.taxonomy_id, recipe.taxonomy_version = taxonomy, version
     if spec.task_taxonomy:

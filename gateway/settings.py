@@ -22,3 +22,5 @@ class GatewaySettings(ProcessSettings):
     rpc_timeout_s: float = Field(default=15.0, gt=0)
     # Deadline of synchronous judging (model calls are slow).
     judge_timeout_s: float = Field(default=300.0, gt=0)
+    # The largest file POST /v1/uploads and PUT /v1/benchmarks/{name} accept.
+    max_upload_bytes: int = Field(default=20 << 30, gt=0)

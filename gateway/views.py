@@ -18,6 +18,8 @@ class StageView(BaseModel):
     stage: str
     done: int
     failed: int
+    # Results a selection step waits for (0 when not known yet).
+    planned: int = 0
 
 
 class UsageView(BaseModel):
@@ -90,10 +92,28 @@ class SelectionView(BaseModel):
     # Judged items left out of the datasets (contrastive filtering, dropped pairs).
     unusable: int
     judge: JudgeHealthView
+    # Selection: the method, the candidates after dedup and decontamination, what was kept.
+    method: str
+    candidates: int
+    selected: int
+    selected_tokens: int
+    duplicates: int
+    near_duplicates: int
+    contaminated: dict[str, int]
+    # Selection jobs: the import (rows, malformed rows with their row numbers, shapes).
+    imported: dict[str, Any] | None
+    # Tags, comparisons and their judge calls; clusters with their quota and what was kept;
+    # every method measured on the same candidates.
+    tacos: dict[str, Any]
+    clusters: list[dict[str, Any]]
+    methods: list[dict[str, Any]]
 
 
 class DatasetView(BaseModel):
     kind: str
+    format: str
+    # The file's place in the job's dataset folder ("data/sft.parquet", "README.md").
+    path: str
     records: int
     bytes: int
     sha256: str
@@ -110,8 +130,10 @@ class JobView(BaseModel):
 
     id: str
     name: str
-    kind: Literal["generate", "expand", "induce"]
+    kind: Literal["generate", "expand", "induce", "select"]
     state: JobState
+    # Selection's current step: prepare, tag, cluster, compare or select.
+    step: str | None
     taxonomy: str
     taxonomy_version: str
     planned: int
@@ -128,6 +150,8 @@ class JobView(BaseModel):
     updated_at: datetime | None
     finished_at: datetime | None
     recipe: dict[str, Any]
+    # Selection jobs: the file they import.
+    source: dict[str, Any] | None
 
 
 def _time(ms: int) -> datetime | None:
@@ -177,32 +201,38 @@ def job_view(progress: pb.JobProgress) -> JobView:
             rejections=dict(s.rejections),
             unusable=s.unusable,
             judge=_health(s.judge),
+            method=s.method,
+            candidates=s.candidates,
+            selected=s.selected,
+            selected_tokens=s.selected_tokens,
+            duplicates=s.duplicates,
+            near_duplicates=s.near_duplicates,
+            contaminated=dict(s.contaminated),
+            imported=to_dict(s.imported, defaults=True) if s.HasField("imported") else None,
+            tacos=to_dict(s.tacos, defaults=True),
+            clusters=[to_dict(c, defaults=True) for c in s.clusters],
+            methods=[to_dict(m, defaults=True) for m in s.methods],
         )
     kind = job_kind(job)
     state = _STATES.get(job.state, "pending")
-    if state == "selecting" and kind is not JobKind.GENERATE:
+    if state == "selecting" and kind not in (JobKind.GENERATE, JobKind.SELECT):
         state = "applying"
     return JobView(
         id=job.id,
         name=job.recipe.name,
         kind=kind.value,
         state=state,
+        step=job.phase or None,
         taxonomy=job.recipe.taxonomy_id or job.expand.taxonomy_id or job.induce.taxonomy_id,
         taxonomy_version=job.taxonomy_version,
         planned=job.planned,
         finished=progress.finished,
-        stages=[StageView(stage=s.stage, done=s.done, failed=s.failed) for s in progress.stages],
-        usage=_usage(progress.usage),
-        datasets=[
-            DatasetView(
-                kind=d.kind,
-                records=d.records,
-                bytes=d.bytes,
-                sha256=d.sha256,
-                url=f"/v1/jobs/{job.id}/datasets/{d.kind}",
-            )
-            for d in job.datasets
+        stages=[
+            StageView(stage=s.stage, done=s.done, failed=s.failed, planned=s.planned)
+            for s in progress.stages
         ],
+        usage=_usage(progress.usage),
+        datasets=[_dataset(job.id, d) for d in job.datasets],
         selection=selection,
         result_taxonomy_version=job.result_taxonomy_version or None,
         induction=to_dict(job.induction) if job.HasField("induction") else None,
@@ -210,7 +240,21 @@ def job_view(progress: pb.JobProgress) -> JobView:
         created_at=_time(job.created_at_ms),
         updated_at=_time(job.updated_at_ms),
         finished_at=_time(job.finished_at_ms),
-        recipe=to_dict(job.recipe) if kind is JobKind.GENERATE else _spec(job),
+        recipe=to_dict(job.recipe) if kind in (JobKind.GENERATE, JobKind.SELECT) else _spec(job),
+        source=to_dict(job.source) if job.HasField("source") else None,
+    )
+
+
+def _dataset(job_id: str, d: pb.DatasetInfo) -> DatasetView:
+    path = d.object_name.removeprefix(f"{job_id}/")
+    return DatasetView(
+        kind=d.kind,
+        format=d.format,
+        path=path,
+        records=d.records,
+        bytes=d.bytes,
+        sha256=d.sha256,
+        url=f"/v1/jobs/{job_id}/files/{path}",
     )
 
 

@@ -10,6 +10,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,9 @@ def _gateway(ns: argparse.Namespace) -> str:
     return str(ns.gateway or os.environ.get("TAXOFORGE_GATEWAY_URL") or "http://127.0.0.1:8080")
 
 
-def _request(method: str, url: str, **kwargs: Any) -> httpx.Response:
+def _request(method: str, url: str, timeout: float | None = 60.0, **kwargs: Any) -> httpx.Response:
     try:
-        resp = httpx.request(method, url, timeout=60.0, **kwargs)
+        resp = httpx.request(method, url, timeout=timeout, **kwargs)
     except httpx.HTTPError as exc:
         raise CLIError(
             f"cannot reach the gateway at {url}: {exc} (is `taxoforge up` running?)"
@@ -87,9 +88,13 @@ def wait_for(gateway: str, job_id: str, quiet: bool = False) -> dict[str, Any]:
             failed = sum(s["failed"] for s in job["stages"])
             work = " ".join(
                 f"{s['stage']} {s['done']}"
+                + (f"/{s['planned']}" if s.get("planned", 0) > 1 else "")
                 for s in job["stages"]
-                if s["stage"] not in ("plan", "select", "apply")
+                if s["stage"] not in ("plan", "select", "apply", "prepare", "cluster")
+                and (s["done"] or s["failed"] or s.get("planned"))
             )
+            if job.get("step"):
+                work = f"step {job['step']} | {work}"
             detail = (
                 f"{job['state']} | {work}"
                 + (f" failed {failed}" if failed else "")
@@ -102,20 +107,43 @@ def wait_for(gateway: str, job_id: str, quiet: bool = False) -> dict[str, Any]:
 
 
 def download(gateway: str, job: dict[str, Any], out: Path) -> list[Path]:
-    """Write the job's datasets and a summary into ``out``."""
+    """Write the job's files into ``out`` as a Hugging Face dataset folder (README.md,
+    images/, data/, meta/) with a summary; returns the JSON Lines exports."""
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for dataset in job["datasets"]:
-        path = out / f"{dataset['kind']}.jsonl"
+        path = out / dataset["path"]
+        path.parent.mkdir(parents=True, exist_ok=True)
         with httpx.stream("GET", f"{gateway}{dataset['url']}", timeout=300.0) as resp:
             if resp.status_code != 200:
-                raise CLIError(f"download of {dataset['kind']} failed: {resp.status_code}")
+                raise CLIError(f"download of {dataset['path']} failed: {resp.status_code}")
             with path.open("wb") as fh:
                 for chunk in resp.iter_bytes():
                     fh.write(chunk)
-        paths.append(path)
+        if dataset["path"].startswith("data/") and dataset["format"] == "jsonl":
+            paths.append(path)
     (out / "summary.json").write_text(json.dumps(job, indent=2, ensure_ascii=False) + "\n")
     return paths
+
+
+def upload(gateway: str, path: Path) -> str:
+    """Stream a local file to the gateway; returns its upload id."""
+
+    def _chunks() -> Iterator[bytes]:
+        with path.open("rb") as fh:
+            yield from iter(lambda: fh.read(1 << 20), b"")
+
+    if not path.is_file():
+        raise CLIError(f"{path} is not a file")
+    resp = _request(
+        "POST",
+        f"{gateway}/v1/uploads",
+        params={"name": path.name},
+        timeout=None,
+        content=_chunks(),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    return str(resp.json()["upload"])
 
 
 def print_summary(job: dict[str, Any], paths: list[Path]) -> None:
@@ -133,13 +161,19 @@ def print_summary(job: dict[str, Any], paths: list[Path]) -> None:
     )
     if job.get("error"):
         console.print(f"[red]error:[/red] {job['error']}")
-    for path in paths:
-        console.print(f"wrote {path}")
+    if paths:
+        folder = paths[0].parent.parent
+        console.print(
+            f"wrote {folder}: README.md (dataset card), data/ ({len(paths)} formats, JSON Lines "
+            "and Parquet), meta/provenance.jsonl, meta/dropped.jsonl"
+        )
 
 
 def print_samples(paths: list[Path], n: int = 2) -> None:
-    """A few records of each dataset, shortened."""
+    """A few records of the TRL SFT and preference exports, shortened."""
     for path in paths:
+        if path.name not in ("sft.jsonl", "preference.jsonl"):
+            continue
         console.rule(f"{path.name}: first {n} records")
         with path.open(encoding="utf-8") as fh:
             for _, line in zip(range(n), fh, strict=False):
@@ -232,6 +266,57 @@ def cmd_export(ns: argparse.Namespace) -> None:
     print_summary(job, paths)
 
 
+def cmd_select(ns: argparse.Namespace) -> None:
+    """Upload a dataset, select from it (dedup, decontamination, TACOS), write the exports."""
+    gateway = _gateway(ns)
+    selection: dict[str, Any] = load_recipe(Path(ns.selection)) if ns.selection else {}
+    for key in ("budget", "method", "quota", "budget_unit", "comparison_budget"):
+        value = getattr(ns, key)
+        if value is not None:
+            selection[key] = value
+    if ns.decontaminate:
+        selection["decontaminate"] = ns.decontaminate
+    source: dict[str, Any] = {"shape": ns.shape}
+    if ns.source.startswith(("http://", "https://")):
+        source["url"] = ns.source
+    else:
+        console.print(f"uploading {ns.source} ...")
+        source["upload"] = upload(gateway, Path(ns.source))
+    body = {"name": ns.name or Path(ns.source).name, "source": source, "selection": selection}
+    job = _request("POST", f"{gateway}/v1/selections", json=body).json()
+    console.print(f"submitted selection job {job['id']}")
+    if ns.no_wait:
+        print(job["id"])
+        return
+    job = wait_for(gateway, job["id"])
+    out = Path(ns.out) / job["id"]
+    paths = download(gateway, job, out) if job["state"] == "succeeded" else []
+    print_summary(job, paths)
+    if job["state"] != "succeeded":
+        raise CLIError(f"job {job['id']} {job['state']}")
+    print(out)
+
+
+def cmd_benchmark(ns: argparse.Namespace) -> None:
+    """Register, list or remove benchmarks that selection decontaminates against."""
+    gateway = _gateway(ns)
+    if ns.action == "list":
+        for bench in _request("GET", f"{gateway}/v1/benchmarks").json()["benchmarks"]:
+            print(f"{bench['name']}\t{bench['bytes']}")
+        return
+    if not ns.name:
+        raise CLIError(f"benchmark {ns.action} needs a name")
+    if ns.action == "remove":
+        _request("DELETE", f"{gateway}/v1/benchmarks/{ns.name}")
+        console.print(f"removed {ns.name}")
+        return
+    if not ns.file:
+        raise CLIError("benchmark add needs a file of prompts")
+    data = Path(ns.file).read_bytes()
+    info = _request("PUT", f"{gateway}/v1/benchmarks/{ns.name}", content=data).json()
+    console.print(f"registered {info['name']} ({info['bytes']} bytes)")
+
+
 def cmd_cancel(ns: argparse.Namespace) -> None:
     """Cancel a job."""
     job = _request("POST", f"{_gateway(ns)}/v1/jobs/{ns.job}:cancel").json()
@@ -313,11 +398,42 @@ def _parser() -> argparse.ArgumentParser:
     gateway_opt(p)
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("export", help="download a finished job's datasets")
+    p = sub.add_parser("export", help="download a finished job's dataset folder")
     p.add_argument("job")
     p.add_argument("--out", default="out")
     gateway_opt(p)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "select", help="select from your own dataset: dedup, decontamination, TACOS, exports"
+    )
+    p.add_argument("source", help="a JSON Lines or Parquet file, or an http(s) URL")
+    p.add_argument("--name", default=None)
+    p.add_argument("--budget", type=int, default=None, help="records (or tokens) to keep")
+    p.add_argument("--budget-unit", dest="budget_unit", choices=["records", "tokens"])
+    p.add_argument(
+        "--method", choices=["tacos", "deita", "alpagasus", "random", "longest", "score"]
+    )
+    p.add_argument("--quota", choices=["proportional", "sqrt", "equal"])
+    p.add_argument("--comparison-budget", dest="comparison_budget", type=int, default=None)
+    p.add_argument("--decontaminate", nargs="*", default=[], help="registered benchmarks")
+    p.add_argument(
+        "--shape",
+        default="auto",
+        choices=["auto", "messages", "alpaca", "sharegpt", "preference"],
+    )
+    p.add_argument("--selection", help="a YAML/JSON file with the whole selection object")
+    p.add_argument("--out", default="out", help="output folder (a subfolder per job)")
+    p.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    gateway_opt(p)
+    p.set_defaults(func=cmd_select)
+
+    p = sub.add_parser("benchmark", help="benchmarks selection decontaminates against")
+    p.add_argument("action", choices=["add", "list", "remove"])
+    p.add_argument("name", nargs="?")
+    p.add_argument("file", nargs="?", help="prompts: JSON Lines, Parquet or one per line")
+    gateway_opt(p)
+    p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("cancel", help="cancel a job")
     p.add_argument("job")

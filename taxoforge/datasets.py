@@ -14,14 +14,24 @@ from taxoforge.bus.topology import OBJ_DATASETS
 from taxoforge.errors import NotFoundError
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["DatasetStore", "dataset_object", "read_object", "write_object"]
+__all__ = [
+    "BENCHMARK_PREFIX",
+    "DatasetStore",
+    "benchmark_object",
+    "read_object",
+    "write_object",
+]
 
 _CHUNK_TIMEOUT_S = 30.0
 
 
-def dataset_object(job_id: str, kind: str) -> str:
-    """The object name of a job's dataset."""
-    return f"{job_id}/{kind}.jsonl"
+# Registered benchmarks (prompts selection decontaminates against) live under this prefix.
+BENCHMARK_PREFIX = "benchmarks/"
+
+
+def benchmark_object(name: str) -> str:
+    """The object a registered benchmark's prompts are stored under."""
+    return BENCHMARK_PREFIX + name
 
 
 class DatasetStore:

@@ -19,7 +19,7 @@ from datasketch import MinHash
 from taxoforge.store import ItemStore
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["DuplicateIndex", "jaccard", "normalize_text", "signature"]
+__all__ = ["DuplicateIndex", "jaccard", "minhash", "normalize_text", "signature"]
 
 _PERMUTATIONS = 60
 # 10 bands of 6 rows: a pair at Jaccard 0.8 shares a band 95% of the time, at 0.9 99.8%;
@@ -40,11 +40,20 @@ def _shingles(text: str) -> set[str]:
     return {" ".join(words[i : i + 2]) for i in range(len(words) - 1)}
 
 
-def signature(text: str) -> np.ndarray:
-    """A MinHash signature of the text's word bigrams (64 permutations, fixed seed)."""
-    mh = MinHash(num_perm=_PERMUTATIONS, seed=7)
+# Building a MinHash draws its permutations; copying one that exists does not.
+_TEMPLATE = MinHash(num_perm=_PERMUTATIONS, seed=7)
+
+
+def minhash(text: str) -> MinHash:
+    """The MinHash of the text's word bigrams (60 permutations, fixed seed)."""
+    mh = _TEMPLATE.copy()
     mh.update_batch([shingle.encode("utf-8") for shingle in _shingles(text)])
-    return np.asarray(mh.hashvalues, dtype=np.uint64)
+    return mh
+
+
+def signature(text: str) -> np.ndarray:
+    """A MinHash signature of the text's word bigrams (60 permutations, fixed seed)."""
+    return np.asarray(minhash(text).hashvalues, dtype=np.uint64)
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:

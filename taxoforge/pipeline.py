@@ -10,7 +10,7 @@ from google.protobuf.message import Message
 from taxoforge.bus import Bus, Stage, work_subject
 from taxoforge.bus.worker import DeadLetterHook, Delivery
 from taxoforge.errors import NotFoundError
-from taxoforge.store import TERMINAL_STATES, ItemStore, JobStore
+from taxoforge.store import SELECTION_ITEM_STAGES, TERMINAL_STATES, ItemStore, JobStore
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "JOB_HEADER",
     "active_job",
     "dead_letter_recorder",
+    "enter_step",
     "fail_job",
     "publish_work",
 ]
@@ -94,3 +95,30 @@ def dead_letter_recorder(jobs: JobStore, items: ItemStore) -> DeadLetterHook:
             await jobs.update(job_id, fail_job(f"{delivery.stage.value} failed: {reason}"))
 
     return _record
+
+
+async def enter_step(
+    bus: Bus, jobs: JobStore, job_id: str, after: Stage, step: Stage, planned: int = 1
+) -> bool:
+    """Move a selecting job from step ``after`` to ``step`` (expecting ``planned`` results),
+    queueing a whole-job step first. Safe to repeat: only the first move from ``after``
+    counts, and the queued message's id makes a second publish a no-op; a crash between the
+    two leaves the job at ``after``, whose handler runs again on redelivery.
+    """
+    job = await jobs.get(job_id)
+    if job is None or job.state != pb.JOB_STATE_SELECTING or job.phase != after.value:
+        return False
+    if step not in SELECTION_ITEM_STAGES:
+        await publish_work(bus, step, pb.JobRef(job_id=job_id), job_id)
+    moved = False
+
+    def _enter(job: pb.Job) -> bool:
+        nonlocal moved
+        if job.state != pb.JOB_STATE_SELECTING or job.phase != after.value:
+            return False
+        job.phase, job.phase_planned = step.value, planned
+        moved = True
+        return True
+
+    await jobs.update(job_id, _enter)
+    return moved

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -18,9 +18,14 @@ def _value(field: FieldDescriptor, value: Any) -> Any:
     return value
 
 
-def to_dict(message: Message) -> dict[str, Any]:
-    """Set fields only, by their proto names; unlike MessageToDict, int64 are ints, not strings."""
+def to_dict(message: Message, defaults: bool = False) -> dict[str, Any]:
+    """Set fields only (every scalar field with ``defaults``), by their proto names; unlike
+    MessageToDict, int64 are ints, not strings."""
     out: dict[str, Any] = {}
+    if defaults:
+        for each in message.DESCRIPTOR.fields:
+            if each.type != FieldDescriptor.TYPE_MESSAGE and not each.is_repeated:
+                out[each.name] = _value(cast(FieldDescriptor, each), getattr(message, each.name))
     for field, value in message.ListFields():
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             value_field = field.message_type.fields_by_name["value"]

@@ -30,7 +30,16 @@ from taxoforge.bus.topology import KV_ITEMS, Stage, ended_subject
 from taxoforge.usage import add_usage
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["TERMINAL_STATES", "ItemKind", "ItemStore", "JobStore", "now_ms", "state_name"]
+__all__ = [
+    "SELECTION_PHASES",
+    "SELECTION_RESULT",
+    "TERMINAL_STATES",
+    "ItemKind",
+    "ItemStore",
+    "JobStore",
+    "now_ms",
+    "state_name",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +69,9 @@ class ItemKind(StrEnum):
     # Contrastive filtering: each version's judgment, and each refined instruction.
     JUDGED = "judged"
     REFINED = "refined"
+    # Selection: a query's open tags; a sample's comparison with its cluster's reference.
+    TAGS = "tags"
+    COMPARISON = "comparison"
 
 
 class JobKind(StrEnum):
@@ -68,6 +80,8 @@ class JobKind(StrEnum):
     GENERATE = "generate"
     EXPAND = "expand"
     INDUCE = "induce"
+    # Selection only, over an imported dataset.
+    SELECT = "select"
 
 
 def job_kind(job: pb.Job) -> JobKind:
@@ -94,6 +108,12 @@ _STAGE_RESULT = {
     Stage.JUDGE: ItemKind.JUDGMENT,
 }
 
+# Per-item selection stages: the result each writes, and a failure there does not end the item.
+SELECTION_RESULT = {Stage.TAG: ItemKind.TAGS, Stage.COMPARE: ItemKind.COMPARISON}
+SELECTION_ITEM_STAGES = frozenset(SELECTION_RESULT)
+# Selection's steps, in order (Job.phase names the current one).
+SELECTION_PHASES = (Stage.PREPARE, Stage.TAG, Stage.CLUSTER, Stage.COMPARE, Stage.SELECT)
+
 # Kinds stored once per part (candidate, sample, subject, instruction): <job>.<kind>.<item>.<part>.
 _PER_PART = frozenset(
     {
@@ -118,7 +138,9 @@ def now_ms() -> int:
 
 async def _scan(kv: KeyValue, pattern: str) -> AsyncIterator[tuple[str, bytes]]:
     """Yield (key, value) for every live key matching ``pattern``, server-side filtered."""
-    watcher = await kv.watch(pattern, ignore_deletes=True)
+    # A short inactivity limit: the server drops the watcher's consumer soon after the scan,
+    # rather than keeping one per scan for nats-py's default five minutes.
+    watcher = await kv.watch(pattern, ignore_deletes=True, inactive_threshold=5.0)
     try:
         while True:
             entry = await watcher.updates(timeout=30.0)  # type: ignore[no-untyped-call]
@@ -243,23 +265,32 @@ class ItemStore:
     async def record_failure(
         self, job_id: str, stage: Stage, item_id: str, reason: str, deliveries: int
     ) -> None:
-        """Record why an item did not finish a stage, and end the item as failed.
+        """Record why an item did not finish a stage; at a generation stage this also ends the
+        item as failed.
 
         If the item already ended (a slow delivery judged it first), the outcome stays judged
-        and the failure record remains only as history.
+        and the failure record remains only as history. A selection stage's failure (tag,
+        compare) leaves the item selectable: it is counted as that step's result.
         """
         failure = pb.ItemFailure(
             job_id=job_id, item_id=item_id, stage=stage.value, reason=reason, deliveries=deliveries
         )
         await self.put_once(self.failure_key(job_id, stage, item_id), failure)
+        if stage in SELECTION_ITEM_STAGES:
+            await self.announce(job_id)
+            return
         await self.end(job_id, item_id, pb.ItemOutcome(item_id=item_id, failed_stage=stage.value))
 
     async def end(self, job_id: str, item_id: str, outcome: pb.ItemOutcome) -> pb.ItemOutcome:
         """Write how an item ended, once, and announce it; returns the outcome that stands."""
         stands = await self.put_once(self.key(job_id, ItemKind.OUTCOME, item_id), outcome)
-        # A hint so completion is noticed at once rather than at the next periodic check.
-        await self._bus.nc.publish(ended_subject(job_id), b"")
+        await self.announce(job_id)
         return stands
+
+    async def announce(self, job_id: str) -> None:
+        """A hint that one of the job's items has a new result, so whoever finishes the job's
+        current step notices at once rather than at its next periodic check."""
+        await self._bus.nc.publish(ended_subject(job_id), b"")
 
 
 class JobStore:
@@ -361,6 +392,23 @@ class JobStore:
             add_usage(total, part)
         return total
 
+    async def _selection_progress(self, job: pb.Job, out: pb.JobProgress) -> None:
+        """The selection steps: one result per item for tag and compare, once for the others.
+
+        A step before the job's current one is done; the current one counts its results.
+        """
+        done_all = job.state == pb.JOB_STATE_SUCCEEDED
+        current = SELECTION_PHASES.index(Stage(job.phase)) if job.phase else -1
+        for i, stage in enumerate(SELECTION_PHASES):
+            passed = done_all or i < current
+            if stage in SELECTION_RESULT:
+                done = await self._items.count(job.id, SELECTION_RESULT[stage])
+                failed = await self._items.count_failed(job.id, stage)
+                planned = job.phase_planned if i == current and not done_all else done + failed
+                out.stages.add(stage=stage.value, done=done, failed=failed, planned=planned)
+            else:
+                out.stages.add(stage=stage.value, done=1 if passed else 0, planned=1)
+
     async def progress(self, job_id: str) -> pb.JobProgress | None:
         """The job with exact per-stage counts of finished and failed items."""
         job = await self.get(job_id)
@@ -369,7 +417,7 @@ class JobStore:
         out = pb.JobProgress(job=job)
         out.finished = await self._items.count(job_id, ItemKind.OUTCOME)
         kind = job_kind(job)
-        if kind is not JobKind.GENERATE:
+        if kind in _TAXONOMY_STAGE:
             stage = _TAXONOMY_STAGE[kind]
             failed = await self._items.count_failed(job_id, stage)
             out.stages.add(stage=stage.value, done=out.finished - failed, failed=failed)
@@ -377,15 +425,15 @@ class JobStore:
             out.stages.add(stage=Stage.APPLY.value, done=applied, failed=0)
             out.usage.CopyFrom(await self.usage(job_id))
             return out
-        plan_failed = await self._items.count_failed(job_id, Stage.PLAN)
-        out.stages.add(stage=Stage.PLAN.value, done=1 if job.planned else 0, failed=plan_failed)
-        for stage, result in _STAGE_RESULT.items():
-            done = await self._items.count(job_id, result)
-            failed = await self._items.count_failed(job_id, stage)
-            out.stages.add(stage=stage.value, done=done, failed=failed)
-        selected = 1 if job.state == pb.JOB_STATE_SUCCEEDED else 0
-        out.stages.add(stage=Stage.SELECT.value, done=selected, failed=0)
-        if job.HasField("selection"):
+        if kind is JobKind.GENERATE:
+            plan_failed = await self._items.count_failed(job_id, Stage.PLAN)
+            out.stages.add(stage=Stage.PLAN.value, done=1 if job.planned else 0, failed=plan_failed)
+            for stage, result in _STAGE_RESULT.items():
+                done = await self._items.count(job_id, result)
+                failed = await self._items.count_failed(job_id, stage)
+                out.stages.add(stage=stage.value, done=done, failed=failed)
+        await self._selection_progress(job, out)
+        if job.HasField("selection") and job.state == pb.JOB_STATE_SUCCEEDED:
             out.usage.CopyFrom(job.selection.usage)  # exact: summed from the items at the end
         else:
             out.usage.CopyFrom(await self.usage(job_id))  # live: processes flush every second

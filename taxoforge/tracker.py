@@ -1,5 +1,6 @@
 """Completion: a running job whose items have all ended is queued for its finishing stage
-(selection for generation jobs, applying the result for taxonomy jobs).
+(selection for generation jobs, applying the result for taxonomy jobs); a selecting job whose
+per-item step (tag, compare) has every result is queued for its next step.
 
 Every replica of the service that finishes a kind of job runs this check; the CAS on the job's
 state and the finishing message's id make it happen once.
@@ -16,9 +17,9 @@ from nats.aio.msg import Msg
 
 from taxoforge.bus import Stage
 from taxoforge.bus.topology import ENDED_SUBJECTS
-from taxoforge.pipeline import publish_work
+from taxoforge.pipeline import enter_step, publish_work
 from taxoforge.service import ServiceContext
-from taxoforge.store import ItemKind, JobKind, job_kind
+from taxoforge.store import SELECTION_PHASES, SELECTION_RESULT, ItemKind, JobKind, job_kind
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["CompletionTracker"]
@@ -36,10 +37,16 @@ class CompletionTracker:
     _DEBOUNCE_S = 0.05
 
     def __init__(
-        self, ctx: ServiceContext, finishes: Mapping[JobKind, Stage], period_s: float
+        self,
+        ctx: ServiceContext,
+        finishes: Mapping[JobKind, Stage],
+        period_s: float,
+        steps: Mapping[Stage, Stage] | None = None,
     ) -> None:
         self._ctx = ctx
         self._finishes = dict(finishes)
+        # Per-item selection step -> the step that follows it.
+        self._steps = dict(steps or {})
         self._period = period_s
         self._hot: set[str] = set()
         self._wake = asyncio.Event()
@@ -76,9 +83,13 @@ class CompletionTracker:
                 await sub.unsubscribe()
 
     async def check(self, job_id: str) -> bool:
-        """Queue selection if every planned item of a running job has ended."""
+        """Queue the next stage if the job's current one has every result."""
         job = await self._ctx.jobs.get(job_id)
-        if job is None or job.state != pb.JOB_STATE_RUNNING or job.planned <= 0:
+        if job is None:
+            return False
+        if job.state == pb.JOB_STATE_SELECTING and job.phase:
+            return await self._next_step(job)
+        if job.state != pb.JOB_STATE_RUNNING or job.planned <= 0:
             return False
         stage = self._finishes.get(job_kind(job))
         if stage is None:  # another service finishes this kind
@@ -86,14 +97,33 @@ class CompletionTracker:
         ended = await self._ctx.items.count(job_id, ItemKind.OUTCOME)
         if ended < job.planned:
             return False
+        # Queued before the job moves, so a crash in between leaves a job that the next sweep
+        # moves (the second publish is dropped by its message id); the step's handler waits
+        # for the move if it gets the message first.
         await publish_work(self._ctx.bus, stage, pb.JobRef(job_id=job_id), job_id)
 
         def _selecting(j: pb.Job) -> bool:
             if j.state != pb.JOB_STATE_RUNNING:
                 return False
             j.state = pb.JOB_STATE_SELECTING
+            if stage in SELECTION_PHASES:
+                j.phase, j.phase_planned = stage.value, 1
             return True
 
         await self._ctx.jobs.update(job_id, _selecting)
         log.info("job_complete", job_id=job_id, items=ended)
+        return True
+
+    async def _next_step(self, job: pb.Job) -> bool:
+        step = Stage(job.phase)
+        following = self._steps.get(step)
+        if following is None:  # a whole-job step: its handler moves the job on
+            return False
+        result = SELECTION_RESULT[step]
+        done = await self._ctx.items.count(job.id, result)
+        failed = await self._ctx.items.count_failed(job.id, step)
+        if done + failed < job.phase_planned:
+            return False
+        await enter_step(self._ctx.bus, self._ctx.jobs, job.id, step, following)
+        log.info("step_complete", job_id=job.id, step=step.value, done=done, failed=failed)
         return True

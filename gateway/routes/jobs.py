@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -17,6 +17,13 @@ from taxoforge.protojson import to_dict
 from taxoforge.store import TERMINAL_STATES
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
+
+_MEDIA = {
+    "jsonl": "application/jsonl",
+    "parquet": "application/vnd.apache.parquet",
+    "md": "text/markdown; charset=utf-8",
+    "png": "image/png",
+}
 
 JobId = Annotated[str, Path(pattern=r"^j-[0-9a-f]{6,40}$", description="A job id (j-...)")]
 
@@ -85,25 +92,62 @@ async def cancel_job(job_id: JobId, backend: BackendDep) -> JobView:
 
 @router.get(
     "/jobs/{job_id}/datasets/{kind}",
-    summary="Download a dataset (JSON Lines)",
+    summary="Download an export (JSON Lines or Parquet)",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/jsonl": {}}}},
+    responses={200: {"content": {"application/jsonl": {}, "application/vnd.apache.parquet": {}}}},
 )
 async def get_dataset(
     job_id: JobId,
     backend: BackendDep,
     kind: str = Path(pattern="^(" + "|".join(DATASET_KINDS) + ")$"),
+    format: Annotated[Literal["jsonl", "parquet"], Query()] = "jsonl",
 ) -> StreamingResponse:
-    info, chunks = await backend.dataset(job_id, kind)
+    """sft and preference are TRL's conversational shapes; openai-sft and openai-dpo are
+    OpenAI fine-tuning files; alpaca and sharegpt their classic shapes."""
+    info, chunks = await backend.files.dataset(job_id, kind, format)
     return StreamingResponse(
         chunks,
-        media_type="application/jsonl",
+        media_type=_MEDIA[format],
         headers={
-            "Content-Disposition": f'attachment; filename="{job_id}-{kind}.jsonl"',
+            "Content-Disposition": f'attachment; filename="{job_id}-{kind}.{format}"',
             "X-Records": str(info.records),
             "X-Content-SHA256": info.sha256,
         },
     )
+
+
+@router.get(
+    "/jobs/{job_id}/files/{path:path}",
+    summary="Download any file of a finished job (README.md, images/, data/, meta/)",
+    response_class=StreamingResponse,
+)
+async def get_file(job_id: JobId, path: str, backend: BackendDep) -> StreamingResponse:
+    """The dataset card (README.md with its images/), every export under data/, and
+    meta/provenance.jsonl and meta/dropped.jsonl: a Hugging Face dataset folder, file by file."""
+    info, chunks = await backend.files.file(job_id, path)
+    name = path.rsplit("/", 1)[-1]
+    return StreamingResponse(
+        chunks,
+        media_type=_MEDIA.get(info.format, "application/octet-stream"),
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "X-Records": str(info.records),
+            "X-Content-SHA256": info.sha256,
+        },
+    )
+
+
+@router.get(
+    "/jobs/{job_id}/records/{item_id}",
+    summary="Where a record came from and why it was kept (or dropped)",
+)
+async def get_record(
+    job_id: JobId,
+    backend: BackendDep,
+    item_id: str = Path(pattern=r"^[A-Za-z0-9_.-]{1,80}$"),
+) -> dict[str, Any]:
+    """Looks the record up by its id (as in the exports: "<job>/<item>", or the item part)."""
+    return await backend.files.record(job_id, item_id)
 
 
 @router.post("/plans", summary="Dry-run a recipe: how its seeds would be spread")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from services.judge.compare import CompareHandler
 from services.judge.core import Judge
 from services.judge.servicer import JudgeServicer
 from services.judge.settings import JudgeSettings
@@ -20,7 +21,7 @@ SERVICE_NAME = judge_pb2.DESCRIPTOR.services_by_name["JudgeService"].full_name
 
 
 def build(ctx: ServiceContext) -> ServiceParts:
-    """The judge servicer and the judge stage."""
+    """The judge servicer, the judge stage and TACOS comparative scoring."""
     judge = Judge(ctx.llm)
     servicer = JudgeServicer(judge)
 
@@ -31,7 +32,10 @@ def build(ctx: ServiceContext) -> ServiceParts:
         register=register,
         service_names=[SERVICE_NAME],
         routes={
-            Stage.JUDGE: Route(JudgeHandler(ctx, judge), dead_letter_recorder(ctx.jobs, ctx.items))
+            Stage.JUDGE: Route(JudgeHandler(ctx, judge), dead_letter_recorder(ctx.jobs, ctx.items)),
+            Stage.COMPARE: Route(
+                CompareHandler(ctx, judge), dead_letter_recorder(ctx.jobs, ctx.items)
+            ),
         },
     )
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from taxoforge.languages import language_name
 from taxoforge.llm import LLMClient, StructuredOutputError
 from taxoforge.methods import MAX_SELF_RUBRICS_ROUNDS
-from taxoforge.prompts import load_template
+from taxoforge.prompts import PromptTemplate, load_template
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = [
@@ -83,6 +83,10 @@ class TenVerdict(BaseModel):
     score_2: Ten
 
 
+# Both scores of one verdict, its rationale and the call.
+Verdict = tuple[float, float, str, pb.LLMCall]
+
+
 def fence(text: str, nonce: str) -> str:
     """Candidate text made safe to place between markers carrying ``nonce``."""
     return text.replace(nonce, "[marker removed]")
@@ -96,6 +100,7 @@ class Judge:
         self._rubric = load_template(_PROMPTS / "rubric.yaml")
         self._pairwise = load_template(_PROMPTS / "pairwise.yaml")
         self._contrastive = load_template(_PROMPTS / "contrastive.yaml")
+        self._samples = load_template(_PROMPTS / "samples.yaml")
 
     async def score(
         self, instruction: pb.Instruction, response: pb.Response, cfg: pb.ModelConfig
@@ -139,21 +144,77 @@ class Judge:
         contrastive: bool = False,
     ) -> tuple[float, float, str, pb.LLMCall]:
         """One verdict on (first, second) in that order: both scores, rationale, call."""
-        nonce = secrets.token_hex(6)
-        template = self._contrastive if contrastive else self._pairwise
-        messages = template.render(
-            nonce=nonce,
+        return await self._ask(
+            self._contrastive if contrastive else self._pairwise,
+            TenVerdict if contrastive else PairVerdict,
+            cfg,
             language=language_name(instruction.seed.language or "en"),
-            instruction=fence(instruction.text, nonce),
-            first=fence(first.text, nonce),
-            second=fence(second.text, nonce),
+            instruction=instruction.text,
+            first=first.text,
+            second=second.text,
         )
-        output: type[TenVerdict] | type[PairVerdict] = TenVerdict if contrastive else PairVerdict
+
+    async def _ask(
+        self,
+        template: PromptTemplate,
+        output: type[TenVerdict] | type[PairVerdict],
+        cfg: pb.ModelConfig,
+        language: str,
+        **texts: str,
+    ) -> tuple[float, float, str, pb.LLMCall]:
+        """One two-score verdict: every text fenced with a fresh nonce, the reply validated."""
+        nonce = secrets.token_hex(6)
+        fenced = {name: fence(text, nonce) for name, text in texts.items()}
+        messages = template.render(nonce=nonce, language=language, **fenced)
         verdict, call = await self._llm.structured(
             "judge", cfg, messages, output, max_tokens=320, cache=False
         )
         rationale = verdict.rationale.strip()[:_MAX_RATIONALE]
         return float(verdict.score_1), float(verdict.score_2), rationale, template.stamp(call)
+
+    async def compare_samples(
+        self, sample: pb.Sample, reference: pb.Sample, cfg: pb.ModelConfig, language: str
+    ) -> pb.Comparison:
+        """TACOS comparative scoring: a sample (A) against its cluster's reference (B) as
+        training data, 1-100, in both orders at once; the orders' means are the scores. A judge
+        that never answers validly gives a failed comparison, never a score."""
+        out = pb.Comparison(a_id=sample.id, b_id=reference.id, swapped=True)
+
+        def ask(first: pb.Sample, second: pb.Sample) -> Awaitable[Verdict]:
+            return self._ask(
+                self._samples,
+                PairVerdict,
+                cfg,
+                language=language_name(language or "en"),
+                query_1=first.query,
+                response_1=first.response,
+                query_2=second.query,
+                response_2=second.response,
+            )
+
+        ab, ba = await asyncio.gather(
+            ask(sample, reference), ask(reference, sample), return_exceptions=True
+        )
+        calls = [r[3] for r in (ab, ba) if isinstance(r, tuple)]
+        for result in (ab, ba):
+            if isinstance(result, StructuredOutputError):
+                out.failed, out.verdict, out.error = True, "tie", str(result)[:_MAX_RATIONALE]
+                out.calls.extend([*calls, result.call])
+                return out
+            if isinstance(result, BaseException):
+                raise result
+        assert isinstance(ab, tuple) and isinstance(ba, tuple)
+        (a1, b1, why1, _), (b2, a2, why2, _) = ab, ba
+        out.a_first_a, out.a_first_b, out.rationale_a_first = a1, b1, why1
+        out.b_first_a, out.b_first_b, out.rationale_b_first = a2, b2, why2
+        out.calls.extend(calls)
+        out.a, out.b = (a1 + a2) / 2, (b1 + b2) / 2
+        first, second = a1 - b1, a2 - b2
+        out.inconsistent = abs(first - second) > DEFAULT_DISAGREEMENT or (
+            _verdict(first) != _verdict(second) and "tie" not in (_verdict(first), _verdict(second))
+        )
+        out.verdict = _verdict(out.a - out.b)
+        return out
 
     async def compare(
         self,

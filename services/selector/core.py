@@ -1,26 +1,14 @@
-"""Selection: judged items in, the records of each dataset out (best first, within budget)."""
+"""A judged item's records: the conversation to teach and the preference pair (TRL shapes)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["Selection", "preference_record", "select", "sft_record"]
+__all__ = ["Record", "preference_record", "sft_record"]
 
 Record = dict[str, Any]
-
-
-@dataclass
-class Selection:
-    """The records each dataset keeps, and what was left out."""
-
-    sft: list[Record] = field(default_factory=list)
-    preference: list[Record] = field(default_factory=list)
-    ties: int = 0
-    over_budget: int = 0
 
 
 def _metadata(judgment: pb.Judgment) -> Record:
@@ -135,33 +123,3 @@ def preference_record(judgment: pb.Judgment) -> Record | None:
             "rejected_rationale": rationale.get(rejected.id, ""),
         },
     }
-
-
-def select(judgments: Iterable[pb.Judgment], budget: int) -> Selection:
-    """Top records by score, up to ``budget`` per dataset (0 keeps all).
-
-    SFT ranks by the best response's score; preference by the chosen score, then the margin.
-    Ties in rank break by item id, so a selection is reproducible.
-    """
-    out = Selection()
-    sft: list[tuple[float, str, Record]] = []
-    pref: list[tuple[float, float, str, Record]] = []
-    for judgment in judgments:
-        if not judgment.usable:
-            continue  # contrastive filtering gave up on it, or its pair was dropped
-        scored = sft_record(judgment)
-        if scored is not None:
-            sft.append((scored[0], judgment.item_id, scored[1]))
-        record = preference_record(judgment)
-        if record is None:
-            out.ties += 1
-        else:
-            pref.append((record["score_chosen"], record["margin"], judgment.item_id, record))
-    sft.sort(key=lambda t: (-t[0], t[1]))
-    pref.sort(key=lambda t: (-t[0], -t[1], t[2]))
-    keep_sft = sft[:budget] if budget > 0 else sft
-    keep_pref = pref[:budget] if budget > 0 else pref
-    out.over_budget = (len(sft) - len(keep_sft)) + (len(pref) - len(keep_pref))
-    out.sft = [t[2] for t in keep_sft]
-    out.preference = [t[3] for t in keep_pref]
-    return out

@@ -1,107 +1,171 @@
-"""Running selection for a finished job: read its items, select, write its datasets."""
+"""The select step: the job's method picks records for its budget, the other methods are
+measured on the same candidates, and the datasets, provenance and dataset card are written.
+
+Examples are read twice from the work file, never held whole: once as small candidates to
+select from, then line by line (by byte offset, in the order written) into the exports.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
-import grpc
+import numpy as np
 import structlog
 
-from services.selector.core import Record, select
-from services.selector.report import count_items, golden_agreement, judge_health, usage_of
-from taxoforge.datasets import DatasetStore, dataset_object
-from taxoforge.errors import TransientError
+from services.selector.card import CardInput, write_card
+from services.selector.clustering import candidate_of, embed_all, embedder_of
+from services.selector.examples import Candidate, Example
+from services.selector.exports import ExportWriter
+from services.selector.generated import exact_usage
+from services.selector.spec import selection_spec
+from services.selector.tacos import Budget, Rule, Selected, measure, select
+from services.selector.workfiles import download, work_object
+from taxoforge.datasets import DatasetStore
+from taxoforge.protojson import to_dict
 from taxoforge.service import ServiceContext
-from taxoforge.store import TERMINAL_STATES, ItemKind
+from taxoforge.store import TERMINAL_STATES, ItemKind, JobKind, job_kind
 from taxoforge.v1 import common_pb2 as pb
-from taxoforge.v1 import judge_pb2 as jpb
-from taxoforge.v1 import judge_pb2_grpc
 
-__all__ = ["SelectionRunner"]
+__all__ = ["SelectionRunner", "load_examples"]
 
 log = structlog.get_logger(__name__)
 
-_TOP_REASONS = 5
-_GOLDEN_TIMEOUT_S = 600.0
+# DEITA embeds the best candidates only, this many times the budget (at least 2048 of them).
+_DEITA_HEADROOM = 4
+
+
+@dataclass
+class _Loaded:
+    candidates: list[Candidate]
+    offsets: list[int]
+
+
+def load_examples(path: Path) -> _Loaded:
+    """The work file's examples as candidates, with each one's byte offset."""
+    out = _Loaded([], [])
+    with path.open("rb") as fh:
+        offset = 0
+        for line in fh:
+            if line.strip():
+                out.candidates.append(candidate_of(json.loads(line)))
+                out.offsets.append(offset)
+            offset += len(line)
+    return out
+
+
+@dataclass
+class _Comparisons:
+    """Comparative scores: each compared sample's, and each reference's mean over its pairs."""
+
+    by_item: dict[str, pb.Comparison] = field(default_factory=dict)
+    failed: int = 0
+    calls: int = 0
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 class SelectionRunner:
     """Selects a job's records and writes its datasets; running it twice gives the same files."""
 
-    def __init__(self, ctx: ServiceContext, judge_addr: str) -> None:
+    def __init__(self, ctx: ServiceContext) -> None:
         self._ctx = ctx
         self._datasets = DatasetStore(ctx.bus)
-        self._judge_addr = judge_addr
 
     async def run(self, job: pb.Job) -> tuple[list[pb.DatasetInfo], pb.SelectionReport]:
-        """Select and write; the job ends SUCCEEDED with its datasets and report.
+        """Select and write; the job ends SUCCEEDED with its datasets and report."""
+        spec = selection_spec(job)
+        report = pb.SelectionReport()
+        report.CopyFrom(job.selection)
+        with tempfile.TemporaryDirectory(prefix="taxoforge-select-") as tmp:
+            work = Path(tmp)
+            examples_path = work / "examples.jsonl"
+            await download(self._datasets, work_object(job.id, "examples.jsonl"), examples_path)
+            loaded = await asyncio.to_thread(load_examples, examples_path)
+            cands = loaded.candidates
+            plan = await self._clusters(job.id, work, cands)
+            comparisons = await self._comparisons(job.id, cands, plan)
+            tacos = report.tacos
+            tacos.comparisons = len(comparisons.by_item) - comparisons.failed
+            tacos.comparison_failures = comparisons.failed
+            tacos.judge_calls = comparisons.calls
+            tacos.unscored = sum(c.quality is None for c in cands)
 
-        Raises:
-            TransientError: not every planned item has ended yet.
-        """
-        items = self._ctx.items
-        outcomes = [o async for o in items.scan(job.id, ItemKind.OUTCOME, pb.ItemOutcome)]
-        if len(outcomes) < job.planned:
-            raise TransientError(f"{len(outcomes)} of {job.planned} items have ended; not yet")
-        judged = {o.item_id for o in outcomes if o.judged}
-        judgments = [
-            j
-            async for j in items.scan(job.id, ItemKind.JUDGMENT, pb.Judgment)
-            if j.item_id in judged
-        ]
-        selection = select(judgments, job.recipe.budget)
+            budget = Budget(int(spec.budget), spec.budget_unit)  # type: ignore[arg-type]
+            methods = [spec.method, *[m for m in spec.compare if m != spec.method]]
+            embeddings = None
+            if "deita" in methods:
+                embeddings = await self._deita_embeddings(job, cands, budget)
+            chosen: list[int] = []
+            quota_by_cluster: dict[int, tuple[int, int]] = {}
+            for method in methods:
+                picked = await asyncio.to_thread(
+                    select,
+                    method,
+                    cands,
+                    budget,
+                    rule=cast(Rule, spec.quota),
+                    seed=int(spec.seed),
+                    embeddings=embeddings,
+                    diversity_threshold=spec.diversity_threshold,
+                    score_threshold=spec.score_threshold,
+                )
+                m = measure(method, picked.chosen, cands)
+                report.methods.add(
+                    method=method,
+                    records=m.records,
+                    tokens=m.tokens,
+                    mean_quality=m.mean_quality or 0.0,
+                    unscored=m.unscored,
+                    clusters_covered=m.clusters,
+                    tags_covered=m.tags,
+                    mean_response_chars=m.mean_response_chars,
+                    chosen=method == spec.method,
+                )
+                if method == spec.method:
+                    chosen = list(picked.chosen)
+                    quota_by_cluster = _cluster_quotas(picked)
+            report.method = spec.method
+            report.selected = len(chosen)
+            report.selected_tokens = sum(cands[i].tokens for i in chosen)
+            report.over_budget = len(cands) - len(chosen)
+            for info in report.clusters:
+                quota, selected = quota_by_cluster.get(info.id, (0, 0))
+                info.quota, info.selected = quota, selected
 
-        report = pb.SelectionReport(
-            judged=len(judgments),
-            failed=len(outcomes) - len(judged),
-            sft_records=len(selection.sft),
-            preference_records=len(selection.preference),
-            ties=selection.ties,
-            over_budget=selection.over_budget,
-        )
-        for stage, n in Counter(o.failed_stage for o in outcomes if not o.judged).items():
-            report.failures_by_stage[stage] = n
-        count_items(report, judgments)
-        rejected = [r async for r in items.scan(job.id, ItemKind.REJECTED, pb.Instruction)]
-        for instruction in rejected:
-            for rejection in instruction.rejections:
-                report.rejections[rejection.reason] += 1
-        versions = [v async for v in items.scan(job.id, ItemKind.JUDGED, pb.Judgment)]
-        report.judge.CopyFrom(judge_health(judgments, versions))
-        if job.recipe.judging.golden:
-            await self._golden(job, report.judge)
-        if report.failed:
-            reasons = Counter(
-                [
-                    (f.stage, f.reason[:300])
-                    async for f in items.scan(job.id, ItemKind.FAILURE, pb.ItemFailure)
-                    if f.item_id not in judged
-                ]
+            out = work / "out"
+            files = await asyncio.to_thread(
+                self._write,
+                job,
+                spec,
+                examples_path,
+                loaded,
+                chosen,
+                plan,
+                comparisons,
+                quota_by_cluster,
+                report,
+                out,
             )
-            for (stage, reason), n in reasons.most_common(_TOP_REASONS):
-                report.failure_reasons.add(stage=stage, reason=reason, items=n)
-        report.usage.CopyFrom(await self._exact_usage(job.id, rejected, versions))
-
-        datasets = [
-            await self._write(job.id, "sft", selection.sft),
-            await self._write(job.id, "preference", selection.preference),
-        ]
+            await self._copy_prepare_drops(job.id, work, out)
+            report.usage.CopyFrom(await exact_usage(self._ctx, job.id, report.usage))
+            datasets = [await self._upload(job.id, out, f) for f in files]
 
         def _succeed(j: pb.Job) -> bool:
             if j.state in TERMINAL_STATES:
                 return False
-            if report.judged == 0:
-                # Nothing to train on: say so, with the reason most items gave.
-                j.state = pb.JOB_STATE_FAILED
-                top = report.failure_reasons[0] if report.failure_reasons else None
-                j.error = "every item failed" + (
-                    f"; most often at {top.stage}: {top.reason}" if top else ""
-                )
-            else:
-                j.state = pb.JOB_STATE_SUCCEEDED
+            j.state = pb.JOB_STATE_SUCCEEDED
+            j.phase = ""
             del j.datasets[:]
             j.datasets.extend(datasets)
             j.selection.CopyFrom(report)
@@ -110,67 +174,310 @@ class SelectionRunner:
         await self._ctx.jobs.update(job.id, _succeed)
         log.info(
             "job_selected",
+            method=spec.method,
+            candidates=len(cands),
+            selected=report.selected,
             sft=report.sft_records,
             preference=report.preference_records,
-            failed=report.failed,
         )
         return datasets, report
 
-    async def _write(self, job_id: str, kind: str, records: list[Record]) -> pb.DatasetInfo:
-        with tempfile.TemporaryDirectory(prefix="taxoforge-") as tmp:
-            path = Path(tmp) / f"{kind}.jsonl"
-            with path.open("w", encoding="utf-8") as fh:
-                for record in records:
-                    fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-            return await self._datasets.put_file(
-                dataset_object(job_id, kind), kind, path, len(records)
-            )
+    async def _clusters(self, job_id: str, work: Path, cands: list[Candidate]) -> dict[str, Any]:
+        """clusters.json, applied to the candidates (cluster and tags)."""
+        path = work / "clusters.json"
+        await download(self._datasets, work_object(job_id, "clusters.json"), path)
+        plan: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        for cand, cluster, tags in zip(cands, plan["assignment"], plan["tags"], strict=True):
+            cand.cluster, cand.tags = int(cluster), list(tags)
+        return plan
 
-    async def _exact_usage(
-        self, job_id: str, rejected: list[pb.Instruction], versions: list[pb.Judgment]
-    ) -> pb.Usage:
-        """Every recorded call behind the job's items, counted once."""
-        items = self._ctx.items
-        latest: dict[str, pb.Instruction] = {}
-        async for instruction in items.scan(job_id, ItemKind.INSTRUCTION, pb.Instruction):
-            latest[instruction.item_id] = instruction
-        async for refined in items.scan(job_id, ItemKind.REFINED, pb.Instruction):
-            known = latest.get(refined.item_id)
-            if known is None or refined.version > known.version:
-                latest[refined.item_id] = refined
-        responses = [r async for r in items.scan(job_id, ItemKind.RESPONSE, pb.Response)]
-        scores = [s async for s in items.scan(job_id, ItemKind.SCORE, pb.Score)]
-        return usage_of([*latest.values(), *rejected], responses, scores, versions)
+    async def _comparisons(
+        self, job_id: str, cands: list[Candidate], plan: dict[str, Any]
+    ) -> _Comparisons:
+        """Comparative scores on the candidates: a compared sample gets its score against the
+        reference; a reference gets the mean of its scores over its comparisons."""
+        out = _Comparisons()
+        reference_scores: dict[str, list[float]] = {}
+        async for comparison in self._ctx.items.scan(job_id, ItemKind.COMPARISON, pb.Comparison):
+            out.by_item[comparison.a_id] = comparison
+            out.calls += len(comparison.calls)
+            if comparison.failed:
+                out.failed += 1
+                continue
+            reference_scores.setdefault(comparison.b_id, []).append(comparison.b)
+        for cand in cands:
+            c = out.by_item.get(cand.item_id)
+            if c is not None and not c.failed:
+                cand.comparative = c.a
+            elif cand.item_id in reference_scores:
+                scores = reference_scores[cand.item_id]
+                cand.comparative = sum(scores) / len(scores)
+        return out
 
-    async def _golden(self, job: pb.Job, health: pb.JudgeHealth) -> None:
-        """The judge on the job's labelled pairs: accuracy and Cohen's kappa."""
-        config = pb.JudgeConfig()
-        config.CopyFrom(job.recipe.judging)
-        config.mode, config.inconsistent = "pairwise", "tie"
-        del config.golden[:]
-        requests = []
-        for i, pair in enumerate(job.recipe.judging.golden):
-            instruction = pb.Instruction(text=pair.instruction, item_id=f"golden{i}")
-            instruction.seed.language = (
-                job.recipe.languages[0].code if job.recipe.languages else "en"
-            )
-            candidates = pb.Candidates(
-                instruction=instruction,
-                responses=[pb.Response(id="a", text=pair.a), pb.Response(id="b", text=pair.b)],
-            )
-            requests.append(
-                jpb.JudgeCandidatesRequest(
-                    candidates=candidates, judge=job.recipe.models.judge, config=config
+    async def _deita_embeddings(
+        self, job: pb.Job, cands: list[Candidate], budget: Budget
+    ) -> np.ndarray:
+        """Embeddings for DEITA's diversity filter: the best candidates get real ones (DEITA
+        walks best first and stops at the budget); the rest, which it never reaches, zeros."""
+        order = sorted(
+            range(len(cands)),
+            key=lambda i: (cands[i].quality is None, -(cands[i].quality or 0.0), cands[i].item_id),
+        )
+        if budget.amount and budget.unit == "records":
+            reach = max(2048, _DEITA_HEADROOM * budget.amount)
+        elif budget.amount:
+            mean = max(1.0, sum(c.tokens for c in cands) / max(1, len(cands)))
+            reach = max(2048, int(_DEITA_HEADROOM * budget.amount / mean))
+        else:
+            reach = len(cands)
+        head = order[:reach]
+        vectors = await embed_all(
+            embedder_of(job), [f"{cands[i].query}\n{cands[i].response}" for i in head]
+        )
+        out = np.zeros((len(cands), vectors.shape[1] if len(head) else 384), dtype=np.float32)
+        if head:
+            out[head] = vectors
+        return out
+
+    def _write(
+        self,
+        job: pb.Job,
+        spec: pb.SelectionSpec,
+        examples_path: Path,
+        loaded: _Loaded,
+        chosen: list[int],
+        plan: dict[str, Any],
+        comparisons: _Comparisons,
+        quota_by_cluster: dict[int, tuple[int, int]],
+        report: pb.SelectionReport,
+        out: Path,
+    ) -> list[Path]:
+        """Exports, provenance, the drops of this step and the card, under ``out``."""
+        cands = loaded.candidates
+        labels: list[str] = plan["labels"]
+        references: list[str] = plan["references"]
+        kept = _explain(spec.method, chosen, cands, labels, quota_by_cluster)
+        order = sorted(
+            chosen,
+            key=lambda i: (cands[i].quality is None, -(cands[i].quality or 0.0), cands[i].item_id),
+        )
+        composition: dict[str, Counter[str]] = {
+            k: Counter() for k in ("taxonomy node", "language", "difficulty", "cluster", "shape")
+        }
+        languages: Counter[str] = Counter()
+        with ExportWriter(out, spec.exports) as writer, examples_path.open("rb") as fh:
+            for i in order:
+                fh.seek(loaded.offsets[i])
+                example: Example = json.loads(fh.readline())
+                writer.write(example)
+                cand = cands[i]
+                label = labels[cand.cluster] if 0 <= cand.cluster < len(labels) else ""
+                writer.write_extra(
+                    "provenance",
+                    _provenance(example, cand, label, references, comparisons, kept[i]),
                 )
+                for key, value in (
+                    ("taxonomy node", example.get("node", "")),
+                    ("language", example.get("language", "")),
+                    ("difficulty", example.get("difficulty", "")),
+                    ("cluster", label),
+                    ("shape", example["shape"]),
+                ):
+                    if value:
+                        composition[key][value] += 1
+                if example.get("language"):
+                    languages[example.get("language", "")] += 1
+            selected = set(chosen)
+            for i, cand in enumerate(cands):
+                if i not in selected:
+                    writer.write_extra(
+                        "dropped",
+                        {
+                            "id": f"{job.id}/{cand.item_id}",
+                            "item_id": cand.item_id,
+                            "reason": "not_selected",
+                            "detail": _not_kept(spec.method, i, cands, labels, quota_by_cluster),
+                        },
+                    )
+            if job_kind(job) is JobKind.GENERATE:  # judged items whose candidates gave no pair
+                report.ties = sum(not c.has_preference for c in cands)
+        files = writer.close()
+        written = {(f.kind, f.format): f.records for f in files}
+        report.sft_records = written.get(("sft", "jsonl"), 0)
+        report.preference_records = written.get(("preference", "jsonl"), 0)
+        card = CardInput(
+            job_id=job.id,
+            name=job.recipe.name or job.id,
+            license=spec.license,
+            languages=sorted(languages),
+            method=spec.method,
+            files=files,
+            composition={k: v for k, v in composition.items() if v},
+            cluster_sizes=Counter(labels[c.cluster] for c in cands if 0 <= c.cluster < len(labels)),
+            selected_quality=[q for i in chosen if (q := cands[i].quality) is not None],
+            candidate_quality=[q for c in cands if (q := c.quality) is not None],
+            settings={"selection": to_dict(spec), "recipe": _recipe_settings(job.recipe)},
+            report=to_dict(report),
+        )
+        card_paths = write_card(out, card)
+        return [f.path for f in files] + [out / p for p in card_paths]
+
+    async def _copy_prepare_drops(self, job_id: str, work: Path, out: Path) -> None:
+        """The prepare step's drops (malformed, duplicate, contaminated, failed) go first."""
+        prepared = work / "prepared-dropped.jsonl"
+        await download(self._datasets, work_object(job_id, "dropped.jsonl"), prepared)
+        target = out / "meta" / "dropped.jsonl"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        merged = work / "dropped-merged.jsonl"
+        with merged.open("wb") as dst:
+            with prepared.open("rb") as src:
+                shutil.copyfileobj(src, dst)
+            if target.exists():
+                with target.open("rb") as src:
+                    shutil.copyfileobj(src, dst)
+        merged.replace(target)
+
+    async def _upload(self, job_id: str, out: Path, path: Path) -> pb.DatasetInfo:
+        rel = path.relative_to(out).as_posix()
+        kind, fmt = _kind_of(rel)
+        records = 0
+        if fmt == "jsonl":
+            with path.open("rb") as fh:
+                records = sum(1 for line in fh if line.strip())
+        elif fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            records = pq.ParquetFile(path).metadata.num_rows
+        info = await self._datasets.put_file(f"{job_id}/{rel}", kind, path, records)
+        info.format = fmt
+        return info
+
+
+def _kind_of(rel: str) -> tuple[str, str]:
+    """A job file's kind and format from its path: data/sft.parquet -> ("sft", "parquet")."""
+    name = rel.rsplit("/", 1)[-1]
+    stem, _, fmt = name.rpartition(".")
+    if rel == "README.md":
+        return "card", "md"
+    if rel.startswith("images/"):
+        return "image", fmt
+    return stem, fmt
+
+
+def _recipe_settings(recipe: pb.Recipe) -> dict[str, Any]:
+    settings = to_dict(recipe)
+    settings.get("judging", {}).pop("golden", None)
+    settings.pop("selection", None)
+    return settings
+
+
+def _cluster_quotas(picked: Selected) -> dict[int, tuple[int, int]]:
+    """Per cluster: (quota, selected), when the method has quotas (TACOS)."""
+    return {
+        c: (picked.quota.get(c, 0), picked.taken.get(c, 0))
+        for c in set(picked.quota) | set(picked.taken)
+    }
+
+
+def _ranks(
+    cands: Sequence[Candidate], key: Callable[[Candidate], int]
+) -> dict[int, tuple[int, int]]:
+    """Each candidate's rank by quality inside its group, and the group's size."""
+    groups: dict[int, list[int]] = {}
+    for i, c in enumerate(cands):
+        groups.setdefault(key(c), []).append(i)
+    out: dict[int, tuple[int, int]] = {}
+    for members in groups.values():
+        members.sort(
+            key=lambda i: (cands[i].quality is None, -(cands[i].quality or 0.0), cands[i].item_id)
+        )
+        for rank, i in enumerate(members, 1):
+            out[i] = (rank, len(members))
+    return out
+
+
+def _explain(
+    method: str,
+    chosen: Sequence[int],
+    cands: Sequence[Candidate],
+    labels: Sequence[str],
+    quotas: dict[int, tuple[int, int]],
+) -> dict[int, str]:
+    """Why each chosen record was kept."""
+    ranks = _ranks(cands, lambda c: c.cluster)
+    out = {}
+    for i in chosen:
+        c = cands[i]
+        rank, size = ranks[i]
+        quality = "no score" if c.quality is None else f"quality {c.quality:.1f}"
+        if method == "tacos":
+            label = labels[c.cluster] if 0 <= c.cluster < len(labels) else "?"
+            quota = quotas.get(c.cluster, (0, 0))[0]
+            out[i] = (
+                f"tacos: {_ordinal(rank)} of {size} in cluster {c.cluster} ({label}), "
+                f"quota {quota}; {quality}"
             )
-        try:
-            async with grpc.aio.insecure_channel(self._judge_addr) as channel:
-                stub = judge_pb2_grpc.JudgeServiceStub(channel)
-                resp = await stub.JudgeBatch(
-                    jpb.JudgeBatchRequest(requests=requests), timeout=_GOLDEN_TIMEOUT_S
-                )
-        except grpc.aio.AioRpcError as exc:
-            log.warning("golden_set_not_judged", error=exc.details())
-            return
-        predicted = [j.comparisons[0].verdict if j.comparisons else "tie" for j in resp.judgments]
-        golden_agreement(health, predicted, [p.preferred for p in job.recipe.judging.golden])
+        else:
+            out[i] = f"{method}: selected; {quality}"
+    return out
+
+
+def _not_kept(
+    method: str,
+    i: int,
+    cands: Sequence[Candidate],
+    labels: Sequence[str],
+    quotas: dict[int, tuple[int, int]],
+) -> str:
+    c = cands[i]
+    quality = "no score" if c.quality is None else f"quality {c.quality:.1f}"
+    if method == "tacos":
+        label = labels[c.cluster] if 0 <= c.cluster < len(labels) else "?"
+        return (
+            f"tacos: below the quota ({quotas.get(c.cluster, (0, 0))[0]}) of cluster "
+            f"{c.cluster} ({label}); {quality}"
+        )
+    return f"{method}: not selected within the budget; {quality}"
+
+
+def _provenance(
+    example: Example,
+    cand: Candidate,
+    label: str,
+    references: Sequence[str],
+    comparisons: _Comparisons,
+    kept: str,
+) -> dict[str, Any]:
+    """Everything a record came from, and why it was kept."""
+    record: dict[str, Any] = {
+        "id": example["id"],
+        "item_id": example["item_id"],
+        "shape": example["shape"],
+        "kept": kept,
+        "quality": cand.quality,
+        "judge_score": cand.judge_score,
+        "cluster": cand.cluster,
+        "cluster_label": label,
+        "tags": cand.tags,
+        "tokens": example["tokens"],
+    }
+    for key in ("row", "language", "node", "difficulty", "task_type"):
+        if key in example:
+            record[key] = example[key]  # type: ignore[literal-required]
+    c = comparisons.by_item.get(cand.item_id)
+    if c is not None:
+        record["comparative"] = {
+            "reference_id": c.b_id,
+            "score": c.a,
+            "reference_score": c.b,
+            "sample_first": [c.a_first_a, c.a_first_b],
+            "reference_first": [c.b_first_a, c.b_first_b],
+            "inconsistent": c.inconsistent,
+            "failed": c.failed,
+            "rationales": [c.rationale_a_first, c.rationale_b_first],
+            "judge_model": c.calls[0].model if c.calls else "",
+        }
+    elif 0 <= cand.cluster < len(references) and references[cand.cluster] == cand.item_id:
+        record["comparative"] = {"reference_of_cluster": cand.cluster, "score": cand.comparative}
+    record["metadata"] = example.get("metadata", {})
+    return record

@@ -1,29 +1,48 @@
-"""The select stage: a complete job's datasets are written."""
+"""The selector's whole-job steps: prepare, cluster and select, each run once per job by
+whichever replica takes its message (the tag step is per item: services.selector.tagging)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import structlog
 
-from services.selector.selection import SelectionRunner
+from taxoforge.bus import Stage
 from taxoforge.bus.worker import Delivery
+from taxoforge.errors import TransientError
 from taxoforge.pipeline import active_job
-from taxoforge.store import JobStore
+from taxoforge.store import SELECTION_PHASES, JobStore
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["SelectHandler"]
+__all__ = ["StepHandler"]
+
+log = structlog.get_logger(__name__)
 
 
-class SelectHandler:
-    """JobRef in, datasets out."""
+class StepHandler:
+    """JobRef in; the step runs if the job is at that step (a late duplicate is dropped)."""
 
-    def __init__(self, jobs: JobStore, runner: SelectionRunner) -> None:
+    def __init__(
+        self, jobs: JobStore, step: Stage, run: Callable[[pb.Job], Awaitable[object]]
+    ) -> None:
         self._jobs = jobs
-        self._runner = runner
+        self._step = step
+        self._run = run
 
     async def __call__(self, delivery: Delivery) -> None:
         ref = pb.JobRef.FromString(delivery.data)
-        structlog.contextvars.bind_contextvars(job_id=ref.job_id)
-        job = await active_job(self._jobs, ref.job_id)
+        structlog.contextvars.bind_contextvars(job_id=ref.job_id, step=self._step.value)
+        if await active_job(self._jobs, ref.job_id) is None:
+            return
+        job = await self._jobs.get(ref.job_id)  # fresh: the step was just entered
         if job is None:
             return
-        await self._runner.run(job)
+        mine = SELECTION_PHASES.index(self._step)
+        at = SELECTION_PHASES.index(Stage(job.phase)) if job.phase else -1
+        if job.state == pb.JOB_STATE_RUNNING or at < mine:
+            # Queued a moment before the job was moved to this step: try again shortly.
+            raise TransientError(f"job {job.id} is not at step {self._step.value} yet")
+        if job.state != pb.JOB_STATE_SELECTING or at > mine:
+            log.info("step_skipped", phase=job.phase, state=pb.JobState.Name(job.state))
+            return
+        await self._run(job)

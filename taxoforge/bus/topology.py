@@ -39,6 +39,13 @@ class Stage(StrEnum):
     EXPAND = "expand"
     INDUCE = "induce"
     APPLY = "apply"
+    # Selection (TACOS): examples from judgments or an import, deduplicated and
+    # decontaminated; open tags per query; clusters and comparison plan; each planned sample
+    # against its cluster's reference (judge); then SELECT writes the datasets.
+    PREPARE = "prepare"
+    TAG = "tag"
+    CLUSTER = "cluster"
+    COMPARE = "compare"
 
 
 WORK_STREAM = "TF_WORK"
@@ -56,8 +63,8 @@ OBJ_TAXONOMIES = "tf-taxonomy-versions"
 CONSUMERS: dict[str, tuple[Stage, ...]] = {
     "taxonomy": (Stage.PLAN, Stage.EXPAND, Stage.INDUCE, Stage.APPLY),
     "generator": (Stage.INSTRUCT, Stage.RESPOND, Stage.REFINE),
-    "judge": (Stage.JUDGE,),
-    "selector": (Stage.SELECT,),
+    "judge": (Stage.JUDGE, Stage.COMPARE),
+    "selector": (Stage.PREPARE, Stage.TAG, Stage.CLUSTER, Stage.SELECT),
 }
 
 

@@ -11,6 +11,8 @@ follow the request's schema, and its behaviour can be steered while it runs:
 - ``replies``: [pattern, reply] pairs; the first pattern a request contains picks its reply.
 - ``position_bias``: judge replies score answers by their "[quality: N]" markers, the first
   shown answer getting this many extra points (tests of order-swapping judges).
+- Tagging: a JSON reply with a ``tags`` list takes the tags of a "[tags: a, b]" marker in the
+  request, so planted data clusters as planned.
 - ``wrong_language_pattern``: requests containing it are answered in English. Otherwise text
   replies are in the language the prompt asks for ("... in French"), for en/fr/de/es.
 
@@ -198,6 +200,7 @@ def _from_schema(schema: dict[str, Any], seed: bytes, path: str = "") -> Any:
 
 
 _QUALITY = re.compile(r"\[quality: (\d+)\]")
+_TAGS = re.compile(r"\[tags: ([^\]]+)\]")
 
 
 def _scale(schema: dict[str, Any], name: str, value: float) -> int:
@@ -304,6 +307,9 @@ class FakeLLM:
                 value = _from_schema(schema, seed)
                 if isinstance(value, dict):
                     _judge_by_markers(value, schema, blob, cfg.position_bias)
+                    tags = _TAGS.search(blob)
+                    if tags is not None and "tags" in value:
+                        value["tags"] = [t.strip() for t in tags.group(1).split(",") if t.strip()]
                 content = json.dumps(value)
         else:
             english = bool(cfg.wrong_language_pattern and cfg.wrong_language_pattern in blob)

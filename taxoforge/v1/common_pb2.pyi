@@ -583,6 +583,7 @@ class Recipe(_message.Message):
     NEAR_DUPLICATE_FIELD_NUMBER: _builtins.int
     CONTRASTIVE_FIELD_NUMBER: _builtins.int
     JUDGING_FIELD_NUMBER: _builtins.int
+    SELECTION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     taxonomy_id: _builtins.str
     count: _builtins.int
@@ -645,6 +646,10 @@ class Recipe(_message.Message):
 
     @_builtins.property
     def judging(self) -> Global___JudgeConfig: ...
+    @_builtins.property
+    def selection(self) -> Global___SelectionSpec:
+        """How the datasets are chosen from the judged items (TACOS by default)."""
+
     def __init__(
         self,
         *,
@@ -673,10 +678,11 @@ class Recipe(_message.Message):
         near_duplicate: _builtins.float | None = ...,
         contrastive: _builtins.bool = ...,
         judging: Global___JudgeConfig | None = ...,
+        selection: Global___SelectionSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_near_duplicate", b"_near_duplicate", "_rubric_rounds", b"_rubric_rounds", "judging", b"judging", "models", b"models", "near_duplicate", b"near_duplicate", "rubric_rounds", b"rubric_rounds"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_near_duplicate", b"_near_duplicate", "_rubric_rounds", b"_rubric_rounds", "judging", b"judging", "models", b"models", "near_duplicate", b"near_duplicate", "rubric_rounds", b"rubric_rounds", "selection", b"selection"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_near_duplicate", b"_near_duplicate", "_rubric_rounds", b"_rubric_rounds", "budget", b"budget", "contrastive", b"contrastive", "count", b"count", "difficulties", b"difficulties", "distribution", b"distribution", "instruction_attempts", b"instruction_attempts", "judging", b"judging", "languages", b"languages", "min_margin", b"min_margin", "models", b"models", "name", b"name", "near_duplicate", b"near_duplicate", "no_cache", b"no_cache", "no_language_check", b"no_language_check", "node_counts", b"node_counts", "nodes", b"nodes", "responses_per_instruction", b"responses_per_instruction", "rubric_rounds", b"rubric_rounds", "seed", b"seed", "strategies", b"strategies", "task_taxonomy_id", b"task_taxonomy_id", "task_taxonomy_version", b"task_taxonomy_version", "task_types", b"task_types", "taxonomy_id", b"taxonomy_id", "taxonomy_version", b"taxonomy_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_near_duplicate", b"_near_duplicate", "_rubric_rounds", b"_rubric_rounds", "budget", b"budget", "contrastive", b"contrastive", "count", b"count", "difficulties", b"difficulties", "distribution", b"distribution", "instruction_attempts", b"instruction_attempts", "judging", b"judging", "languages", b"languages", "min_margin", b"min_margin", "models", b"models", "name", b"name", "near_duplicate", b"near_duplicate", "no_cache", b"no_cache", "no_language_check", b"no_language_check", "node_counts", b"node_counts", "nodes", b"nodes", "responses_per_instruction", b"responses_per_instruction", "rubric_rounds", b"rubric_rounds", "seed", b"seed", "selection", b"selection", "strategies", b"strategies", "task_taxonomy_id", b"task_taxonomy_id", "task_taxonomy_version", b"task_taxonomy_version", "task_types", b"task_types", "taxonomy_id", b"taxonomy_id", "taxonomy_version", b"taxonomy_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__near_duplicate: _TypeAlias = _typing.Literal["near_duplicate"]  # noqa: Y015
     _WhichOneofArgType__near_duplicate: _TypeAlias = _typing.Literal["_near_duplicate", b"_near_duplicate"]  # noqa: Y015
@@ -688,6 +694,167 @@ class Recipe(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__rubric_rounds) -> _WhichOneofReturnType__rubric_rounds | None: ...
 
 Global___Recipe: _TypeAlias = Recipe  # noqa: Y015
+
+@_typing.final
+class SelectionSpec(_message.Message):
+    """Selection (TACOS and the methods it is compared to), dedup, decontamination and exports."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METHOD_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    BUDGET_UNIT_FIELD_NUMBER: _builtins.int
+    QUOTA_FIELD_NUMBER: _builtins.int
+    CLUSTER_BY_FIELD_NUMBER: _builtins.int
+    CLUSTERS_FIELD_NUMBER: _builtins.int
+    SCORING_FIELD_NUMBER: _builtins.int
+    COMPARISON_BUDGET_FIELD_NUMBER: _builtins.int
+    MIN_TAG_FREQUENCY_FIELD_NUMBER: _builtins.int
+    TAG_MERGE_THRESHOLD_FIELD_NUMBER: _builtins.int
+    NEAR_DUPLICATE_FIELD_NUMBER: _builtins.int
+    DECONTAMINATE_FIELD_NUMBER: _builtins.int
+    NGRAM_FIELD_NUMBER: _builtins.int
+    CONTAMINATION_OVERLAP_FIELD_NUMBER: _builtins.int
+    DIVERSITY_THRESHOLD_FIELD_NUMBER: _builtins.int
+    SCORE_THRESHOLD_FIELD_NUMBER: _builtins.int
+    COMPARE_FIELD_NUMBER: _builtins.int
+    EXPORTS_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    LICENSE_FIELD_NUMBER: _builtins.int
+    method: _builtins.str
+    """"tacos" (the default), "deita", "alpagasus", "random", "longest" or "score" (best judge
+    score first, no clusters).
+    """
+    budget: _builtins.int
+    """What the datasets may hold: records, or tokens when budget_unit is "tokens"; 0 keeps every
+    record that passes dedup and decontamination. Generation jobs: unset uses Recipe.budget.
+    """
+    budget_unit: _builtins.str
+    """"records" (the default) or "tokens" (o200k_base tokens of the whole conversation)."""
+    quota: _builtins.str
+    """How the budget is shared between clusters: "proportional" (the default), "sqrt", "equal"."""
+    cluster_by: _builtins.str
+    """What clusters are made of: "tags" (TACOS open tags), "node" (taxonomy nodes) or
+    "embedding" (the query's embedding). Default: node for generated data, tags for imported.
+    """
+    clusters: _builtins.int
+    """Number of clusters for tags and embedding; 0 picks sqrt(n/2), at most 500."""
+    scoring: _builtins.str
+    """Quality score: "comparative" (each sample against its cluster's reference, 1-100, both
+    orders, through the judge) or "judge" (the generation job's own judgments). Default:
+    judge for generated data, comparative for imported.
+    """
+    comparison_budget: _builtins.int
+    """Judge calls comparative scoring may spend (each comparison is two: both orders). 0: two
+    per sample, every sample against its reference once.
+    """
+    min_tag_frequency: _builtins.int
+    """Tag normalization: tags seen fewer times are dropped (default 2); cosine similarity at
+    which two tags are one (default 0.85).
+    """
+    tag_merge_threshold: _builtins.float
+    near_duplicate: _builtins.float
+    """Word-shingle Jaccard from which two queries are near-duplicates. Unset: 0.8; 0: exact only."""
+    ngram: _builtins.int
+    """Word n-gram length of the overlap check (default 10; shorter texts are matched whole)."""
+    contamination_overlap: _builtins.float
+    """Fraction of a record's n-grams found in a benchmark from which it is contaminated; 0: any."""
+    diversity_threshold: _builtins.float
+    """DEITA: skip a record whose embedding cosine to one already kept is above this (0.9)."""
+    score_threshold: _builtins.float
+    """AlpaGasus: keep records scoring at least this on 1-100 (default 90, i.e. 4.5 of 5)."""
+    seed: _builtins.int
+    """Seeds the random choices (random method, references, k-means); default: the recipe's."""
+    license: _builtins.str
+    """The dataset card's license (default "other")."""
+    @_builtins.property
+    def decontaminate(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Benchmarks (names in the registry) whose prompts no selected record may overlap."""
+
+    @_builtins.property
+    def compare(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Other methods to measure on the same data in the report (default: all the others)."""
+
+    @_builtins.property
+    def exports(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Export formats (default all): "sft", "preference", "openai-sft", "openai-dpo", "alpaca",
+        "sharegpt"; each written as JSON Lines and Parquet.
+        """
+
+    def __init__(
+        self,
+        *,
+        method: _builtins.str = ...,
+        budget: _builtins.int = ...,
+        budget_unit: _builtins.str = ...,
+        quota: _builtins.str = ...,
+        cluster_by: _builtins.str = ...,
+        clusters: _builtins.int = ...,
+        scoring: _builtins.str = ...,
+        comparison_budget: _builtins.int = ...,
+        min_tag_frequency: _builtins.int = ...,
+        tag_merge_threshold: _builtins.float = ...,
+        near_duplicate: _builtins.float | None = ...,
+        decontaminate: _abc.Iterable[_builtins.str] | None = ...,
+        ngram: _builtins.int = ...,
+        contamination_overlap: _builtins.float = ...,
+        diversity_threshold: _builtins.float = ...,
+        score_threshold: _builtins.float = ...,
+        compare: _abc.Iterable[_builtins.str] | None = ...,
+        exports: _abc.Iterable[_builtins.str] | None = ...,
+        seed: _builtins.int = ...,
+        license: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_near_duplicate", b"_near_duplicate", "near_duplicate", b"near_duplicate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_near_duplicate", b"_near_duplicate", "budget", b"budget", "budget_unit", b"budget_unit", "cluster_by", b"cluster_by", "clusters", b"clusters", "compare", b"compare", "comparison_budget", b"comparison_budget", "contamination_overlap", b"contamination_overlap", "decontaminate", b"decontaminate", "diversity_threshold", b"diversity_threshold", "exports", b"exports", "license", b"license", "method", b"method", "min_tag_frequency", b"min_tag_frequency", "near_duplicate", b"near_duplicate", "ngram", b"ngram", "quota", b"quota", "score_threshold", b"score_threshold", "scoring", b"scoring", "seed", b"seed", "tag_merge_threshold", b"tag_merge_threshold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__near_duplicate: _TypeAlias = _typing.Literal["near_duplicate"]  # noqa: Y015
+    _WhichOneofArgType__near_duplicate: _TypeAlias = _typing.Literal["_near_duplicate", b"_near_duplicate"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__near_duplicate) -> _WhichOneofReturnType__near_duplicate | None: ...
+
+Global___SelectionSpec: _TypeAlias = SelectionSpec  # noqa: Y015
+
+@_typing.final
+class ImportSource(_message.Message):
+    """Where a selection job's records come from: an uploaded object, a path or a URL the
+    selector can read. JSON Lines or Parquet; messages, Alpaca, ShareGPT or preference rows.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECT_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    SHAPE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    object: _builtins.str
+    path: _builtins.str
+    url: _builtins.str
+    format: _builtins.str
+    """"auto" (by name, then content), "jsonl" or "parquet"."""
+    shape: _builtins.str
+    """"auto" (per row), "messages", "alpaca", "sharegpt" or "preference"."""
+    name: _builtins.str
+    """The name it is shown by (the uploaded file's name)."""
+    def __init__(
+        self,
+        *,
+        object: _builtins.str = ...,
+        path: _builtins.str = ...,
+        url: _builtins.str = ...,
+        format: _builtins.str = ...,
+        shape: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "name", b"name", "object", b"object", "path", b"path", "shape", b"shape", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportSource: _TypeAlias = ImportSource  # noqa: Y015
 
 @_typing.final
 class JudgeConfig(_message.Message):
@@ -775,12 +942,17 @@ class DatasetInfo(_message.Message):
     RECORDS_FIELD_NUMBER: _builtins.int
     BYTES_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
-    """"sft" or "preference"."""
+    """The export: "sft", "preference", "openai-sft", "openai-dpo", "alpaca", "sharegpt", and
+    "provenance", "dropped", "card" (README.md) or "image".
+    """
     object_name: _builtins.str
     records: _builtins.int
     bytes: _builtins.int
     sha256: _builtins.str
+    format: _builtins.str
+    """"jsonl", "parquet", "md" or "png"."""
     def __init__(
         self,
         *,
@@ -789,10 +961,11 @@ class DatasetInfo(_message.Message):
         records: _builtins.int = ...,
         bytes: _builtins.int = ...,
         sha256: _builtins.str = ...,
+        format: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "kind", b"kind", "object_name", b"object_name", "records", b"records", "sha256", b"sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "format", b"format", "kind", b"kind", "object_name", b"object_name", "records", b"records", "sha256", b"sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -818,6 +991,9 @@ class Job(_message.Message):
     INDUCE_FIELD_NUMBER: _builtins.int
     RESULT_TAXONOMY_VERSION_FIELD_NUMBER: _builtins.int
     INDUCTION_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
+    PHASE_PLANNED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     state: Global___JobState.ValueType
     created_at_ms: _builtins.int
@@ -831,6 +1007,11 @@ class Job(_message.Message):
     """"generate" (the default), "expand" or "induce"."""
     result_taxonomy_version: _builtins.str
     """The taxonomy version an expansion or induction produced."""
+    phase: _builtins.str
+    """Selection's current step ("prepare", "tag", "cluster", "compare", "select") and how many
+    item results that step waits for.
+    """
+    phase_planned: _builtins.int
     @_builtins.property
     def recipe(self) -> Global___Recipe: ...
     @_builtins.property
@@ -845,6 +1026,10 @@ class Job(_message.Message):
     def induce(self) -> Global___InduceRequest: ...
     @_builtins.property
     def induction(self) -> Global___InductionReport: ...
+    @_builtins.property
+    def source(self) -> Global___ImportSource:
+        """Selection jobs: the records to select from."""
+
     def __init__(
         self,
         *,
@@ -864,10 +1049,13 @@ class Job(_message.Message):
         induce: Global___InduceRequest | None = ...,
         result_taxonomy_version: _builtins.str = ...,
         induction: Global___InductionReport | None = ...,
+        source: Global___ImportSource | None = ...,
+        phase: _builtins.str = ...,
+        phase_planned: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expand", b"expand", "induce", b"induce", "induction", b"induction", "recipe", b"recipe", "selection", b"selection"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expand", b"expand", "induce", b"induce", "induction", b"induction", "recipe", b"recipe", "selection", b"selection", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at_ms", b"created_at_ms", "datasets", b"datasets", "error", b"error", "expand", b"expand", "finished_at_ms", b"finished_at_ms", "id", b"id", "induce", b"induce", "induction", b"induction", "kind", b"kind", "planned", b"planned", "recipe", b"recipe", "result_taxonomy_version", b"result_taxonomy_version", "selection", b"selection", "state", b"state", "taxonomy_version", b"taxonomy_version", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at_ms", b"created_at_ms", "datasets", b"datasets", "error", b"error", "expand", b"expand", "finished_at_ms", b"finished_at_ms", "id", b"id", "induce", b"induce", "induction", b"induction", "kind", b"kind", "phase", b"phase", "phase_planned", b"phase_planned", "planned", b"planned", "recipe", b"recipe", "result_taxonomy_version", b"result_taxonomy_version", "selection", b"selection", "source", b"source", "state", b"state", "taxonomy_version", b"taxonomy_version", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1151,19 +1339,23 @@ class StageProgress(_message.Message):
     STAGE_FIELD_NUMBER: _builtins.int
     DONE_FIELD_NUMBER: _builtins.int
     FAILED_FIELD_NUMBER: _builtins.int
+    PLANNED_FIELD_NUMBER: _builtins.int
     stage: _builtins.str
     done: _builtins.int
     failed: _builtins.int
+    planned: _builtins.int
+    """Results the step waits for (selection steps; 0 when not yet known)."""
     def __init__(
         self,
         *,
         stage: _builtins.str = ...,
         done: _builtins.int = ...,
         failed: _builtins.int = ...,
+        planned: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "failed", b"failed", "stage", b"stage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["done", b"done", "failed", b"failed", "planned", b"planned", "stage", b"stage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1285,6 +1477,26 @@ class SelectionReport(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class ContaminatedEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     JUDGED_FIELD_NUMBER: _builtins.int
     FAILED_FIELD_NUMBER: _builtins.int
     SFT_RECORDS_FIELD_NUMBER: _builtins.int
@@ -1299,6 +1511,17 @@ class SelectionReport(_message.Message):
     REJECTIONS_FIELD_NUMBER: _builtins.int
     JUDGE_FIELD_NUMBER: _builtins.int
     UNUSABLE_FIELD_NUMBER: _builtins.int
+    IMPORTED_FIELD_NUMBER: _builtins.int
+    DUPLICATES_FIELD_NUMBER: _builtins.int
+    NEAR_DUPLICATES_FIELD_NUMBER: _builtins.int
+    CONTAMINATED_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    SELECTED_FIELD_NUMBER: _builtins.int
+    SELECTED_TOKENS_FIELD_NUMBER: _builtins.int
+    TACOS_FIELD_NUMBER: _builtins.int
+    CLUSTERS_FIELD_NUMBER: _builtins.int
+    METHODS_FIELD_NUMBER: _builtins.int
     judged: _builtins.int
     failed: _builtins.int
     sft_records: _builtins.int
@@ -1309,6 +1532,16 @@ class SelectionReport(_message.Message):
     """Records left out because the budget was reached."""
     unusable: _builtins.int
     """Judged items left out of the datasets (contrastive filtering, dropped pairs)."""
+    duplicates: _builtins.int
+    """Records removed before selection: exact and near-duplicate queries, and overlaps with each
+    benchmark.
+    """
+    near_duplicates: _builtins.int
+    method: _builtins.str
+    """The method that chose the datasets, what it kept, and the others measured on the same data."""
+    candidates: _builtins.int
+    selected: _builtins.int
+    selected_tokens: _builtins.int
     @_builtins.property
     def failures_by_stage(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
     @_builtins.property
@@ -1329,6 +1562,18 @@ class SelectionReport(_message.Message):
     def rejections(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
     @_builtins.property
     def judge(self) -> Global___JudgeHealth: ...
+    @_builtins.property
+    def imported(self) -> Global___ImportReport:
+        """Selection jobs: what the import read."""
+
+    @_builtins.property
+    def contaminated(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
+    @_builtins.property
+    def tacos(self) -> Global___TacosReport: ...
+    @_builtins.property
+    def clusters(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClusterInfo]: ...
+    @_builtins.property
+    def methods(self) -> _containers.RepeatedCompositeFieldContainer[Global___MethodReport]: ...
     def __init__(
         self,
         *,
@@ -1346,14 +1591,374 @@ class SelectionReport(_message.Message):
         rejections: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
         judge: Global___JudgeHealth | None = ...,
         unusable: _builtins.int = ...,
+        imported: Global___ImportReport | None = ...,
+        duplicates: _builtins.int = ...,
+        near_duplicates: _builtins.int = ...,
+        contaminated: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        method: _builtins.str = ...,
+        candidates: _builtins.int = ...,
+        selected: _builtins.int = ...,
+        selected_tokens: _builtins.int = ...,
+        tacos: Global___TacosReport | None = ...,
+        clusters: _abc.Iterable[Global___ClusterInfo] | None = ...,
+        methods: _abc.Iterable[Global___MethodReport] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["judge", b"judge", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["imported", b"imported", "judge", b"judge", "tacos", b"tacos", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_language", b"by_language", "by_strategy", b"by_strategy", "failed", b"failed", "failure_reasons", b"failure_reasons", "failures_by_stage", b"failures_by_stage", "judge", b"judge", "judged", b"judged", "over_budget", b"over_budget", "preference_records", b"preference_records", "rejections", b"rejections", "sft_records", b"sft_records", "ties", b"ties", "unusable", b"unusable", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_language", b"by_language", "by_strategy", b"by_strategy", "candidates", b"candidates", "clusters", b"clusters", "contaminated", b"contaminated", "duplicates", b"duplicates", "failed", b"failed", "failure_reasons", b"failure_reasons", "failures_by_stage", b"failures_by_stage", "imported", b"imported", "judge", b"judge", "judged", b"judged", "method", b"method", "methods", b"methods", "near_duplicates", b"near_duplicates", "over_budget", b"over_budget", "preference_records", b"preference_records", "rejections", b"rejections", "selected", b"selected", "selected_tokens", b"selected_tokens", "sft_records", b"sft_records", "tacos", b"tacos", "ties", b"ties", "unusable", b"unusable", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SelectionReport: _TypeAlias = SelectionReport  # noqa: Y015
+
+@_typing.final
+class MalformedRow(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROW_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    row: _builtins.int
+    """1-based: the line of a JSON Lines file, the row of a Parquet file."""
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        row: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "row", b"row"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MalformedRow: _TypeAlias = MalformedRow  # noqa: Y015
+
+@_typing.final
+class ImportReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ShapesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    IMPORTED_FIELD_NUMBER: _builtins.int
+    MALFORMED_FIELD_NUMBER: _builtins.int
+    SHAPES_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    sha256: _builtins.str
+    bytes: _builtins.int
+    format: _builtins.str
+    rows: _builtins.int
+    imported: _builtins.int
+    malformed: _builtins.int
+    @_builtins.property
+    def shapes(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Rows per shape ("messages", "alpaca", "sharegpt", "preference")."""
+
+    @_builtins.property
+    def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___MalformedRow]:
+        """The first malformed rows (all of them are in the job's "dropped" file)."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        sha256: _builtins.str = ...,
+        bytes: _builtins.int = ...,
+        format: _builtins.str = ...,
+        rows: _builtins.int = ...,
+        imported: _builtins.int = ...,
+        malformed: _builtins.int = ...,
+        shapes: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        errors: _abc.Iterable[Global___MalformedRow] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "errors", b"errors", "format", b"format", "imported", b"imported", "malformed", b"malformed", "name", b"name", "rows", b"rows", "sha256", b"sha256", "shapes", b"shapes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportReport: _TypeAlias = ImportReport  # noqa: Y015
+
+@_typing.final
+class TacosReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAGGED_FIELD_NUMBER: _builtins.int
+    TAG_FAILURES_FIELD_NUMBER: _builtins.int
+    RAW_TAGS_FIELD_NUMBER: _builtins.int
+    KEPT_TAGS_FIELD_NUMBER: _builtins.int
+    MERGES_FIELD_NUMBER: _builtins.int
+    DROPPED_TAGS_FIELD_NUMBER: _builtins.int
+    COMPARISONS_FIELD_NUMBER: _builtins.int
+    COMPARISON_FAILURES_FIELD_NUMBER: _builtins.int
+    JUDGE_CALLS_FIELD_NUMBER: _builtins.int
+    COMPARISON_BUDGET_FIELD_NUMBER: _builtins.int
+    UNSCORED_FIELD_NUMBER: _builtins.int
+    tagged: _builtins.int
+    tag_failures: _builtins.int
+    raw_tags: _builtins.int
+    """Distinct raw tags, tags kept after normalization, merged and dropped."""
+    kept_tags: _builtins.int
+    comparisons: _builtins.int
+    comparison_failures: _builtins.int
+    judge_calls: _builtins.int
+    comparison_budget: _builtins.int
+    unscored: _builtins.int
+    """Samples with no comparative score (over the comparison budget): ranked after the scored."""
+    @_builtins.property
+    def merges(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelMerge]: ...
+    @_builtins.property
+    def dropped_tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelDrop]: ...
+    def __init__(
+        self,
+        *,
+        tagged: _builtins.int = ...,
+        tag_failures: _builtins.int = ...,
+        raw_tags: _builtins.int = ...,
+        kept_tags: _builtins.int = ...,
+        merges: _abc.Iterable[Global___LabelMerge] | None = ...,
+        dropped_tags: _abc.Iterable[Global___LabelDrop] | None = ...,
+        comparisons: _builtins.int = ...,
+        comparison_failures: _builtins.int = ...,
+        judge_calls: _builtins.int = ...,
+        comparison_budget: _builtins.int = ...,
+        unscored: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comparison_budget", b"comparison_budget", "comparison_failures", b"comparison_failures", "comparisons", b"comparisons", "dropped_tags", b"dropped_tags", "judge_calls", b"judge_calls", "kept_tags", b"kept_tags", "merges", b"merges", "raw_tags", b"raw_tags", "tag_failures", b"tag_failures", "tagged", b"tagged", "unscored", b"unscored"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TacosReport: _TypeAlias = TacosReport  # noqa: Y015
+
+@_typing.final
+class ClusterInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    QUOTA_FIELD_NUMBER: _builtins.int
+    SELECTED_FIELD_NUMBER: _builtins.int
+    REFERENCE_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    label: _builtins.str
+    """Its most frequent tags (or the taxonomy node's path)."""
+    size: _builtins.int
+    quota: _builtins.int
+    """Records (or tokens) the quota gave it, and what was selected."""
+    selected: _builtins.int
+    reference_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        label: _builtins.str = ...,
+        size: _builtins.int = ...,
+        quota: _builtins.int = ...,
+        selected: _builtins.int = ...,
+        reference_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "label", b"label", "quota", b"quota", "reference_id", b"reference_id", "selected", b"selected", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClusterInfo: _TypeAlias = ClusterInfo  # noqa: Y015
+
+@_typing.final
+class MethodReport(_message.Message):
+    """One method on the same candidates: what it keeps and how good and diverse that is."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METHOD_FIELD_NUMBER: _builtins.int
+    RECORDS_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    MEAN_QUALITY_FIELD_NUMBER: _builtins.int
+    UNSCORED_FIELD_NUMBER: _builtins.int
+    CLUSTERS_COVERED_FIELD_NUMBER: _builtins.int
+    TAGS_COVERED_FIELD_NUMBER: _builtins.int
+    MEAN_RESPONSE_CHARS_FIELD_NUMBER: _builtins.int
+    CHOSEN_FIELD_NUMBER: _builtins.int
+    method: _builtins.str
+    records: _builtins.int
+    tokens: _builtins.int
+    mean_quality: _builtins.float
+    """Mean quality (1-100) of the kept records that have a score, and how many have none."""
+    unscored: _builtins.int
+    clusters_covered: _builtins.int
+    """Clusters and normalized tags with at least one kept record."""
+    tags_covered: _builtins.int
+    mean_response_chars: _builtins.float
+    chosen: _builtins.bool
+    def __init__(
+        self,
+        *,
+        method: _builtins.str = ...,
+        records: _builtins.int = ...,
+        tokens: _builtins.int = ...,
+        mean_quality: _builtins.float = ...,
+        unscored: _builtins.int = ...,
+        clusters_covered: _builtins.int = ...,
+        tags_covered: _builtins.int = ...,
+        mean_response_chars: _builtins.float = ...,
+        chosen: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chosen", b"chosen", "clusters_covered", b"clusters_covered", "mean_quality", b"mean_quality", "mean_response_chars", b"mean_response_chars", "method", b"method", "records", b"records", "tags_covered", b"tags_covered", "tokens", b"tokens", "unscored", b"unscored"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MethodReport: _TypeAlias = MethodReport  # noqa: Y015
+
+@_typing.final
+class TagTask(_message.Message):
+    """Queue body of the tag stage: one query to tag."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    item_id: _builtins.str
+    query: _builtins.str
+    language: _builtins.str
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        item_id: _builtins.str = ...,
+        query: _builtins.str = ...,
+        language: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_id", b"item_id", "job_id", b"job_id", "language", b"language", "query", b"query"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TagTask: _TypeAlias = TagTask  # noqa: Y015
+
+@_typing.final
+class Tags(_message.Message):
+    """What the tagger made of one query."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    CALL_FIELD_NUMBER: _builtins.int
+    item_id: _builtins.str
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def call(self) -> Global___LLMCall: ...
+    def __init__(
+        self,
+        *,
+        item_id: _builtins.str = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        call: Global___LLMCall | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "item_id", b"item_id", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Tags: _TypeAlias = Tags  # noqa: Y015
+
+@_typing.final
+class Sample(_message.Message):
+    """A sample as comparative scoring shows it: the conversation's query and its answer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    query: _builtins.str
+    response: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        query: _builtins.str = ...,
+        response: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "query", b"query", "response", b"response"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Sample: _TypeAlias = Sample  # noqa: Y015
+
+@_typing.final
+class CompareTask(_message.Message):
+    """Queue body of the compare stage: a sample against its cluster's reference, both orders."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    SAMPLE_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    item_id: _builtins.str
+    language: _builtins.str
+    @_builtins.property
+    def sample(self) -> Global___Sample: ...
+    @_builtins.property
+    def reference(self) -> Global___Sample: ...
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        item_id: _builtins.str = ...,
+        sample: Global___Sample | None = ...,
+        reference: Global___Sample | None = ...,
+        language: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reference", b"reference", "sample", b"sample"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_id", b"item_id", "job_id", b"job_id", "language", b"language", "reference", b"reference", "sample", b"sample"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompareTask: _TypeAlias = CompareTask  # noqa: Y015
 
 @_typing.final
 class FailureReason(_message.Message):

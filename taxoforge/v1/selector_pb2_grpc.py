@@ -45,7 +45,7 @@ class SelectorServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def SelectJob(self, request, context):
-        """Selects a finished job's records and writes its datasets; safe to call again.
+        """A succeeded job's datasets and selection report (selection runs as the job's steps).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

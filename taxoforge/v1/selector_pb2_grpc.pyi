@@ -32,13 +32,13 @@ class SelectorServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> SelectorServiceAsyncStub: ...
     SelectJob: _grpc.UnaryUnaryMultiCallable[_selector_pb2.SelectJobRequest, _selector_pb2.SelectJobResponse]
-    """Selects a finished job's records and writes its datasets; safe to call again."""
+    """A succeeded job's datasets and selection report (selection runs as the job's steps)."""
 
 @_typing.type_check_only
 class SelectorServiceAsyncStub(SelectorServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     SelectJob: _aio.UnaryUnaryMultiCallable[_selector_pb2.SelectJobRequest, _selector_pb2.SelectJobResponse]  # type: ignore[assignment]
-    """Selects a finished job's records and writes its datasets; safe to call again."""
+    """A succeeded job's datasets and selection report (selection runs as the job's steps)."""
 
 class SelectorServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -47,6 +47,6 @@ class SelectorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _selector_pb2.SelectJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_selector_pb2.SelectJobResponse, _abc.Awaitable[_selector_pb2.SelectJobResponse]]:
-        """Selects a finished job's records and writes its datasets; safe to call again."""
+        """A succeeded job's datasets and selection report (selection runs as the job's steps)."""
 
 def add_SelectorServiceServicer_to_server(servicer: SelectorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -29,7 +29,9 @@ def wait(
 ) -> dict[str, Any]:
     deadline = time.monotonic() + limit_s
     while True:
-        job: dict[str, Any] = api.get(f"/v1/jobs/{job_id}").json()
+        resp = api.get(f"/v1/jobs/{job_id}")
+        assert resp.status_code == 200, resp.text
+        job: dict[str, Any] = resp.json()
         if job["state"] in until:
             return job
         assert time.monotonic() < deadline, f"job still {job['state']}: {job}"
@@ -49,11 +51,23 @@ def wait_for_stage(
         time.sleep(0.1)
 
 
-def records(api: httpx.Client, job_id: str, kind: str) -> list[dict[str, Any]]:
-    resp = api.get(f"/v1/jobs/{job_id}/datasets/{kind}")
+def jsonl(api: httpx.Client, url: str) -> list[dict[str, Any]]:
+    resp = api.get(url)
     assert resp.status_code == 200, resp.text
     assert resp.headers["content-type"].startswith("application/jsonl")
     return [json.loads(line) for line in resp.text.splitlines() if line.strip()]
+
+
+def records(api: httpx.Client, job_id: str, kind: str) -> list[dict[str, Any]]:
+    """An export's records, each with its provenance (``provenance``) and the generation
+    metadata in it (``metadata``) joined by id."""
+    out = jsonl(api, f"/v1/jobs/{job_id}/datasets/{kind}")
+    provenance = {p["id"]: p for p in jsonl(api, f"/v1/jobs/{job_id}/files/meta/provenance.jsonl")}
+    for record in out:
+        if "id" in record:
+            record["provenance"] = provenance[record["id"]]
+            record["metadata"] = provenance[record["id"]]["metadata"]
+    return out
 
 
 def stages(job: dict[str, Any]) -> dict[str, tuple[int, int]]:

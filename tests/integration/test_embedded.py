@@ -52,15 +52,20 @@ def test_the_quickstart_runs_on_the_embedded_model(embedded: Stack, tmp_path: Pa
         assert report["judged"] >= 1
         paths = download(stack.gateway_url, job, tmp_path / "out")
 
-    sft = [json.loads(line) for line in paths[0].read_text().splitlines()]
-    preference = [json.loads(line) for line in paths[1].read_text().splitlines()]
-    assert paths[0].name == "sft.jsonl" and paths[1].name == "preference.jsonl"
+    def read(path: Path) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    out = tmp_path / "out"
+    assert {p.name for p in paths} >= {"sft.jsonl", "preference.jsonl"}
+    sft, preference = read(out / "data" / "sft.jsonl"), read(out / "data" / "preference.jsonl")
+    provenance = {p["id"]: p for p in read(out / "meta" / "provenance.jsonl")}
     assert len(sft) == report["sft_records"] == report["judged"]
     assert len(preference) == report["preference_records"]
     for record in sft:
         assert record["messages"][0]["content"].strip()
         assert record["messages"][1]["content"].strip()
-        assert record["metadata"]["response_model"] == EMBEDDED_MODEL
+        assert provenance[record["id"]]["metadata"]["response_model"] == EMBEDDED_MODEL
+    assert (out / "README.md").read_text().startswith("---\n")
     for record in preference:
         assert record["score_chosen"] > record["score_rejected"]
     # Every call reached the real model server and was counted.

@@ -36,6 +36,12 @@ def test_a_job_runs_end_to_end(stack: Stack, api: httpx.Client, fake: FakeContro
         "instruct": (12, 0),
         "respond": (12, 0),
         "judge": (12, 0),
+        # Generated data is clustered by taxonomy node and ranked by its judge scores: no tag
+        # or compare calls.
+        "prepare": (1, 0),
+        "tag": (0, 0),
+        "cluster": (1, 0),
+        "compare": (0, 0),
         "select": (1, 0),
     }
     # 12 instructions, 2 responses each, 2 rubric scores each.
@@ -50,7 +56,8 @@ def test_a_job_runs_end_to_end(stack: Stack, api: httpx.Client, fake: FakeContro
         assert [m["role"] for m in record["messages"]] == ["user", "assistant"]
         assert all(m["content"] for m in record["messages"])
         assert record["metadata"]["language"] in {"en", "fr"}
-    assert [r["score"] for r in sft] == sorted((r["score"] for r in sft), reverse=True)
+    quality = [r["provenance"]["quality"] for r in sft]
+    assert quality == sorted(quality, reverse=True)  # best first
     languages = [r["metadata"]["language"] for r in sft]
     assert languages.count("en") == languages.count("fr") == 6
 

@@ -277,7 +277,16 @@ def _progress(state: int) -> pb.JobProgress:
         created_at_ms=1_700_000_000_000,
         taxonomy_version="1+abc",
         planned=4,
-        datasets=[pb.DatasetInfo(kind="sft", records=3, bytes=2048, sha256="ab")],
+        datasets=[
+            pb.DatasetInfo(
+                kind="sft",
+                format="jsonl",
+                object_name="job-1/data/sft.jsonl",
+                records=3,
+                bytes=2048,
+                sha256="ab",
+            )
+        ],
     )
     return pb.JobProgress(
         job=job,
@@ -317,7 +326,8 @@ def test_job_view_maps_counts_and_usage() -> None:
     assert view.usage.completion_tokens == 80
     assert view.usage.calls == 6
     assert view.usage.cost_usd == 0.001235
-    assert view.datasets[0].url == "/v1/jobs/job-1/datasets/sft"
+    assert view.datasets[0].url == "/v1/jobs/job-1/files/data/sft.jsonl"
+    assert view.datasets[0].path == "data/sft.jsonl"
     assert view.datasets[0].records == 3
     assert view.created_at == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
     assert view.updated_at is None

@@ -1,11 +1,11 @@
-"""Selection: SFT and preference records, ranking, budget and the counts of what was left out."""
+"""A judged item's records: the SFT conversation and the preference pair, and their metadata."""
 
 from __future__ import annotations
 
 import pytest
 
 from services.judge.core import build_judgment
-from services.selector.core import preference_record, select, sft_record
+from services.selector.core import preference_record, sft_record
 from taxoforge.v1 import common_pb2 as pb
 
 
@@ -109,99 +109,6 @@ def test_preference_record_is_none_without_a_pair() -> None:
 # ---- select ----
 
 
-def test_sft_is_best_first_with_item_id_tie_break() -> None:
-    judgments = [
-        _judgment("i3", 7, 2),
-        _judgment("i1", 9, 2),
-        _judgment("i4", 7, 2),
-        _judgment("i2", 7, 2),
-    ]
-
-    selection = select(judgments, budget=0)
-
-    assert _ids(selection.sft) == ["job/i1", "job/i2", "job/i3", "job/i4"]
-
-
-def test_selection_is_independent_of_input_order() -> None:
-    judgments = [_judgment(f"i{n}", n % 4 + 5, 1) for n in range(8)]
-
-    forward = select(judgments, budget=5)
-    backward = select(list(reversed(judgments)), budget=5)
-
-    assert _ids(forward.sft) == _ids(backward.sft)
-    assert _ids(forward.preference) == _ids(backward.preference)
-
-
-def test_preference_ranks_by_chosen_score_then_margin() -> None:
-    judgments = [
-        _judgment("i1", 8, 6),  # chosen 8, margin 2
-        _judgment("i2", 8, 1),  # chosen 8, margin 7
-        _judgment("i3", 10, 8),  # chosen 10, margin 2
-    ]
-
-    selection = select(judgments, budget=0)
-
-    assert _ids(selection.preference) == ["job/i3", "job/i2", "job/i1"]
-    for record in selection.preference:
-        assert record["score_chosen"] > record["score_rejected"]
-
-
-def test_budget_applies_to_each_dataset() -> None:
-    judgments = [
-        _judgment("i1", 9, 2),
-        _judgment("i2", 8, 2),
-        _judgment("i3", 7, 2),
-        _judgment("i4", 6, 6),  # a tie: SFT only
-    ]
-
-    selection = select(judgments, budget=2)
-
-    assert _ids(selection.sft) == ["job/i1", "job/i2"]
-    assert _ids(selection.preference) == ["job/i1", "job/i2"]
-    # left out: SFT i3, i4; preference i3
-    assert selection.over_budget == 3
-    assert selection.ties == 1
-
-
-def test_zero_budget_keeps_everything() -> None:
-    judgments = [_judgment(f"i{n}", 9 - n, 1) for n in range(5)]
-
-    selection = select(judgments, budget=0)
-
-    assert len(selection.sft) == 5
-    assert len(selection.preference) == 5
-    assert selection.over_budget == 0
-    assert selection.ties == 0
-
-
-def test_budget_larger_than_the_data_keeps_everything() -> None:
-    selection = select([_judgment("i1", 9, 1), _judgment("i2", 5, 5)], budget=10)
-
-    assert len(selection.sft) == 2
-    assert len(selection.preference) == 1
-    assert selection.over_budget == 0
-
-
-def test_ties_and_narrow_margins_give_no_pair_but_keep_sft() -> None:
-    judgments = [
-        _judgment("i1", 6, 6),
-        _judgment("i2", 7, 6, margin=2.0),
-        _judgment("i3", 9, 3),
-    ]
-
-    selection = select(judgments, budget=0)
-
-    assert selection.ties == 2
-    assert _ids(selection.preference) == ["job/i3"]
-    assert _ids(selection.sft) == ["job/i3", "job/i2", "job/i1"]
-
-
-def test_items_with_only_empty_responses_give_no_sft_record() -> None:
-    selection = select([_judgment("i1", 9, 2, texts=["", ""])], budget=0)
-
-    assert selection.sft == []
-
-
 # ---- usable, contrastive filtering and failed scores ----
 
 
@@ -252,27 +159,6 @@ def _codeclm(
     if decision == "keep_target":
         judgment.contrastive.strong_score, judgment.contrastive.target_score = 2.0, 8.5
     return judgment
-
-
-def test_select_skips_unusable_judgments() -> None:
-    dropped = _judgment("i1", 9, 2)
-    dropped.usable = False
-    dropped.unusable_reason = "an inconsistent comparison (policy: drop)"
-    kept = _judgment("i2", 7, 2)
-
-    selection = select([dropped, kept], budget=0)
-
-    assert _ids(selection.sft) == ["job/i2"]
-    assert _ids(selection.preference) == ["job/i2"]
-    assert selection.ties == 0  # an unusable item is not a tie either
-    assert selection.over_budget == 0
-
-
-def test_select_skips_exhausted_contrastive_items() -> None:
-    exhausted = _codeclm("exhausted")
-    exhausted.usable = False
-
-    assert select([exhausted], budget=0).sft == []
 
 
 def test_sft_teaches_the_strong_answer_contrastive_filtering_kept() -> None:

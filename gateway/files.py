@@ -1,0 +1,155 @@
+"""Files through the gateway: uploads to select from, the benchmark registry, and a finished
+job's files (datasets, dataset card, provenance), all streamed, never held whole."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from nats.js.errors import NotFoundError as JSNotFoundError
+from nats.js.errors import ObjectNotFoundError
+
+from taxoforge.bus import Bus
+from taxoforge.datasets import BENCHMARK_PREFIX, DatasetStore, benchmark_object
+from taxoforge.errors import ConflictError, NotFoundError, PermanentError
+from taxoforge.store import JobStore, state_name
+from taxoforge.v1 import common_pb2 as pb
+
+__all__ = ["JobFiles", "safe_name"]
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name: str) -> str:
+    """A file name safe as the last part of an object name ("my data.jsonl" -> "my_data.jsonl")."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    cleaned = _UNSAFE.sub("_", base).strip("._") or "upload"
+    return cleaned[:200]
+
+
+class JobFiles:
+    """Uploads, benchmarks and job files in the datasets object store."""
+
+    def __init__(self, bus: Bus, jobs: JobStore, max_upload_bytes: int) -> None:
+        self._bus = bus
+        self._jobs = jobs
+        self._datasets = DatasetStore(bus)
+        self._max = max_upload_bytes
+
+    async def _spool(self, chunks: AsyncIterator[bytes], dest: Path) -> tuple[int, str]:
+        digest, size = hashlib.sha256(), 0
+        with dest.open("wb") as fh:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > self._max:
+                    raise PermanentError(
+                        f"the upload is larger than TAXOFORGE_MAX_UPLOAD_BYTES ({self._max})"
+                    )
+                digest.update(chunk)
+                fh.write(chunk)
+        if size == 0:
+            raise PermanentError("the upload is empty")
+        return size, digest.hexdigest()
+
+    async def upload(self, chunks: AsyncIterator[bytes], name: str) -> dict[str, Any]:
+        """Store a file to select from; the same bytes under the same name get the same id."""
+        with tempfile.TemporaryDirectory(prefix="taxoforge-upload-") as tmp:
+            path = Path(tmp) / "upload"
+            size, sha = await self._spool(chunks, path)
+            object_name = f"uploads/{sha[:16]}/{safe_name(name)}"
+            await self._datasets.put_file(object_name, "upload", path, 0)
+        return {"upload": object_name, "name": safe_name(name), "bytes": size, "sha256": sha}
+
+    async def put_benchmark(self, name: str, chunks: AsyncIterator[bytes]) -> dict[str, Any]:
+        """Register (or replace) a benchmark's prompts for decontamination."""
+        with tempfile.TemporaryDirectory(prefix="taxoforge-bench-") as tmp:
+            path = Path(tmp) / "benchmark"
+            size, sha = await self._spool(chunks, path)
+            await self._datasets.put_file(benchmark_object(name), "benchmark", path, 0)
+        return {"name": name, "bytes": size, "sha256": sha}
+
+    async def benchmarks(self) -> list[dict[str, Any]]:
+        """The registered benchmarks."""
+        store = await self._bus.datasets()
+        try:
+            infos = await store.list()
+        except (JSNotFoundError, ObjectNotFoundError):
+            return []
+        return sorted(
+            (
+                {"name": i.name.removeprefix(BENCHMARK_PREFIX), "bytes": int(i.size or 0)}
+                for i in infos
+                if i.name.startswith(BENCHMARK_PREFIX) and not i.deleted
+            ),
+            key=lambda b: str(b["name"]),
+        )
+
+    async def delete_benchmark(self, name: str) -> None:
+        store = await self._bus.datasets()
+        try:
+            await store.delete(benchmark_object(name))
+        except (JSNotFoundError, ObjectNotFoundError) as exc:
+            raise NotFoundError(f"benchmark {name!r} is not registered") from exc
+
+    async def _finished(self, job_id: str) -> pb.Job:
+        job = await self._jobs.get(job_id)
+        if job is None:
+            raise NotFoundError(f"job {job_id!r} does not exist")
+        if job.state != pb.JOB_STATE_SUCCEEDED:
+            raise ConflictError(
+                f"job {job_id} is {state_name(job.state)}; its files exist once it has "
+                f"succeeded (poll GET /v1/jobs/{job_id})"
+            )
+        return job
+
+    async def file(self, job_id: str, path: str) -> tuple[pb.DatasetInfo, AsyncIterator[bytes]]:
+        """One of a finished job's files by its path ("data/sft.parquet", "README.md")."""
+        job = await self._finished(job_id)
+        name = f"{job_id}/{path}"
+        info = next((d for d in job.datasets if d.object_name == name), None)
+        if info is None:
+            known = ", ".join(d.object_name.removeprefix(f"{job_id}/") for d in job.datasets)
+            raise NotFoundError(f"job {job_id} has no file {path!r}; it has: {known}")
+        return info, self._datasets.stream(info.object_name)
+
+    async def dataset(
+        self, job_id: str, kind: str, fmt: str
+    ) -> tuple[pb.DatasetInfo, AsyncIterator[bytes]]:
+        """A finished job's export in one format."""
+        job = await self._finished(job_id)
+        info = next((d for d in job.datasets if d.kind == kind and d.format == fmt), None)
+        if info is None:
+            raise NotFoundError(f"job {job_id} has no {kind} dataset as {fmt}")
+        return info, self._datasets.stream(info.object_name)
+
+    async def record(self, job_id: str, item_id: str) -> dict[str, Any]:
+        """Where a record came from and why it was kept, or why it was dropped."""
+        job = await self._finished(job_id)
+        wanted = {item_id, f"{job_id}/{item_id}"}
+        for kind in ("provenance", "dropped"):
+            info = next((d for d in job.datasets if d.kind == kind), None)
+            if info is None:
+                continue
+            async for line in _lines(self._datasets.stream(info.object_name)):
+                if not any(w.encode() in line for w in wanted):
+                    continue
+                record = json.loads(line)
+                if record.get("item_id") in wanted or record.get("id") in wanted:
+                    return {"status": "kept" if kind == "provenance" else "dropped", **record}
+        raise NotFoundError(f"job {job_id} has no record {item_id!r}")
+
+
+async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    rest = b""
+    async for chunk in chunks:
+        rest += chunk
+        *lines, rest = rest.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield line
+    if rest.strip():
+        yield rest

@@ -1,0 +1,89 @@
+"""Selection from data you already have: uploads, the benchmark registry, selection jobs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+
+from gateway.deps import BackendDep
+from gateway.selection_schemas import SelectJobSpec
+from gateway.selection_spec import BENCHMARK_NAME
+from gateway.views import JobView, job_view
+
+router = APIRouter(prefix="/v1", tags=["selection"])
+
+BenchmarkName = Annotated[str, Path(pattern=BENCHMARK_NAME)]
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+@router.post(
+    "/uploads",
+    status_code=201,
+    summary="Upload a dataset to select from (JSON Lines, gzipped JSON Lines or Parquet)",
+    openapi_extra=_BODY,
+)
+async def upload(
+    request: Request,
+    backend: BackendDep,
+    name: Annotated[str, Query(min_length=1, max_length=255, description="The file's name.")],
+) -> dict[str, Any]:
+    """The request body is the file, streamed (``curl --data-binary @train.jsonl``). Returns
+    the ``upload`` to name as a selection job's source; the same bytes give the same id."""
+    return await backend.files.upload(request.stream(), name)
+
+
+@router.put(
+    "/benchmarks/{name}",
+    status_code=201,
+    summary="Register a benchmark's prompts for decontamination",
+    openapi_extra=_BODY,
+)
+async def put_benchmark(
+    name: BenchmarkName, request: Request, backend: BackendDep
+) -> dict[str, Any]:
+    """The body is the benchmark: JSON Lines or Parquet rows (a conversation, or an object
+    with a prompt/question/instruction/query/input/text field), or plain text, one prompt per
+    line. A selection lists it in ``selection.decontaminate``."""
+    return await backend.files.put_benchmark(name, request.stream())
+
+
+@router.get("/benchmarks", summary="The registered benchmarks")
+async def list_benchmarks(backend: BackendDep) -> dict[str, Any]:
+    return {"benchmarks": await backend.files.benchmarks()}
+
+
+@router.delete("/benchmarks/{name}", status_code=204, summary="Remove a benchmark")
+async def delete_benchmark(name: BenchmarkName, backend: BackendDep) -> Response:
+    await backend.files.delete_benchmark(name)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/selections",
+    status_code=201,
+    response_model=JobView,
+    summary="Select from an imported dataset (dedup, decontamination, TACOS, exports)",
+)
+async def create_selection(
+    spec: SelectJobSpec,
+    request: Request,
+    response: Response,
+    backend: BackendDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JobView:
+    """Imports the source, drops malformed rows (reported with their row numbers), duplicates
+    and benchmark overlaps, tags and clusters the rest, scores each sample against its
+    cluster's reference through the judge, selects for the budget and writes the exports and
+    the dataset card. Watch it like any job (GET /v1/jobs/{id}, .../events)."""
+    recipe, source = spec.to_proto(request.app.state.settings.llm)
+    progress, created = await backend.create_select_job(recipe, source, idempotency_key)
+    response.headers["Location"] = f"/v1/jobs/{progress.job.id}"
+    if not created:
+        response.status_code = 200
+    return job_view(progress)

@@ -1,0 +1,257 @@
+"""The cluster step: tags normalized, examples clustered, a reference chosen per cluster, and
+the comparisons comparative scoring may spend planned and queued for the judge.
+
+Its result, ``clusters.json``, is what the select step reads: each item's cluster and
+normalized tags, each cluster's label and reference, and the items that were compared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from services.selector.examples import Candidate, Example
+from services.selector.spec import selection_spec
+from services.selector.tacos import (
+    ClusterResult,
+    auto_clusters,
+    cluster_by_key,
+    cluster_by_tags,
+    cluster_by_vectors,
+    plan_comparisons,
+    quotas,
+    references,
+)
+from services.selector.workfiles import download, iter_jsonl, work_object
+from taxoforge.bus import Stage
+from taxoforge.datasets import DatasetStore
+from taxoforge.embeddings import LOCAL_MODEL, Embedder, embedder_for
+from taxoforge.labels import normalize_labels
+from taxoforge.pipeline import enter_step, publish_work
+from taxoforge.service import ServiceContext
+from taxoforge.store import ItemKind
+from taxoforge.v1 import common_pb2 as pb
+
+__all__ = ["ClusterPlan", "Clusterer", "candidate_of", "embedder_of", "load_candidates"]
+
+log = structlog.get_logger(__name__)
+
+_REPORTED_LABELS = 50
+_EMBED_BATCH = 256
+
+
+def candidate_of(example: Example) -> Candidate:
+    """What selection needs of an example."""
+    return Candidate(
+        item_id=example["item_id"],
+        query=example["query"],
+        response=example["response"],
+        tokens=example["tokens"],
+        node=example.get("node", ""),
+        language=example.get("language", ""),
+        has_preference="chosen" in example,
+        judge_score=example.get("judge_score"),
+    )
+
+
+def load_candidates(path: Path) -> list[Candidate]:
+    """Every example of a work file, as candidates, in file order."""
+    return [candidate_of(e) for e in iter_jsonl(path)]  # type: ignore[arg-type]
+
+
+def embedder_of(job: pb.Job) -> Embedder:
+    """The job's embedder role (the offline MiniLM unless the recipe names another)."""
+    cfg = job.recipe.models.embedder
+    return embedder_for(cfg.model or LOCAL_MODEL, cfg.api_base)
+
+
+async def embed_all(embedder: Embedder, texts: list[str]) -> np.ndarray:
+    """Embeddings of many texts, batch by batch."""
+    parts = [
+        await embedder.embed(texts[i : i + _EMBED_BATCH])
+        for i in range(0, len(texts), _EMBED_BATCH)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, 384), dtype=np.float32)
+
+
+@dataclass
+class ClusterPlan:
+    """clusters.json: what the select step reads."""
+
+    assignment: list[int]
+    labels: list[str]
+    references: list[str]
+    tags: list[list[str]]
+    compared: list[str]
+
+    def to_json(self, candidates: list[Candidate]) -> dict[str, Any]:
+        return {
+            "items": [c.item_id for c in candidates],
+            "assignment": self.assignment,
+            "labels": self.labels,
+            "references": self.references,
+            "tags": self.tags,
+            "compared": self.compared,
+        }
+
+
+class Clusterer:
+    """Runs the cluster step of a job (any replica; again gives the same plan)."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self._ctx = ctx
+        self._datasets = DatasetStore(ctx.bus)
+
+    async def run(self, job: pb.Job) -> None:
+        spec = selection_spec(job)
+        with tempfile.TemporaryDirectory(prefix="taxoforge-cluster-") as tmp:
+            path = Path(tmp) / "examples.jsonl"
+            await download(self._datasets, work_object(job.id, "examples.jsonl"), path)
+            candidates = await asyncio.to_thread(load_candidates, path)
+            report = pb.SelectionReport()
+            report.CopyFrom(job.selection)
+            tags = await self._tags(job, spec, candidates, report.tacos)
+            result = await self._cluster(job, spec, candidates, tags)
+            refs = references(result, None, int(spec.seed))
+            compared = self._plan(spec, candidates, result, refs)
+            plan = ClusterPlan(
+                assignment=[int(c) for c in result.assignment],
+                labels=list(result.labels),
+                references=[candidates[r].item_id if r >= 0 else "" for r in refs],
+                tags=tags,
+                compared=[candidates[i].item_id for i in compared],
+            )
+            out = Path(tmp) / "clusters.json"
+            out.write_text(json.dumps(plan.to_json(candidates)), encoding="utf-8")
+            await self._datasets.put_file(
+                work_object(job.id, "clusters.json"), "clusters", out, len(candidates)
+            )
+        for cluster, label in enumerate(plan.labels[:_REPORTED_LABELS]):
+            report.clusters.add(
+                id=cluster,
+                label=label,
+                size=int(result.sizes[cluster]),
+                reference_id=plan.references[cluster],
+            )
+        report.tacos.comparison_budget = spec.comparison_budget
+        await self._ctx.jobs.update(job.id, _report(report))
+        log.info("clustered", clusters=len(plan.labels), compared=len(compared))
+        if not compared:
+            await enter_step(self._ctx.bus, self._ctx.jobs, job.id, Stage.CLUSTER, Stage.SELECT)
+            return
+        by_index = {i: candidates[i] for i in compared}
+        sem = asyncio.Semaphore(256)
+
+        async def _one(i: int) -> None:
+            sample = by_index[i]
+            ref = candidates[refs[int(result.assignment[i])]]
+            task = pb.CompareTask(
+                job_id=job.id,
+                item_id=sample.item_id,
+                sample=pb.Sample(id=sample.item_id, query=sample.query, response=sample.response),
+                reference=pb.Sample(id=ref.item_id, query=ref.query, response=ref.response),
+                language=sample.language,
+            )
+            async with sem:
+                await publish_work(self._ctx.bus, Stage.COMPARE, task, job.id, sample.item_id)
+
+        # Tasks first, then the move (see Preparer._queue_tags).
+        await asyncio.gather(*(_one(i) for i in compared))
+        await enter_step(
+            self._ctx.bus, self._ctx.jobs, job.id, Stage.CLUSTER, Stage.COMPARE, len(compared)
+        )
+
+    async def _tags(
+        self,
+        job: pb.Job,
+        spec: pb.SelectionSpec,
+        candidates: list[Candidate],
+        tacos: pb.TacosReport,
+    ) -> list[list[str]]:
+        """Each candidate's normalized tags (empty unless clustering is by tags)."""
+        if spec.cluster_by != "tags":
+            return [[] for _ in candidates]
+        raw: dict[str, list[str]] = {}
+        async for tags in self._ctx.items.scan(job.id, ItemKind.TAGS, pb.Tags):
+            raw[tags.item_id] = list(tags.tags)
+        tacos.tagged = len(raw)
+        tacos.tag_failures = await self._ctx.items.count_failed(job.id, Stage.TAG)
+        occurrences = [t for c in candidates for t in raw.get(c.item_id, [])]
+        normalized = await normalize_labels(
+            occurrences,
+            embedder_of(job),
+            min_frequency=spec.min_tag_frequency,
+            threshold=spec.tag_merge_threshold,
+        )
+        tacos.raw_tags = len(set(occurrences))
+        tacos.kept_tags = len(normalized.counts)
+        for into, merged in sorted(normalized.merges.items())[:_REPORTED_LABELS]:
+            tacos.merges.add(kind="tag", into=into, merged=merged)
+        for label, count, reason in normalized.dropped[:_REPORTED_LABELS]:
+            tacos.dropped_tags.add(kind="tag", label=label, count=count, reason=reason)
+        out = []
+        for c in candidates:
+            kept = sorted(
+                {normalized.mapping[t] for t in raw.get(c.item_id, []) if t in normalized.mapping}
+            )
+            c.tags = kept
+            out.append(kept)
+        return out
+
+    async def _cluster(
+        self,
+        job: pb.Job,
+        spec: pb.SelectionSpec,
+        candidates: list[Candidate],
+        tags: list[list[str]],
+    ) -> ClusterResult:
+        k = spec.clusters or auto_clusters(len(candidates))
+        if spec.cluster_by == "node":
+            return await asyncio.to_thread(
+                cluster_by_key, [c.node or c.language or "all" for c in candidates]
+            )
+        if spec.cluster_by == "embedding":
+            vectors = await embed_all(embedder_of(job), [c.query for c in candidates])
+            return await asyncio.to_thread(cluster_by_vectors, vectors, k, spec.seed)
+        return await asyncio.to_thread(cluster_by_tags, tags, k, spec.seed)
+
+    @staticmethod
+    def _plan(
+        spec: pb.SelectionSpec,
+        candidates: list[Candidate],
+        result: ClusterResult,
+        refs: list[int],
+    ) -> list[int]:
+        """The samples comparative scoring compares with their reference (none when scoring
+        is by the generation job's judge)."""
+        if spec.scoring != "comparative":
+            return []
+        sizes = [int(s) for s in result.sizes]
+        if spec.budget and spec.budget_unit == "records":
+            share = quotas(sizes, int(spec.budget), spec.quota)  # type: ignore[arg-type]
+        elif spec.budget:  # tokens: the records the budget buys at the mean size
+            mean = max(1.0, sum(c.tokens for c in candidates) / max(1, len(candidates)))
+            share = quotas(sizes, int(spec.budget / mean) + 1, spec.quota)  # type: ignore[arg-type]
+        else:
+            share = sizes
+        priors = [c.judge_score for c in candidates]
+        return plan_comparisons(
+            result, refs, share, int(spec.comparison_budget), priors, int(spec.seed)
+        )
+
+
+def _report(report: pb.SelectionReport) -> Any:
+    def _mutate(job: pb.Job) -> bool:
+        if job.state != pb.JOB_STATE_SELECTING or job.phase != Stage.CLUSTER.value:
+            return False
+        job.selection.CopyFrom(report)
+        return True
+
+    return _mutate

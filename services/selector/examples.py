@@ -1,0 +1,92 @@
+"""The selector's one record shape: an example, from a judged item or an imported row.
+
+Every source (a generation job's judgments; JSON Lines or Parquet rows in the messages, Alpaca,
+ShareGPT or preference shapes) becomes an ``Example``; selection reads examples as
+``Candidate`` columns; every export format is written from examples. One JSON object per line
+in the job's ``examples.jsonl`` work object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, NotRequired, TypedDict
+
+__all__ = ["SHAPES", "Candidate", "Example", "Message", "Shape"]
+
+Shape = Literal["messages", "alpaca", "sharegpt", "preference", "generated"]
+SHAPES: tuple[str, ...] = ("messages", "alpaca", "sharegpt", "preference")
+
+
+class Message(TypedDict):
+    """One chat turn: role is "system", "user" or "assistant"; content is plain text."""
+
+    role: str
+    content: str
+
+
+class Example(TypedDict):
+    """One record a dataset may keep.
+
+    ``messages`` is the SFT conversation and ends with the assistant's reply; ``prompt``,
+    ``chosen`` and ``rejected`` are the preference triple (conversational, explicit prompt).
+    A preference row also has ``messages`` (its prompt and the chosen reply); an SFT row has no
+    preference triple.
+    """
+
+    # "<job>/<item_id>": the id every export and the provenance file carry.
+    id: str
+    # The item's key in the job: "r0000042" for the 42nd row of an import, the generation
+    # item id otherwise.
+    item_id: str
+    shape: Shape
+    messages: list[Message]
+    # What is tagged, deduplicated and compared: the user turns, joined by a blank line.
+    query: str
+    # The reply that is taught: the last assistant turn of ``messages``.
+    response: str
+    # o200k_base tokens of ``messages`` (taxoforge.tokens.messages_tokens).
+    tokens: int
+    prompt: NotRequired[list[Message]]
+    chosen: NotRequired[list[Message]]
+    rejected: NotRequired[list[Message]]
+    # 1-based row of the imported file (imports only).
+    row: NotRequired[int]
+    language: NotRequired[str]
+    # Taxonomy node path ("Science > Physics"), difficulty, task type (generated only).
+    node: NotRequired[str]
+    difficulty: NotRequired[str]
+    task_type: NotRequired[str]
+    # The generation job's judge score of the taught reply, on 1-100 (rubric scores x 10).
+    judge_score: NotRequired[float]
+    score_chosen: NotRequired[float]
+    score_rejected: NotRequired[float]
+    margin: NotRequired[float]
+    # Provenance: where it came from and how it was made (models, templates, verdicts), and for
+    # imports the row's other fields (its own "id" as "source_id").
+    metadata: dict[str, Any]
+
+
+@dataclass
+class Candidate:
+    """What selection needs of an example: small, so 100k of them fit in memory."""
+
+    item_id: str
+    query: str
+    response: str
+    tokens: int
+    node: str = ""
+    language: str = ""
+    has_preference: bool = False
+    # 1-100; None when the example has none.
+    judge_score: float | None = None
+    # Normalized tags (after the tag stage and normalization).
+    tags: list[str] = field(default_factory=list)
+    # Cluster index (0..k-1), set by clustering.
+    cluster: int = -1
+    # TACOS comparative score against its cluster's reference, 1-100; None when not compared.
+    comparative: float | None = None
+
+    @property
+    def quality(self) -> float | None:
+        """The score selection ranks by: the comparative score, else the judge's."""
+        return self.comparative if self.comparative is not None else self.judge_score

@@ -1,0 +1,46 @@
+"""Counting tokens offline: o200k_base (the GPT-4o tokenizer) from the files litellm ships.
+
+Token budgets are counted with one fixed tokenizer, so a budget means the same on every
+machine; tiktoken would download its files on first use, so it is pointed at litellm's copy.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import tiktoken
+
+__all__ = ["ENCODING", "count_tokens", "messages_tokens"]
+
+ENCODING = "o200k_base"
+
+
+def _bundled_cache() -> str:
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("litellm is not installed: its tokenizer files count tokens offline")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    return str(root / "litellm_core_utils" / "tokenizers")
+
+
+@functools.cache
+def _encoding() -> tiktoken.Encoding:
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", _bundled_cache())
+    return tiktoken.get_encoding(ENCODING)
+
+
+def count_tokens(text: str) -> int:
+    """Tokens in ``text`` (special-token text counts as ordinary text)."""
+    if not text:
+        return 0
+    return len(_encoding().encode_ordinary(text))
+
+
+def messages_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
+    """Tokens of a conversation's contents, plus 4 per message for its role and separators."""
+    return sum(count_tokens(str(m.get("content") or "")) + 4 for m in messages)

@@ -1,0 +1,232 @@
+"""Duplicates inside an import, and overlap of training texts with benchmark prompts."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.selector.decontam import Contamination, Decontaminator, Deduplicator
+
+_LONG = (
+    "Explain how a hash table resolves collisions with separate chaining and with open "
+    "addressing, and compare the expected cost of a lookup when the load factor grows past "
+    "three quarters in each of the two schemes"
+)
+
+
+# ---- Deduplicator ----
+
+
+def test_exact_duplicates_ignore_case_punctuation_and_spacing():
+    dedup = Deduplicator(0.0)
+    assert dedup.check("r1", "What is the capital of France?") is None
+    assert dedup.check("r2", "  what IS the capital   of france ") == (
+        "duplicate",
+        "same text as r1",
+    )
+    assert dedup.check("r3", "What is the capital of Spain?") is None
+    assert len(dedup) == 2
+
+
+def test_a_duplicate_is_not_remembered_and_points_at_the_first_text():
+    dedup = Deduplicator(0.0)
+    dedup.check("r1", "same words")
+    dedup.check("r2", "Same words!")
+    assert dedup.check("r3", "same, words") == ("duplicate", "same text as r1")
+
+
+def test_checking_a_remembered_item_again_under_its_own_id_is_not_a_duplicate():
+    dedup = Deduplicator(0.8)
+    assert dedup.check("r1", _LONG) is None
+    assert dedup.check("r1", _LONG) is None
+    assert dedup.check("r2", _LONG) == ("duplicate", "same text as r1")
+
+
+def test_near_duplicates_are_found_at_0_8_and_unrelated_texts_are_not():
+    dedup = Deduplicator(0.8)
+    assert dedup.check("r1", _LONG) is None
+    # the last word changed: 34 of the 35 word bigrams kept (Jaccard 34/36, estimate 0.92)
+    near = _LONG.replace("schemes", "designs")
+    found = dedup.check("r2", near)
+    assert found is not None
+    reason, detail = found
+    assert reason == "near_duplicate"
+    assert detail.endswith("similar to r1")
+    assert float(detail.split()[0]) >= 0.8
+    unrelated = (
+        "Write a short poem about autumn leaves falling on a quiet river at dusk while the "
+        "town lights come on one by one"
+    )
+    assert dedup.check("r3", unrelated) is None
+
+
+def test_a_text_changed_too_much_is_not_a_near_duplicate():
+    dedup = Deduplicator(0.8)
+    dedup.check("r1", _LONG)
+    half = " ".join(_LONG.split()[:20]) + " and then summarize the answer for a student"
+    assert dedup.check("r2", half) is None
+
+
+def test_near_threshold_0_finds_exact_duplicates_only():
+    dedup = Deduplicator(0.0)
+    assert dedup.check("r1", _LONG) is None
+    assert dedup.check("r2", _LONG.replace("schemes", "designs")) is None
+    assert dedup.check("r3", _LONG.upper()) == ("duplicate", "same text as r1")
+
+
+def test_near_duplicate_names_the_most_similar_earlier_text():
+    words = [f"w{i}" for i in range(40)]
+    # "far" changes the first 6 words (Jaccard estimate 0.70 with the query), "close" the last
+    # 3 (0.83); they are 0.57 similar to each other, so both are remembered.
+    far = " ".join(f"x{i}" if i < 6 else w for i, w in enumerate(words))
+    close = " ".join(f"y{i}" if i >= 37 else w for i, w in enumerate(words))
+    dedup = Deduplicator(0.6)
+    assert dedup.check("far", far) is None
+    assert dedup.check("close", close) is None
+    assert dedup.check("query", " ".join(words)) == ("near_duplicate", "0.83 similar to close")
+
+
+def test_near_threshold_1_flags_only_texts_with_the_same_word_pairs():
+    dedup = Deduplicator(1.0)
+    assert dedup.check("a", "x y x y") is None
+    assert dedup.check("b", "y x y x y") == ("near_duplicate", "1.00 similar to a")
+    assert dedup.check("c", "x y x z") is None
+
+
+def test_a_low_near_threshold_still_confirms_each_candidate():
+    dedup = Deduplicator(0.05)
+    assert dedup.check("a", "x y z w") is None
+    assert dedup.check("b", "x y z w v") == ("near_duplicate", "0.75 similar to a")
+    assert dedup.check("c", "p q r s") is None
+
+
+def test_deduplicator_rejects_a_threshold_outside_0_1():
+    with pytest.raises(ValueError):
+        Deduplicator(1.5)
+
+
+# ---- Decontaminator ----
+
+_GSM = [
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
+    "in May. How many clips did Natalia sell altogether in April and May?",
+    "Weng earns 12 dollars an hour for babysitting. Yesterday, she just did 50 minutes of "
+    "babysitting. How much did she earn?",
+]
+_MMLU = [
+    "Which of the following is the body cavity that contains the pituitary gland? "
+    "A. Abdominal B. Cranial C. Pleural D. Spinal",
+    "What is 2 + 2?",
+]
+
+
+def test_a_benchmark_prompt_embedded_in_a_longer_text_is_found():
+    decon = Decontaminator()
+    assert decon.add_benchmark("gsm8k", _GSM) == 2
+    text = f"Please solve this for me step by step. {_GSM[0]} Show your work and be brief."
+    found = decon.check(text)
+    assert found is not None
+    assert found.benchmark == "gsm8k"
+    assert 0.0 < found.overlap < 1.0
+    assert found.matched >= 1
+    assert found.evidence in "natalia sold clips to 48 of her friends in april and then she sold"
+
+
+def test_a_copied_prompt_overlaps_fully_modulo_case_and_punctuation():
+    decon = Decontaminator()
+    decon.add_benchmark("gsm8k", _GSM)
+    found = decon.check(_GSM[1].upper().replace(".", " ! "))
+    assert found == Contamination(
+        "gsm8k", 1.0, 12, "weng earns 12 dollars an hour for babysitting yesterday she"
+    )
+
+
+def test_unrelated_text_is_not_contaminated():
+    decon = Decontaminator()
+    decon.add_benchmark("gsm8k", _GSM)
+    assert decon.check(_LONG) is None
+    assert decon.check("") is None
+
+
+def test_the_ngram_length_decides_how_much_must_be_shared():
+    shared = "sold clips to 48 of her friends"  # 7 words of a GSM8K prompt
+    text = f"Tell me a story where a child {shared} while the parents were away on a trip"
+    assert Decontaminator(ngram=10).add_benchmark("gsm8k", _GSM) == 2
+    ten = Decontaminator(ngram=10)
+    ten.add_benchmark("gsm8k", _GSM)
+    assert ten.check(text) is None
+    seven = Decontaminator(ngram=7)
+    seven.add_benchmark("gsm8k", _GSM)
+    found = seven.check(text)
+    assert found is not None
+    assert found.evidence == shared
+    assert found.matched == 1
+
+
+def test_an_overlap_threshold_needs_that_fraction_of_the_texts_ngrams():
+    text = f"{_GSM[1]} " + " ".join(f"filler{i}" for i in range(30))
+    loose = Decontaminator(overlap=0.0)
+    loose.add_benchmark("gsm8k", _GSM)
+    found = loose.check(text)
+    assert found is not None
+    # the prompt's 21 words make 12 of the 42 10-grams of the text's 51 words
+    assert found.overlap == pytest.approx(12 / 42)
+    assert found.matched == 12
+    for limit, contaminated in ((0.28, True), (0.29, False), (0.5, False)):
+        strict = Decontaminator(overlap=limit)
+        strict.add_benchmark("gsm8k", _GSM)
+        assert (strict.check(text) is not None) is contaminated
+
+
+def test_a_short_text_is_contaminated_by_an_equal_or_contained_short_prompt():
+    decon = Decontaminator()
+    decon.add_benchmark("mmlu", _MMLU)
+    exact = decon.check("what is 2+2")
+    assert exact == Contamination("mmlu", 1.0, 1, "what is 2 2")
+    within = decon.check("Quick: what is 2 + 2? Thanks")
+    assert within is not None
+    assert within.evidence == "what is 2 2"
+    assert within.overlap == pytest.approx(4 / 6)
+    assert decon.check("what is 3 + 3?") is None
+    assert Decontaminator(overlap=0.8).check("Quick: what is 2 + 2? Thanks") is None
+    strict = Decontaminator(overlap=0.8)
+    strict.add_benchmark("mmlu", _MMLU)
+    assert strict.check("Quick: what is 2 + 2? Thanks") is None
+    assert strict.check("What is 2 + 2") is not None
+
+
+def test_each_match_names_its_own_benchmark():
+    decon = Decontaminator()
+    decon.add_benchmark("gsm8k", _GSM)
+    decon.add_benchmark("mmlu", _MMLU)
+    assert decon.benchmarks == ["gsm8k", "mmlu"]
+    gsm = decon.check(f"Answer this: {_GSM[1]}")
+    mmlu = decon.check(f"Answer this: {_MMLU[0]}")
+    short = decon.check("what is 2 + 2")
+    assert gsm is not None and gsm.benchmark == "gsm8k"
+    assert mmlu is not None and mmlu.benchmark == "mmlu"
+    assert short is not None and short.benchmark == "mmlu"
+
+
+def test_the_benchmark_with_the_larger_overlap_wins():
+    decon = Decontaminator()
+    decon.add_benchmark("partial", [" ".join(_LONG.split()[:12])])
+    decon.add_benchmark("full", [_LONG])
+    found = decon.check(_LONG)
+    assert found is not None
+    assert (found.benchmark, found.overlap) == ("full", 1.0)
+
+
+def test_adding_to_a_benchmark_again_keeps_its_earlier_prompts():
+    decon = Decontaminator()
+    decon.add_benchmark("gsm8k", _GSM[:1])
+    assert decon.add_benchmark("gsm8k", ["", "  ", _GSM[1]]) == 1
+    assert decon.check(_GSM[0]) is not None
+    assert decon.check(_GSM[1]) is not None
+    assert decon.benchmarks == ["gsm8k"]
+
+
+def test_decontaminator_rejects_bad_settings():
+    with pytest.raises(ValueError):
+        Decontaminator(ngram=0)
+    with pytest.raises(ValueError):
+        Decontaminator(overlap=1.5)
