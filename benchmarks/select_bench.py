@@ -1,0 +1,871 @@
+"""Selection time and peak memory for 100k imported items, excluding LLM latency.
+
+Writes a synthetic JSON Lines dataset of ``--items`` conversational rows (queries 10-60 words,
+answers 30-300 words, ~200 topics whose queries carry "[tags: ...]" markers the FAKE tagger
+repeats, answers carrying "[quality: N]" markers the FAKE judge scores by), with ~1% exact and
+~1% near-duplicate queries, a few malformed rows, and 0.3% of rows that contain a prompt of a
+small benchmark the script registers. It starts the whole suite against the FAKE model server
+at zero latency, uploads the file (timed on its own), and runs one TACOS selection job
+through the gateway with ``--budget`` records and ``--comparison-budget`` judge calls.
+
+While the job runs it polls ``GET /v1/jobs/{id}`` every ``--poll-s`` to time each step
+(prepare, tag, cluster, compare, select: when the job's ``step`` changes) and samples every
+stack process's VmRSS; VmHWM (the kernel's peak RSS) is read at the end. It prints the wall
+time, the time per step, items/s, model calls and calls/s, peak RSS per process, the report's
+key numbers and the methods compared on the same candidates.
+
+The fake calls no model and answers at once, so these figures are the suite's own cost
+(NATS, the item store, the Python services, clustering, embeddings, exports), not a model's.
+
+Run: ``.venv/bin/python benchmarks/select_bench.py`` (``--help`` for the options);
+``--items 2000`` is a smoke run of under a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import itertools
+import json
+import os
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from services.selector.selection import _DEITA_HEADROOM as DEITA_HEADROOM
+from taxoforge.stack import PARTS, Stack, StackConfig
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TERMINAL = {"succeeded", "failed", "cancelled"}
+STEPS = ("prepare", "tag", "cluster", "compare", "select")
+# The processes the selection job works in (the first three are the ones the brief is about).
+FOCUS = ("selector", "judge", "gateway")
+BENCHMARK = "bench"
+CHUNK = 1 << 20  # upload chunk size
+
+# Tags the topics draw 2-3 of (from any group), so that some tags are shared between topics.
+TAG_GROUPS = (
+    "python debugging testing packaging asyncio typing numpy pandas sql databases indexing",
+    "networking security cryptography linux shell git docker kubernetes cloud billing",
+    "javascript css react accessibility mobile android ios rust memory concurrency compilers",
+    "algorithms graphs statistics probability calculus geometry physics chemistry biology",
+    "genetics medicine nutrition fitness psychology history geography economics finance",
+    "taxes law contracts privacy marketing writing poetry grammar translation french spanish",
+    "german cooking baking gardening travel music photography painting film astronomy",
+    "climate ecology energy chess parenting careers interviews education philosophy ethics",
+    "logistics manufacturing retail agriculture insurance",
+)
+TAG_VOCAB = [tag for group in TAG_GROUPS for tag in group.split()]
+OPENERS = ("How do I", "Why does", "Can you explain", "What is the best way to", "Please help")
+
+
+class BenchError(RuntimeError):
+    """The selection job failed, hung, or a process died."""
+
+
+# ---- the synthetic dataset ----
+
+
+@dataclass
+class Planted:
+    """What the generated file holds, to set beside what the job reports."""
+
+    rows: int = 0
+    bytes: int = 0
+    topics: int = 0
+    exact_duplicates: int = 0
+    near_duplicates: int = 0
+    contaminated: int = 0
+    malformed: int = 0
+    benchmark_prompts: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def english_words() -> list[str]:
+    """Whole English words, most frequent first: the lowercase alphabetic entries of the
+    local embedder's WordPiece vocabulary (installed with the suite). Each is one token there,
+    so texts get realistic token counts, unlike invented words."""
+    from tokenizers import Tokenizer
+
+    from taxoforge.minilm import installed_model_dir
+
+    vocab = Tokenizer.from_file(str(installed_model_dir() / "tokenizer.json")).get_vocab()
+    words = [w for w in vocab if w.isascii() and w.isalpha() and len(w) >= 3]
+    return sorted(words, key=lambda w: vocab[w])
+
+
+class Words:
+    """A vocabulary drawn with a Zipf-like frequency (a few words are common)."""
+
+    def __init__(self, words: list[str]) -> None:
+        self.words = words
+        self.cum = list(itertools.accumulate(1.0 / (rank + 10) for rank in range(len(words))))
+
+    def draw(self, rng: random.Random, n: int) -> list[str]:
+        return rng.choices(self.words, cum_weights=self.cum, k=n)
+
+
+def _sentences(words: list[str], rng: random.Random) -> str:
+    """Words as sentences of 6-16 words: capitalized, ending with a period."""
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        n = rng.randint(6, 16)
+        part = words[i : i + n]
+        out.append(part[0].capitalize() + " " + " ".join(part[1:]) + "." if part else "")
+        i += n
+    return " ".join(out)
+
+
+@dataclass
+class Topic:
+    tags: str
+    words: list[str]
+
+
+def _topics(rng: random.Random, words: Words, count: int) -> tuple[list[Topic], list[float]]:
+    """``count`` topics with distinct sets of 2-3 tags and their own frequent words; topic
+    sizes follow a skewed (Zipf-like) distribution."""
+    seen: set[tuple[str, ...]] = set()
+    topics: list[Topic] = []
+    while len(topics) < count:
+        tags = tuple(sorted(rng.sample(TAG_VOCAB, rng.choice((2, 2, 3)))))
+        if tags in seen:
+            continue
+        seen.add(tags)
+        topics.append(Topic(", ".join(tags), rng.sample(words.words, 40)))
+    weights = [1.0 / (rank + 3) ** 0.8 for rank in range(count)]
+    return topics, list(itertools.accumulate(weights))
+
+
+def _length(rng: random.Random, low: int, high: int, mode: int) -> int:
+    return round(rng.triangular(low, high, mode))
+
+
+def _body(rng: random.Random, words: Words, topic: Topic, n: int) -> list[str]:
+    """n words: about a third from the topic's own words, the rest from the vocabulary."""
+    out = words.draw(rng, n)
+    for i in range(0, n, 3):
+        out[i] = rng.choice(topic.words)
+    return out
+
+
+def _row(query: str, answer: str, system: str | None) -> dict[str, Any]:
+    messages = [{"role": "system", "content": system}] if system else []
+    messages += [{"role": "user", "content": query}, {"role": "assistant", "content": answer}]
+    return {"messages": messages}
+
+
+def generate(path: Path, items: int, seed: int) -> Planted:
+    """Write ``items`` rows of JSON Lines to ``path``; returns what was planted."""
+    started = time.perf_counter()
+    rng = random.Random(seed)
+    vocabulary = english_words()
+    words = Words(vocabulary[:15000])
+    topics, topic_cum = _topics(rng, words, 200)
+    planted = Planted(topics=len(topics))
+    # The benchmark: 100 prompts of 12-24 words from words no other row uses, so that a row
+    # shares a 10-gram with a prompt only where one was planted.
+    rare = vocabulary[15000:]
+    planted.benchmark_prompts = [
+        _sentences(rng.sample(rare, rng.randint(12, 24)), rng) for _ in range(100)
+    ]
+    n_dup = round(items * 0.01)
+    n_near = round(items * 0.01)
+    n_contaminated = max(3, round(items * 0.003))
+    n_malformed = max(2, round(items * 0.0005))
+    kinds = (
+        ["dup"] * n_dup
+        + ["near"] * n_near
+        + ["contaminated"] * n_contaminated
+        + ["malformed"] * n_malformed
+    )
+    special = dict(zip(rng.sample(range(items // 10, items), len(kinds)), kinds, strict=True))
+    # Earlier clean rows (their query body, tags, length) that duplicates copy from.
+    sources: list[tuple[str, str]] = []
+    with path.open("w", encoding="utf-8") as fh:
+        for row in range(items):
+            kind = special.get(row, "clean")
+            topic = topics[bisect.bisect_left(topic_cum, rng.random() * topic_cum[-1])]
+            quality = rng.randint(5, 98)
+            answer_words = _body(rng, words, topic, _length(rng, 30, 300, 110))
+            answer = f"{_sentences(answer_words, rng)} [quality: {quality}]"
+            system = "You are a helpful assistant." if rng.random() < 0.1 else None
+            if kind == "malformed":
+                planted.malformed += 1
+                broken = (
+                    '{"messages": [{"role": "user", "content": "unterminated'
+                    if planted.malformed % 2
+                    else json.dumps({"messages": [{"role": "user", "content": "no answer?"}]})
+                )
+                fh.write(broken + "\n")
+                continue
+            if kind == "dup" and sources:
+                body, tags = rng.choice(sources)
+                query = f"{body.upper()}!! [tags: {tags}]"  # case and punctuation aside
+                planted.exact_duplicates += 1
+            elif kind == "near" and sources:
+                body, tags = rng.choice(sources)
+                query = f"{body} please [tags: {tags}]"  # one more word: Jaccard >= 0.96
+                planted.near_duplicates += 1
+            elif kind == "contaminated":
+                prompt = rng.choice(planted.benchmark_prompts)
+                before = " ".join(_body(rng, words, topic, rng.randint(15, 25)))
+                after = " ".join(_body(rng, words, topic, rng.randint(15, 25)))
+                query = f"{before}: {prompt} {after}? [tags: {topic.tags}]"
+                planted.contaminated += 1
+            else:
+                opener = rng.choice(OPENERS)
+                n = _length(rng, 10, 60, 22) - len(opener.split())
+                body = f"{opener} {' '.join(_body(rng, words, topic, max(n, 5)))}?"
+                query = f"{body} [tags: {topic.tags}]"
+                if n >= 24:  # long enough that one extra word stays above the 0.8 threshold
+                    sources.append((body, topic.tags))
+            fh.write(json.dumps(_row(query, answer, system)) + "\n")
+    planted.rows = items
+    planted.bytes = path.stat().st_size
+    planted.seconds = time.perf_counter() - started
+    return planted
+
+
+# ---- processes: RSS and CPU ----
+
+
+def _status(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of a process from /proc/<pid>/status, in KiB."""
+    out: dict[str, int] = {}
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0])
+    return out
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process (all its threads) from /proc/<pid>/stat, in seconds."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = raw.rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) / CLK_TCK
+
+
+class Sampler:
+    """A thread that reads every stack process's VmRSS each ``period_s`` and keeps the peak
+    per process and per phase (the phase is whatever the main thread last set)."""
+
+    def __init__(self, pids: dict[str, int], period_s: float) -> None:
+        self.pids = pids
+        self.period_s = period_s
+        self.phase = "startup"
+        self.peak: dict[tuple[str, str], int] = {}  # (process, phase) -> KiB
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def sample(self) -> None:
+        phase = self.phase
+        for name, pid in self.pids.items():
+            rss = _status(pid).get("VmRSS")
+            if rss is not None:
+                key = (name, phase)
+                self.peak[key] = max(self.peak.get(key, 0), rss)
+        self.samples += 1
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.period_s)
+
+    def peak_of(self, name: str, phases: tuple[str, ...] | None = None) -> int:
+        return max(
+            (v for (n, p), v in self.peak.items() if n == name and (phases is None or p in phases)),
+            default=0,
+        )
+
+
+def cpu_by_process(pids: dict[str, int]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        value = cpu_seconds(pid)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def _busy_jiffies() -> tuple[int, int]:
+    """All CPUs' busy and steal time so far, from /proc/stat (in clock ticks)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    steal = fields[7] if len(fields) > 7 else 0
+    return sum(fields[:8]) - idle - steal, steal
+
+
+# ---- the selector's log: when each step ended, server side ----
+
+# The selector's log event that ends each step (step_complete carries the step's name).
+_STEP_END = {
+    "prepare": ("prepared", None),
+    "tag": ("step_complete", "tag"),
+    "cluster": ("clustered", None),
+    "compare": ("step_complete", "compare"),
+    "select": ("job_selected", None),
+}
+
+
+def server_steps(log: Path, job: dict[str, Any]) -> tuple[dict[str, float], int | None]:
+    """Each step's duration from the selector's JSON log (its end event, minus the previous
+    step's end; prepare from the job's created_at), and k from the "clustered" line."""
+    ends: dict[str, datetime] = {}
+    clusters: int | None = None
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return {}, None
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(event, dict) or event.get("job_id") != job["id"]:
+            continue
+        for step, (name, which) in _STEP_END.items():
+            if event.get("event") == name and which in (None, event.get("step")):
+                ends.setdefault(step, datetime.fromisoformat(event["timestamp"]))
+        if event.get("event") == "clustered" and clusters is None:
+            clusters = int(event.get("clusters", 0))
+    out: dict[str, float] = {}
+    before = datetime.fromisoformat(job["created_at"]) if job.get("created_at") else None
+    for step in STEPS:
+        end = ends.get(step)
+        if end is not None and before is not None:
+            out[step] = (end - before).total_seconds()
+        before = end
+    return out, clusters
+
+
+# ---- the run ----
+
+
+@dataclass
+class StepTiming:
+    """When a poll first saw the job at a step (and the step's CPU per process), and how many
+    of its results (tag, compare) were made before: a step's tasks are queued before the job
+    moves to it, so their work starts a little early."""
+
+    step: str
+    start_s: float
+    end_s: float = 0.0
+    cpu_start: dict[str, float] = field(default_factory=dict)
+    cpu_end: dict[str, float] = field(default_factory=dict)
+    early: int = 0
+
+    @property
+    def seconds(self) -> float:
+        return self.end_s - self.start_s
+
+    def cpu(self, name: str) -> float:
+        return self.cpu_end.get(name, 0.0) - self.cpu_start.get(name, 0.0)
+
+
+@dataclass
+class Result:
+    planted: Planted
+    upload_s: float
+    upload: dict[str, Any]
+    job: dict[str, Any]
+    wall_s: float
+    steps: list[StepTiming]
+    hwm: dict[str, int]
+    sampler: Sampler
+    polls: int
+    slowest_poll_s: float
+    fake_calls: int | None
+    pids: dict[str, int]
+    # CPU seconds over the selection: every CPU's busy time, the stack's processes, this
+    # script, and steal (time the hypervisor gave to other machines).
+    busy_cpu_s: float = 0.0
+    stack_cpu_s: float = 0.0
+    own_cpu_s: float = 0.0
+    steal_s: float = 0.0
+    server_steps: dict[str, float] = field(default_factory=dict)
+    clusters: int | None = None
+
+
+def _stage_counts(job: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
+    return {s["stage"]: (s["done"], s["failed"], s.get("planned", 0)) for s in job["stages"]}
+
+
+def _dead(stack: Stack) -> list[str]:
+    return [f"{n} (exit {p.returncode})" for n, p in stack.procs.items() if p.poll() is not None]
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            yield chunk
+
+
+def run(stack: Stack, args: argparse.Namespace, data: Path, planted: Planted) -> Result:
+    pids = dict(stack.processes())
+    sampler = Sampler(pids, args.poll_s)
+    sampler.start()
+    try:
+        with httpx.Client(base_url=stack.gateway_url, timeout=600) as api:
+            prompts = "\n".join(planted.benchmark_prompts).encode()
+            resp = api.put(f"/v1/benchmarks/{BENCHMARK}", content=prompts)
+            if resp.status_code != 201:
+                raise BenchError(f"PUT /v1/benchmarks answered {resp.status_code}: {resp.text}")
+            sampler.phase = "upload"
+            started = time.perf_counter()
+            resp = api.post("/v1/uploads", params={"name": data.name}, content=_file_chunks(data))
+            upload_s = time.perf_counter() - started
+            if resp.status_code != 201:
+                raise BenchError(f"POST /v1/uploads answered {resp.status_code}: {resp.text}")
+            upload: dict[str, Any] = resp.json()
+            sampler.sample()
+            selection: dict[str, Any] = {
+                "method": "tacos",
+                "budget": args.budget,
+                "comparison_budget": args.comparison_budget,
+                "decontaminate": [BENCHMARK],
+                "seed": args.seed,
+            }
+            body = {"name": "select-bench", "source": {"upload": upload["upload"]}}
+            body["selection"] = selection
+            fake_base = stack.llm_api_base.removesuffix("/v1")
+            httpx.post(f"{fake_base}/_fake/reset", timeout=30).raise_for_status()
+            sampler.phase = "prepare"
+            busy0, steal0 = _busy_jiffies()
+            stack0 = sum(cpu_by_process(pids).values())
+            own0 = time.process_time()
+            started = time.perf_counter()
+            resp = api.post("/v1/selections", json=body)
+            if resp.status_code != 201:
+                raise BenchError(f"POST /v1/selections answered {resp.status_code}: {resp.text}")
+            job: dict[str, Any] = resp.json()
+            steps: list[StepTiming] = []
+            early: dict[str, int] = {}  # results of a step seen before the job was at it
+            polls, slowest, last_report = 0, 0.0, started
+            while True:
+                step = job.get("step") or ""
+                now = time.perf_counter() - started
+                if step and (not steps or steps[-1].step != step):
+                    cpu = cpu_by_process(pids)
+                    if steps:
+                        steps[-1].end_s, steps[-1].cpu_end = now, cpu
+                    steps.append(StepTiming(step, now, cpu_start=cpu, early=early.get(step, 0)))
+                    sampler.phase = step
+                if step in STEPS:
+                    for later, (done, failed, _) in _stage_counts(job).items():
+                        if later in STEPS and STEPS.index(later) > STEPS.index(step):
+                            early[later] = done + failed
+                if job["state"] in TERMINAL:
+                    break
+                if now > args.timeout_s:
+                    raise BenchError(f"job {job['id']} still at {step} after {now:.0f}s")
+                dead = _dead(stack)
+                if dead:
+                    raise BenchError(f"processes died during the job: {', '.join(dead)}")
+                if time.perf_counter() - last_report >= 15:
+                    last_report = time.perf_counter()
+                    counts = " ".join(f"{s}={d}/{p}" for s, (d, _, p) in _stage_counts(job).items())
+                    print(f"  ... {now:6.0f}s step {step}: {counts}", file=sys.stderr, flush=True)
+                time.sleep(args.poll_s)
+                t = time.perf_counter()
+                job = api.get(f"/v1/jobs/{job['id']}").json()
+                slowest = max(slowest, time.perf_counter() - t)
+                polls += 1
+            wall = time.perf_counter() - started
+            busy1, steal1 = _busy_jiffies()
+            stack_cpu = sum(cpu_by_process(pids).values()) - stack0
+            own_cpu = time.process_time() - own0
+            if steps:
+                steps[-1].end_s, steps[-1].cpu_end = wall, cpu_by_process(pids)
+            sampler.sample()
+            hwm = {name: _status(pid).get("VmHWM", 0) for name, pid in pids.items()}
+            fake_calls: int | None = None
+            stats = httpx.get(f"{fake_base}/_fake/stats", timeout=60)
+            if stats.status_code == 200:
+                fake_calls = int(stats.json()["calls"])
+    finally:
+        sampler.stop()
+    return Result(
+        planted=planted,
+        upload_s=upload_s,
+        upload=upload,
+        job=job,
+        wall_s=wall,
+        steps=steps,
+        hwm=hwm,
+        sampler=sampler,
+        polls=polls,
+        slowest_poll_s=slowest,
+        fake_calls=fake_calls,
+        pids=pids,
+        busy_cpu_s=(busy1 - busy0) / CLK_TCK,
+        stack_cpu_s=stack_cpu,
+        own_cpu_s=own_cpu,
+        steal_s=(steal1 - steal0) / CLK_TCK,
+    )
+
+
+# ---- output ----
+
+
+def _mib(kib: int) -> str:
+    return f"{kib / 1024:,.0f}"
+
+
+def print_result(r: Result, args: argparse.Namespace) -> None:
+    job = r.job
+    sel = job.get("selection") or {}
+    imported = sel.get("imported") or {}
+    tacos = sel.get("tacos") or {}
+    calls = int(job["usage"]["calls"])
+    rows = int(imported.get("rows") or r.planted.rows)
+    final = _stage_counts(job)
+    print()
+    print(f"job {job['id']}: {job['state']}" + (f" ({job['error']})" if job.get("error") else ""))
+    print(
+        f"upload: {r.upload['bytes'] / 2**20:,.1f} MiB in {r.upload_s:.1f}s "
+        f"({r.upload['bytes'] / 2**20 / r.upload_s:,.1f} MiB/s), streamed in 1 MiB chunks"
+    )
+    print()
+    print("whole selection (POST /v1/selections -> the poll that saw it succeed)")
+    print(f"  {'wall time':<36} {r.wall_s:>10.1f} s")
+    print(f"  {'items (rows imported) per second':<36} {rows / r.wall_s:>10.1f}")
+    print(f"  {'model calls (job usage.calls)':<36} {calls:>10,}")
+    print(f"  {'model calls per second':<36} {calls / r.wall_s:>10.1f}")
+    if r.fake_calls is not None:
+        print(f"  {'calls the fake counted':<36} {r.fake_calls:>10,}")
+    cores = os.cpu_count() or 1
+    other = max(0.0, r.busy_cpu_s - r.stack_cpu_s - r.own_cpu_s)
+    print(
+        f"  {'CPU: stack / this script / other':<36} {r.stack_cpu_s:>10.0f} / {r.own_cpu_s:.0f} / "
+        f"{other:.0f} core-s (machine {100 * r.busy_cpu_s / (cores * r.wall_s):.0f}% busy; "
+        f"steal {r.steal_s:.0f} s)"
+    )
+    print()
+    cpu_names = [n for n in ("selector", "judge", "nats", "llm", "gateway") if n in r.pids]
+    header = (
+        f"  {'step':<8} {'wall s':>8} {'share':>6} {'server s':>9} {'done':>8} {'failed':>6} "
+        f"{'per s':>8}  " + " ".join(f"{n + ' CPU s':>13}" for n in cpu_names)
+    )
+    print(
+        f"time per step (wall: from the {args.poll_s:g} s poll that first saw the step to the "
+        "next; server: from the selector's log)"
+    )
+    print(header)
+    print("  " + "-" * (len(header) - 2))
+    for s in r.steps:
+        done, failed, _ = final.get(s.step, (0, 0, 0))
+        per_s = ""
+        if s.step in ("tag", "compare") and s.seconds > 0:
+            per_s = f"{(done + failed - s.early) / s.seconds:8.1f}"
+        server = r.server_steps.get(s.step)
+        print(
+            f"  {s.step:<8} {s.seconds:>8.1f} {100 * s.seconds / r.wall_s:>5.1f}% "
+            f"{'' if server is None else f'{server:.1f}':>9} {done:>8,} {failed:>6,} "
+            f"{per_s:>8}  " + " ".join(f"{s.cpu(n):>13.1f}" for n in cpu_names)
+        )
+    print(
+        "  (done: the step's results, 1 for a whole-job step; per s: results made during the "
+        "step per second of it)"
+    )
+    for s in r.steps:
+        if s.early:
+            print(
+                f"  ({s.early:,} {s.step} results were made before the job moved to {s.step}: "
+                "its tasks are queued first, so they run while the previous step finishes)"
+            )
+    print(f"  ({r.polls} polls; the slowest GET /v1/jobs took {r.slowest_poll_s:.2f}s)")
+    print()
+    print(
+        "peak RSS per process, MiB (VmHWM: the kernel's peak over the process's life; then "
+        f"VmRSS peaks sampled every {args.poll_s:g} s during the upload and each step)"
+    )
+    phases = ("upload", *STEPS)
+    head = f"  {'process':<10} {'VmHWM':>7} " + " ".join(f"{p:>8}" for p in phases)
+    print(head)
+    print("  " + "-" * (len(head) - 2))
+    order = [*FOCUS, *(n for n in r.pids if n not in FOCUS)]
+    for name in order:
+        print(
+            f"  {name:<10} {_mib(r.hwm.get(name, 0)):>7} "
+            + " ".join(f"{_mib(r.sampler.peak_of(name, (p,))):>8}" for p in phases)
+        )
+    print()
+    contaminated = sum((sel.get("contaminated") or {}).values())
+    print("report (beside it: what the file holds, or the limit asked for)")
+    figures: list[tuple[str, int | str, str]] = [
+        ("rows", rows, f"{r.planted.rows:,} rows"),
+        ("malformed", imported.get("malformed", 0), f"{r.planted.malformed} planted"),
+        ("duplicates", sel.get("duplicates", 0), f"{r.planted.exact_duplicates} planted"),
+        ("near_duplicates", sel.get("near_duplicates", 0), f"{r.planted.near_duplicates} planted"),
+        ("contaminated", contaminated, f"{r.planted.contaminated} planted"),
+        ("candidates", sel.get("candidates", 0), ""),
+        ("tagged", tacos.get("tagged", 0), ""),
+        ("raw_tags / kept_tags", f"{tacos.get('raw_tags', 0)} / {tacos.get('kept_tags', 0)}", ""),
+        (
+            "clusters",
+            r.clusters if r.clusters is not None else len(sel.get("clusters") or []),
+            f"k = sqrt(candidates / 2); {r.planted.topics} topics planted",
+        ),
+        ("comparisons", tacos.get("comparisons", 0), ""),
+        ("judge_calls", tacos.get("judge_calls", 0), f"budget {args.comparison_budget or 'all'}"),
+        ("unscored", tacos.get("unscored", 0), "candidates with no comparative score"),
+        ("selected", sel.get("selected", 0), f"budget {args.budget or 'all'}"),
+    ]
+    for label, value, note in figures:
+        shown = f"{value:,}" if isinstance(value, int) else str(value)
+        print(f"  {label:<22} {shown:>12}  {note}")
+    print()
+    print("methods on the same candidates (* the job's method)")
+    print(f"  {'method':<10} {'records':>8} {'mean_quality':>13} {'clusters_covered':>17}")
+    for m in sel.get("methods") or []:
+        mark = " *" if m.get("chosen") else ""
+        print(
+            f"  {m['method']:<10} {m['records']:>8,} {m['mean_quality']:>13.2f} "
+            f"{m['clusters_covered']:>17}{mark}"
+        )
+
+
+def embed_probe(data: Path, n: int) -> tuple[int, float]:
+    """Time the local embedder (all-MiniLM-L6-v2 in numpy, what DEITA's diversity filter runs
+    in the select step) on the first ``n`` rows' "query\nresponse" texts, in this process
+    with the stack stopped; returns (texts, seconds)."""
+    from taxoforge.minilm import MiniLM
+
+    texts: list[str] = []
+    with data.open(encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                turns = json.loads(line)["messages"]
+            except (json.JSONDecodeError, KeyError):
+                continue
+            if len(turns) >= 2 and turns[-1]["role"] == "assistant":
+                texts.append(f"{turns[-2]['content']}\n{turns[-1]['content']}")
+            if len(texts) == n:
+                break
+    model = MiniLM()
+    model.encode(texts[:8])  # load and warm up
+    started = time.perf_counter()
+    model.encode(texts)
+    return len(texts), time.perf_counter() - started
+
+
+def print_probe(probe: tuple[int, float], r: Result, args: argparse.Namespace) -> None:
+    texts, seconds = probe
+    rate = texts / seconds
+    candidates = int((r.job.get("selection") or {}).get("candidates", 0))
+    reach = candidates
+    if args.budget:
+        reach = min(candidates, max(2048, DEITA_HEADROOM * args.budget))
+    print()
+    print(
+        f"embedder probe (stack stopped): all-MiniLM-L6-v2 embedded {texts} query+response "
+        f"texts in {seconds:.1f}s = {rate:.1f} texts/s. DEITA in the select step embeds "
+        f"min(candidates, max(2048, {DEITA_HEADROOM} x budget)) = {reach:,} texts: about "
+        f"{reach / rate:.0f}s at that rate."
+    )
+
+
+def print_tails(stack: Stack) -> None:
+    for name in PARTS:
+        path = stack.log_dir / f"{name}.log"
+        if path.exists():
+            print(f"--- {name}: {path} ---", file=sys.stderr)
+            print(stack.tail(name, 30), file=sys.stderr)
+
+
+def summary(r: Result) -> dict[str, Any]:
+    sel = r.job.get("selection") or {}
+    return {
+        "state": r.job["state"],
+        "items": r.planted.rows,
+        "bytes": r.planted.bytes,
+        "upload_s": round(r.upload_s, 2),
+        "wall_s": round(r.wall_s, 2),
+        "steps_s": {s.step: round(s.seconds, 2) for s in r.steps},
+        "server_steps_s": {k: round(v, 2) for k, v in r.server_steps.items()},
+        "clusters": r.clusters,
+        "calls": r.job["usage"]["calls"],
+        "fake_calls": r.fake_calls,
+        "vm_hwm_mib": {n: round(v / 1024, 1) for n, v in r.hwm.items()},
+        "report": {
+            k: sel.get(k)
+            for k in ("candidates", "selected", "duplicates", "near_duplicates", "contaminated")
+        },
+        "tacos": sel.get("tacos"),
+        "methods": sel.get("methods"),
+    }
+
+
+# ---- main ----
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--items", type=int, default=100_000, help="rows in the generated file")
+    p.add_argument("--budget", type=int, default=5000, help="records to select (0: all)")
+    p.add_argument(
+        "--comparison-budget",
+        type=int,
+        default=20_000,
+        help="judge calls comparative scoring may spend (2 per comparison, so 20000 = 10k "
+        "comparisons); 0 compares every sample but the references: ~2 calls per item",
+    )
+    p.add_argument(
+        "--worker-concurrency",
+        type=int,
+        default=0,
+        help="TAXOFORGE_WORKER_CONCURRENCY for the selector and the judge (0: their default)",
+    )
+    p.add_argument(
+        "--llm-concurrency",
+        type=int,
+        default=0,
+        help="TAXOFORGE_LLM_MAX_CONCURRENCY for every process (0: the default)",
+    )
+    p.add_argument("--poll-s", type=float, default=0.5, help="job poll and RSS sample period")
+    p.add_argument("--seed", type=int, default=1, help="seed of the data and of the selection")
+    p.add_argument("--log-level", default=None, help="TAXOFORGE_LOG_LEVEL (default: info)")
+    p.add_argument("--timeout-s", type=float, default=3600.0, help="give up on the job")
+    p.add_argument(
+        "--embed-probe",
+        type=int,
+        default=256,
+        help="after the run, time the local embedder on this many of the file's texts (0: no)",
+    )
+    p.add_argument("--json", action="store_true", help="also print a one-line JSON summary")
+    p.add_argument("--keep", action="store_true", help="keep the data dir (file, logs)")
+    args = p.parse_args(argv)
+    if args.items < 100:
+        p.error("--items must be at least 100")
+    if min(args.budget, args.comparison_budget, args.worker_concurrency) < 0:
+        p.error("--budget, --comparison-budget and --worker-concurrency must be >= 0")
+    return args
+
+
+def _machine() -> str:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        mem_kib = 0
+    return (
+        f"{os.cpu_count()} CPUs ({model or 'unknown'}), {mem_kib / 2**20:.0f} GiB RAM, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    data_dir = Path(tempfile.mkdtemp(prefix="taxoforge-select-bench-"))
+    env: dict[str, str] = {}
+    if args.llm_concurrency:
+        env["TAXOFORGE_LLM_MAX_CONCURRENCY"] = str(args.llm_concurrency)
+    if args.log_level:
+        env["TAXOFORGE_LOG_LEVEL"] = args.log_level
+    service_env: dict[str, dict[str, str]] = {}
+    if args.worker_concurrency:
+        workers = {"TAXOFORGE_WORKER_CONCURRENCY": str(args.worker_concurrency)}
+        service_env = {"selector": workers, "judge": workers}
+    print("taxoforge selection benchmark (FAKE model server at zero latency)")
+    print(f"  machine: {_machine()}")
+    print(
+        f"  items {args.items:,}, budget {args.budget or 'all'} records, comparison budget "
+        f"{args.comparison_budget or 'every sample'} judge calls, method tacos (compared "
+        f"with all others), seed {args.seed}"
+    )
+    print(
+        f"  TAXOFORGE_WORKER_CONCURRENCY selector/judge: {args.worker_concurrency or 'default'}; "
+        f"TAXOFORGE_LLM_MAX_CONCURRENCY: {args.llm_concurrency or 'default'}; "
+        f"log level {args.log_level or 'default (info)'}; nats sync_always=False"
+    )
+    data = data_dir / "bench.jsonl"
+    planted = generate(data, args.items, args.seed)
+    print(
+        f"  generated {planted.rows:,} rows ({planted.bytes / 2**20:,.1f} MiB) in "
+        f"{planted.seconds:.1f}s: {planted.topics} topics, {planted.exact_duplicates} exact and "
+        f"{planted.near_duplicates} near duplicates, {planted.contaminated} contaminated, "
+        f"{planted.malformed} malformed"
+    )
+    config = StackConfig(
+        data_dir=data_dir / "stack",
+        llm="fake",
+        fake_latency_ms=0.0,
+        sync_always=False,
+        env=env,
+        service_env=service_env,
+    )
+    stack = Stack(config)
+    failed = False
+    result: Result | None = None
+    try:
+        t0 = time.perf_counter()
+        stack.start()
+        print(f"  stack started in {time.perf_counter() - t0:.1f}s; logs in {stack.log_dir}")
+        result = run(stack, args, data, planted)
+        result.server_steps, result.clusters = server_steps(
+            stack.log_dir / "selector.log", result.job
+        )
+        if result.job["state"] != "succeeded":
+            failed = True
+            print(
+                f"\nJOB {result.job['state'].upper()}: {result.job.get('error')}", file=sys.stderr
+            )
+            print_tails(stack)
+    except BaseException:
+        failed = True
+        print("\nFAILED", file=sys.stderr)
+        print_tails(stack)
+        raise
+    finally:
+        stack.stop()
+        if failed or args.keep:
+            print(f"  data dir kept: {data_dir}", file=sys.stderr)
+    assert result is not None
+    print_result(result, args)
+    if args.embed_probe:
+        print_probe(embed_probe(data, args.embed_probe), result, args)
+    if not (failed or args.keep):
+        shutil.rmtree(data_dir, ignore_errors=True)
+    if args.json:
+        print(json.dumps(summary(result)))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
