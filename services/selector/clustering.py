@@ -33,6 +33,7 @@ from services.selector.workfiles import download, iter_jsonl, work_object
 from taxoforge.bus import Stage
 from taxoforge.datasets import DatasetStore
 from taxoforge.embeddings import LOCAL_MODEL, Embedder, embedder_for
+from taxoforge.errors import TransientError
 from taxoforge.labels import normalize_labels
 from taxoforge.pipeline import enter_step, publish_work
 from taxoforge.service import ServiceContext
@@ -181,6 +182,9 @@ class Clusterer:
         raw: dict[str, list[str]] = {}
         async for tags in self._ctx.items.scan(job.id, ItemKind.TAGS, pb.Tags):
             raw[tags.item_id] = list(tags.tags)
+        stored = await self._ctx.items.count(job.id, ItemKind.TAGS)
+        if len(raw) < stored:  # a scan that ended early: read again rather than lose tags
+            raise TransientError(f"read {len(raw)} of {stored} tags; reading again")
         tacos.tagged = len(raw)
         tacos.tag_failures = await self._ctx.items.count_failed(job.id, Stage.TAG)
         occurrences = [t for c in candidates for t in raw.get(c.item_id, [])]

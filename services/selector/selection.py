@@ -29,6 +29,7 @@ from services.selector.spec import selection_spec
 from services.selector.tacos import Budget, Rule, Selected, measure, select
 from services.selector.workfiles import download, work_object
 from taxoforge.datasets import DatasetStore
+from taxoforge.errors import TransientError
 from taxoforge.protojson import to_dict
 from taxoforge.service import ServiceContext
 from taxoforge.store import TERMINAL_STATES, ItemKind, JobKind, job_kind
@@ -205,6 +206,9 @@ class SelectionRunner:
                 out.failed += 1
                 continue
             reference_scores.setdefault(comparison.b_id, []).append(comparison.b)
+        stored = await self._ctx.items.count(job_id, ItemKind.COMPARISON)
+        if len(out.by_item) < stored:  # a scan that ended early: read again
+            raise TransientError(f"read {len(out.by_item)} of {stored} comparisons; again")
         for cand in cands:
             c = out.by_item.get(cand.item_id)
             if c is not None and not c.failed:
