@@ -1,0 +1,1 @@
+"""Tests of deploy/k8s and the Dockerfile."""
