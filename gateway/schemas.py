@@ -226,7 +226,9 @@ class RecipeSpec(BaseModel):
         default=False, description="CodecLM contrastive filtering (needs models.target)."
     )
     responses_per_instruction: int = Field(default=2, ge=2, le=16)
-    budget: int = Field(default=0, ge=0, description="Records kept per dataset; 0 keeps all.")
+    budget: int = Field(
+        default=0, ge=0, lt=2**63, description="Records kept per dataset; 0 keeps all."
+    )
     seed: int = Field(default=0, ge=0, lt=2**63)
     min_margin: float | None = Field(
         default=None,

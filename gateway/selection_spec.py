@@ -27,7 +27,9 @@ class SelectionSpecModel(BaseModel):
         default="tacos",
         description="tacos (clusters, quotas, best first), or a method to compare it with.",
     )
-    budget: int = Field(default=0, ge=0, description="Records (or tokens) to keep; 0: all.")
+    budget: int = Field(
+        default=0, ge=0, lt=2**63, description="Records (or tokens) to keep; 0: all."
+    )
     budget_unit: Literal["records", "tokens"] = "records"
     quota: Literal["proportional", "sqrt", "equal"] = Field(
         default="proportional", description="How the budget is shared between clusters."
@@ -44,7 +46,10 @@ class SelectionSpecModel(BaseModel):
         "comparative for imports.",
     )
     comparison_budget: int = Field(
-        default=0, ge=0, description="Judge calls comparative scoring may spend; 0: 2 a sample."
+        default=0,
+        ge=0,
+        lt=2**63,
+        description="Judge calls comparative scoring may spend; 0: 2 a sample.",
     )
     min_tag_frequency: int = Field(default=2, ge=1, le=1000)
     tag_merge_threshold: float = Field(default=0.85, gt=0, le=1)

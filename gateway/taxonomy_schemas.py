@@ -142,7 +142,7 @@ class InduceSpec(BaseModel):
     taxonomy_id: str = Field(pattern=_ID)
     title: str = ""
     instructions: list[str] = Field(min_length=1, max_length=200_000)
-    min_frequency: int = Field(default=2, ge=1)
+    min_frequency: int = Field(default=2, ge=1, le=200_000)
     merge_threshold: float = Field(default=0.85, gt=0, le=1)
     name: str = "induction"
     model: ModelSpec | None = Field(default=None, description="The tagger role's model.")

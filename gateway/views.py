@@ -11,7 +11,7 @@ from taxoforge.protojson import to_dict
 from taxoforge.store import JobKind, job_kind
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["JobView", "job_view"]
+__all__ = ["ERROR_RESPONSES", "REPLAYED_RESPONSE", "ErrorView", "JobView", "job_view"]
 
 
 class StageView(BaseModel):
@@ -152,6 +152,44 @@ class JobView(BaseModel):
     recipe: dict[str, Any]
     # Selection jobs: the file they import.
     source: dict[str, Any] | None
+
+
+class ErrorDetailView(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBodyView(BaseModel):
+    code: str
+    message: str
+    # 422: each invalid field and what to fix.
+    details: list[ErrorDetailView] | None = None
+
+
+class ErrorView(BaseModel):
+    """The body of the gateway's errors."""
+
+    error: ErrorBodyView
+
+
+# The errors app.py maps on every route (NotFoundError, ConflictError, PermanentError and
+# invalid requests, TransientError), documented so clients (and the schema fuzz) can rely on them.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {
+        "description": "The body could not be parsed (e.g. not UTF-8)",
+        "content": {"application/json": {}},
+    },
+    404: {"model": ErrorView, "description": "Not found"},
+    409: {"model": ErrorView, "description": "Conflicts with the current state"},
+    422: {"model": ErrorView, "description": "Invalid request; details name each field"},
+    503: {"model": ErrorView, "description": "A service behind the gateway is unavailable"},
+}
+
+
+# A submission retried with its Idempotency-Key answers 200 with the job it created.
+REPLAYED_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"model": JobView, "description": "The job this Idempotency-Key already created"}
+}
 
 
 def _time(ms: int) -> datetime | None:

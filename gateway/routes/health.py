@@ -15,7 +15,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="NATS and the services behind the gateway answer")
+@router.get(
+    "/readyz",
+    summary="NATS and the services behind the gateway answer",
+    responses={503: {"description": "Not ready: the checks say what does not answer"}},
+)
 async def readyz(backend: BackendDep) -> JSONResponse:
     checks = await backend.ready()
     ready = all(checks.values())

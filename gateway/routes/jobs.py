@@ -12,11 +12,12 @@ from fastapi.responses import StreamingResponse
 from gateway.backend import DATASET_KINDS
 from gateway.deps import BackendDep
 from gateway.schemas import RecipeSpec, recipe_to_proto
-from gateway.views import JobView, job_view
+from gateway.views import ERROR_RESPONSES, REPLAYED_RESPONSE, JobView, job_view
+from taxoforge.errors import NotFoundError, PermanentError
 from taxoforge.protojson import to_dict
 from taxoforge.store import TERMINAL_STATES
 
-router = APIRouter(prefix="/v1", tags=["jobs"])
+router = APIRouter(prefix="/v1", tags=["jobs"], responses=ERROR_RESPONSES)
 
 _MEDIA = {
     "jsonl": "application/jsonl",
@@ -28,7 +29,13 @@ _MEDIA = {
 JobId = Annotated[str, Path(pattern=r"^j-[0-9a-f]{6,40}$", description="A job id (j-...)")]
 
 
-@router.post("/jobs", status_code=201, response_model=JobView, summary="Submit a job")
+@router.post(
+    "/jobs",
+    status_code=201,
+    response_model=JobView,
+    summary="Submit a job",
+    responses=REPLAYED_RESPONSE,
+)
 async def create_job(
     spec: RecipeSpec,
     request: Request,
@@ -153,5 +160,8 @@ async def get_record(
 @router.post("/plans", summary="Dry-run a recipe: how its seeds would be spread")
 async def plan(spec: RecipeSpec, request: Request, backend: BackendDep) -> dict[str, Any]:
     recipe = recipe_to_proto(spec, request.app.state.settings.llm)
-    resp = await backend.plan(recipe)
+    try:
+        resp = await backend.plan(recipe)
+    except NotFoundError as exc:  # a name in the body, not the URL, is wrong: 422, as for jobs
+        raise PermanentError(str(exc)) from exc
     return to_dict(resp)

@@ -9,10 +9,11 @@ from google.protobuf.json_format import MessageToDict
 
 from gateway.deps import BackendDep
 from gateway.judge_schemas import JudgeRequestSpec
+from gateway.views import ERROR_RESPONSES
 from taxoforge.protojson import to_dict
 from taxoforge.v1 import common_pb2 as pb
 
-router = APIRouter(prefix="/v1", tags=["judge"])
+router = APIRouter(prefix="/v1", tags=["judge"], responses=ERROR_RESPONSES)
 
 
 def _view(judgment: pb.Judgment) -> dict[str, Any]:

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from gateway.deps import BackendDep
 from gateway.selection_schemas import SelectJobSpec
 from gateway.selection_spec import BENCHMARK_NAME
-from gateway.views import JobView, job_view
+from gateway.views import ERROR_RESPONSES, REPLAYED_RESPONSE, JobView, job_view
 
-router = APIRouter(prefix="/v1", tags=["selection"])
+router = APIRouter(prefix="/v1", tags=["selection"], responses=ERROR_RESPONSES)
 
 BenchmarkName = Annotated[str, Path(pattern=BENCHMARK_NAME)]
 _BODY = {
@@ -69,6 +69,7 @@ async def delete_benchmark(name: BenchmarkName, backend: BackendDep) -> Response
     status_code=201,
     response_model=JobView,
     summary="Select from an imported dataset (dedup, decontamination, TACOS, exports)",
+    responses=REPLAYED_RESPONSE,
 )
 async def create_selection(
     spec: SelectJobSpec,

@@ -5,16 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
-from fastapi.responses import PlainTextResponse
 
 from gateway.deps import BackendDep
 from gateway.taxonomy_schemas import EditSpec, ExpandSpec, InduceSpec, ReviewSpec
-from gateway.views import JobView, job_view
+from gateway.views import ERROR_RESPONSES, JobView, job_view
 from taxoforge.errors import PermanentError
 from taxoforge.protojson import to_dict
 from taxoforge.v1 import taxonomy_pb2 as tpb
 
-router = APIRouter(prefix="/v1/taxonomies", tags=["taxonomies"])
+router = APIRouter(prefix="/v1/taxonomies", tags=["taxonomies"], responses=ERROR_RESPONSES)
 
 TaxonomyId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 Version = Annotated[str, Query(pattern=r"^[0-9]*$", description="A version; empty: the latest.")]
@@ -82,8 +81,9 @@ async def list_versions(taxonomy_id: TaxonomyId, backend: BackendDep) -> dict[st
 @router.get(
     "/{taxonomy_id}/export",
     summary="A version as a YAML document (import it again, or edit it)",
-    response_class=PlainTextResponse,
-    responses={200: {"content": {"application/yaml": {}}}},
+    # Response, not PlainTextResponse: the YAML is the only 200 body, and errors stay JSON.
+    response_class=Response,
+    responses={200: {"content": {"application/yaml": {"schema": {"type": "string"}}}}},
 )
 async def export_taxonomy(
     taxonomy_id: TaxonomyId, backend: BackendDep, version: Version = ""
@@ -143,7 +143,7 @@ async def expand_taxonomy(
     return job_view(await backend.expand(proto))
 
 
-induce_router = APIRouter(prefix="/v1", tags=["taxonomies"])
+induce_router = APIRouter(prefix="/v1", tags=["taxonomies"], responses=ERROR_RESPONSES)
 
 
 @induce_router.post(
