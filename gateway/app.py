@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import structlog
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.backend import Backend
+from gateway.deps import ApiError, Auth
+from gateway.limits import AccessLog, BodyLimit
 from gateway.routes import health, jobs, judge, selection, taxonomies
 from gateway.settings import GatewaySettings
+from gateway.tenants import TenantRegistry, TenantsFileError
 from taxoforge import __version__
 from taxoforge.bus import Bus
 from taxoforge.errors import ConflictError, NotFoundError, PermanentError, TransientError
@@ -26,12 +31,40 @@ log = structlog.get_logger(__name__)
 
 
 def _error(
-    status: int, code: str, message: str, details: list[dict[str, str]] | None = None
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     error: dict[str, object] = {"code": code, "message": message}
     if details:
         error["details"] = details
-    return JSONResponse({"error": error}, status_code=status)
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def _auth(settings: GatewaySettings) -> Auth:
+    """The gateway's key check, as the settings ask; a misconfiguration stops the start."""
+    if settings.auth == "none":
+        log.warning("auth_off", why="TAXOFORGE_AUTH=none: one tenant, no keys")
+        return Auth(None)
+    if not settings.tenants_file:
+        raise TenantsFileError(
+            "TAXOFORGE_AUTH=keys needs TAXOFORGE_TENANTS_FILE (make keys with `taxoforge keys "
+            "new --tenant NAME`), or TAXOFORGE_AUTH=none for a gateway only you can reach"
+        )
+    return Auth(TenantRegistry(Path(settings.tenants_file)))
 
 
 def _field(loc: tuple[int | str, ...]) -> str:
@@ -75,12 +108,15 @@ def create_app(settings: GatewaySettings, bus: Bus | None = None) -> FastAPI:
             if own_bus:
                 await the_bus.close()
 
+    auth = _auth(settings)
+
     app = FastAPI(
         title="taxoforge",
         version=__version__,
         summary="Taxonomy-driven generation and selection of SFT and preference data.",
         lifespan=lifespan,
     )
+    app.state.auth = auth
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(taxonomies.router)
@@ -88,6 +124,15 @@ def create_app(settings: GatewaySettings, bus: Bus | None = None) -> FastAPI:
     app.include_router(judge.router)
     app.include_router(selection.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        return _error(exc.status, exc.code, str(exc), headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        return _error(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
 
     @app.exception_handler(NotFoundError)
     async def _not_found(request: Request, exc: NotFoundError) -> Response:
@@ -110,22 +155,21 @@ def create_app(settings: GatewaySettings, bus: Bus | None = None) -> FastAPI:
         log.error("unhandled_error", path=request.url.path, error=repr(exc), exc_info=exc)
         return _error(500, "internal", "internal error; the gateway log has the details")
 
-    @app.middleware("http")
-    async def _access_log(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        if request.url.path not in ("/healthz", "/readyz"):
-            log.info(
-                "http",
-                method=request.method,
-                path=request.url.path,
-                status=response.status_code,
-                ms=round((time.perf_counter() - started) * 1000, 1),
-            )
-        return response
-
+    # The last added is the outermost: the access log sees every answer, a body over its limit
+    # is refused before anything reads it. Plain ASGI middleware, so an error raised while the
+    # body is read reaches FastAPI as it was raised.
+    app.add_middleware(
+        BodyLimit, default_bytes=settings.max_body_bytes, upload_bytes=settings.max_upload_bytes
+    )
+    if settings.cors_origins:  # off unless asked: no browser origin may call the API
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=["Location", "X-Records", "X-Content-SHA256", "Retry-After"],
+        )
+    app.add_middleware(AccessLog)
     return app
 
 
@@ -133,8 +177,13 @@ def main() -> None:
     """``python -m gateway``."""
     settings = GatewaySettings()
     configure_logging(settings.log_level, settings.log_format, service="gateway")
+    try:
+        app = create_app(settings)
+    except TenantsFileError as exc:
+        log.error("gateway_not_started", error=str(exc))
+        raise SystemExit(2) from exc
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.http_host,
         port=settings.http_port,
         log_config=None,

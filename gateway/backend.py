@@ -6,10 +6,13 @@ from typing import Any
 
 import grpc
 import structlog
+import yaml
 from google.protobuf.message import Message
 
 from gateway.files import JobFiles
+from gateway.ownership import Ownership
 from gateway.settings import GatewaySettings
+from gateway.tenants import Tenant
 from taxoforge.bus import Bus, Stage
 from taxoforge.datasets import DatasetStore
 from taxoforge.errors import ConflictError, NotFoundError, PermanentError, TransientError
@@ -55,6 +58,7 @@ class Backend:
         self.jobs = JobStore(bus)
         self.datasets = DatasetStore(bus)
         self.files = JobFiles(bus, self.jobs, settings.max_upload_bytes)
+        self.owners = Ownership(bus)
         self._channels = {
             name: grpc.aio.insecure_channel(addr)
             for name, addr in (
@@ -82,19 +86,25 @@ class Backend:
             status[name] = await is_serving(channel)
         return status
 
-    async def plan(self, recipe: pb.Recipe, include_seeds: bool = False) -> tpb.PlanJobResponse:
+    async def plan(
+        self, recipe: pb.Recipe, tenant: Tenant, include_seeds: bool = False
+    ) -> tpb.PlanJobResponse:
         """Dry-run a recipe through the taxonomy service."""
+        for taxonomy_id in (recipe.taxonomy_id, recipe.task_taxonomy_id):
+            if taxonomy_id:
+                await self._readable(taxonomy_id, tenant)
         resp: tpb.PlanJobResponse = await self._call(
             "PlanJob", tpb.PlanJobRequest(recipe=recipe, include_seeds=include_seeds)
         )
         return resp
 
     async def create_job(
-        self, recipe: pb.Recipe, idempotency_key: str | None
+        self, recipe: pb.Recipe, idempotency_key: str | None, tenant: Tenant
     ) -> tuple[pb.JobProgress, bool]:
         """Validate, record and queue a job; all or nothing. Returns (progress, created)."""
+        _scope_benchmarks(recipe, tenant)
         try:
-            plan = await self.plan(recipe)
+            plan = await self.plan(recipe, tenant)
         except NotFoundError as exc:  # a name in the body, not the URL, is wrong: 422
             raise PermanentError(str(exc)) from exc
         pinned = pb.Recipe()
@@ -103,12 +113,14 @@ class Backend:
         pinned.taxonomy_version = plan.taxonomy_version
         pinned.task_taxonomy_version = plan.task_taxonomy_version
         job = pb.Job(
-            id=new_job_id(idempotency_key),
+            id=_job_id(idempotency_key, tenant),
             kind="generate",
             recipe=pinned,
             state=pb.JOB_STATE_PENDING,
             created_at_ms=now_ms(),
             taxonomy_version=plan.taxonomy_version,
+            tenant=tenant.name,
+            spend_limit=_spend_limit(tenant),
         )
         job.updated_at_ms = job.created_at_ms
         if not await self.jobs.create(job):
@@ -117,21 +129,32 @@ class Backend:
                 raise ConflictError(
                     "this Idempotency-Key was already used for a different recipe; use a new key"
                 )
-            return await self.progress(job.id), False
+            return await self.progress(job.id, tenant), False
         try:
             await publish_work(self.bus, Stage.PLAN, pb.JobRef(job_id=job.id), job.id)
         except Exception as exc:
             await self.jobs.delete(job.id)  # nothing half-created
             raise TransientError(f"could not queue the job: {exc}") from exc
         log.info("job_created", job_id=job.id, count=recipe.count, planned=plan.planned)
-        return await self.progress(job.id), True
+        return await self.progress(job.id, tenant), True
 
     async def create_select_job(
-        self, recipe: pb.Recipe, source: pb.ImportSource, idempotency_key: str | None
+        self,
+        recipe: pb.Recipe,
+        source: pb.ImportSource,
+        idempotency_key: str | None,
+        tenant: Tenant,
     ) -> tuple[pb.JobProgress, bool]:
         """Record and queue a selection job over an import. Returns (progress, created)."""
+        _scope_benchmarks(recipe, tenant)
+        if source.object:
+            source.object = tenant.object(source.object)
+            if not await self.datasets.exists(source.object):
+                raise PermanentError(
+                    "source.upload names no upload of yours; POST the file to /v1/uploads first"
+                )
         job = pb.Job(
-            id=new_job_id(idempotency_key),
+            id=_job_id(idempotency_key, tenant),
             kind="select",
             recipe=recipe,
             source=source,
@@ -139,6 +162,8 @@ class Backend:
             phase=Stage.PREPARE.value,
             phase_planned=1,
             created_at_ms=now_ms(),
+            tenant=tenant.name,
+            spend_limit=_spend_limit(tenant),
         )
         job.updated_at_ms = job.created_at_ms
         if not await self.jobs.create(job):
@@ -147,27 +172,29 @@ class Backend:
                 raise ConflictError(
                     "this Idempotency-Key was already used for a different selection; use a new key"
                 )
-            return await self.progress(job.id), False
+            return await self.progress(job.id, tenant), False
         try:
             await publish_work(self.bus, Stage.PREPARE, pb.JobRef(job_id=job.id), job.id)
         except Exception as exc:
             await self.jobs.delete(job.id)
             raise TransientError(f"could not queue the job: {exc}") from exc
         log.info("selection_job_created", job_id=job.id, source=source.name)
-        return await self.progress(job.id), True
+        return await self.progress(job.id, tenant), True
 
-    async def progress(self, job_id: str) -> pb.JobProgress:
-        """The job with its per-stage counts."""
+    async def progress(self, job_id: str, tenant: Tenant) -> pb.JobProgress:
+        """The job with its per-stage counts (another tenant's job does not exist)."""
         progress = await self.jobs.progress(job_id)
-        if progress is None:
+        if progress is None or progress.job.tenant != tenant.name:
             raise NotFoundError(f"job {job_id!r} does not exist")
         return progress
 
-    async def cancel(self, job_id: str) -> pb.JobProgress:
+    async def cancel(self, job_id: str, tenant: Tenant) -> pb.JobProgress:
         """Stop a job: queued work for it is dropped as workers reach it."""
         state: list[int] = []
 
         def _cancel(job: pb.Job) -> bool:
+            if job.tenant != tenant.name:
+                return False
             state.append(job.state)
             if job.state in TERMINAL_STATES:
                 return False
@@ -176,20 +203,24 @@ class Backend:
             return True
 
         job = await self.jobs.update(job_id, _cancel)
-        if job is None:
+        if job is None or job.tenant != tenant.name:
             raise NotFoundError(f"job {job_id!r} does not exist")
         if state and state[-1] in TERMINAL_STATES and state[-1] != pb.JOB_STATE_CANCELLED:
             raise ConflictError(
                 f"job {job_id} already {state_name(state[-1])}; there is nothing to cancel"
             )
-        return await self.progress(job_id)
+        return await self.progress(job_id, tenant)
 
     async def _call(self, method: str, request: Message) -> Any:
         """A taxonomy service call, its errors as ours."""
         try:
             return await getattr(self._taxonomy, method)(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
-            raise _grpc_error(exc, "the taxonomy service") from exc
+            error = _grpc_error(exc, "the taxonomy service")
+            if isinstance(error, NotFoundError) and self._settings.auth == "keys":
+                # The service lists every taxonomy id it knows; other tenants' among them.
+                error = NotFoundError(str(error).split("; known:")[0])
+            raise error from exc
 
     async def judge(self, request: jpb.JudgeBatchRequest) -> jpb.JudgeBatchResponse:
         """Judge now, through the judge service (the judge model's latency applies)."""
@@ -201,58 +232,174 @@ class Backend:
             raise _grpc_error(exc, "the judge service") from exc
         return resp
 
-    async def taxonomies(self) -> tpb.ListTaxonomiesResponse:
-        """Every taxonomy the taxonomy service serves."""
+    async def _readable(self, taxonomy_id: str, tenant: Tenant) -> None:
+        """Raise NotFoundError unless ``tenant`` may read the taxonomy (its own, or shared)."""
+        if tenant.name:
+            owner = await self.owners.owner(taxonomy_id)
+            if owner is not None and owner != tenant.name:
+                raise NotFoundError(f"taxonomy {taxonomy_id!r} does not exist")
+
+    async def _writable(self, taxonomy_id: str, tenant: Tenant) -> None:
+        """Raise unless ``tenant`` may change the taxonomy: its own (a shared one is read-only)."""
+        if not tenant.name:
+            return
+        owner = await self.owners.owner(taxonomy_id)
+        if owner == tenant.name:
+            return
+        if owner is None:
+            await self.taxonomy(taxonomy_id, tenant)  # 404 when there is no such taxonomy
+            raise ConflictError(
+                f"taxonomy {taxonomy_id!r} is shared and read-only; export it and import a copy "
+                "under an id of your own to change it"
+            )
+        raise NotFoundError(f"taxonomy {taxonomy_id!r} does not exist")
+
+    async def taxonomies(self, tenant: Tenant) -> tpb.ListTaxonomiesResponse:
+        """Every taxonomy ``tenant`` may read."""
         resp: tpb.ListTaxonomiesResponse = await self._call(
             "ListTaxonomies", tpb.ListTaxonomiesRequest()
         )
+        if tenant.name:
+            owners = await self.owners.owners()
+            kept = [t for t in resp.taxonomies if owners.get(t.id, tenant.name) == tenant.name]
+            del resp.taxonomies[:]
+            resp.taxonomies.extend(kept)
         return resp
 
-    async def taxonomy(self, taxonomy_id: str, version: str = "") -> pb.Taxonomy:
+    async def taxonomy(self, taxonomy_id: str, tenant: Tenant, version: str = "") -> pb.Taxonomy:
         """One taxonomy version, whole."""
+        await self._readable(taxonomy_id, tenant)
         resp: pb.Taxonomy = await self._call(
             "GetTaxonomy", tpb.GetTaxonomyRequest(id=taxonomy_id, version=version)
         )
         return resp
 
-    async def versions(self, taxonomy_id: str) -> pb.TaxonomyIndex:
+    async def versions(self, taxonomy_id: str, tenant: Tenant) -> pb.TaxonomyIndex:
         """A taxonomy's history."""
+        await self._readable(taxonomy_id, tenant)
         resp: pb.TaxonomyIndex = await self._call(
             "ListVersions", tpb.ListVersionsRequest(id=taxonomy_id)
         )
         return resp
 
-    async def export(self, taxonomy_id: str, version: str = "") -> tpb.ExportTaxonomyResponse:
+    async def export(
+        self, taxonomy_id: str, tenant: Tenant, version: str = ""
+    ) -> tpb.ExportTaxonomyResponse:
         """A version as YAML."""
+        await self._readable(taxonomy_id, tenant)
         resp: tpb.ExportTaxonomyResponse = await self._call(
             "ExportTaxonomy", tpb.GetTaxonomyRequest(id=taxonomy_id, version=version)
         )
         return resp
 
-    async def import_taxonomy(self, document: str, source: str, new_version: bool) -> pb.Taxonomy:
-        """A new taxonomy, or a new version, from a YAML or JSON document."""
-        resp: pb.Taxonomy = await self._call(
-            "ImportTaxonomy",
-            tpb.ImportTaxonomyRequest(document=document, source=source, new_version=new_version),
-        )
+    async def import_taxonomy(
+        self, document: str, source: str, new_version: bool, tenant: Tenant
+    ) -> pb.Taxonomy:
+        """A new taxonomy, or a new version, from a YAML or JSON document; a new id becomes
+        ``tenant``'s."""
+        taxonomy_id = _document_id(document)
+        claimed = False
+        if tenant.name and taxonomy_id:
+            owner = await self.owners.owner(taxonomy_id)
+            if owner is None:
+                if await self._exists(taxonomy_id):
+                    await self._writable(taxonomy_id, tenant)  # shared: read-only
+                claimed = await self.owners.claim(taxonomy_id, tenant.name)
+            if owner not in (None, tenant.name) or (owner is None and not claimed):
+                # Ids are one namespace across tenants; say it is taken, show nothing of it.
+                raise ConflictError(f"taxonomy id {taxonomy_id!r} is taken; choose another id")
+        try:
+            resp: pb.Taxonomy = await self._call(
+                "ImportTaxonomy",
+                tpb.ImportTaxonomyRequest(
+                    document=document, source=source, new_version=new_version
+                ),
+            )
+        except Exception:
+            if claimed:
+                await self.owners.release(taxonomy_id)
+            raise
+        # The service may read an id where the gateway read none; claim that one now.
+        if (
+            tenant.name
+            and resp.id != taxonomy_id
+            and not await self.owners.claim(resp.id, tenant.name)
+        ):
+            raise ConflictError(f"taxonomy id {resp.id!r} is taken; choose another id")
         return resp
 
-    async def edit(self, request: tpb.EditTaxonomyRequest) -> pb.Taxonomy:
+    async def _exists(self, taxonomy_id: str) -> bool:
+        try:
+            await self._call("ListVersions", tpb.ListVersionsRequest(id=taxonomy_id))
+        except NotFoundError:
+            return False
+        return True
+
+    async def edit(self, request: tpb.EditTaxonomyRequest, tenant: Tenant) -> pb.Taxonomy:
         """Operations applied as one new version."""
+        await self._writable(request.id, tenant)
         resp: pb.Taxonomy = await self._call("EditTaxonomy", request)
         return resp
 
-    async def review(self, request: tpb.ReviewTaxonomyRequest) -> pb.Taxonomy:
+    async def review(self, request: tpb.ReviewTaxonomyRequest, tenant: Tenant) -> pb.Taxonomy:
         """Proposals accepted or rejected as one new version."""
+        await self._writable(request.id, tenant)
         resp: pb.Taxonomy = await self._call("ReviewTaxonomy", request)
         return resp
 
-    async def expand(self, request: pb.ExpandRequest) -> pb.JobProgress:
+    async def expand(self, request: pb.ExpandRequest, tenant: Tenant) -> pb.JobProgress:
         """Start an expansion job."""
+        await self._writable(request.taxonomy_id, tenant)
         job: pb.Job = await self._call("ExpandTaxonomy", request)
-        return await self.progress(job.id)
+        return await self._adopt(job.id, tenant)
 
-    async def induce(self, request: tpb.InduceTaxonomyRequest) -> pb.JobProgress:
-        """Start an induction job."""
+    async def induce(self, request: tpb.InduceTaxonomyRequest, tenant: Tenant) -> pb.JobProgress:
+        """Start an induction job; the taxonomy it makes is ``tenant``'s."""
+        taxonomy_id = request.spec.taxonomy_id
+        if tenant.name and not await self.owners.claim(taxonomy_id, tenant.name):
+            raise ConflictError(f"taxonomy id {taxonomy_id!r} is taken; choose another id")
         job: pb.Job = await self._call("InduceTaxonomy", request)
-        return await self.progress(job.id)
+        return await self._adopt(job.id, tenant)
+
+    async def _adopt(self, job_id: str, tenant: Tenant) -> pb.JobProgress:
+        """Give a job the taxonomy service created to ``tenant``, with its spend limit."""
+        limit = _spend_limit(tenant)
+
+        def _own(job: pb.Job) -> bool:
+            if job.tenant == tenant.name and job.spend_limit == limit:
+                return False
+            job.tenant = tenant.name
+            job.spend_limit.CopyFrom(limit)
+            return True
+
+        await self.jobs.update(job_id, _own)
+        return await self.progress(job_id, tenant)
+
+
+def _job_id(idempotency_key: str | None, tenant: Tenant) -> str:
+    """A new job id; one key gives one job per tenant (two tenants' keys never meet)."""
+    if idempotency_key and tenant.name:
+        return new_job_id(f"{tenant.name}\n{idempotency_key}")
+    return new_job_id(idempotency_key)
+
+
+def _spend_limit(tenant: Tenant) -> pb.SpendLimit:
+    return pb.SpendLimit(tokens=tenant.job_limit.tokens, cost_usd=tenant.job_limit.cost_usd)
+
+
+def _scope_benchmarks(recipe: pb.Recipe, tenant: Tenant) -> None:
+    """Benchmark names as the tenant's own registry names."""
+    names = [tenant.benchmark(n) for n in recipe.selection.decontaminate]
+    if names:
+        del recipe.selection.decontaminate[:]
+        recipe.selection.decontaminate.extend(names)
+
+
+def _document_id(document: str) -> str:
+    """The top-level id of a taxonomy document, or "" when it has none that can be read."""
+    try:
+        parsed = yaml.safe_load(document)
+    except yaml.YAMLError:
+        return ""
+    value = parsed.get("id") if isinstance(parsed, dict) else None
+    return value if isinstance(value, str) else ""

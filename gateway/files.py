@@ -14,8 +14,9 @@ from typing import Any
 from nats.js.errors import NotFoundError as JSNotFoundError
 from nats.js.errors import ObjectNotFoundError
 
+from gateway.tenants import Tenant
 from taxoforge.bus import Bus
-from taxoforge.datasets import BENCHMARK_PREFIX, DatasetStore, benchmark_object
+from taxoforge.datasets import DatasetStore, benchmark_object
 from taxoforge.errors import ConflictError, NotFoundError, PermanentError
 from taxoforge.store import JobStore, state_name
 from taxoforge.v1 import common_pb2 as pb
@@ -55,25 +56,32 @@ class JobFiles:
             raise PermanentError("the upload is empty")
         return size, digest.hexdigest()
 
-    async def upload(self, chunks: AsyncIterator[bytes], name: str) -> dict[str, Any]:
-        """Store a file to select from; the same bytes under the same name get the same id."""
+    async def upload(
+        self, chunks: AsyncIterator[bytes], name: str, tenant: Tenant
+    ) -> dict[str, Any]:
+        """Store a file to select from; the same bytes under the same name get the same id
+        (stored in the tenant's part of the object store, named by it in the tenant's terms)."""
         with tempfile.TemporaryDirectory(prefix="taxoforge-upload-") as tmp:
             path = Path(tmp) / "upload"
             size, sha = await self._spool(chunks, path)
             object_name = f"uploads/{sha[:16]}/{safe_name(name)}"
-            await self._datasets.put_file(object_name, "upload", path, 0)
+            await self._datasets.put_file(tenant.object(object_name), "upload", path, 0)
         return {"upload": object_name, "name": safe_name(name), "bytes": size, "sha256": sha}
 
-    async def put_benchmark(self, name: str, chunks: AsyncIterator[bytes]) -> dict[str, Any]:
+    async def put_benchmark(
+        self, name: str, chunks: AsyncIterator[bytes], tenant: Tenant
+    ) -> dict[str, Any]:
         """Register (or replace) a benchmark's prompts for decontamination."""
         with tempfile.TemporaryDirectory(prefix="taxoforge-bench-") as tmp:
             path = Path(tmp) / "benchmark"
             size, sha = await self._spool(chunks, path)
-            await self._datasets.put_file(benchmark_object(name), "benchmark", path, 0)
+            object_name = benchmark_object(tenant.benchmark(name))
+            await self._datasets.put_file(object_name, "benchmark", path, 0)
         return {"name": name, "bytes": size, "sha256": sha}
 
-    async def benchmarks(self) -> list[dict[str, Any]]:
-        """The registered benchmarks."""
+    async def benchmarks(self, tenant: Tenant) -> list[dict[str, Any]]:
+        """The tenant's registered benchmarks."""
+        prefix = benchmark_object(tenant.benchmark(""))
         store = await self._bus.datasets()
         try:
             infos = await store.list()
@@ -81,23 +89,23 @@ class JobFiles:
             return []
         return sorted(
             (
-                {"name": i.name.removeprefix(BENCHMARK_PREFIX), "bytes": int(i.size or 0)}
+                {"name": i.name.removeprefix(prefix), "bytes": int(i.size or 0)}
                 for i in infos
-                if i.name.startswith(BENCHMARK_PREFIX) and not i.deleted
+                if i.name.startswith(prefix) and "~" not in i.name[len(prefix) :] and not i.deleted
             ),
             key=lambda b: str(b["name"]),
         )
 
-    async def delete_benchmark(self, name: str) -> None:
+    async def delete_benchmark(self, name: str, tenant: Tenant) -> None:
         store = await self._bus.datasets()
         try:
-            await store.delete(benchmark_object(name))
+            await store.delete(benchmark_object(tenant.benchmark(name)))
         except (JSNotFoundError, ObjectNotFoundError) as exc:
             raise NotFoundError(f"benchmark {name!r} is not registered") from exc
 
-    async def _finished(self, job_id: str) -> pb.Job:
+    async def _finished(self, job_id: str, tenant: Tenant) -> pb.Job:
         job = await self._jobs.get(job_id)
-        if job is None:
+        if job is None or job.tenant != tenant.name:
             raise NotFoundError(f"job {job_id!r} does not exist")
         if job.state != pb.JOB_STATE_SUCCEEDED:
             raise ConflictError(
@@ -106,9 +114,11 @@ class JobFiles:
             )
         return job
 
-    async def file(self, job_id: str, path: str) -> tuple[pb.DatasetInfo, AsyncIterator[bytes]]:
+    async def file(
+        self, job_id: str, path: str, tenant: Tenant
+    ) -> tuple[pb.DatasetInfo, AsyncIterator[bytes]]:
         """One of a finished job's files by its path ("data/sft.parquet", "README.md")."""
-        job = await self._finished(job_id)
+        job = await self._finished(job_id, tenant)
         name = f"{job_id}/{path}"
         info = next((d for d in job.datasets if d.object_name == name), None)
         if info is None:
@@ -117,18 +127,18 @@ class JobFiles:
         return info, self._datasets.stream(info.object_name)
 
     async def dataset(
-        self, job_id: str, kind: str, fmt: str
+        self, job_id: str, kind: str, fmt: str, tenant: Tenant
     ) -> tuple[pb.DatasetInfo, AsyncIterator[bytes]]:
         """A finished job's export in one format."""
-        job = await self._finished(job_id)
+        job = await self._finished(job_id, tenant)
         info = next((d for d in job.datasets if d.kind == kind and d.format == fmt), None)
         if info is None:
             raise NotFoundError(f"job {job_id} has no {kind} dataset as {fmt}")
         return info, self._datasets.stream(info.object_name)
 
-    async def record(self, job_id: str, item_id: str) -> dict[str, Any]:
+    async def record(self, job_id: str, item_id: str, tenant: Tenant) -> dict[str, Any]:
         """Where a record came from and why it was kept, or why it was dropped."""
-        job = await self._finished(job_id)
+        job = await self._finished(job_id, tenant)
         wanted = {item_id, f"{job_id}/{item_id}"}
         for kind in ("provenance", "dropped"):
             info = next((d for d in job.datasets if d.kind == kind), None)

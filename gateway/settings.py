@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from taxoforge.settings import ProcessSettings
@@ -24,3 +26,13 @@ class GatewaySettings(ProcessSettings):
     judge_timeout_s: float = Field(default=300.0, gt=0)
     # The largest file POST /v1/uploads and PUT /v1/benchmarks/{name} accept.
     max_upload_bytes: int = Field(default=20 << 30, gt=0)
+    # Every other request body (recipes, taxonomy documents, judge batches), chunked or not.
+    max_body_bytes: int = Field(default=16 << 20, gt=0)
+    # "keys": every /v1 request needs an API key from the tenants file; "none": one implicit
+    # tenant, for a gateway only its user can reach (the local stack, `taxoforge up`).
+    auth: Literal["keys", "none"] = "keys"
+    # The tenants, their hashed API keys, rate limits and job spend limits (YAML; see
+    # `taxoforge keys new`). Re-read when it changes, so keys rotate without a restart.
+    tenants_file: str | None = None
+    # Origins a browser may call the API from (CORS); empty: no CORS headers at all.
+    cors_origins: list[str] = Field(default_factory=list)

@@ -152,6 +152,8 @@ class JobView(BaseModel):
     recipe: dict[str, Any]
     # Selection jobs: the file they import.
     source: dict[str, Any] | None
+    # Where the job stops spending (the tenant's job limit); None: no limit.
+    spend_limit: dict[str, Any] | None = None
 
 
 class ErrorDetailView(BaseModel):
@@ -278,9 +280,26 @@ def job_view(progress: pb.JobProgress) -> JobView:
         created_at=_time(job.created_at_ms),
         updated_at=_time(job.updated_at_ms),
         finished_at=_time(job.finished_at_ms),
-        recipe=to_dict(job.recipe) if kind in (JobKind.GENERATE, JobKind.SELECT) else _spec(job),
-        source=to_dict(job.source) if job.HasField("source") else None,
+        recipe=_recipe(job) if kind in (JobKind.GENERATE, JobKind.SELECT) else _spec(job),
+        source=_source(job) if job.HasField("source") else None,
+        spend_limit=to_dict(job.spend_limit) or None,
     )
+
+
+def _recipe(job: pb.Job) -> dict[str, Any]:
+    """The recipe in the tenant's own names (benchmarks are stored under tenant~name)."""
+    recipe = to_dict(job.recipe)
+    names = recipe.get("selection", {}).get("decontaminate")
+    if names and job.tenant:
+        recipe["selection"]["decontaminate"] = [n.removeprefix(f"{job.tenant}~") for n in names]
+    return recipe
+
+
+def _source(job: pb.Job) -> dict[str, Any]:
+    source = to_dict(job.source)
+    if job.tenant and "object" in source:
+        source["object"] = source["object"].removeprefix(f"tenants/{job.tenant}/")
+    return source
 
 
 def _dataset(job_id: str, d: pb.DatasetInfo) -> DatasetView:

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from taxoforge.cli_keys import add_keys_commands
 from taxoforge.cli_taxonomy import add_taxonomy_commands
 from taxoforge.stack import Stack, StackConfig, StackError
 
@@ -37,7 +38,14 @@ def _gateway(ns: argparse.Namespace) -> str:
     return str(ns.gateway or os.environ.get("TAXOFORGE_GATEWAY_URL") or "http://127.0.0.1:8080")
 
 
+def _auth_headers() -> dict[str, str]:
+    """The API key from $TAXOFORGE_API_KEY, for a gateway that asks for one."""
+    key = os.environ.get("TAXOFORGE_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def _request(method: str, url: str, timeout: float | None = 60.0, **kwargs: Any) -> httpx.Response:
+    kwargs["headers"] = {**_auth_headers(), **kwargs.get("headers", {})}
     try:
         resp = httpx.request(method, url, timeout=timeout, **kwargs)
     except httpx.HTTPError as exc:
@@ -114,7 +122,8 @@ def download(gateway: str, job: dict[str, Any], out: Path) -> list[Path]:
     for dataset in job["datasets"]:
         path = out / dataset["path"]
         path.parent.mkdir(parents=True, exist_ok=True)
-        with httpx.stream("GET", f"{gateway}{dataset['url']}", timeout=300.0) as resp:
+        url = f"{gateway}{dataset['url']}"
+        with httpx.stream("GET", url, timeout=300.0, headers=_auth_headers()) as resp:
             if resp.status_code != 200:
                 raise CLIError(f"download of {dataset['path']} failed: {resp.status_code}")
             with path.open("wb") as fh:
@@ -362,6 +371,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taxoforge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     add_taxonomy_commands(sub)
+    add_keys_commands(sub)
 
     def gateway_opt(p: argparse.ArgumentParser) -> None:
         p.add_argument(

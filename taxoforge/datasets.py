@@ -57,6 +57,15 @@ class DatasetStore:
             sha256=digest.hexdigest(),
         )
 
+    async def exists(self, name: str) -> bool:
+        """Whether object ``name`` is stored (and not deleted)."""
+        store = await self._bus.datasets()
+        try:
+            info = await store.get_info(name)
+        except (ObjectNotFoundError, JSNotFoundError):
+            return False
+        return not info.deleted
+
     async def stream(self, name: str) -> AsyncIterator[bytes]:
         """The object's bytes, chunk by chunk, in order.
 

@@ -3,11 +3,38 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "redact"]
+
+# Fields whose text is a secret whatever it says, and secrets recognisable inside any text:
+# the gateway's API keys (tfk_...), bearer tokens and passwords in URLs.
+_SECRET_FIELD = re.compile(r"(authorization|api_?key|password|passwd|secret|credentials?)$", re.I)
+_SECRET_TEXT = (
+    (re.compile(r"tfk_[A-Za-z0-9_-]{8,}"), "tfk_[redacted]"),
+    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+"), r"\1 [redacted]"),
+    (re.compile(r"(?i)\b(sk-[A-Za-z0-9_-]{8,})"), "sk-[redacted]"),
+    (re.compile(r"(://[^/\s:@]+:)[^/\s@]+@"), r"\1[redacted]@"),
+)
+
+
+def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A structlog processor that keeps secrets out of every log line."""
+    for name, value in event.items():
+        if not isinstance(value, str) or not value:
+            continue
+        if _SECRET_FIELD.search(name):
+            event[name] = "[redacted]"
+            continue
+        for pattern, replacement in _SECRET_TEXT:
+            value = pattern.sub(replacement, value)
+        event[name] = value
+    return event
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", service: str | None = None) -> None:
@@ -30,6 +57,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", service: str | Non
     else:
         shared.append(structlog.processors.dict_tracebacks)
         renderer = structlog.processors.JSONRenderer()
+    shared.append(redact)  # last before rendering: tracebacks are text by now, and redacted too
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     structlog.configure(
         processors=[*shared, renderer],

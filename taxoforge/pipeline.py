@@ -20,6 +20,7 @@ __all__ = [
     "dead_letter_recorder",
     "enter_step",
     "fail_job",
+    "over_limit",
     "publish_work",
 ]
 
@@ -60,7 +61,28 @@ async def active_job(jobs: JobStore, job_id: str) -> pb.Job | None:
     if job.state in TERMINAL_STATES:
         log.info("work_skipped", job_state=pb.JobState.Name(job.state))
         return None
+    if job.spend_limit.tokens > 0 or job.spend_limit.cost_usd > 0:
+        reason = over_limit(job.spend_limit, await jobs.usage_cached(job_id))
+        if reason:
+            # Every process checks before it works on the job's next message, so spending
+            # stops within about a second of the limit (usage is flushed once a second): what
+            # is already in flight finishes, nothing new starts.
+            await jobs.update(job_id, fail_job(reason))
+            log.warning("job_over_spend_limit", job_id=job_id, reason=reason)
+            return None
     return job
+
+
+def over_limit(limit: pb.SpendLimit, spent: pb.Usage) -> str:
+    """Why ``spent`` has reached ``limit`` (a job's reason to stop), or "" when it has not."""
+    tokens = spent.prompt_tokens + spent.completion_tokens
+    if limit.tokens > 0 and tokens >= limit.tokens:
+        return f"spend limit reached: {tokens:,} tokens used, the limit is {limit.tokens:,}"
+    if limit.cost_usd > 0 and spent.cost_usd >= limit.cost_usd:
+        return (
+            f"spend limit reached: ${spent.cost_usd:.4f} spent, the limit is ${limit.cost_usd:.4f}"
+        )
+    return ""
 
 
 def fail_job(reason: str) -> Callable[[pb.Job], bool]:

@@ -17,6 +17,11 @@ class BusSettings(BaseSettings):
     nats_user: str | None = None
     nats_password: SecretStr | None = None
     nats_creds_file: str | None = None
+    # TLS to NATS (a tls:// URL): the CA that signed the server's certificate, and for mutual
+    # TLS this process's certificate and key. Files, so a cluster mounts them from a Secret.
+    nats_tls_ca_file: str | None = None
+    nats_tls_cert_file: str | None = None
+    nats_tls_key_file: str | None = None
     # JetStream replicas for streams, KV and object store: 1 on a laptop, 3 on a cluster.
     replicas: int = Field(default=1, ge=1, le=5)
     # A redelivered publish within this window is dropped by Nats-Msg-Id.

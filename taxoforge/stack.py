@@ -349,6 +349,10 @@ class Stack:
             "TAXOFORGE_LLM_API_BASE": self.llm_api_base,
             "TAXOFORGE_LLM_MODEL": self.config.llm_model
             or (EMBEDDED_MODEL if self.config.llm == "embedded" else "openai/fake"),
+            # One user on one machine: importing from a URL on it (or the LAN) is theirs to do.
+            "TAXOFORGE_IMPORT_PRIVATE_URLS": os.environ.get(
+                "TAXOFORGE_IMPORT_PRIVATE_URLS", "true"
+            ),
         }
         if self.config.llm == "embedded":
             # One small CPU server answers one call at a time; deep queues only add timeouts.
@@ -388,6 +392,8 @@ class Stack:
     def _start_gateway(self) -> None:
         def command() -> tuple[list[str], dict[str, str]]:
             env = {
+                # A local stack listens on 127.0.0.1 for its one user: no keys unless asked.
+                "TAXOFORGE_AUTH": os.environ.get("TAXOFORGE_AUTH", "none"),
                 **self._common_env(),
                 "TAXOFORGE_HTTP_HOST": "127.0.0.1",
                 "TAXOFORGE_HTTP_PORT": str(self._ports["gateway"]),

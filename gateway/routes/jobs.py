@@ -10,14 +10,16 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from gateway.backend import DATASET_KINDS
-from gateway.deps import BackendDep
+from gateway.deps import BackendDep, TenantDep, authenticated
 from gateway.schemas import RecipeSpec, recipe_to_proto
 from gateway.views import ERROR_RESPONSES, REPLAYED_RESPONSE, JobView, job_view
 from taxoforge.errors import NotFoundError, PermanentError
 from taxoforge.protojson import to_dict
 from taxoforge.store import TERMINAL_STATES
 
-router = APIRouter(prefix="/v1", tags=["jobs"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1", tags=["jobs"], dependencies=authenticated, responses=ERROR_RESPONSES
+)
 
 _MEDIA = {
     "jsonl": "application/jsonl",
@@ -41,12 +43,13 @@ async def create_job(
     request: Request,
     response: Response,
     backend: BackendDep,
+    tenant: TenantDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobView:
     """Validate the recipe, record the job and queue it. With an ``Idempotency-Key`` header a
     retried submission returns the job it already created (200) instead of a second one."""
     recipe = recipe_to_proto(spec, request.app.state.settings.llm)
-    progress, created = await backend.create_job(recipe, idempotency_key)
+    progress, created = await backend.create_job(recipe, idempotency_key, tenant)
     response.headers["Location"] = f"/v1/jobs/{progress.job.id}"
     if not created:
         response.status_code = 200
@@ -54,8 +57,8 @@ async def create_job(
 
 
 @router.get("/jobs/{job_id}", response_model=JobView, summary="A job's state and progress")
-async def get_job(job_id: JobId, backend: BackendDep) -> JobView:
-    return job_view(await backend.progress(job_id))
+async def get_job(job_id: JobId, backend: BackendDep, tenant: TenantDep) -> JobView:
+    return job_view(await backend.progress(job_id, tenant))
 
 
 @router.get(
@@ -67,11 +70,12 @@ async def get_job(job_id: JobId, backend: BackendDep) -> JobView:
 async def job_events(
     job_id: JobId,
     backend: BackendDep,
+    tenant: TenantDep,
     interval_s: Annotated[float, Query(ge=0.2, le=60)] = 1.0,
 ) -> StreamingResponse:
     """One ``progress`` event (a JobView) whenever the job changes, checked every ``interval_s``
     seconds, and a last ``end`` event when it finishes; then the stream closes."""
-    first = await backend.progress(job_id)  # 404 before the stream starts
+    first = await backend.progress(job_id, tenant)  # 404 before the stream starts
 
     async def events() -> AsyncIterator[bytes]:
         progress, last = first, ""
@@ -85,7 +89,7 @@ async def job_events(
                 yield f"event: end\ndata: {body}\n\n".encode()
                 return
             await asyncio.sleep(interval_s)
-            progress = await backend.progress(job_id)
+            progress = await backend.progress(job_id, tenant)
 
     return StreamingResponse(
         events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
@@ -93,8 +97,8 @@ async def job_events(
 
 
 @router.post("/jobs/{job_id}:cancel", response_model=JobView, summary="Cancel a job")
-async def cancel_job(job_id: JobId, backend: BackendDep) -> JobView:
-    return job_view(await backend.cancel(job_id))
+async def cancel_job(job_id: JobId, backend: BackendDep, tenant: TenantDep) -> JobView:
+    return job_view(await backend.cancel(job_id, tenant))
 
 
 @router.get(
@@ -106,12 +110,13 @@ async def cancel_job(job_id: JobId, backend: BackendDep) -> JobView:
 async def get_dataset(
     job_id: JobId,
     backend: BackendDep,
+    tenant: TenantDep,
     kind: str = Path(pattern="^(" + "|".join(DATASET_KINDS) + ")$"),
     format: Annotated[Literal["jsonl", "parquet"], Query()] = "jsonl",
 ) -> StreamingResponse:
     """sft and preference are TRL's conversational shapes; openai-sft and openai-dpo are
     OpenAI fine-tuning files; alpaca and sharegpt their classic shapes."""
-    info, chunks = await backend.files.dataset(job_id, kind, format)
+    info, chunks = await backend.files.dataset(job_id, kind, format, tenant)
     return StreamingResponse(
         chunks,
         media_type=_MEDIA[format],
@@ -128,10 +133,12 @@ async def get_dataset(
     summary="Download any file of a finished job (README.md, images/, data/, meta/)",
     response_class=StreamingResponse,
 )
-async def get_file(job_id: JobId, path: str, backend: BackendDep) -> StreamingResponse:
+async def get_file(
+    job_id: JobId, path: str, backend: BackendDep, tenant: TenantDep
+) -> StreamingResponse:
     """The dataset card (README.md with its images/), every export under data/, and
     meta/provenance.jsonl and meta/dropped.jsonl: a Hugging Face dataset folder, file by file."""
-    info, chunks = await backend.files.file(job_id, path)
+    info, chunks = await backend.files.file(job_id, path, tenant)
     name = path.rsplit("/", 1)[-1]
     return StreamingResponse(
         chunks,
@@ -151,17 +158,20 @@ async def get_file(job_id: JobId, path: str, backend: BackendDep) -> StreamingRe
 async def get_record(
     job_id: JobId,
     backend: BackendDep,
+    tenant: TenantDep,
     item_id: str = Path(pattern=r"^[A-Za-z0-9_.-]{1,80}$"),
 ) -> dict[str, Any]:
     """Looks the record up by its id (as in the exports: "<job>/<item>", or the item part)."""
-    return await backend.files.record(job_id, item_id)
+    return await backend.files.record(job_id, item_id, tenant)
 
 
 @router.post("/plans", summary="Dry-run a recipe: how its seeds would be spread")
-async def plan(spec: RecipeSpec, request: Request, backend: BackendDep) -> dict[str, Any]:
+async def plan(
+    spec: RecipeSpec, request: Request, backend: BackendDep, tenant: TenantDep
+) -> dict[str, Any]:
     recipe = recipe_to_proto(spec, request.app.state.settings.llm)
     try:
-        resp = await backend.plan(recipe)
+        resp = await backend.plan(recipe, tenant)
     except NotFoundError as exc:  # a name in the body, not the URL, is wrong: 422, as for jobs
         raise PermanentError(str(exc)) from exc
     return to_dict(resp)

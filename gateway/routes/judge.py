@@ -7,13 +7,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from google.protobuf.json_format import MessageToDict
 
-from gateway.deps import BackendDep
+from gateway.deps import BackendDep, authenticated
 from gateway.judge_schemas import JudgeRequestSpec
 from gateway.views import ERROR_RESPONSES
 from taxoforge.protojson import to_dict
 from taxoforge.v1 import common_pb2 as pb
 
-router = APIRouter(prefix="/v1", tags=["judge"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1", tags=["judge"], dependencies=authenticated, responses=ERROR_RESPONSES
+)
 
 
 def _view(judgment: pb.Judgment) -> dict[str, Any]:

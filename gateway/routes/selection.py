@@ -6,12 +6,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
-from gateway.deps import BackendDep
+from gateway.deps import BackendDep, TenantDep, authenticated
 from gateway.selection_schemas import SelectJobSpec
 from gateway.selection_spec import BENCHMARK_NAME
 from gateway.views import ERROR_RESPONSES, REPLAYED_RESPONSE, JobView, job_view
 
-router = APIRouter(prefix="/v1", tags=["selection"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1", tags=["selection"], dependencies=authenticated, responses=ERROR_RESPONSES
+)
 
 BenchmarkName = Annotated[str, Path(pattern=BENCHMARK_NAME)]
 _BODY = {
@@ -31,11 +33,12 @@ _BODY = {
 async def upload(
     request: Request,
     backend: BackendDep,
+    tenant: TenantDep,
     name: Annotated[str, Query(min_length=1, max_length=255, description="The file's name.")],
 ) -> dict[str, Any]:
     """The request body is the file, streamed (``curl --data-binary @train.jsonl``). Returns
     the ``upload`` to name as a selection job's source; the same bytes give the same id."""
-    return await backend.files.upload(request.stream(), name)
+    return await backend.files.upload(request.stream(), name, tenant)
 
 
 @router.put(
@@ -45,22 +48,22 @@ async def upload(
     openapi_extra=_BODY,
 )
 async def put_benchmark(
-    name: BenchmarkName, request: Request, backend: BackendDep
+    name: BenchmarkName, request: Request, backend: BackendDep, tenant: TenantDep
 ) -> dict[str, Any]:
     """The body is the benchmark: JSON Lines or Parquet rows (a conversation, or an object
     with a prompt/question/instruction/query/input/text field), or plain text, one prompt per
     line. A selection lists it in ``selection.decontaminate``."""
-    return await backend.files.put_benchmark(name, request.stream())
+    return await backend.files.put_benchmark(name, request.stream(), tenant)
 
 
 @router.get("/benchmarks", summary="The registered benchmarks")
-async def list_benchmarks(backend: BackendDep) -> dict[str, Any]:
-    return {"benchmarks": await backend.files.benchmarks()}
+async def list_benchmarks(backend: BackendDep, tenant: TenantDep) -> dict[str, Any]:
+    return {"benchmarks": await backend.files.benchmarks(tenant)}
 
 
 @router.delete("/benchmarks/{name}", status_code=204, summary="Remove a benchmark")
-async def delete_benchmark(name: BenchmarkName, backend: BackendDep) -> Response:
-    await backend.files.delete_benchmark(name)
+async def delete_benchmark(name: BenchmarkName, backend: BackendDep, tenant: TenantDep) -> Response:
+    await backend.files.delete_benchmark(name, tenant)
     return Response(status_code=204)
 
 
@@ -76,6 +79,7 @@ async def create_selection(
     request: Request,
     response: Response,
     backend: BackendDep,
+    tenant: TenantDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JobView:
     """Imports the source, drops malformed rows (reported with their row numbers), duplicates
@@ -83,7 +87,7 @@ async def create_selection(
     cluster's reference through the judge, selects for the budget and writes the exports and
     the dataset card. Watch it like any job (GET /v1/jobs/{id}, .../events)."""
     recipe, source = spec.to_proto(request.app.state.settings.llm)
-    progress, created = await backend.create_select_job(recipe, source, idempotency_key)
+    progress, created = await backend.create_select_job(recipe, source, idempotency_key, tenant)
     response.headers["Location"] = f"/v1/jobs/{progress.job.id}"
     if not created:
         response.status_code = 200

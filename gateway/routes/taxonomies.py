@@ -6,14 +6,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response
 
-from gateway.deps import BackendDep
+from gateway.deps import BackendDep, TenantDep, authenticated
 from gateway.taxonomy_schemas import EditSpec, ExpandSpec, InduceSpec, ReviewSpec
 from gateway.views import ERROR_RESPONSES, JobView, job_view
 from taxoforge.errors import PermanentError
 from taxoforge.protojson import to_dict
 from taxoforge.v1 import taxonomy_pb2 as tpb
 
-router = APIRouter(prefix="/v1/taxonomies", tags=["taxonomies"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1/taxonomies",
+    tags=["taxonomies"],
+    dependencies=authenticated,
+    responses=ERROR_RESPONSES,
+)
 
 TaxonomyId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 Version = Annotated[str, Query(pattern=r"^[0-9]*$", description="A version; empty: the latest.")]
@@ -21,8 +26,8 @@ _MAX_DOCUMENT = 32 * 1024 * 1024
 
 
 @router.get("", summary="List taxonomies")
-async def list_taxonomies(backend: BackendDep) -> dict[str, Any]:
-    return to_dict(await backend.taxonomies())
+async def list_taxonomies(backend: BackendDep, tenant: TenantDep) -> dict[str, Any]:
+    return to_dict(await backend.taxonomies(tenant))
 
 
 @router.post(
@@ -42,6 +47,7 @@ async def list_taxonomies(backend: BackendDep) -> dict[str, Any]:
 async def import_taxonomy(
     request: Request,
     backend: BackendDep,
+    tenant: TenantDep,
     new_version: Annotated[
         bool, Query(description="If the id exists, add the document as its next version.")
     ] = False,
@@ -52,7 +58,7 @@ async def import_taxonomy(
     if len(body) > _MAX_DOCUMENT:
         raise PermanentError(f"the document is over {_MAX_DOCUMENT // 2**20} MiB")
     document = body.decode("utf-8", errors="replace")
-    taxonomy = await backend.import_taxonomy(document, "upload", new_version)
+    taxonomy = await backend.import_taxonomy(document, "upload", new_version, tenant)
     return _summary(taxonomy)
 
 
@@ -68,14 +74,16 @@ def _summary(taxonomy: Any) -> dict[str, Any]:
 
 @router.get("/{taxonomy_id}", summary="Read a taxonomy (the latest version, or ?version=)")
 async def get_taxonomy(
-    taxonomy_id: TaxonomyId, backend: BackendDep, version: Version = ""
+    taxonomy_id: TaxonomyId, backend: BackendDep, tenant: TenantDep, version: Version = ""
 ) -> dict[str, Any]:
-    return to_dict(await backend.taxonomy(taxonomy_id, version))
+    return to_dict(await backend.taxonomy(taxonomy_id, tenant, version))
 
 
 @router.get("/{taxonomy_id}/versions", summary="A taxonomy's versions, oldest first")
-async def list_versions(taxonomy_id: TaxonomyId, backend: BackendDep) -> dict[str, Any]:
-    return to_dict(await backend.versions(taxonomy_id))
+async def list_versions(
+    taxonomy_id: TaxonomyId, backend: BackendDep, tenant: TenantDep
+) -> dict[str, Any]:
+    return to_dict(await backend.versions(taxonomy_id, tenant))
 
 
 @router.get(
@@ -86,9 +94,9 @@ async def list_versions(taxonomy_id: TaxonomyId, backend: BackendDep) -> dict[st
     responses={200: {"content": {"application/yaml": {"schema": {"type": "string"}}}}},
 )
 async def export_taxonomy(
-    taxonomy_id: TaxonomyId, backend: BackendDep, version: Version = ""
+    taxonomy_id: TaxonomyId, backend: BackendDep, tenant: TenantDep, version: Version = ""
 ) -> Response:
-    exported = await backend.export(taxonomy_id, version)
+    exported = await backend.export(taxonomy_id, tenant, version)
     return Response(
         exported.yaml,
         media_type="application/yaml",
@@ -103,7 +111,7 @@ async def export_taxonomy(
 
 @router.post("/{taxonomy_id}:edit", summary="Edit nodes; the result is a new version")
 async def edit_taxonomy(
-    taxonomy_id: TaxonomyId, spec: EditSpec, backend: BackendDep
+    taxonomy_id: TaxonomyId, spec: EditSpec, backend: BackendDep, tenant: TenantDep
 ) -> dict[str, Any]:
     request = tpb.EditTaxonomyRequest(
         id=taxonomy_id,
@@ -111,14 +119,14 @@ async def edit_taxonomy(
         message=spec.message,
         operations=[op.to_proto() for op in spec.operations],
     )
-    return _summary(await backend.edit(request))
+    return _summary(await backend.edit(request, tenant))
 
 
 @router.post(
     "/{taxonomy_id}:review", summary="Accept or reject proposed nodes; the result is a new version"
 )
 async def review_taxonomy(
-    taxonomy_id: TaxonomyId, spec: ReviewSpec, backend: BackendDep
+    taxonomy_id: TaxonomyId, spec: ReviewSpec, backend: BackendDep, tenant: TenantDep
 ) -> dict[str, Any]:
     request = tpb.ReviewTaxonomyRequest(
         id=taxonomy_id,
@@ -127,7 +135,7 @@ async def review_taxonomy(
         reject=spec.reject,
         accept_rest=spec.accept_rest,
     )
-    return _summary(await backend.review(request))
+    return _summary(await backend.review(request, tenant))
 
 
 @router.post(
@@ -137,13 +145,19 @@ async def review_taxonomy(
     summary="Expand nodes with an LLM (GLAN): a job whose proposals wait for review",
 )
 async def expand_taxonomy(
-    taxonomy_id: TaxonomyId, spec: ExpandSpec, request: Request, backend: BackendDep
+    taxonomy_id: TaxonomyId,
+    spec: ExpandSpec,
+    request: Request,
+    backend: BackendDep,
+    tenant: TenantDep,
 ) -> JobView:
     proto = spec.to_proto(taxonomy_id, request.app.state.settings.llm)
-    return job_view(await backend.expand(proto))
+    return job_view(await backend.expand(proto, tenant))
 
 
-induce_router = APIRouter(prefix="/v1", tags=["taxonomies"], responses=ERROR_RESPONSES)
+induce_router = APIRouter(
+    prefix="/v1", tags=["taxonomies"], dependencies=authenticated, responses=ERROR_RESPONSES
+)
 
 
 @induce_router.post(
@@ -153,7 +167,10 @@ induce_router = APIRouter(prefix="/v1", tags=["taxonomies"], responses=ERROR_RES
     summary="Induce a taxonomy from your own instructions (CodecLM encode + open tags)",
 )
 async def induce_taxonomy(
-    request: Request, backend: BackendDep, spec: Annotated[InduceSpec, Body()]
+    request: Request,
+    backend: BackendDep,
+    tenant: TenantDep,
+    spec: Annotated[InduceSpec, Body()],
 ) -> JobView:
     proto = spec.to_proto(request.app.state.settings.llm)
-    return job_view(await backend.induce(proto))
+    return job_view(await backend.induce(proto, tenant))

@@ -10,8 +10,11 @@ written to ``dropped.jsonl`` with its reason. What is kept goes to ``examples.js
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
+import ipaddress
 import json
+import socket
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +23,8 @@ from typing import Any, cast
 
 import aiohttp
 import structlog
+import yarl
+from aiohttp.abc import ResolveResult
 
 from services.selector.decontam import Decontaminator, Deduplicator
 from services.selector.examples import Example
@@ -305,24 +310,73 @@ class Preparer:
             raise PermanentError("imports by URL are turned off (TAXOFORGE_IMPORT_URLS=false)")
         limit = self._defaults.import_max_bytes
         timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
+        guard = not self._defaults.import_private_urls
+        connector = aiohttp.TCPConnector(resolver=PublicResolver() if guard else None)
         try:
-            async with (
-                aiohttp.ClientSession(timeout=timeout) as session,
-                session.get(url) as resp,
-            ):
-                if resp.status >= 400:
-                    raise PermanentError(f"GET {url} answered {resp.status} {resp.reason}")
-                size = 0
-                with dest.open("wb") as fh:
-                    async for chunk in resp.content.iter_chunked(1 << 20):
-                        size += len(chunk)
-                        if size > limit:
-                            raise PermanentError(
-                                f"{url} is larger than TAXOFORGE_IMPORT_MAX_BYTES ({limit})"
-                            )
-                        fh.write(chunk)
+            async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+                resp = await _get_following_redirects(session, url, guard)
+                async with resp:
+                    await _save(resp, url, dest, limit)
         except aiohttp.ClientError as exc:
             raise PermanentError(f"could not read {url}: {exc}") from exc
+
+
+class PublicResolver(aiohttp.ThreadedResolver):
+    """A resolver that gives only public addresses, so a name cannot lead inside."""
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await super().resolve(host, port, family)
+        public = [r for r in found if ipaddress.ip_address(r["host"]).is_global]
+        if not public:
+            raise OSError(  # aiohttp shows an OSError's strerror in its connection error
+                errno.EACCES,
+                f"{host} has only private addresses; URL imports reach public hosts only "
+                "(TAXOFORGE_IMPORT_PRIVATE_URLS=true allows others)",
+            )
+        return public
+
+
+def _check_literal(url: str) -> None:
+    """Refuse a URL whose host is a private IP address (the resolver never sees those)."""
+    host = yarl.URL(url).host or ""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return
+    if not address.is_global:
+        raise PermanentError(
+            f"{url}: {host} is a private address; URL imports reach public hosts only "
+            "(TAXOFORGE_IMPORT_PRIVATE_URLS=true allows others)"
+        )
+
+
+async def _get_following_redirects(
+    session: aiohttp.ClientSession, url: str, guard: bool, hops: int = 5
+) -> aiohttp.ClientResponse:
+    """GET ``url``, following redirects by hand so every hop is checked like the first."""
+    for _ in range(hops + 1):
+        if guard:
+            _check_literal(url)
+        resp = await session.get(url, allow_redirects=False)
+        if resp.status not in (301, 302, 303, 307, 308) or "Location" not in resp.headers:
+            return resp
+        url = str(resp.url.join(yarl.URL(resp.headers["Location"])))
+        resp.release()
+    raise PermanentError(f"{url}: more than {hops} redirects")
+
+
+async def _save(resp: aiohttp.ClientResponse, url: str, dest: Path, limit: int) -> None:
+    if resp.status >= 400:
+        raise PermanentError(f"GET {url} answered {resp.status} {resp.reason}")
+    size = 0
+    with dest.open("wb") as fh:
+        async for chunk in resp.content.iter_chunked(1 << 20):
+            size += len(chunk)
+            if size > limit:
+                raise PermanentError(f"{url} is larger than TAXOFORGE_IMPORT_MAX_BYTES ({limit})")
+            fh.write(chunk)
 
 
 def _iter_examples(path: Path) -> Iterator[Example]:

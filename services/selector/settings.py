@@ -22,8 +22,12 @@ class SelectorSettings(ServiceSettings):
     # Imports by http(s) URL (TAXOFORGE_IMPORT_URLS), and the largest file an import may be.
     import_urls: bool = True
     import_max_bytes: int = Field(default=20 << 30, gt=0)
+    # URL imports from private addresses (TAXOFORGE_IMPORT_PRIVATE_URLS): off on a cluster.
+    import_private_urls: bool = False
 
     def selection_defaults(self) -> SelectionDefaults:
         """What the prepare step needs of these settings."""
         roots = tuple(r.strip() for r in self.import_roots.split(",") if r.strip())
-        return SelectionDefaults(roots, self.import_urls, self.import_max_bytes)
+        return SelectionDefaults(
+            roots, self.import_urls, self.import_max_bytes, self.import_private_urls
+        )

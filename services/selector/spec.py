@@ -64,6 +64,9 @@ class SelectionDefaults:
     import_roots: tuple[str, ...] = ()
     import_urls: bool = True
     import_max_bytes: int = 20 << 30
+    # URLs whose host is loopback, private or link-local (a cluster's own services, cloud
+    # metadata endpoints) are refused unless this is set: a URL import must not reach inside.
+    import_private_urls: bool = False
 
     def allowed_path(self, path: str) -> Path:
         """``path`` resolved, if it is a file under one of the import roots.

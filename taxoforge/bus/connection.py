@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,7 +44,7 @@ from taxoforge.bus.topology import (
 )
 from taxoforge.settings import BusSettings
 
-__all__ = ["Bus"]
+__all__ = ["Bus", "tls_context"]
 
 log = structlog.get_logger(__name__)
 
@@ -93,6 +94,9 @@ class Bus:
             options["password"] = settings.nats_password.get_secret_value()
         if settings.nats_creds_file:
             options["user_credentials"] = settings.nats_creds_file
+        tls = tls_context(settings)
+        if tls is not None:
+            options["tls"] = tls
         nc = await nats.connect(**options)
         bus = cls(nc, settings)
         bus._closing = closing
@@ -241,3 +245,16 @@ class Bus:
             await self.nc.drain()
         elif not self.nc.is_closed:
             await self.nc.close()
+
+
+def tls_context(settings: BusSettings) -> ssl.SSLContext | None:
+    """The client TLS context the settings ask for, or None (plain, or nats-py's default for a
+    tls:// URL without a CA file)."""
+    if not (settings.nats_tls_ca_file or settings.nats_tls_cert_file):
+        return None
+    context = ssl.create_default_context(cafile=settings.nats_tls_ca_file)
+    if settings.nats_tls_cert_file:
+        if not settings.nats_tls_key_file:
+            raise ValueError("TAXOFORGE_NATS_TLS_CERT_FILE needs TAXOFORGE_NATS_TLS_KEY_FILE too")
+        context.load_cert_chain(settings.nats_tls_cert_file, settings.nats_tls_key_file)
+    return context

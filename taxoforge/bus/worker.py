@@ -13,6 +13,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import nats.errors
 import structlog
@@ -121,6 +122,7 @@ class Worker:
         finally:
             await self._drain()
             beat.cancel()
+            await _hand_back_late(sub)
             with contextlib.suppress(Exception):  # already closed by a drain
                 await sub.unsubscribe()
             log.info("worker_stopped", processed=self.processed, dead_lettered=self.dead_lettered)
@@ -249,3 +251,15 @@ async def _quietly(aw: Awaitable[object]) -> None:
         await aw
     except Exception as exc:
         log.warning("ack_failed", error=f"{type(exc).__name__}: {exc}")
+
+
+async def _hand_back_late(sub: Any) -> None:
+    """Nak what arrived after a fetch had given up: nats-py queues it for the next fetch,
+    which a stopping worker never makes, so it would wait out ack_wait on the server.
+    (The queue is nats-py's own; without it, there is nothing to do.)"""
+    queue = getattr(getattr(sub, "_sub", None), "_pending_queue", None)
+    if queue is None:
+        return
+    while not queue.empty():
+        with contextlib.suppress(Exception):
+            await queue.get_nowait().nak()

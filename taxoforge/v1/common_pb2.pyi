@@ -994,6 +994,8 @@ class Job(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     PHASE_FIELD_NUMBER: _builtins.int
     PHASE_PLANNED_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    SPEND_LIMIT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     state: Global___JobState.ValueType
     created_at_ms: _builtins.int
@@ -1012,6 +1014,10 @@ class Job(_message.Message):
     item results that step waits for.
     """
     phase_planned: _builtins.int
+    tenant: _builtins.str
+    """Who submitted the job (the gateway's tenant; empty when the gateway runs without keys).
+    Another tenant's requests see no such job.
+    """
     @_builtins.property
     def recipe(self) -> Global___Recipe: ...
     @_builtins.property
@@ -1029,6 +1035,12 @@ class Job(_message.Message):
     @_builtins.property
     def source(self) -> Global___ImportSource:
         """Selection jobs: the records to select from."""
+
+    @_builtins.property
+    def spend_limit(self) -> Global___SpendLimit:
+        """Spending at which the job stops: workers drop its remaining work and it fails with the
+        reason. Zero fields are no limit.
+        """
 
     def __init__(
         self,
@@ -1052,14 +1064,40 @@ class Job(_message.Message):
         source: Global___ImportSource | None = ...,
         phase: _builtins.str = ...,
         phase_planned: _builtins.int = ...,
+        tenant: _builtins.str = ...,
+        spend_limit: Global___SpendLimit | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expand", b"expand", "induce", b"induce", "induction", b"induction", "recipe", b"recipe", "selection", b"selection", "source", b"source"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expand", b"expand", "induce", b"induce", "induction", b"induction", "recipe", b"recipe", "selection", b"selection", "source", b"source", "spend_limit", b"spend_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at_ms", b"created_at_ms", "datasets", b"datasets", "error", b"error", "expand", b"expand", "finished_at_ms", b"finished_at_ms", "id", b"id", "induce", b"induce", "induction", b"induction", "kind", b"kind", "phase", b"phase", "phase_planned", b"phase_planned", "planned", b"planned", "recipe", b"recipe", "result_taxonomy_version", b"result_taxonomy_version", "selection", b"selection", "source", b"source", "state", b"state", "taxonomy_version", b"taxonomy_version", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at_ms", b"created_at_ms", "datasets", b"datasets", "error", b"error", "expand", b"expand", "finished_at_ms", b"finished_at_ms", "id", b"id", "induce", b"induce", "induction", b"induction", "kind", b"kind", "phase", b"phase", "phase_planned", b"phase_planned", "planned", b"planned", "recipe", b"recipe", "result_taxonomy_version", b"result_taxonomy_version", "selection", b"selection", "source", b"source", "spend_limit", b"spend_limit", "state", b"state", "taxonomy_version", b"taxonomy_version", "tenant", b"tenant", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class SpendLimit(_message.Message):
+    """A ceiling on a job's model usage: total tokens (prompt + completion) and/or cost."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKENS_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    tokens: _builtins.int
+    cost_usd: _builtins.float
+    def __init__(
+        self,
+        *,
+        tokens: _builtins.int = ...,
+        cost_usd: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SpendLimit: _TypeAlias = SpendLimit  # noqa: Y015
 
 @_typing.final
 class ExpandRequest(_message.Message):
