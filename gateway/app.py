@@ -134,6 +134,11 @@ def create_app(settings: GatewaySettings, bus: Bus | None = None) -> FastAPI:
         code = _HTTP_CODES.get(exc.status_code, "error")
         return _error(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
 
+    @app.exception_handler(UnicodeEncodeError)
+    async def _bad_text(request: Request, exc: UnicodeEncodeError) -> Response:
+        # Valid JSON may hold a lone surrogate ("\ud800"), which no stored text can carry.
+        return _error(422, "invalid_request", "the request holds text that is not valid Unicode")
+
     @app.exception_handler(NotFoundError)
     async def _not_found(request: Request, exc: NotFoundError) -> Response:
         return _error(404, "not_found", str(exc))

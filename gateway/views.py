@@ -177,13 +177,13 @@ class ErrorView(BaseModel):
 # The errors app.py maps on every route (NotFoundError, ConflictError, PermanentError and
 # invalid requests, TransientError), documented so clients (and the schema fuzz) can rely on them.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {
-        "description": "The body could not be parsed (e.g. not UTF-8)",
-        "content": {"application/json": {}},
-    },
+    400: {"model": ErrorView, "description": "The body could not be parsed (e.g. not UTF-8)"},
+    401: {"model": ErrorView, "description": "No valid API key (Authorization: Bearer <key>)"},
     404: {"model": ErrorView, "description": "Not found"},
     409: {"model": ErrorView, "description": "Conflicts with the current state"},
     422: {"model": ErrorView, "description": "Invalid request; details name each field"},
+    413: {"model": ErrorView, "description": "The body is larger than the gateway accepts"},
+    429: {"model": ErrorView, "description": "Over the tenant's rate limit; see Retry-After"},
     503: {"model": ErrorView, "description": "A service behind the gateway is unavailable"},
 }
 

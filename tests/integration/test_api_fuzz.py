@@ -10,6 +10,7 @@ command that reproduces a failure.)
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -18,6 +19,8 @@ import schemathesis
 from schemathesis import Case
 from schemathesis.checks import (
     content_type_conformance,
+    ignored_auth,
+    missing_required_header,
     not_a_server_error,
     response_headers_conformance,
     response_schema_conformance,
@@ -26,12 +29,15 @@ from schemathesis.checks import (
 from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
-from taxoforge.stack import Stack
+from gateway.tenants import hash_key, new_key
+from taxoforge.stack import Stack, StackConfig
+
+from .conftest import FAST_RETRIES
 
 pytestmark = pytest.mark.integration
 
 SEED = 20260507
-EXAMPLES = 25  # per operation in the fuzzing phase; examples and coverage cases come on top
+EXAMPLES = 50  # per operation in the fuzzing phase; examples and coverage cases come on top
 
 # The checks a correct gateway passes. Left out, because they fail on a correct API:
 # - positive_data_acceptance: a schema-valid body may still be refused with 422 for rules a
@@ -41,11 +47,11 @@ EXAMPLES = 25  # per operation in the fuzzing phase; examples and coverage cases
 #   (false for an integer, "2" for a number), on purpose, as FastAPI does;
 # - unsupported_method: GET /v1/jobs/j-1:cancel is GET /v1/jobs/{job_id} with an invalid id
 #   (422), not an undeclared method (405);
-# - use_after_free, ensure_resource_availability: they need OpenAPI links, which have none;
-# - ignored_auth, missing_required_header: they expect 401 without a key; add them when the
-#   stack runs with TAXOFORGE_AUTH=keys and auth_headers carries a key.
+# - use_after_free, ensure_resource_availability: they need OpenAPI links, which have none.
 CHECKS = [
     not_a_server_error,
+    ignored_auth,
+    missing_required_header,
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
@@ -53,10 +59,34 @@ CHECKS = [
 ]
 
 
+KEY = new_key()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The stack as a cluster runs it: API keys on (one tenant, a rate limit the fuzz's
+    thousands of requests stay under)."""
+    folder = tmp_path_factory.mktemp("fuzz")
+    tenant = {
+        "name": "fuzz",
+        "keys": [hash_key(KEY)],
+        "rate_limit": {"requests_per_s": 100000, "burst": 100000},
+    }
+    (folder / "tenants.yaml").write_text(json.dumps({"tenants": [tenant]}))
+    env = {
+        **FAST_RETRIES,
+        "TAXOFORGE_AUTH": "keys",
+        "TAXOFORGE_TENANTS_FILE": str(folder / "tenants.yaml"),
+    }
+    config = StackConfig(data_dir=folder / "stack", llm="fake", sync_always=False, env=env)
+    with Stack(config) as running:
+        yield running
+
+
 @pytest.fixture(scope="module")
 def auth_headers() -> dict[str, str]:
-    """Headers every request carries: none while the stack's gateway runs without auth."""
-    return {}
+    """Headers every request carries: the tenant's key."""
+    return {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture(scope="module")
