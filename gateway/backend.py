@@ -16,7 +16,7 @@ from gateway.tenants import Tenant
 from taxoforge.bus import Bus, Stage
 from taxoforge.datasets import DatasetStore
 from taxoforge.errors import ConflictError, NotFoundError, PermanentError, TransientError
-from taxoforge.grpc_server import is_serving
+from taxoforge.grpc_server import client_channel, is_serving
 from taxoforge.pipeline import publish_work
 from taxoforge.store import TERMINAL_STATES, JobStore, new_job_id, now_ms, state_name
 from taxoforge.v1 import common_pb2 as pb
@@ -60,7 +60,7 @@ class Backend:
         self.files = JobFiles(bus, self.jobs, settings.max_upload_bytes)
         self.owners = Ownership(bus)
         self._channels = {
-            name: grpc.aio.insecure_channel(addr)
+            name: client_channel(addr)
             for name, addr in (
                 ("taxonomy", settings.taxonomy_addr),
                 ("selector", settings.selector_addr),

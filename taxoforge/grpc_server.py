@@ -14,13 +14,43 @@ from grpc_reflection.v1alpha import reflection
 
 from taxoforge.errors import ConflictError, NotFoundError, PermanentError, TransientError
 
-__all__ = ["PROBE_SERVICES", "Context", "GrpcServer", "is_serving", "start_grpc_server"]
+__all__ = [
+    "PROBE_SERVICES",
+    "Context",
+    "GrpcServer",
+    "client_channel",
+    "is_serving",
+    "start_grpc_server",
+]
 
 log = structlog.get_logger(__name__)
 
 # Kubernetes' native gRPC probes ask for these names (design §4).
 PROBE_SERVICES = ("liveness", "readiness")
 _MAX_MESSAGE = 32 * 1024 * 1024
+_MAX_CONNECTION_AGE_MS = 60_000
+_CONNECTION_AGE_GRACE_MS = 15 * 60_000
+
+
+def client_channel(target: str) -> grpc.aio.Channel:
+    """A channel to a service that spreads calls over every address its name resolves to.
+
+    On a cluster the services' names are headless Services (one address per ready pod), so
+    the gateway's synchronous calls reach every judge replica, not the one a ClusterIP
+    connection happened to land on. ``target`` is "host:port" (looked up through DNS), or any
+    gRPC target such as "ipv4:10.0.0.1:50051,10.0.0.2:50051".
+    """
+    if ":///" not in target and not target.startswith(("ipv4:", "ipv6:", "unix:")):
+        target = f"dns:///{target}"
+    return grpc.aio.insecure_channel(
+        target,
+        options=[
+            ("grpc.lb_policy_name", "round_robin"),
+            ("grpc.max_receive_message_length", _MAX_MESSAGE),
+            ("grpc.max_send_message_length", _MAX_MESSAGE),
+        ],
+    )
+
 
 # What servicer methods receive; the request and response types are on the method itself.
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -143,6 +173,11 @@ async def start_grpc_server(
         options=[
             ("grpc.max_receive_message_length", _MAX_MESSAGE),
             ("grpc.max_send_message_length", _MAX_MESSAGE),
+            # Clients reconnect now and then, and look the name up again when they do, so a
+            # replica added by scaling out gets its share of calls; a call in flight at that
+            # moment still has the grace to finish (the longest is a synchronous judging).
+            ("grpc.max_connection_age_ms", _MAX_CONNECTION_AGE_MS),
+            ("grpc.max_connection_age_grace_ms", _CONNECTION_AGE_GRACE_MS),
         ],
     )
     register(server)

@@ -135,6 +135,18 @@ class Stack:
     def grpc_addr(self, service: str) -> str:
         return f"127.0.0.1:{self._ports[service]}"
 
+    def grpc_target(self, service: str) -> str:
+        """Every running process of ``service`` as one gRPC target (as a cluster's headless
+        Service resolves to every replica)."""
+        names = [n for n in self.procs if n == service or n.startswith(f"{service}-")]
+        ports = [self._ports[n] for n in names] or [self._ports[service]]
+        return "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in ports)
+
+    def restart_gateway(self) -> None:
+        """Stop the gateway and start it again (it then calls every replica running now)."""
+        self.stop_process("gateway")
+        self._start_gateway()
+
     # ---- lifecycle ----
 
     def __enter__(self) -> Stack:
@@ -397,7 +409,7 @@ class Stack:
                 **self._common_env(),
                 "TAXOFORGE_HTTP_HOST": "127.0.0.1",
                 "TAXOFORGE_HTTP_PORT": str(self._ports["gateway"]),
-                **{f"TAXOFORGE_{s.upper()}_ADDR": self.grpc_addr(s) for s in SERVICES},
+                **{f"TAXOFORGE_{s.upper()}_ADDR": self.grpc_target(s) for s in SERVICES},
             }
             return [sys.executable, "-m", "gateway"], env
 

@@ -16,6 +16,7 @@ from services.selector.core import preference_record, sft_record
 from services.selector.examples import Example
 from services.selector.report import count_items, golden_agreement, judge_health, usage_of
 from taxoforge.errors import TransientError
+from taxoforge.grpc_server import client_channel
 from taxoforge.service import ServiceContext
 from taxoforge.store import ItemKind
 from taxoforge.tokens import messages_tokens
@@ -239,7 +240,7 @@ async def _golden(job: pb.Job, health: pb.JudgeHealth, judge_addr: str) -> None:
             )
         )
     try:
-        async with grpc.aio.insecure_channel(judge_addr) as channel:
+        async with client_channel(judge_addr) as channel:
             stub = judge_pb2_grpc.JudgeServiceStub(channel)
             resp = await stub.JudgeBatch(
                 jpb.JudgeBatchRequest(requests=requests), timeout=_GOLDEN_TIMEOUT_S

@@ -336,6 +336,9 @@ def test_services_probe_grpc_health_on_their_port(built: dict[str, list[Doc]], n
             assert service in PROBE_SERVICES
         service_doc = named(built[name], "Service", deployment["metadata"]["name"])
         assert [p["port"] for p in service_doc["spec"]["ports"]] == [port]
+        # Headless, so the name lists every pod and gRPC clients balance over them (a
+        # headless Service does no port mapping: the pods must listen on the Service's port).
+        assert service_doc["spec"].get("clusterIP") == "None", service_doc["metadata"]
 
 
 def test_gateway_probes_paths_it_serves(built: dict[str, list[Doc]]) -> None:
