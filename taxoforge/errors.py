@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConflictError", "NotFoundError", "PermanentError", "TransientError"]
+__all__ = ["ConflictError", "JobStopped", "NotFoundError", "PermanentError", "TransientError"]
 
 
 class TransientError(Exception):
@@ -19,3 +19,7 @@ class NotFoundError(PermanentError):
 
 class ConflictError(PermanentError):
     """The request clashes with the current state (a finished job, a moved-on version)."""
+
+
+class JobStopped(Exception):
+    """The job ended while this work was in hand (over its spend limit): drop the message."""

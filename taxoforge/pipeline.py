@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 from google.protobuf.message import Message
 
 from taxoforge.bus import Bus, Stage, work_subject
 from taxoforge.bus.worker import DeadLetterHook, Delivery
-from taxoforge.errors import NotFoundError
+from taxoforge.errors import JobStopped, NotFoundError
 from taxoforge.store import SELECTION_ITEM_STAGES, TERMINAL_STATES, ItemStore, JobStore
+from taxoforge.usage import SPEND_CHECK
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = [
@@ -62,15 +63,36 @@ async def active_job(jobs: JobStore, job_id: str) -> pb.Job | None:
         log.info("work_skipped", job_state=pb.JobState.Name(job.state))
         return None
     if job.spend_limit.tokens > 0 or job.spend_limit.cost_usd > 0:
-        reason = over_limit(job.spend_limit, await jobs.usage_cached(job_id))
-        if reason:
-            # Every process checks before it works on the job's next message, so spending
-            # stops within about a second of the limit (usage is flushed once a second): what
-            # is already in flight finishes, nothing new starts.
-            await jobs.update(job_id, fail_job(reason))
-            log.warning("job_over_spend_limit", job_id=job_id, reason=reason)
+        check = _spend_check(jobs, job_id, job.spend_limit)
+        try:
+            await check()
+        except JobStopped:
             return None
+        # The model client checks again before every call it pays for, while this message is
+        # handled (the variable is this handler's task's own).
+        SPEND_CHECK.set(check)
     return job
+
+
+def _spend_check(
+    jobs: JobStore, job_id: str, limit: pb.SpendLimit
+) -> Callable[[], Awaitable[None]]:
+    """A check that stops the job once it has spent ``limit``.
+
+    What other processes spent is at most about 1.5 s old (they write it once a second; it
+    is read at most every half second), what this process spent is exact; calls already in
+    flight finish, so a job overshoots by those and by other processes' last second.
+    """
+
+    async def _check() -> None:
+        reason = over_limit(limit, await jobs.spent(job_id))
+        if reason:
+            await jobs.write_usage(job_id)  # the job's figures then show what stopped it
+            if await jobs.update(job_id, fail_job(reason)) is not None:
+                log.warning("job_over_spend_limit", job_id=job_id, reason=reason)
+            raise JobStopped(reason)
+
+    return _check
 
 
 def over_limit(limit: pb.SpendLimit, spent: pb.Usage) -> str:

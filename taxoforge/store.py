@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from enum import StrEnum
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 from google.protobuf.message import Message
@@ -30,6 +30,9 @@ from nats.js.kv import KeyValue
 from taxoforge.bus.connection import Bus
 from taxoforge.bus.topology import KV_ITEMS, Stage, ended_subject
 from taxoforge.usage import add_usage
+
+if TYPE_CHECKING:
+    from taxoforge.usage import UsageMeter
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = [
@@ -350,6 +353,25 @@ class JobStore:
         self._items = items or ItemStore(bus)
         self._cache: dict[str, tuple[float, pb.Job]] = {}
         self._usage_cache: dict[str, tuple[float, pb.Usage]] = {}
+        self._meter: UsageMeter | None = None
+
+    def attach_meter(self, meter: UsageMeter) -> None:
+        """This process's usage meter, so ``spent`` counts what it has not written yet."""
+        self._meter = meter
+
+    async def write_usage(self, job_id: str) -> None:
+        """Write this process's usage for the job now (not at the next periodic flush)."""
+        if self._meter is not None:
+            await self._meter.flush(job_id)
+
+    async def spent(self, job_id: str) -> pb.Usage:
+        """The job's usage as this process can know it now: every process's written totals
+        (at most half a second old) and what this process spent since it wrote its own."""
+        total = pb.Usage()
+        total.CopyFrom(await self.usage_cached(job_id))
+        if self._meter is not None:
+            add_usage(total, self._meter.unflushed(job_id))
+        return total
 
     async def create(self, job: pb.Job) -> bool:
         """Store a new job and mark it active; False if the id is taken."""

@@ -7,6 +7,8 @@ import contextlib
 import os
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 import structlog
@@ -16,9 +18,16 @@ from taxoforge.v1 import common_pb2 as pb
 if TYPE_CHECKING:
     from taxoforge.store import JobStore
 
-__all__ = ["UsageMeter", "add_usage", "instance_id"]
+__all__ = ["SPEND_CHECK", "UsageMeter", "add_usage", "instance_id"]
 
 log = structlog.get_logger(__name__)
+
+
+# Set while a worker handles a message of a job with a spend limit: the model client awaits it
+# before every call it pays for, and it raises JobStopped once the job has spent its limit.
+SPEND_CHECK: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
+    "SPEND_CHECK", default=None
+)
 
 
 def add_usage(total: pb.Usage, part: pb.Usage) -> None:
@@ -47,7 +56,21 @@ class UsageMeter:
         self._instance = instance
         self._period = period_s
         self._totals: dict[str, pb.Usage] = {}
+        self._flushed: dict[str, pb.Usage] = {}
         self._dirty: set[str] = set()
+        jobs.attach_meter(self)
+
+    def unflushed(self, job_id: str) -> pb.Usage:
+        """What this process has spent on the job since it last wrote its total."""
+        out = pb.Usage()
+        out.CopyFrom(self._totals.get(job_id, pb.Usage()))
+        flushed = self._flushed.get(job_id)
+        if flushed is not None:
+            out.prompt_tokens -= flushed.prompt_tokens
+            out.completion_tokens -= flushed.completion_tokens
+            out.cost_usd -= flushed.cost_usd
+            out.calls -= flushed.calls
+        return out
 
     def add(self, job_id: str, usage: pb.Usage) -> None:
         """Count one call (or several) against a job."""
@@ -66,8 +89,11 @@ class UsageMeter:
         else:
             dirty, self._dirty = self._dirty, set()
         for job_id in dirty:
+            total = pb.Usage()
+            total.CopyFrom(self._totals[job_id])
             try:
-                await self._jobs.record_usage(job_id, self._instance, self._totals[job_id])
+                await self._jobs.record_usage(job_id, self._instance, total)
+                self._flushed[job_id] = total
             except Exception as exc:
                 self._dirty.add(job_id)
                 log.warning("usage_flush_failed", job_id=job_id, error=str(exc))
@@ -75,6 +101,7 @@ class UsageMeter:
             for job_id in list(self._totals)[:2048]:
                 if job_id not in self._dirty:
                     del self._totals[job_id]
+                    self._flushed.pop(job_id, None)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Flush periodically until ``stop``, then once more."""

@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 
 from taxoforge.bus.connection import Bus
 from taxoforge.bus.topology import WORK_STREAM, Stage, work_subject
-from taxoforge.errors import PermanentError
+from taxoforge.errors import JobStopped, PermanentError
 from taxoforge.settings import ServiceSettings
 
 __all__ = ["DeadLetterHook", "Delivery", "Handler", "Route", "Worker"]
@@ -186,6 +186,9 @@ class Worker:
             return
         try:
             await route.handler(delivery)
+        except JobStopped as exc:  # the job ended meanwhile: its work is dropped, not failed
+            log.info("work_dropped", reason=str(exc))
+            await _quietly(msg.ack())
         except PermanentError as exc:
             await self._dead_letter(msg, delivery, route, str(exc))
         except asyncio.CancelledError:

@@ -19,7 +19,7 @@ from taxoforge.llm.litellm_transport import LiteLLMTransport
 from taxoforge.llm.schema import json_schema_of
 from taxoforge.llm.types import ChatRequest, ChatResult, LLMFault, Messages, Transport
 from taxoforge.settings import LLMSettings
-from taxoforge.usage import add_usage
+from taxoforge.usage import SPEND_CHECK, add_usage
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["LLMClient", "LLMRequestError", "StructuredOutputError", "json_schema_of"]
@@ -114,6 +114,9 @@ class LLMClient:
         )
         key = request_key(cfg, req) if cache and self._cache is not None else None
         hit = await self._cached(key)
+        check = SPEND_CHECK.get()
+        if hit is None and check is not None:
+            await check()  # a job over its spend limit makes no more calls (JobStopped)
         result = hit or await self._call_with_retries(cfg, req)
         if key is not None and hit is None:
             await self._remember(key, result)

@@ -62,8 +62,6 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
         "TAXOFORGE_TENANTS_FILE": str(folder / "tenants.yaml"),
         "TAXOFORGE_MAX_BODY_BYTES": str(BODY_LIMIT),
         "TAXOFORGE_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
-        # A few calls in flight per service, so the spend test's overshoot is a few calls.
-        "TAXOFORGE_WORKER_CONCURRENCY": "4",
         "TAXOFORGE_IMPORT_PRIVATE_URLS": "false",  # as on a cluster
     }
     config = StackConfig(data_dir=folder / "stack", llm="fake", sync_always=False, env=env)
@@ -236,9 +234,10 @@ def test_a_job_stops_spending_at_its_tenants_limit(tenants: Tenants) -> None:
     assert job["error"].startswith("spend limit reached"), job["error"]
     used = job["usage"]["prompt_tokens"] + job["usage"]["completion_tokens"]
     assert used >= TOKEN_LIMIT
-    # What was in flight when the limit was seen still finishes and the usage the workers
-    # check is at most about a second old; then nothing new starts.
-    assert used < 2.5 * TOKEN_LIMIT, job["usage"]
+    # Calls already in flight when the limit is reached finish (up to 32 per service here),
+    # none starts after: measured about 1.8x the limit. Checking only as each message starts
+    # let the in-flight messages' later calls through too (about 9x).
+    assert used < 3 * TOKEN_LIMIT, job["usage"]
     assert job["finished"] < 60
     calls = fake.stats()["calls"]
     time.sleep(2.0)
