@@ -18,9 +18,7 @@ The fake calls no model and answers at once, so these figures are the suite's ow
 (NATS, the item store, the Python services, clustering, embeddings, exports), not a model's.
 
 Run: ``.venv/bin/python benchmarks/select_bench.py`` (``--help`` for the options). A smoke
-run: ``--items 2000`` (about 3 minutes on 2 cores, nearly all of it DEITA's embeddings, which
-cover at least 2048 candidates), or in under a minute with
-``--compare alpagasus,random,longest,score``.
+run: ``--items 2000``.
 """
 
 from __future__ import annotations
@@ -45,7 +43,6 @@ from typing import Any
 
 import httpx
 
-from services.selector.selection import _DEITA_HEADROOM as DEITA_HEADROOM
 from taxoforge.stack import PARTS, Stack, StackConfig
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -338,15 +335,17 @@ _STEP_END = {
 }
 
 
-def server_steps(log: Path, job: dict[str, Any]) -> tuple[dict[str, float], int | None]:
+def server_steps(log: Path, job: dict[str, Any]) -> tuple[dict[str, float], int | None, int | None]:
     """Each step's duration from the selector's JSON log (its end event, minus the previous
-    step's end; prepare from the job's created_at), and k from the "clustered" line."""
+    step's end; prepare from the job's created_at), k from the "clustered" line, and how many
+    texts DEITA embedded from the "job_selected" line."""
     ends: dict[str, datetime] = {}
     clusters: int | None = None
+    embedded: int | None = None
     try:
         lines = log.read_text(errors="replace").splitlines()
     except OSError:
-        return {}, None
+        return {}, None, None
     for line in lines:
         try:
             event = json.loads(line)
@@ -359,6 +358,8 @@ def server_steps(log: Path, job: dict[str, Any]) -> tuple[dict[str, float], int 
                 ends.setdefault(step, datetime.fromisoformat(event["timestamp"]))
         if event.get("event") == "clustered" and clusters is None:
             clusters = int(event.get("clusters", 0))
+        if event.get("event") == "job_selected" and "deita_embedded" in event:
+            embedded = int(event["deita_embedded"])
     out: dict[str, float] = {}
     before = datetime.fromisoformat(job["created_at"]) if job.get("created_at") else None
     for step in STEPS:
@@ -366,7 +367,7 @@ def server_steps(log: Path, job: dict[str, Any]) -> tuple[dict[str, float], int 
         if end is not None and before is not None:
             out[step] = (end - before).total_seconds()
         before = end
-    return out, clusters
+    return out, clusters, embedded
 
 
 # ---- the run ----
@@ -415,6 +416,7 @@ class Result:
     steal_s: float = 0.0
     server_steps: dict[str, float] = field(default_factory=dict)
     clusters: int | None = None
+    deita_embedded: int | None = None
 
 
 def _stage_counts(job: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
@@ -688,19 +690,15 @@ def embed_probe(data: Path, n: int) -> tuple[int, float]:
 def print_probe(probe: tuple[int, float], r: Result, args: argparse.Namespace) -> None:
     texts, seconds = probe
     rate = texts / seconds
-    candidates = int((r.job.get("selection") or {}).get("candidates", 0))
-    reach = candidates
-    if args.budget:
-        reach = min(candidates, max(2048, DEITA_HEADROOM * args.budget))
     print()
     print(
         f"embedder probe (stack stopped): all-MiniLM-L6-v2 embedded {texts} query+response "
         f"texts in {seconds:.1f}s = {rate:.1f} texts/s."
     )
-    if not args.compare or "deita" in args.compare:
+    if r.deita_embedded is not None and (not args.compare or "deita" in args.compare):
         print(
-            f"DEITA in the select step embeds min(candidates, max(2048, {DEITA_HEADROOM} x "
-            f"budget)) = {reach:,} texts: about {reach / rate:.0f}s at that rate."
+            f"DEITA in the select step embedded {r.deita_embedded:,} texts (the blocks of 512 "
+            f"its walk reached, best first): about {r.deita_embedded / rate:.0f}s at that rate."
         )
 
 
@@ -854,7 +852,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.start()
         print(f"  stack started in {time.perf_counter() - t0:.1f}s; logs in {stack.log_dir}")
         result = run(stack, args, data, planted)
-        result.server_steps, result.clusters = server_steps(
+        result.server_steps, result.clusters, result.deita_embedded = server_steps(
             stack.log_dir / "selector.log", result.job
         )
         if result.job["state"] != "succeeded":

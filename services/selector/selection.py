@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import numpy as np
 import structlog
+from numpy.typing import NDArray
 
 from services.selector.card import CardInput, write_card
 from services.selector.clustering import candidate_of, embed_all, embedder_of
@@ -38,9 +39,6 @@ from taxoforge.v1 import common_pb2 as pb
 __all__ = ["SelectionRunner", "load_examples"]
 
 log = structlog.get_logger(__name__)
-
-# DEITA embeds the best candidates only, this many times the budget (at least 2048 of them).
-_DEITA_HEADROOM = 4
 
 
 @dataclass
@@ -104,9 +102,8 @@ class SelectionRunner:
 
             budget = Budget(int(spec.budget), spec.budget_unit)  # type: ignore[arg-type]
             methods = [spec.method, *[m for m in spec.compare if m != spec.method]]
-            embeddings = None
-            if "deita" in methods:
-                embeddings = await self._deita_embeddings(job, cands, budget)
+            embedded: list[int] = []  # texts embedded per block DEITA reached
+            embeddings = self._deita_embedder(job, cands, embedded) if "deita" in methods else None
             chosen: list[int] = []
             quota_by_cluster: dict[int, tuple[int, int]] = {}
             for method in methods:
@@ -180,6 +177,7 @@ class SelectionRunner:
             selected=report.selected,
             sft=report.sft_records,
             preference=report.preference_records,
+            deita_embedded=sum(embedded),
         )
         return datasets, report
 
@@ -218,30 +216,24 @@ class SelectionRunner:
                 cand.comparative = sum(scores) / len(scores)
         return out
 
-    async def _deita_embeddings(
-        self, job: pb.Job, cands: list[Candidate], budget: Budget
-    ) -> np.ndarray:
-        """Embeddings for DEITA's diversity filter: the best candidates get real ones (DEITA
-        walks best first and stops at the budget); the rest, which it never reaches, zeros."""
-        order = sorted(
-            range(len(cands)),
-            key=lambda i: (cands[i].quality is None, -(cands[i].quality or 0.0), cands[i].item_id),
-        )
-        if budget.amount and budget.unit == "records":
-            reach = max(2048, _DEITA_HEADROOM * budget.amount)
-        elif budget.amount:
-            mean = max(1.0, sum(c.tokens for c in cands) / max(1, len(cands)))
-            reach = max(2048, int(_DEITA_HEADROOM * budget.amount / mean))
-        else:
-            reach = len(cands)
-        head = order[:reach]
-        vectors = await embed_all(
-            embedder_of(job), [f"{cands[i].query}\n{cands[i].response}" for i in head]
-        )
-        out = np.zeros((len(cands), vectors.shape[1] if len(head) else 384), dtype=np.float32)
-        if head:
-            out[head] = vectors
-        return out
+    def _deita_embedder(
+        self, job: pb.Job, cands: list[Candidate], embedded: list[int]
+    ) -> Callable[[NDArray[np.int64]], NDArray[np.float32]]:
+        """DEITA's vectors on demand: its walk (run in a worker thread) asks for one block of
+        candidates at a time, best first, and stops at the budget, so only what it reaches is
+        embedded (on 100k candidates most never are; a sample is its query and response)."""
+        loop = asyncio.get_running_loop()
+        embedder = embedder_of(job)
+
+        def embed(rows: NDArray[np.int64]) -> NDArray[np.float32]:
+            texts = [f"{cands[i].query}\n{cands[i].response}" for i in rows.tolist()]
+            vectors: NDArray[np.float32] = asyncio.run_coroutine_threadsafe(
+                embed_all(embedder, texts), loop
+            ).result()
+            embedded.append(len(texts))
+            return vectors
+
+        return embed
 
     def _write(
         self,

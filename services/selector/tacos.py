@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -63,6 +63,8 @@ _SEED_SAMPLE = 20_000
 _CHUNK = 16384
 # Candidates per block in the DEITA diversity filter.
 _DEITA_BLOCK = 512
+# DEITA's vectors: one row per candidate, or a function from candidate indices to their rows.
+Embeddings = NDArray[np.floating[Any]] | Callable[[NDArray[np.int64]], NDArray[np.floating[Any]]]
 # Scores this close count as tied (then the lower index wins).
 _DECIMALS = 6
 
@@ -714,22 +716,38 @@ def _deita(
     order: list[int],
     cands: Sequence[Candidate],
     budget: Budget,
-    embeddings: NDArray[np.floating[Any]],
+    embeddings: Embeddings,
     threshold: float,
 ) -> list[int]:
     """Best first, skipping a candidate whose cosine to any one already chosen is above
     ``threshold``. Blocks of candidates are compared with the chosen set in one product, then
-    with each other; the cost grows with (candidates scanned) x (chosen)."""
-    x = _normalize_rows(embeddings)
-    if x.shape[0] != len(cands):
-        raise ValueError(f"{x.shape[0]} embeddings for {len(cands)} candidates")
+    with each other; the cost grows with (candidates scanned) x (chosen). With a function for
+    ``embeddings``, only the blocks the walk reaches are embedded."""
+    vectors_for: Callable[[NDArray[np.int64]], NDArray[np.floating[Any]]]
+    if callable(embeddings):
+        embed = embeddings
+
+        def vectors_for(rows: NDArray[np.int64]) -> NDArray[np.floating[Any]]:
+            normalized: NDArray[np.floating[Any]] = _normalize_rows(
+                np.asarray(embed(rows), dtype=np.float32)
+            )
+            return normalized
+    else:
+        x = _normalize_rows(embeddings)
+        if x.shape[0] != len(cands):
+            raise ValueError(f"{x.shape[0]} embeddings for {len(cands)} candidates")
+
+        def vectors_for(rows: NDArray[np.int64]) -> NDArray[np.floating[Any]]:
+            picked: NDArray[np.floating[Any]] = x[rows]
+            return picked
+
     limit = budget.amount if budget.amount and budget.unit == "records" else len(cands)
     left = budget.amount if budget.amount and budget.unit == "tokens" else -1
     tokens = np.fromiter((c.tokens for c in cands), dtype=np.int64, count=len(cands))
     ordered = np.asarray(order, dtype=np.int64)
     # The smallest candidate still ahead: once it cannot fit, nothing further can.
     smallest_ahead = np.minimum.accumulate(tokens[ordered][::-1])[::-1]
-    kept = np.empty((max(1, min(limit, 1024)), x.shape[1]), dtype=np.float32)
+    kept = np.empty((0, 0), dtype=np.float32)
     count = 0
     out: list[int] = []
     for start in range(0, len(order), _DEITA_BLOCK):
@@ -738,7 +756,11 @@ def _deita(
             if smallest_ahead[start] > left:
                 break
             block = block[tokens[block] <= left]
-        vecs = x[block]
+        if not len(block):
+            continue
+        vecs = vectors_for(block)
+        if not kept.size:
+            kept = np.empty((max(1, min(limit, 1024)), vecs.shape[1]), dtype=np.float32)
         if count:
             clear = np.max(vecs @ kept[:count].T, axis=1) <= threshold
             block, vecs = block[clear], vecs[clear]
@@ -770,7 +792,7 @@ def select(
     *,
     rule: Rule = "proportional",
     seed: int = 0,
-    embeddings: NDArray[np.floating[Any]] | None = None,
+    embeddings: Embeddings | None = None,
     diversity_threshold: float = 0.9,
     score_threshold: float = 90.0,
 ) -> Selected:
@@ -783,8 +805,9 @@ def select(
 
     Args:
         method: "tacos" (per-cluster quotas over Candidate.cluster by ``rule``; in tokens the
-            leftover is filled best first), "deita" (needs ``embeddings``; skips a candidate
-            whose cosine to one already chosen is above ``diversity_threshold``),
+            leftover is filled best first), "deita" (needs ``embeddings``, one row per
+            candidate or a function giving the rows of the candidates asked for; skips a
+            candidate whose cosine to one already chosen is above ``diversity_threshold``),
             "alpagasus" (quality >= ``score_threshold``), "random", "longest" or "score".
         cands: the candidates (TACOS reads their ``cluster``).
         budget: records or tokens; amount 0 keeps every candidate a method would take.

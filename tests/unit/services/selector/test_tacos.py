@@ -449,6 +449,23 @@ def test_deita_filters_near_duplicates_across_many_blocks():
     assert by_tokens.tokens == 1000
 
 
+def test_deita_embeds_on_demand_only_the_blocks_it_reaches():
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((1500, 32))
+    emb = np.vstack([base, base + 0.01 * rng.standard_normal((1500, 32))])
+    cands = [_cand(f"i{i:05d}", float(i % 1500) + (0.5 if i < 1500 else 0.0)) for i in range(3000)]
+    asked: list[int] = []
+
+    def embed(rows: np.ndarray) -> np.ndarray:
+        asked.extend(rows.tolist())
+        return emb[rows]
+
+    whole = select("deita", cands, Budget(300), embeddings=emb).chosen
+    lazy = select("deita", cands, Budget(300), embeddings=embed).chosen
+    assert lazy == whole and len(lazy) == 300
+    assert len(asked) == len(set(asked)) <= 1024  # two blocks of 512 of the 3000
+
+
 def test_deita_needs_one_embedding_per_candidate():
     cands = [_cand("a", 1.0), _cand("b", 2.0)]
     with pytest.raises(ValueError, match="embedding"):
