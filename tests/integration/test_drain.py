@@ -168,49 +168,36 @@ def _assert_wasted_calls(fake: FakeControl, api: httpx.Client, job_id: str, wast
     assert served - charged == wasted, f"model served {served} calls, job charged {charged}"
 
 
-def test_a_stopped_judge_finishes_its_work_and_leaves(two_replicas: StackFactory) -> None:
+@pytest.mark.parametrize(
+    ("service", "slow_prompt", "stage", "seed"),
+    [
+        ("judge", "Grade the answer", "judge", 41),
+        ("generator", "careful assistant", "respond", 42),  # the response prompt
+    ],
+)
+def test_a_stopped_replica_finishes_its_work_and_leaves(
+    two_replicas: StackFactory, service: str, slow_prompt: str, stage: str, seed: int
+) -> None:
     drain_s = float(FAST_RETRIES["TAXOFORGE_DRAIN_TIMEOUT_S"])
-    stack = two_replicas("judge", drain_s)
+    stack = two_replicas(service, drain_s)
     fake = FakeControl(stack.llm_api_base)
-    fake.configure(slow_pattern="Grade the answer", slow_ms=400)
+    fake.configure(slow_pattern=slow_prompt, slow_ms=400)
     count = 24
     with httpx.Client(base_url=stack.gateway_url, timeout=30) as api:
-        job_id = submit(api, count=count, seed=41)["id"]
-        _wait_progress(api, job_id, "judge", 3)
+        job_id = submit(api, count=count, seed=seed)["id"]
+        _wait_progress(api, job_id, stage, 3)
 
         stopped = time.monotonic()
-        _stop(stack, "judge-2", drain_s)
-        assert _progress(api, job_id, "judge") < count, "judging ended before the stop"
-        assert _drained(stack, "judge-2")[0] >= 1
+        _stop(stack, f"{service}-2", drain_s)
+        assert _progress(api, job_id, stage) < count, f"{stage} ended before the stop"
+        assert _drained(stack, f"{service}-2")[0] >= 1
 
         wait(api, job_id, limit_s=ACK_WAIT_S / 2)
         assert time.monotonic() - stopped < ACK_WAIT_S / 2
         _assert_each_item_once(stack, api, job_id, count)
-        # The in-flight judging was finished within the drain timeout, not thrown away.
+        # The in-flight work was finished within the drain timeout, not thrown away.
         _assert_wasted_calls(fake, api, job_id, 0)
-    _assert_nothing_stuck(stack, "judge")
-
-
-def test_a_stopped_generator_finishes_its_work_and_leaves(two_replicas: StackFactory) -> None:
-    drain_s = float(FAST_RETRIES["TAXOFORGE_DRAIN_TIMEOUT_S"])
-    stack = two_replicas("generator", drain_s)
-    fake = FakeControl(stack.llm_api_base)
-    fake.configure(slow_pattern="careful assistant", slow_ms=400)  # the response prompt
-    count = 24
-    with httpx.Client(base_url=stack.gateway_url, timeout=30) as api:
-        job_id = submit(api, count=count, seed=42)["id"]
-        _wait_progress(api, job_id, "respond", 3)
-
-        stopped = time.monotonic()
-        _stop(stack, "generator-2", drain_s)
-        assert _progress(api, job_id, "respond") < count, "generation ended before the stop"
-        assert _drained(stack, "generator-2")[0] >= 1
-
-        wait(api, job_id, limit_s=ACK_WAIT_S / 2)
-        assert time.monotonic() - stopped < ACK_WAIT_S / 2
-        _assert_each_item_once(stack, api, job_id, count)
-        _assert_wasted_calls(fake, api, job_id, 0)
-    _assert_nothing_stuck(stack, "generator")
+    _assert_nothing_stuck(stack, service)
 
 
 def test_work_that_outlasts_the_drain_timeout_is_handed_back(two_replicas: StackFactory) -> None:
