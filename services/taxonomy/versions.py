@@ -19,7 +19,7 @@ from services.taxonomy.tree import counts, digest
 from taxoforge.bus import Bus
 from taxoforge.bus.topology import KV_TAXONOMIES, OBJ_TAXONOMIES
 from taxoforge.errors import ConflictError, NotFoundError
-from taxoforge.store import now_ms
+from taxoforge.store import now_ms, scan
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["TaxonomyStore"]
@@ -54,17 +54,7 @@ class TaxonomyStore:
     async def all(self) -> list[pb.TaxonomyIndex]:
         """Every taxonomy's index, by id."""
         kv = await self._bus.kv(KV_TAXONOMIES)
-        watcher = await kv.watch("tax.*", ignore_deletes=True)
-        found: list[pb.TaxonomyIndex] = []
-        try:
-            while True:
-                entry = await watcher.updates(timeout=30.0)  # type: ignore[no-untyped-call]
-                if entry is None:
-                    break
-                if entry.value:
-                    found.append(pb.TaxonomyIndex.FromString(entry.value))
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+        found = [pb.TaxonomyIndex.FromString(value) async for _, value in scan(kv, "tax.*")]
         return sorted(found, key=lambda i: i.id)
 
     async def get(self, taxonomy_id: str, version: str = "") -> pb.Taxonomy:
