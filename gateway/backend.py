@@ -14,7 +14,7 @@ from gateway.ownership import Ownership
 from gateway.settings import GatewaySettings
 from gateway.tenants import Tenant
 from taxoforge.bus import Bus, Stage
-from taxoforge.datasets import DatasetStore
+from taxoforge.datasets import DatasetStore, benchmark_object
 from taxoforge.errors import ConflictError, NotFoundError, PermanentError, TransientError
 from taxoforge.grpc_server import client_channel, is_serving
 from taxoforge.pipeline import publish_work
@@ -102,7 +102,7 @@ class Backend:
         self, recipe: pb.Recipe, idempotency_key: str | None, tenant: Tenant
     ) -> tuple[pb.JobProgress, bool]:
         """Validate, record and queue a job; all or nothing. Returns (progress, created)."""
-        _scope_benchmarks(recipe, tenant)
+        await self._scope_benchmarks(recipe, tenant)
         try:
             plan = await self.plan(recipe, tenant)
         except NotFoundError as exc:  # a name in the body, not the URL, is wrong: 422
@@ -146,7 +146,7 @@ class Backend:
         tenant: Tenant,
     ) -> tuple[pb.JobProgress, bool]:
         """Record and queue a selection job over an import. Returns (progress, created)."""
-        _scope_benchmarks(recipe, tenant)
+        await self._scope_benchmarks(recipe, tenant)
         if source.object:
             source.object = tenant.object(source.object)
             if not await self.datasets.exists(source.object):
@@ -180,6 +180,24 @@ class Backend:
             raise TransientError(f"could not queue the job: {exc}") from exc
         log.info("selection_job_created", job_id=job.id, source=source.name)
         return await self.progress(job.id, tenant), True
+
+    async def _scope_benchmarks(self, recipe: pb.Recipe, tenant: Tenant) -> None:
+        """Benchmark names as the tenant's own registry names; an unknown one is refused now
+        rather than failing the job later."""
+        names = [tenant.benchmark(n) for n in recipe.selection.decontaminate]
+        missing = [
+            shown
+            for shown, name in zip(recipe.selection.decontaminate, names, strict=True)
+            if not await self.datasets.exists(benchmark_object(name))
+        ]
+        if missing:
+            raise PermanentError(
+                f"selection.decontaminate: {', '.join(map(repr, missing))} is not registered; "
+                "PUT /v1/benchmarks/{name} first (GET /v1/benchmarks lists yours)"
+            )
+        if names:
+            del recipe.selection.decontaminate[:]
+            recipe.selection.decontaminate.extend(names)
 
     async def progress(self, job_id: str, tenant: Tenant) -> pb.JobProgress:
         """The job with its per-stage counts (another tenant's job does not exist)."""
@@ -385,14 +403,6 @@ def _job_id(idempotency_key: str | None, tenant: Tenant) -> str:
 
 def _spend_limit(tenant: Tenant) -> pb.SpendLimit:
     return pb.SpendLimit(tokens=tenant.job_limit.tokens, cost_usd=tenant.job_limit.cost_usd)
-
-
-def _scope_benchmarks(recipe: pb.Recipe, tenant: Tenant) -> None:
-    """Benchmark names as the tenant's own registry names."""
-    names = [tenant.benchmark(n) for n in recipe.selection.decontaminate]
-    if names:
-        del recipe.selection.decontaminate[:]
-        recipe.selection.decontaminate.extend(names)
 
 
 def _document_id(document: str) -> str:
