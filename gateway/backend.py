@@ -374,9 +374,18 @@ class Backend:
     async def induce(self, request: tpb.InduceTaxonomyRequest, tenant: Tenant) -> pb.JobProgress:
         """Start an induction job; the taxonomy it makes is ``tenant``'s."""
         taxonomy_id = request.spec.taxonomy_id
-        if tenant.name and not await self.owners.claim(taxonomy_id, tenant.name):
-            raise ConflictError(f"taxonomy id {taxonomy_id!r} is taken; choose another id")
-        job: pb.Job = await self._call("InduceTaxonomy", request)
+        new_claim = False
+        if tenant.name:
+            owned = await self.owners.owner(taxonomy_id) == tenant.name
+            if not owned and not await self.owners.claim(taxonomy_id, tenant.name):
+                raise ConflictError(f"taxonomy id {taxonomy_id!r} is taken; choose another id")
+            new_claim = not owned
+        try:
+            job: pb.Job = await self._call("InduceTaxonomy", request)
+        except Exception:
+            if new_claim:  # no job, no taxonomy: the id is free again
+                await self.owners.release(taxonomy_id)
+            raise
         return await self._adopt(job.id, tenant)
 
     async def _adopt(self, job_id: str, tenant: Tenant) -> pb.JobProgress:

@@ -185,6 +185,11 @@ def test_taxonomies_are_private_and_shared_ones_read_only(
     ok = alpha.post("/v1/jobs", json={"count": 2, "taxonomy": "alpha-private"})
     assert ok.status_code == 201, ok.text
 
+    failed = alpha.post("/v1/inductions", json={"taxonomy_id": "free-again", "instructions": [" "]})
+    assert failed.status_code == 422, failed.text
+    again = beta.post("/v1/taxonomies", content=_taxonomy("free-again"), headers=yaml_headers)
+    assert again.status_code == 201, again.text  # the failed induction kept no claim on the id
+
     shared = alpha.post(
         "/v1/taxonomies/knowledge:edit",
         json={"operations": [{"op": "prune", "node": "mathematics"}]},
