@@ -117,26 +117,12 @@ class Backend:
             kind="generate",
             recipe=pinned,
             state=pb.JOB_STATE_PENDING,
-            created_at_ms=now_ms(),
             taxonomy_version=plan.taxonomy_version,
-            tenant=tenant.name,
-            spend_limit=_spend_limit(tenant),
         )
-        job.updated_at_ms = job.created_at_ms
-        if not await self.jobs.create(job):
-            existing = await self.jobs.get(job.id)
-            if existing is None or existing.recipe != pinned:
-                raise ConflictError(
-                    "this Idempotency-Key was already used for a different recipe; use a new key"
-                )
-            return await self.progress(job.id, tenant), False
-        try:
-            await publish_work(self.bus, Stage.PLAN, pb.JobRef(job_id=job.id), job.id)
-        except Exception as exc:
-            await self.jobs.delete(job.id)  # nothing half-created
-            raise TransientError(f"could not queue the job: {exc}") from exc
-        log.info("job_created", job_id=job.id, count=recipe.count, planned=plan.planned)
-        return await self.progress(job.id, tenant), True
+        created = await self._record_and_queue(job, Stage.PLAN, tenant, "recipe")
+        if created:
+            log.info("job_created", job_id=job.id, count=recipe.count, planned=plan.planned)
+        return await self.progress(job.id, tenant), created
 
     async def create_select_job(
         self,
@@ -161,25 +147,32 @@ class Backend:
             state=pb.JOB_STATE_SELECTING,
             phase=Stage.PREPARE.value,
             phase_planned=1,
-            created_at_ms=now_ms(),
-            tenant=tenant.name,
-            spend_limit=_spend_limit(tenant),
         )
-        job.updated_at_ms = job.created_at_ms
-        if not await self.jobs.create(job):
-            existing = await self.jobs.get(job.id)
-            if existing is None or existing.recipe != recipe or existing.source != source:
-                raise ConflictError(
-                    "this Idempotency-Key was already used for a different selection; use a new key"
-                )
+        if not await self._record_and_queue(job, Stage.PREPARE, tenant, "selection"):
             return await self.progress(job.id, tenant), False
-        try:
-            await publish_work(self.bus, Stage.PREPARE, pb.JobRef(job_id=job.id), job.id)
-        except Exception as exc:
-            await self.jobs.delete(job.id)
-            raise TransientError(f"could not queue the job: {exc}") from exc
         log.info("selection_job_created", job_id=job.id, source=source.name)
         return await self.progress(job.id, tenant), True
+
+    async def _record_and_queue(self, job: pb.Job, first: Stage, tenant: Tenant, what: str) -> bool:
+        """Record ``job`` as ``tenant``'s and queue its ``first`` stage, all or nothing. False
+        when its id (an Idempotency-Key's) already holds the same request; a different
+        request under that key is a ConflictError."""
+        job.tenant = tenant.name
+        job.spend_limit.CopyFrom(_spend_limit(tenant))
+        job.created_at_ms = job.updated_at_ms = now_ms()
+        if not await self.jobs.create(job):
+            existing = await self.jobs.get(job.id)
+            if existing is None or existing.recipe != job.recipe or existing.source != job.source:
+                raise ConflictError(
+                    f"this Idempotency-Key was already used for a different {what}; use a new key"
+                )
+            return False
+        try:
+            await publish_work(self.bus, first, pb.JobRef(job_id=job.id), job.id)
+        except Exception as exc:
+            await self.jobs.delete(job.id)  # nothing half-created
+            raise TransientError(f"could not queue the job: {exc}") from exc
+        return True
 
     async def _scope_benchmarks(self, recipe: pb.Recipe, tenant: Tenant) -> None:
         """Benchmark names as the tenant's own registry names; an unknown one is refused now

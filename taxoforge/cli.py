@@ -247,6 +247,11 @@ def cmd_run(ns: argparse.Namespace) -> None:
     recipe = load_recipe(Path(ns.recipe))
     job = submit(gateway, recipe)
     console.print(f"submitted job {job['id']} ({recipe.get('count')} items)")
+    _follow(gateway, job, ns)
+
+
+def _follow(gateway: str, job: dict[str, Any], ns: argparse.Namespace) -> None:
+    """After a submission: print the id (--no-wait), or wait, download and summarize."""
     if ns.no_wait:
         print(job["id"])
         return
@@ -294,16 +299,7 @@ def cmd_select(ns: argparse.Namespace) -> None:
     body = {"name": ns.name or Path(ns.source).name, "source": source, "selection": selection}
     job = _request("POST", f"{gateway}/v1/selections", json=body).json()
     console.print(f"submitted selection job {job['id']}")
-    if ns.no_wait:
-        print(job["id"])
-        return
-    job = wait_for(gateway, job["id"])
-    out = Path(ns.out) / job["id"]
-    paths = download(gateway, job, out) if job["state"] == "succeeded" else []
-    print_summary(job, paths)
-    if job["state"] != "succeeded":
-        raise CLIError(f"job {job['id']} {job['state']}")
-    print(out)
+    _follow(gateway, job, ns)
 
 
 def cmd_benchmark(ns: argparse.Namespace) -> None:

@@ -204,6 +204,28 @@ async def scan(kv: KeyValue, pattern: str) -> AsyncIterator[tuple[str, bytes]]:
                 await js.delete_consumer(stream, consumer)
 
 
+T = TypeVar("T")
+
+
+async def _fresh(
+    cache: dict[str, tuple[float, T]],
+    key: str,
+    max_age_s: float,
+    load: Callable[[str], Awaitable[T | None]],
+) -> T | None:
+    """``cache[key]`` if at most ``max_age_s`` old, else loaded (and kept unless None)."""
+    hit = cache.get(key)
+    now = time.monotonic()
+    if hit is not None and now - hit[0] < max_age_s:
+        return hit[1]
+    value = await load(key)
+    if value is not None:
+        if len(cache) > 1024:  # per-job entries: forget them all now and then
+            cache.clear()
+        cache[key] = (now, value)
+    return value
+
+
 class ItemStore:
     """Per-item stage results: written once, read by later stages and by selection."""
 
@@ -397,16 +419,7 @@ class JobStore:
 
     async def get_cached(self, job_id: str, max_age_s: float = 1.0) -> pb.Job | None:
         """The job record, at most ``max_age_s`` old (workers read it for every message)."""
-        hit = self._cache.get(job_id)
-        now = time.monotonic()
-        if hit is not None and now - hit[0] < max_age_s:
-            return hit[1]
-        job = await self.get(job_id)
-        if job is not None:
-            if len(self._cache) > 1024:
-                self._cache.clear()
-            self._cache[job_id] = (now, job)
-        return job
+        return await _fresh(self._cache, job_id, max_age_s, self.get)
 
     async def _get_with_revision(self, job_id: str) -> tuple[pb.Job | None, int]:
         kv = await self._bus.jobs_kv()
@@ -456,14 +469,8 @@ class JobStore:
 
     async def usage_cached(self, job_id: str, max_age_s: float = 0.5) -> pb.Usage:
         """The job's usage, at most ``max_age_s`` old (workers check spend limits with it)."""
-        hit = self._usage_cache.get(job_id)
-        now = time.monotonic()
-        if hit is not None and now - hit[0] < max_age_s:
-            return hit[1]
-        usage = await self.usage(job_id)
-        if len(self._usage_cache) > 1024:
-            self._usage_cache.clear()
-        self._usage_cache[job_id] = (now, usage)
+        usage = await _fresh(self._usage_cache, job_id, max_age_s, self.usage)
+        assert usage is not None  # usage() always answers
         return usage
 
     async def usage(self, job_id: str) -> pb.Usage:
