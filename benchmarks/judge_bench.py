@@ -190,7 +190,7 @@ class FakeControl:
 # ---- one job ----
 
 
-def make_job(pairs: int, api_base: str) -> pb.Job:
+def make_job(pairs: int) -> pb.Job:
     """A running generation job whose judge is the fake, judging pairwise (1-100)."""
     created = now_ms()
     recipe = pb.Recipe(
@@ -198,7 +198,8 @@ def make_job(pairs: int, api_base: str) -> pb.Job:
         count=pairs,
         responses_per_instruction=2,
         min_margin=10.0,
-        models=pb.RoleModels(judge=pb.ModelConfig(model="openai/fake", api_base=api_base)),
+        # "default" is the stack's fake (TAXOFORGE_LLM_API_BASE): services resolve names only.
+        models=pb.RoleModels(judge=pb.ModelConfig(model="default")),
         judging=pb.JudgeConfig(mode="pairwise"),
     )
     return pb.Job(
@@ -260,7 +261,7 @@ async def run_job(
     announce each end on ``tf.ended.<job>`` (core NATS, a hint); the time of the last one
     received is kept too, free of the poll's granularity.
     """
-    job = make_job(pairs, stack.llm_api_base)
+    job = make_job(pairs)
     if not await jobs.create(job):
         raise BenchError(f"job id {job.id} is taken")
     messages = [make_candidates(job.id, i) for i in range(pairs)]

@@ -336,9 +336,8 @@ async def llm_client(
 ) -> Row:
     """The project's LLMClient.complete(), limited by its own per-model semaphore."""
     client = LLMClient(settings)
-    cfg = pb.ModelConfig(
-        model="openai/fake", api_base=api_base, temperature=TEMPERATURE, max_tokens=MAX_TOKENS
-    )
+    del api_base  # the settings' "default" model is the fake at that address
+    cfg = pb.ModelConfig(model="default", temperature=TEMPERATURE, max_tokens=MAX_TOKENS)
 
     async def one() -> None:
         await client.complete("bench", cfg, MESSAGES)

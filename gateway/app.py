@@ -16,14 +16,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.backend import Backend
 from gateway.deps import ApiError, Auth
-from gateway.limits import AccessLog, BodyLimit
-from gateway.routes import health, jobs, judge, selection, taxonomies
+from gateway.limits import AccessLog, BodyLimit, InvalidTextBody, ValidText
+from gateway.routes import health, jobs, judge, models, selection, taxonomies
+from gateway.schemas import OPERATOR_SETTING
 from gateway.settings import GatewaySettings
 from gateway.tenants import TenantRegistry, TenantsFileError
 from taxoforge import __version__
 from taxoforge.bus import Bus
 from taxoforge.errors import ConflictError, NotFoundError, PermanentError, TransientError
-from taxoforge.logging import configure_logging
+from taxoforge.llm.endpoints import ModelChoiceError, ModelRegistry, ModelsFileError
+from taxoforge.logging import configure_logging, secret_values
 
 __all__ = ["create_app", "main"]
 
@@ -84,6 +86,9 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
             msg = "unknown field; remove it or check its spelling (see /docs for the schema)"
         elif err.get("type") == "missing":
             msg = "this field is required"
+        elif err.get("type") == OPERATOR_SETTING:
+            registry: ModelRegistry = request.app.state.models
+            msg += f" (models you may name: {', '.join(registry.names())})"
         details.append({"field": _field(tuple(err.get("loc", ()))), "message": msg})
     summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
     return _error(422, "invalid_request", f"the request is invalid: {summary}", details)
@@ -109,6 +114,9 @@ def create_app(settings: GatewaySettings, bus: Bus | None = None) -> FastAPI:
                 await the_bus.close()
 
     auth = _auth(settings)
+    # Names only: the gateway checks what a request names and never calls a model, so it
+    # reads no model key.
+    registry = ModelRegistry.from_settings(settings.llm, with_keys=False)
 
     app = FastAPI(
         title="taxoforge",
@@ -117,12 +125,14 @@ def create_app(settings: GatewaySettings, bus: Bus | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.auth = auth
+    app.state.models = registry
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(taxonomies.router)
     app.include_router(taxonomies.induce_router)
     app.include_router(judge.router)
     app.include_router(selection.router)
+    app.include_router(models.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
 
     @app.exception_handler(ApiError)
@@ -134,9 +144,14 @@ def create_app(settings: GatewaySettings, bus: Bus | None = None) -> FastAPI:
         code = _HTTP_CODES.get(exc.status_code, "error")
         return _error(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
 
+    @app.exception_handler(InvalidTextBody)
+    async def _invalid_text(request: Request, exc: InvalidTextBody) -> Response:
+        details = [{"field": exc.field, "message": exc.problem}]
+        return _error(422, "invalid_request", str(exc.detail), details)
+
     @app.exception_handler(UnicodeEncodeError)
     async def _bad_text(request: Request, exc: UnicodeEncodeError) -> Response:
-        # Valid JSON may hold a lone surrogate ("\ud800"), which no stored text can carry.
+        # ValidText refuses such bodies; this is for text that came in any other way.
         return _error(422, "invalid_request", "the request holds text that is not valid Unicode")
 
     @app.exception_handler(NotFoundError)
@@ -146,6 +161,16 @@ def create_app(settings: GatewaySettings, bus: Bus | None = None) -> FastAPI:
     @app.exception_handler(ConflictError)
     async def _conflict(request: Request, exc: ConflictError) -> Response:
         return _error(409, "conflict", str(exc))
+
+    @app.exception_handler(ModelChoiceError)
+    async def _model_choice(request: Request, exc: ModelChoiceError) -> Response:
+        field = exc.field or "model"
+        return _error(
+            422,
+            "invalid_request",
+            f"the request is invalid: {field}: {exc}",
+            [{"field": field, "message": str(exc)}],
+        )
 
     @app.exception_handler(PermanentError)
     async def _invalid(request: Request, exc: PermanentError) -> Response:
@@ -161,8 +186,10 @@ def create_app(settings: GatewaySettings, bus: Bus | None = None) -> FastAPI:
         return _error(500, "internal", "internal error; the gateway log has the details")
 
     # The last added is the outermost: the access log sees every answer, a body over its limit
-    # is refused before anything reads it. Plain ASGI middleware, so an error raised while the
-    # body is read reaches FastAPI as it was raised.
+    # is refused before anything reads it, and text checks see only bodies within it. Plain
+    # ASGI middleware, so an error raised while the body is read reaches FastAPI as it was
+    # raised.
+    app.add_middleware(ValidText)
     app.add_middleware(
         BodyLimit, default_bytes=settings.max_body_bytes, upload_bytes=settings.max_upload_bytes
     )
@@ -181,10 +208,12 @@ def create_app(settings: GatewaySettings, bus: Bus | None = None) -> FastAPI:
 def main() -> None:
     """``python -m gateway``."""
     settings = GatewaySettings()
-    configure_logging(settings.log_level, settings.log_format, service="gateway")
+    configure_logging(
+        settings.log_level, settings.log_format, service="gateway", secrets=secret_values(settings)
+    )
     try:
         app = create_app(settings)
-    except TenantsFileError as exc:
+    except (TenantsFileError, ModelsFileError) as exc:
         log.error("gateway_not_started", error=str(exc))
         raise SystemExit(2) from exc
     uvicorn.run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import grpc
@@ -28,6 +29,7 @@ __all__ = ["DATASET_KINDS", "Backend"]
 
 log = structlog.get_logger(__name__)
 
+_TAXONOMY_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 DATASET_KINDS = ("sft", "preference", "openai-sft", "openai-dpo", "alpaca", "sharegpt")
 
 
@@ -414,4 +416,5 @@ def _document_id(document: str) -> str:
     except yaml.YAMLError:
         return ""
     value = parsed.get("id") if isinstance(parsed, dict) else None
-    return value if isinstance(value, str) else ""
+    # Only an id the service accepts is claimed; for any other, the service says what is wrong.
+    return value if isinstance(value, str) and _TAXONOMY_ID.fullmatch(value) else ""

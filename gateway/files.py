@@ -3,6 +3,7 @@ job's files (datasets, dataset card, provenance), all streamed, never held whole
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -96,6 +97,23 @@ class JobFiles:
             key=lambda b: str(b["name"]),
         )
 
+    async def benchmark(
+        self, name: str, tenant: Tenant
+    ) -> tuple[dict[str, Any], AsyncIterator[bytes]]:
+        """A registered benchmark's file as it was put: (name, bytes, sha256), and its bytes."""
+        object_name = benchmark_object(tenant.benchmark(name))
+        store = await self._bus.datasets()
+        try:
+            info = await store.get_info(object_name)
+        except (JSNotFoundError, ObjectNotFoundError) as exc:
+            raise NotFoundError(f"benchmark {name!r} is not registered") from exc
+        if info.deleted:
+            raise NotFoundError(f"benchmark {name!r} is not registered")
+        digest = (info.digest or "").partition("=")[2]
+        sha = base64.urlsafe_b64decode(digest + "=" * (-len(digest) % 4)).hex() if digest else ""
+        meta = {"name": name, "bytes": int(info.size or 0), "sha256": sha}
+        return meta, self._datasets.stream(object_name)
+
     async def delete_benchmark(self, name: str, tenant: Tenant) -> None:
         store = await self._bus.datasets()
         try:
@@ -103,10 +121,14 @@ class JobFiles:
         except (JSNotFoundError, ObjectNotFoundError) as exc:
             raise NotFoundError(f"benchmark {name!r} is not registered") from exc
 
-    async def _finished(self, job_id: str, tenant: Tenant) -> pb.Job:
+    async def _finished(self, job_id: str, tenant: Tenant, listed: bool = False) -> pb.Job:
+        """The tenant's job once it has succeeded; with ``listed``, also a job that failed
+        with files (one that had nothing to select keeps meta/dropped.jsonl, the reasons)."""
         job = await self._jobs.get(job_id)
         if job is None or job.tenant != tenant.name:
             raise NotFoundError(f"job {job_id!r} does not exist")
+        if listed and job.state == pb.JOB_STATE_FAILED and job.datasets:
+            return job
         if job.state != pb.JOB_STATE_SUCCEEDED:
             raise ConflictError(
                 f"job {job_id} is {state_name(job.state)}; its files exist once it has "
@@ -118,7 +140,7 @@ class JobFiles:
         self, job_id: str, path: str, tenant: Tenant
     ) -> tuple[pb.DatasetInfo, AsyncIterator[bytes]]:
         """One of a finished job's files by its path ("data/sft.parquet", "README.md")."""
-        job = await self._finished(job_id, tenant)
+        job = await self._finished(job_id, tenant, listed=True)
         name = f"{job_id}/{path}"
         info = next((d for d in job.datasets if d.object_name == name), None)
         if info is None:
@@ -138,7 +160,7 @@ class JobFiles:
 
     async def record(self, job_id: str, item_id: str, tenant: Tenant) -> dict[str, Any]:
         """Where a record came from and why it was kept, or why it was dropped."""
-        job = await self._finished(job_id, tenant)
+        job = await self._finished(job_id, tenant, listed=True)
         wanted = {item_id, f"{job_id}/{item_id}"}
         for kind in ("provenance", "dropped"):
             info = next((d for d in job.datasets if d.kind == kind), None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.schemas import JudgingSpec, ModelSpec, model_config
-from taxoforge.settings import LLMSettings
+from taxoforge.llm.endpoints import ModelRegistry
 from taxoforge.v1 import common_pb2 as pb
 from taxoforge.v1 import judge_pb2 as jpb
 
@@ -76,7 +76,7 @@ class JudgeRequestSpec(BaseModel):
                 raise ValueError(f"item {n}: pairwise judging needs at least two responses")
         return self
 
-    def to_proto(self, defaults: LLMSettings) -> jpb.JudgeBatchRequest:
+    def to_proto(self, models: ModelRegistry) -> jpb.JudgeBatchRequest:
         """One request per item; responses get ids r0, r1, ... unless given."""
         items = self.items or [
             ItemSpec(
@@ -85,7 +85,7 @@ class JudgeRequestSpec(BaseModel):
                 responses=self.responses or [],
             )
         ]
-        judge = model_config(self.judge, "judge", defaults)
+        judge = model_config(self.judge, "judge", models, "judge")
         config = self.judging.to_proto()
         margin = self.min_margin
         if margin is None:

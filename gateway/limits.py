@@ -1,5 +1,5 @@
 """Plain ASGI middleware: body size limits that hold for every body, declared length or
-chunked, and the access log."""
+chunked; text that cannot be stored refused before any route reads it; and the access log."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import structlog
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["AccessLog", "BodyLimit", "BodyTooLarge"]
+from taxoforge.text import json_text_problem
+
+__all__ = ["AccessLog", "BodyLimit", "BodyTooLarge", "InvalidTextBody", "ValidText"]
 
 log = structlog.get_logger("gateway.app")
 
@@ -56,6 +58,47 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited, send)
+
+
+class InvalidTextBody(HTTPException):
+    """A JSON body with text no stored field can carry (a lone surrogate, "\\ud800")."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(422, f"the request is invalid: {field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class ValidText:
+    """Refuses (422) a JSON body holding a lone surrogate, whatever the route: every text a
+    request carries ends up in a protobuf message, which cannot hold one (valid JSON can).
+
+    Goes inside BodyLimit: it sees the whole of every body but an upload's (those are files,
+    streamed to the object store, never held, and read leniently by the selector).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _UPLOADS.match(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+
+        async def checked() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    body = b"".join(chunks)
+                    chunks.clear()
+                    problem = json_text_problem(body) if body else None
+                    if problem is not None:
+                        raise InvalidTextBody(*problem)
+            return message
+
+        await self.app(scope, checked, send)
 
 
 def _content_length(scope: Scope) -> int | None:

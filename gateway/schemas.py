@@ -6,31 +6,74 @@ import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from gateway.selection_spec import SelectionSpecModel
 from taxoforge.languages import LANGUAGES
-from taxoforge.settings import LLMSettings
+from taxoforge.llm.endpoints import ModelRegistry
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["JudgingSpec", "ModelSpec", "RecipeSpec", "model_config", "recipe_to_proto"]
+__all__ = [
+    "OPERATOR_SETTING",
+    "JudgingSpec",
+    "ModelSpec",
+    "RecipeSpec",
+    "embedder_config",
+    "model_config",
+    "recipe_to_proto",
+    "refuse_operator_fields",
+]
 
 _STRICT = ConfigDict(extra="forbid")
 
+# The error type of a request that sets what only the operator sets; the gateway's 422 adds
+# the model names the caller may use.
+OPERATOR_SETTING = "operator_setting"
+_OPERATOR_FIELDS = (
+    "api_base",
+    "api_key",
+    "base_url",
+    "embedder_api_base",
+    "max_concurrency",
+    "input_cost_per_million",
+    "output_cost_per_million",
+    "response_format",
+)
+
+
+def refuse_operator_fields(data: Any) -> Any:
+    """Refuse, with a message saying why, the fields that choose an endpoint, a key, a price
+    or a limit: those are the operator's (TAXOFORGE_LLM_MODELS_FILE), never a request's."""
+    if isinstance(data, dict):
+        given = [f for f in _OPERATOR_FIELDS if f in data]
+        if given:
+            raise PydanticCustomError(
+                OPERATOR_SETTING,
+                "{fields}: model endpoints, keys, prices and limits are the operator's; name "
+                "one of the operator's models in `model` and set only temperature, max_tokens "
+                "or top_p",
+                {"fields": ", ".join(given)},
+            )
+    return data
+
 
 class ModelSpec(BaseModel):
-    """A model for a role. Fields left out come from the server's defaults (TAXOFORGE_LLM_*)."""
+    """A role's model: one the operator declared (GET /v1/models lists them), and sampling."""
 
     model_config = _STRICT
 
-    model: str | None = Field(default=None, min_length=1, examples=["openai/gpt-4o-mini"])
-    api_base: str | None = Field(default=None, examples=["http://vllm:8000/v1"])
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        examples=["default"],
+        description="A name from GET /v1/models; left out: the operator's default for the role.",
+    )
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, le=32768)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    max_concurrency: int | None = Field(default=None, ge=1, le=4096)
-    input_cost_per_million: float | None = Field(default=None, ge=0)
-    output_cost_per_million: float | None = Field(default=None, ge=0)
-    response_format: Literal["auto", "json_schema", "json_object", "none"] | None = None
+
+    _no_endpoint = model_validator(mode="before")(refuse_operator_fields)
 
 
 class RoleModelsSpec(BaseModel):
@@ -47,11 +90,15 @@ class RoleModelsSpec(BaseModel):
     tagger: ModelSpec | None = Field(
         default=None, description="Open tags for selection clustered by tags (TACOS)."
     )
-    embedder: str = Field(
-        default="local/all-minilm-l6-v2",
+    embedder: str | None = Field(
+        default=None,
         min_length=1,
-        description="Tag merging and DEITA: local/all-minilm-l6-v2 (offline) or a litellm model.",
+        max_length=128,
+        description="Tag merging and DEITA: local/all-minilm-l6-v2 (offline, the default) or "
+        "an embedding model from GET /v1/models.",
     )
+
+    _no_endpoint = model_validator(mode="before")(refuse_operator_fields)
 
 
 class LanguageSpec(BaseModel):
@@ -316,54 +363,61 @@ _ROLE_DEFAULTS: dict[str, dict[str, float | int]] = {
 _DEFAULT_RESPONDERS = [ModelSpec(temperature=0.3), ModelSpec(temperature=1.0)]
 
 
-def model_config(spec: ModelSpec | None, role: str, defaults: LLMSettings) -> pb.ModelConfig:
-    """A role's model: what the request says, the role's defaults, then the server's."""
+def model_config(
+    spec: ModelSpec | None, role: str, models: ModelRegistry, where: str
+) -> pb.ModelConfig:
+    """A role's model: the name the request gives (or the operator's default for the role),
+    which must be declared for the role, and its sampling settings or the role's.
+
+    Raises:
+        ModelChoiceError: the name is not declared for the role (``where`` names the field).
+    """
     spec = spec or ModelSpec()
+    name = spec.model or models.default_for(role)
+    models.get(name, role, f"{where}.model")
     role_defaults = _ROLE_DEFAULTS[role]
-    if spec.api_base is not None:
-        api_base = spec.api_base
-    elif spec.model:
-        api_base = ""  # a model named without a base is reached at its provider's own endpoint
-    else:
-        api_base = defaults.api_base or ""
     cfg = pb.ModelConfig(
-        model=spec.model or defaults.model,
-        api_base=api_base,
+        model=name,
         temperature=spec.temperature
         if spec.temperature is not None
         else role_defaults["temperature"],
         max_tokens=spec.max_tokens or int(role_defaults["max_tokens"]),
-        max_concurrency=spec.max_concurrency or 0,
-        response_format=spec.response_format or defaults.response_format,
     )
     if spec.top_p is not None:
         cfg.top_p = spec.top_p
-    if spec.input_cost_per_million is not None:
-        cfg.input_cost_per_million = spec.input_cost_per_million
-    if spec.output_cost_per_million is not None:
-        cfg.output_cost_per_million = spec.output_cost_per_million
     return cfg
 
 
-def recipe_to_proto(spec: RecipeSpec, defaults: LLMSettings) -> pb.Recipe:
-    """The immutable recipe a job records: every role resolved to a concrete model."""
-    responders = spec.models.responders or _DEFAULT_RESPONDERS
-    models = pb.RoleModels(
-        generator=model_config(spec.models.generator, "generator", defaults),
-        responders=[model_config(r, "responder", defaults) for r in responders],
-        judge=model_config(spec.models.judge, "judge", defaults),
-        tagger=model_config(spec.models.tagger, "tagger", defaults),
-        embedder=pb.ModelConfig(model=spec.models.embedder),
+def embedder_config(name: str | None, models: ModelRegistry, where: str) -> pb.ModelConfig:
+    """The embedder role's model: a declared embedding model, or the offline default."""
+    name = name or models.default_for("embedder")
+    models.get(name, "embedder", where)
+    return pb.ModelConfig(model=name)
+
+
+def recipe_to_proto(spec: RecipeSpec, models: ModelRegistry) -> pb.Recipe:
+    """The immutable recipe a job records: every role resolved to a declared model's name."""
+    given = spec.models
+    responders = given.responders or _DEFAULT_RESPONDERS
+    roles = pb.RoleModels(
+        generator=model_config(given.generator, "generator", models, "models.generator"),
+        responders=[
+            model_config(r, "responder", models, f"models.responders[{n}]")
+            for n, r in enumerate(responders)
+        ],
+        judge=model_config(given.judge, "judge", models, "models.judge"),
+        tagger=model_config(given.tagger, "tagger", models, "models.tagger"),
+        embedder=embedder_config(given.embedder, models, "models.embedder"),
     )
-    if spec.models.target is not None:
-        models.target.CopyFrom(model_config(spec.models.target, "responder", defaults))
+    if given.target is not None:
+        roles.target.CopyFrom(model_config(given.target, "responder", models, "models.target"))
     recipe = pb.Recipe(
         name=spec.name,
         count=spec.count,
         languages=[
             pb.LanguageShare(code=lang.code, share=lang.share or 0.0) for lang in spec.languages
         ],
-        models=models,
+        models=roles,
         responses_per_instruction=spec.responses_per_instruction,
         budget=spec.budget,
         seed=spec.seed,

@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.schemas import ModelSpec, model_config
+from gateway.schemas import ModelSpec, embedder_config, model_config, refuse_operator_fields
 from gateway.selection_spec import SelectionSpecModel
-from taxoforge.settings import LLMSettings
+from taxoforge.llm.endpoints import ModelRegistry
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["SelectJobSpec", "SourceSpec"]
@@ -51,14 +51,16 @@ class SourceSpec(BaseModel):
 
 class SelectModelsSpec(BaseModel):
     """Models of a selection job: the tagger (open tags), the judge (comparative scoring) and
-    the embedder (tag merging, DEITA; local/all-minilm-l6-v2 runs offline)."""
+    the embedder (tag merging, DEITA; local/all-minilm-l6-v2, the default, runs offline).
+    Names from GET /v1/models."""
 
     model_config = _STRICT
 
     tagger: ModelSpec | None = None
     judge: ModelSpec | None = None
-    embedder: str = Field(default="local/all-minilm-l6-v2", min_length=1)
-    embedder_api_base: str = ""
+    embedder: str | None = Field(default=None, min_length=1, max_length=128)
+
+    _no_endpoint = model_validator(mode="before")(refuse_operator_fields)
 
 
 class SelectJobSpec(BaseModel):
@@ -83,11 +85,16 @@ class SelectJobSpec(BaseModel):
     models: SelectModelsSpec = Field(default_factory=SelectModelsSpec)
     seed: int = Field(default=0, ge=0, lt=2**63)
 
-    def to_proto(self, defaults: LLMSettings) -> tuple[pb.Recipe, pb.ImportSource]:
-        """The job's recipe (models and selection) and its source."""
+    def to_proto(self, models: ModelRegistry) -> tuple[pb.Recipe, pb.ImportSource]:
+        """The job's recipe (models and selection) and its source.
+
+        Raises:
+            ModelChoiceError: a model the operator did not declare for its role.
+        """
+        given = self.models
         recipe = pb.Recipe(name=self.name, seed=self.seed, selection=self.selection.to_proto())
-        recipe.models.tagger.CopyFrom(model_config(self.models.tagger, "tagger", defaults))
-        recipe.models.judge.CopyFrom(model_config(self.models.judge, "judge", defaults))
-        recipe.models.embedder.model = self.models.embedder
-        recipe.models.embedder.api_base = self.models.embedder_api_base
+        roles = recipe.models
+        roles.tagger.CopyFrom(model_config(given.tagger, "tagger", models, "models.tagger"))
+        roles.judge.CopyFrom(model_config(given.judge, "judge", models, "models.judge"))
+        roles.embedder.CopyFrom(embedder_config(given.embedder, models, "models.embedder"))
         return recipe, self.source.to_proto()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.schemas import ModelSpec, model_config
-from taxoforge.settings import LLMSettings
+from gateway.schemas import ModelSpec, embedder_config, model_config, refuse_operator_fields
+from taxoforge.llm.endpoints import ModelRegistry
 from taxoforge.v1 import common_pb2 as pb
 from taxoforge.v1 import taxonomy_pb2 as tpb
 
@@ -119,7 +119,7 @@ class ExpandSpec(BaseModel):
     name: str = "expansion"
     model: ModelSpec | None = None
 
-    def to_proto(self, taxonomy_id: str, defaults: LLMSettings) -> pb.ExpandRequest:
+    def to_proto(self, taxonomy_id: str, models: ModelRegistry) -> pb.ExpandRequest:
         return pb.ExpandRequest(
             taxonomy_id=taxonomy_id,
             base_version=self.base_version,
@@ -129,7 +129,7 @@ class ExpandSpec(BaseModel):
             max_children=self.max_children,
             min_sessions=self.min_sessions,
             max_sessions=max(self.max_sessions, self.min_sessions),
-            model=model_config(self.model, "expander", defaults),
+            model=model_config(self.model, "expander", models, "model"),
             name=self.name,
         )
 
@@ -146,20 +146,24 @@ class InduceSpec(BaseModel):
     merge_threshold: float = Field(default=0.85, gt=0, le=1)
     name: str = "induction"
     model: ModelSpec | None = Field(default=None, description="The tagger role's model.")
-    embedder: str = Field(
-        default="local/all-minilm-l6-v2",
-        description="local/all-minilm-l6-v2 (offline) or any litellm embedding model.",
+    embedder: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="local/all-minilm-l6-v2 (offline, the default) or an embedding model from "
+        "GET /v1/models.",
     )
-    embedder_api_base: str = ""
 
-    def to_proto(self, defaults: LLMSettings) -> tpb.InduceTaxonomyRequest:
+    _no_endpoint = model_validator(mode="before")(refuse_operator_fields)
+
+    def to_proto(self, models: ModelRegistry) -> tpb.InduceTaxonomyRequest:
         spec = pb.InduceRequest(
             taxonomy_id=self.taxonomy_id,
             title=self.title or self.taxonomy_id,
             min_frequency=self.min_frequency,
             merge_threshold=self.merge_threshold,
-            model=model_config(self.model, "tagger", defaults),
-            embedder=pb.ModelConfig(model=self.embedder, api_base=self.embedder_api_base),
+            model=model_config(self.model, "tagger", models, "model"),
+            embedder=embedder_config(self.embedder, models, "embedder"),
             name=self.name,
         )
         return tpb.InduceTaxonomyRequest(spec=spec, instructions=self.instructions)

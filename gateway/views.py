@@ -26,7 +26,10 @@ class UsageView(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    # Requests sent to a model: every one paid for, a repeat after a crash included.
     calls: int = 0
+    # Replies served from the shared request cache instead (nothing sent, nothing spent).
+    cached_calls: int = 0
 
 
 class FailureReasonView(BaseModel):
@@ -204,6 +207,7 @@ def _usage(u: pb.Usage) -> UsageView:
         completion_tokens=u.completion_tokens,
         cost_usd=round(u.cost_usd, 6),
         calls=u.calls,
+        cached_calls=u.cached_calls,
     )
 
 

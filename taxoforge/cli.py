@@ -155,8 +155,8 @@ def upload(gateway: str, path: Path) -> str:
     return str(resp.json()["upload"])
 
 
-def print_summary(job: dict[str, Any], paths: list[Path]) -> None:
-    """The job's outcome in a few lines."""
+def print_summary(job: dict[str, Any], paths: list[Path], out: Path | None = None) -> None:
+    """The job's outcome in a few lines, and what was written to ``out`` (its files)."""
     table = Table(title=f"job {job['id']} ({job['name']}): {job['state']}", show_header=True)
     for col in ("stage", "done", "failed"):
         table.add_column(col)
@@ -170,12 +170,13 @@ def print_summary(job: dict[str, Any], paths: list[Path]) -> None:
     )
     if job.get("error"):
         console.print(f"[red]error:[/red] {job['error']}")
-    if paths:
-        folder = paths[0].parent.parent
-        console.print(
-            f"wrote {folder}: README.md (dataset card), data/ ({len(paths)} formats, JSON Lines "
-            "and Parquet), meta/provenance.jsonl, meta/dropped.jsonl"
-        )
+    if out is not None and job["datasets"]:
+        written = {d["path"] for d in job["datasets"]}
+        parts = ["README.md (dataset card)"] if "README.md" in written else []
+        if paths:
+            parts.append(f"data/ ({len(paths)} formats, JSON Lines and Parquet)")
+        parts += sorted(p for p in written if p.startswith("meta/"))
+        console.print(f"wrote {out}: {', '.join(parts)}")
 
 
 def print_samples(paths: list[Path], n: int = 2) -> None:
@@ -257,8 +258,9 @@ def _follow(gateway: str, job: dict[str, Any], ns: argparse.Namespace) -> None:
         return
     job = wait_for(gateway, job["id"])
     out = Path(ns.out) / job["id"]
-    paths = download(gateway, job, out) if job["state"] == "succeeded" else []
-    print_summary(job, paths)
+    # A job that failed for want of anything to select still lists why (meta/dropped.jsonl).
+    paths = download(gateway, job, out) if job["datasets"] else []
+    print_summary(job, paths, out)
     if job["state"] != "succeeded":
         raise CLIError(f"job {job['id']} {job['state']}")
     print(out)
@@ -274,10 +276,11 @@ def cmd_export(ns: argparse.Namespace) -> None:
     """Download a finished job's datasets."""
     gateway = _gateway(ns)
     job = _request("GET", f"{gateway}/v1/jobs/{ns.job}").json()
-    if job["state"] != "succeeded":
+    if job["state"] != "succeeded" and not job["datasets"]:
         raise CLIError(f"job {ns.job} is {job['state']}; datasets exist once it has succeeded")
-    paths = download(gateway, job, Path(ns.out) / ns.job)
-    print_summary(job, paths)
+    out = Path(ns.out) / ns.job
+    paths = download(gateway, job, out)
+    print_summary(job, paths, out)
 
 
 def cmd_select(ns: argparse.Namespace) -> None:
@@ -345,8 +348,8 @@ def cmd_demo(ns: argparse.Namespace) -> None:
         console.print(f"running {ns.recipe}: job {job['id']}, {recipe.get('count')} items")
         job = wait_for(stack.gateway_url, job["id"])
         out = Path(ns.out) / job["id"]
-        paths = download(stack.gateway_url, job, out) if job["state"] == "succeeded" else []
-        print_summary(job, paths)
+        paths = download(stack.gateway_url, job, out) if job["datasets"] else []
+        print_summary(job, paths, out)
         print_samples(paths)
         console.print("stopping the stack ...")
     if job["state"] != "succeeded":

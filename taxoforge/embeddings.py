@@ -1,8 +1,9 @@
 """Text embeddings for the ``embedder`` role.
 
 The default, ``local/all-minilm-l6-v2``, runs all-MiniLM-L6-v2 offline in numpy
-(:mod:`taxoforge.minilm`): no PyTorch, nothing downloaded. Any other model string is a litellm
-embedding model (``openai/text-embedding-3-small``, ``ollama/nomic-embed-text``, ...).
+(:mod:`taxoforge.minilm`): no PyTorch, nothing downloaded. Any other is a model the operator
+declared for the embedder role (:mod:`taxoforge.llm.endpoints`), called through litellm with
+its own address and key; a request only ever names it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
+import structlog
 from numpy.typing import NDArray
 
+from taxoforge.errors import PermanentError, TransientError
+from taxoforge.llm.endpoints import Endpoint, ModelChoiceError, ModelRegistry
 from taxoforge.minilm import MiniLM, installed_model_dir
 
 __all__ = [
@@ -25,6 +29,8 @@ __all__ = [
     "cosine_matrix",
     "embedder_for",
 ]
+
+log = structlog.get_logger(__name__)
 
 LOCAL_MODEL = "local/all-minilm-l6-v2"
 
@@ -63,40 +69,51 @@ class LocalMiniLM:
 
 
 class LiteLLMEmbedder:
-    """Any litellm embedding model; rows are L2-normalized here whatever the provider returns."""
+    """A declared litellm embedding model; rows are L2-normalized here whatever it returns."""
 
-    def __init__(
-        self, model: str, api_base: str = "", api_key: str | None = None, batch_size: int = 256
-    ) -> None:
+    def __init__(self, endpoint: Endpoint, batch_size: int = 256) -> None:
         """``batch_size`` texts go in one request (providers cap a request's inputs)."""
-        self.model = model
-        self.api_base = api_base
-        self.api_key = api_key
+        self.endpoint = endpoint
         self.batch_size = batch_size
 
     async def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """Call ``litellm.aembedding`` per batch; an empty input makes no call, shape (0, 0)."""
-        from taxoforge.llm.litellm_transport import _litellm
+        from taxoforge.llm.litellm_transport import _litellm, litellm_fault
 
         lib = _litellm()
+        endpoint = self.endpoint
         rows: list[NDArray[np.float32]] = []
         for start in range(0, len(texts), self.batch_size):
             kwargs: dict[str, Any] = {
-                "model": self.model,
+                "model": endpoint.model,
                 "input": list(texts[start : start + self.batch_size]),
             }
-            if self.api_base:
-                kwargs["api_base"] = self.api_base
-            if self.api_key:
-                kwargs["api_key"] = self.api_key
-            resp = await lib.aembedding(**kwargs)
+            if endpoint.api_base:
+                kwargs["api_base"] = endpoint.api_base
+            key = endpoint.key()
+            if key:
+                kwargs["api_key"] = key
+            try:
+                resp = await lib.aembedding(**kwargs)
+            except Exception as exc:  # the provider's reply is for the log, not the job
+                fault = litellm_fault(lib, exc)
+                log.warning(
+                    "embedding_fault",
+                    model=endpoint.name,
+                    error=str(fault),
+                    server_said=fault.detail[:500],
+                )
+                error = TransientError if fault.transient else PermanentError
+                raise error(f"embedding model {endpoint.name}: {fault}") from exc
             items = sorted(resp.data, key=lambda item: int(item["index"]))
             rows.append(np.asarray([item["embedding"] for item in items], dtype=np.float32))
         if not rows:
             return np.zeros((0, 0), dtype=np.float32)
         vectors = np.concatenate(rows)
         if vectors.shape[0] != len(texts):
-            raise ValueError(f"{self.model} returned {vectors.shape[0]} vectors for {len(texts)}")
+            raise ValueError(
+                f"{endpoint.name} returned {vectors.shape[0]} vectors for {len(texts)}"
+            )
         return _normalize(vectors)
 
 
@@ -106,11 +123,22 @@ def _normalize(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
     return out
 
 
-def embedder_for(model: str, api_base: str = "", api_key: str | None = None) -> Embedder:
-    """The embedder for a role's model string: ``""`` or ``local/all-minilm-l6-v2`` is local."""
-    if model.lower() in ("", LOCAL_MODEL):
+def embedder_for(name: str, registry: ModelRegistry) -> Embedder:
+    """The embedder a request names: ``""`` or ``local/all-minilm-l6-v2`` is the local one, any
+    other must be declared for the embedder role in this process's registry.
+
+    Raises:
+        PermanentError: no such embedding model here (the message lists those there are).
+    """
+    if name.lower() in ("", LOCAL_MODEL):
         return LocalMiniLM()
-    return LiteLLMEmbedder(model, api_base=api_base, api_key=api_key)
+    try:
+        endpoint = registry.get(name, "embedder")
+    except ModelChoiceError as exc:
+        raise PermanentError(f"embedder: {exc}") from exc
+    if endpoint.is_local:
+        return LocalMiniLM()
+    return LiteLLMEmbedder(endpoint)
 
 
 def cosine_matrix(

@@ -18,6 +18,7 @@ __all__ = [
     "ITEM_HEADER",
     "JOB_HEADER",
     "active_job",
+    "bind_job",
     "dead_letter_recorder",
     "enter_step",
     "fail_job",
@@ -62,6 +63,7 @@ async def active_job(jobs: JobStore, job_id: str) -> pb.Job | None:
     if job.state in TERMINAL_STATES:
         log.info("work_skipped", job_state=pb.JobState.Name(job.state))
         return None
+    bind_job(jobs, job_id)
     if job.spend_limit.tokens > 0 or job.spend_limit.cost_usd > 0:
         check = _spend_check(jobs, job_id, job.spend_limit)
         try:
@@ -72,6 +74,15 @@ async def active_job(jobs: JobStore, job_id: str) -> pb.Job | None:
         # handled (the variable is this handler's task's own).
         SPEND_CHECK.set(check)
     return job
+
+
+def bind_job(jobs: JobStore, job_id: str) -> None:
+    """The model calls the current task (and the tasks it starts) makes are the job's: the
+    model client counts each in the job's usage, and prompts are fenced with the job's
+    markers, so the same work asked again renders the same prompt (the cache answers it)."""
+    if jobs.meter is not None:
+        jobs.meter.bind(job_id)
+    jobs.secrets.bind(job_id)
 
 
 def _spend_check(

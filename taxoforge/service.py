@@ -21,7 +21,7 @@ from taxoforge.bus.worker import Route
 from taxoforge.grpc_server import start_grpc_server
 from taxoforge.llm import LLMClient
 from taxoforge.llm.cache import RequestCache
-from taxoforge.logging import configure_logging
+from taxoforge.logging import configure_logging, secret_values
 from taxoforge.settings import ServiceSettings
 from taxoforge.store import ItemStore, JobStore
 from taxoforge.usage import UsageMeter, instance_id
@@ -66,7 +66,9 @@ def run_service(
 ) -> None:
     """Entry point of ``python -m services.<name>``: settings from env, then serve until SIGTERM."""
     settings = settings_type()
-    configure_logging(settings.log_level, settings.log_format, service=name)
+    configure_logging(
+        settings.log_level, settings.log_format, service=name, secrets=secret_values(settings)
+    )
     asyncio.run(serve(name, build, settings))
 
 

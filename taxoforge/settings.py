@@ -35,17 +35,22 @@ class LLMSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TAXOFORGE_LLM_", extra="ignore")
 
+    # The model named "default" (taxoforge/llm/endpoints.py): the one every role uses unless
+    # the models file says otherwise. The key goes to this endpoint only.
     model: str = "openai/smollm2-135m-instruct"
     api_base: str | None = "http://127.0.0.1:8081/v1"
     api_key: SecretStr | None = None
-    # Calls in flight per model in one process, unless the recipe says otherwise.
+    # YAML or JSON: more named models (address, key by env var or file, prices, limits) and
+    # per-role defaults. Tenants choose among these names and never give an address.
+    models_file: str | None = None
+    # Calls in flight per model in one process, unless the models file says otherwise.
     max_concurrency: int = Field(default=64, ge=1)
     timeout_s: float = Field(default=600.0, gt=0)
     # Attempts per call on transient faults (connection errors, 429, 5xx).
     retries: int = Field(default=3, ge=0)
     # Attempts for a reply that is not valid JSON of the asked schema.
     structured_retries: int = Field(default=3, ge=1)
-    # How roles that do not say ask for JSON: auto, json_schema, json_object or none.
+    # How models that do not say ask for JSON: auto, json_schema, json_object or none.
     response_format: str = Field(default="auto", pattern="^(auto|json_schema|json_object|none)$")
     # "auto": OpenAI-compatible endpoints over a direct HTTP client, others through litellm.
     transport: str = Field(default="auto", pattern="^(auto|litellm|http)$")

@@ -6,7 +6,8 @@ Keys (``tf-items`` bucket): ``<job>.<kind>.<item>[.<part>]`` for stage results,
 Results are written with ``create`` (first writer wins), so a redelivered message finds the
 result and reuses it, and an item cannot end twice.
 Keys (``tf-jobs`` bucket): ``job.<job>`` for the record, ``active.<job>`` while it runs,
-``usage.<job>.<instance>`` for each process's running token and cost totals.
+``usage.<job>.<instance>`` for each process's running token and cost totals, ``secret.<job>``
+for the job's marker secret (never shown to anyone).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from nats.js.kv import KeyValue
 
 from taxoforge.bus.connection import Bus
 from taxoforge.bus.topology import KV_ITEMS, Stage, ended_subject
-from taxoforge.usage import add_usage
+from taxoforge.markers import JobSecrets
+from taxoforge.usage import add_usage, at_least
 
 if TYPE_CHECKING:
     from taxoforge.usage import UsageMeter
@@ -376,10 +378,17 @@ class JobStore:
         self._cache: dict[str, tuple[float, pb.Job]] = {}
         self._usage_cache: dict[str, tuple[float, pb.Usage]] = {}
         self._meter: UsageMeter | None = None
+        # Each job's secret for the markers that fence untrusted text in its prompts.
+        self.secrets = JobSecrets(bus)
 
     def attach_meter(self, meter: UsageMeter) -> None:
         """This process's usage meter, so ``spent`` counts what it has not written yet."""
         self._meter = meter
+
+    @property
+    def meter(self) -> UsageMeter | None:
+        """This process's usage meter, if it has one (services do; the gateway does not)."""
+        return self._meter
 
     async def write_usage(self, job_id: str) -> None:
         """Write this process's usage for the job now (not at the next periodic flush)."""
@@ -524,8 +533,10 @@ class JobStore:
                 failed = await self._items.count_failed(job_id, stage)
                 out.stages.add(stage=stage.value, done=done, failed=failed)
         await self._selection_progress(job, out)
+        # Every call made for the job, repeats included (each counted before it was sent).
+        out.usage.CopyFrom(await self.usage(job_id))
         if job.HasField("selection") and job.state == pb.JOB_STATE_SUCCEEDED:
-            out.usage.CopyFrom(job.selection.usage)  # exact: summed from the items at the end
-        else:
-            out.usage.CopyFrom(await self.usage(job_id))  # live: processes flush every second
+            # The kept results' own records: tokens of a reply whose process died before it
+            # wrote them (within a second) are there, though not in the processes' totals.
+            at_least(out.usage, job.selection.usage)
         return out

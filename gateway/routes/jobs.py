@@ -48,7 +48,7 @@ async def create_job(
 ) -> JobView:
     """Validate the recipe, record the job and queue it. With an ``Idempotency-Key`` header a
     retried submission returns the job it already created (200) instead of a second one."""
-    recipe = recipe_to_proto(spec, request.app.state.settings.llm)
+    recipe = recipe_to_proto(spec, request.app.state.models)
     progress, created = await backend.create_job(recipe, idempotency_key, tenant)
     response.headers["Location"] = f"/v1/jobs/{progress.job.id}"
     if not created:
@@ -137,7 +137,8 @@ async def get_file(
     job_id: JobId, path: str, backend: BackendDep, tenant: TenantDep
 ) -> StreamingResponse:
     """The dataset card (README.md with its images/), every export under data/, and
-    meta/provenance.jsonl and meta/dropped.jsonl: a Hugging Face dataset folder, file by file."""
+    meta/provenance.jsonl and meta/dropped.jsonl: a Hugging Face dataset folder, file by file.
+    A job that failed with nothing to select keeps meta/dropped.jsonl: why each item left."""
     info, chunks = await backend.files.file(job_id, path, tenant)
     name = path.rsplit("/", 1)[-1]
     return StreamingResponse(
@@ -169,7 +170,7 @@ async def get_record(
 async def plan(
     spec: RecipeSpec, request: Request, backend: BackendDep, tenant: TenantDep
 ) -> dict[str, Any]:
-    recipe = recipe_to_proto(spec, request.app.state.settings.llm)
+    recipe = recipe_to_proto(spec, request.app.state.models)
     try:
         resp = await backend.plan(recipe, tenant)
     except NotFoundError as exc:  # a name in the body, not the URL, is wrong: 422, as for jobs

@@ -52,7 +52,7 @@ def _comparison(c: pb.Comparison) -> dict[str, Any]:
 async def judge(spec: JudgeRequestSpec, request: Request, backend: BackendDep) -> dict[str, Any]:
     """Rubric scores (1-10 with aspects) or pairwise comparisons (1-100, both orders), and the
     chosen/rejected pair when the margin holds. Responses are treated as untrusted data."""
-    batch = spec.to_proto(request.app.state.settings.llm)
+    batch = spec.to_proto(request.app.state.models)
     resp = await backend.judge(batch)
     views = [_view(j) for j in resp.judgments]
     return {"judgments": views} if spec.items is not None else views[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from gateway.deps import BackendDep, TenantDep, authenticated
 from gateway.selection_schemas import SelectJobSpec
@@ -61,6 +62,28 @@ async def list_benchmarks(backend: BackendDep, tenant: TenantDep) -> dict[str, A
     return {"benchmarks": await backend.files.benchmarks(tenant)}
 
 
+@router.get(
+    "/benchmarks/{name}",
+    summary="A registered benchmark's file, as it was put",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+async def get_benchmark(
+    name: BenchmarkName, backend: BackendDep, tenant: TenantDep
+) -> StreamingResponse:
+    """The bytes PUT under ``name`` (another tenant's benchmark does not exist: 404)."""
+    meta, chunks = await backend.files.benchmark(name, tenant)
+    return StreamingResponse(
+        chunks,
+        media_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "Content-Length": str(meta["bytes"]),
+            "X-Content-SHA256": meta["sha256"],
+        },
+    )
+
+
 @router.delete("/benchmarks/{name}", status_code=204, summary="Remove a benchmark")
 async def delete_benchmark(name: BenchmarkName, backend: BackendDep, tenant: TenantDep) -> Response:
     await backend.files.delete_benchmark(name, tenant)
@@ -86,7 +109,7 @@ async def create_selection(
     and benchmark overlaps, tags and clusters the rest, scores each sample against its
     cluster's reference through the judge, selects for the budget and writes the exports and
     the dataset card. Watch it like any job (GET /v1/jobs/{id}, .../events)."""
-    recipe, source = spec.to_proto(request.app.state.settings.llm)
+    recipe, source = spec.to_proto(request.app.state.models)
     progress, created = await backend.create_select_job(recipe, source, idempotency_key, tenant)
     response.headers["Location"] = f"/v1/jobs/{progress.job.id}"
     if not created:

@@ -151,7 +151,7 @@ async def expand_taxonomy(
     backend: BackendDep,
     tenant: TenantDep,
 ) -> JobView:
-    proto = spec.to_proto(taxonomy_id, request.app.state.settings.llm)
+    proto = spec.to_proto(taxonomy_id, request.app.state.models)
     return job_view(await backend.expand(proto, tenant))
 
 
@@ -172,5 +172,5 @@ async def induce_taxonomy(
     tenant: TenantDep,
     spec: Annotated[InduceSpec, Body()],
 ) -> JobView:
-    proto = spec.to_proto(request.app.state.settings.llm)
+    proto = spec.to_proto(request.app.state.models)
     return job_view(await backend.induce(proto, tenant))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import re
-import secrets
 from collections.abc import Awaitable, Callable
 
 from pydantic import BaseModel, Field
@@ -14,6 +13,7 @@ from services.generator.strategies import Draft, Prompter, codeclm_metadata
 from taxoforge.errors import PermanentError
 from taxoforge.languages import language_name
 from taxoforge.llm import LLMClient, StructuredOutputError
+from taxoforge.markers import fence_for
 from taxoforge.methods import MAX_SELF_RUBRICS_ROUNDS, sampling_seed
 from taxoforge.usage import add_usage
 from taxoforge.v1 import common_pb2 as pb
@@ -197,7 +197,9 @@ class Generator:
     ) -> tuple[str, pb.Rejection | None]:
         """One Self-Rubrics round: a random rubric's action rewrites the instruction."""
         rubric = rng.choice(list(out.rubrics))
-        improved, call = await self.improve(out.seed, text, rubric.action, recipe, number, attempt)
+        improved, call = await self.improve(
+            out.seed, text, rubric.action, recipe, number, attempt, version=out.version
+        )
         add_usage(out.usage, call.usage)
         rejection = check_draft(
             improved, call.finish_reason, out.seed.language, not recipe.no_language_check
@@ -250,12 +252,16 @@ class Generator:
         recipe: pb.Recipe,
         number: int,
         attempt: int = 0,
+        *,
+        version: int = 0,
     ) -> tuple[str, pb.LLMCall]:
-        """One Self-Rubrics round: the instruction rewritten to follow ``action``."""
-        nonce = secrets.token_hex(6)
+        """One Self-Rubrics round: the instruction (``version`` of the item) rewritten to
+        follow ``action``. The instruction is model output, so it is fenced like any untrusted
+        text; the marker is the same on redelivery, so a repeat is answered from the cache."""
+        marker = await fence_for("improve", seed.item_id, version, number, attempt)
         messages = self._prompts.improve.render(
-            nonce=nonce,
-            instruction=text.replace(nonce, "[marker removed]"),
+            nonce=marker.marker,
+            instruction=marker.clean(text),
             action=action,
             language=language_name(seed.language),
         )
@@ -264,7 +270,7 @@ class Generator:
             recipe.models.generator,
             messages,
             seed=sampling_seed(recipe.seed, seed.index, "round", number, attempt),
-            cache=False,  # the prompt carries a fresh nonce: it would never be found
+            cache=marker.stable and not recipe.no_cache,
         )
         return clean_instruction(raw), call
 

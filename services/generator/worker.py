@@ -43,15 +43,12 @@ class InstructHandler:
 
         async def _write() -> pb.Instruction:
             try:
-                instruction = await self._generator.instruction(seed, recipe, _unique)
+                return await self._generator.instruction(seed, recipe, _unique)
             except GateFailure as failure:
                 # Keep the turned-down drafts: the job's report counts them by reason.
-                self._ctx.usage.add(job.id, failure.instruction.usage)
                 rejected = ItemStore.key(job.id, ItemKind.REJECTED, seed.item_id)
                 await self._ctx.items.put_once(rejected, failure.instruction)
                 raise
-            self._ctx.usage.add(job.id, instruction.usage)
-            return instruction
 
         key = ItemStore.key(job.id, ItemKind.INSTRUCTION, seed.item_id)
         instruction = await self._ctx.items.once(key, pb.Instruction, _write)
@@ -97,9 +94,7 @@ class RespondHandler:
         self, job: pb.Job, instruction: pb.Instruction, c: int, target: bool
     ) -> pb.Response:
         async def _write() -> pb.Response:
-            response = await self._generator.response(instruction, job.recipe, c, target=target)
-            self._ctx.usage.add(job.id, response.usage)
-            return response
+            return await self._generator.response(instruction, job.recipe, c, target=target)
 
         part = ItemStore.versioned("t" if target else f"r{c}", instruction.version)
         key = ItemStore.key(job.id, ItemKind.RESPONSE, instruction.item_id, part)
@@ -124,19 +119,8 @@ class RefineHandler:
         version = instruction.version + 1
 
         async def _refine() -> pb.Instruction:
-            refined = await self._generator.refine(instruction, job.recipe)
-            self._ctx.usage.add(job.id, _spent_since(instruction.usage, refined.usage))
-            return refined
+            return await self._generator.refine(instruction, job.recipe)
 
         key = ItemStore.key(job.id, ItemKind.REFINED, item_id, f"v{version}")
         refined = await self._ctx.items.once(key, pb.Instruction, _refine)
         await publish_work(self._ctx.bus, Stage.RESPOND, refined, job.id, item_id, version=version)
-
-
-def _spent_since(before: pb.Usage, after: pb.Usage) -> pb.Usage:
-    return pb.Usage(
-        prompt_tokens=after.prompt_tokens - before.prompt_tokens,
-        completion_tokens=after.completion_tokens - before.completion_tokens,
-        cost_usd=after.cost_usd - before.cost_usd,
-        calls=after.calls - before.calls,
-    )

@@ -23,7 +23,7 @@ SERVICE_NAME = judge_pb2.DESCRIPTOR.services_by_name["JudgeService"].full_name
 def build(ctx: ServiceContext) -> ServiceParts:
     """The judge servicer, the judge stage and TACOS comparative scoring."""
     judge = Judge(ctx.llm)
-    servicer = JudgeServicer(judge)
+    servicer = JudgeServicer(judge, ctx.jobs)
 
     def register(server: grpc.aio.Server) -> None:
         judge_pb2_grpc.add_JudgeServiceServicer_to_server(servicer, server)

@@ -30,12 +30,9 @@ class CompareHandler:
             return
 
         async def _compare() -> pb.Comparison:
-            comparison = await self._judge.compare_samples(
+            return await self._judge.compare_samples(
                 task.sample, task.reference, job.recipe.models.judge, task.language
             )
-            for call in comparison.calls:
-                self._ctx.usage.add(job.id, call.usage)
-            return comparison
 
         key = ItemStore.key(job.id, ItemKind.COMPARISON, task.item_id)
         await self._ctx.items.once(key, pb.Comparison, _compare)

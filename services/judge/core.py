@@ -1,16 +1,17 @@
 """Judging (design §1): rubric scores, pairwise comparisons in both orders, CodecLM
 contrastive filtering, and TaP-style preference pairs.
 
-Candidate texts are untrusted: every prompt places them between markers carrying a fresh
-random code, removes that code from the texts, and tells the judge they are data. A reply that
-never validates is recorded as a judge failure, never as a score.
+Candidate texts are untrusted: every prompt places them between markers carrying a code their
+authors cannot know (:mod:`taxoforge.markers`: derived from the job's secret and the verdict's
+ids, so the same verdict asked again is the same request, answered from the request cache),
+removes that code from the texts, and tells the judge they are data. A reply that never
+validates is recorded as a judge failure, never as a score.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from itertools import combinations
 from pathlib import Path
@@ -20,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from taxoforge.languages import language_name
 from taxoforge.llm import LLMClient, StructuredOutputError
+from taxoforge.markers import fence, fence_for
 from taxoforge.methods import MAX_SELF_RUBRICS_ROUNDS
 from taxoforge.prompts import PromptTemplate, load_template
 from taxoforge.v1 import common_pb2 as pb
@@ -87,11 +89,6 @@ class TenVerdict(BaseModel):
 Verdict = tuple[float, float, str, pb.LLMCall]
 
 
-def fence(text: str, nonce: str) -> str:
-    """Candidate text made safe to place between markers carrying ``nonce``."""
-    return text.replace(nonce, "[marker removed]")
-
-
 class Judge:
     """The judge's model calls, one verdict each."""
 
@@ -107,16 +104,16 @@ class Judge:
     ) -> pb.Score:
         """A 1-10 rubric score with aspect scores and a rationale; ``failed`` if the judge never
         gave a valid verdict (then there is no score)."""
-        nonce = secrets.token_hex(6)
+        marker = await fence_for("rubric", instruction.item_id, instruction.version, response.id)
         messages = self._rubric.render(
-            nonce=nonce,
+            nonce=marker.marker,
             language=language_name(instruction.seed.language or "en"),
-            instruction=fence(instruction.text, nonce),
-            response=fence(response.text, nonce),
+            instruction=marker.clean(instruction.text),
+            response=marker.clean(response.text),
         )
         try:
             verdict, call = await self._llm.structured(
-                "judge", cfg, messages, RubricVerdict, max_tokens=320, cache=False
+                "judge", cfg, messages, RubricVerdict, max_tokens=320, cache=marker.stable
             )
         except StructuredOutputError as exc:
             return pb.Score(
@@ -142,12 +139,19 @@ class Judge:
         second: pb.Response,
         cfg: pb.ModelConfig,
         contrastive: bool = False,
+        again: bool = False,
     ) -> tuple[float, float, str, pb.LLMCall]:
-        """One verdict on (first, second) in that order: both scores, rationale, call."""
+        """One verdict on (first, second) in that order: both scores, rationale, call.
+
+        ``again``: a second verdict on the same order (an inconsistent pair's third opinion),
+        which must not be the first one's cached reply.
+        """
+        template = self._contrastive if contrastive else self._pairwise
         return await self._ask(
-            self._contrastive if contrastive else self._pairwise,
+            template,
             TenVerdict if contrastive else PairVerdict,
             cfg,
+            (template.name, instruction.item_id, instruction.version, first.id, second.id, again),
             language=language_name(instruction.seed.language or "en"),
             instruction=instruction.text,
             first=first.text,
@@ -159,15 +163,17 @@ class Judge:
         template: PromptTemplate,
         output: type[TenVerdict] | type[PairVerdict],
         cfg: pb.ModelConfig,
+        ids: tuple[str | int | bool, ...],
         language: str,
         **texts: str,
     ) -> tuple[float, float, str, pb.LLMCall]:
-        """One two-score verdict: every text fenced with a fresh nonce, the reply validated."""
-        nonce = secrets.token_hex(6)
-        fenced = {name: fence(text, nonce) for name, text in texts.items()}
-        messages = template.render(nonce=nonce, language=language, **fenced)
+        """One two-score verdict: every text fenced with the marker of ``ids`` (what the verdict
+        is on), the reply validated."""
+        marker = await fence_for(*(str(i) for i in ids))
+        fenced = {name: marker.clean(text) for name, text in texts.items()}
+        messages = template.render(nonce=marker.marker, language=language, **fenced)
         verdict, call = await self._llm.structured(
-            "judge", cfg, messages, output, max_tokens=320, cache=False
+            "judge", cfg, messages, output, max_tokens=320, cache=marker.stable
         )
         rationale = verdict.rationale.strip()[:_MAX_RATIONALE]
         return float(verdict.score_1), float(verdict.score_2), rationale, template.stamp(call)
@@ -185,6 +191,7 @@ class Judge:
                 self._samples,
                 PairVerdict,
                 cfg,
+                (self._samples.name, first.id, second.id),
                 language=language_name(language or "en"),
                 query_1=first.query,
                 response_1=first.response,
@@ -288,9 +295,9 @@ class Judge:
         policy = config.inconsistent or "tie"
         if policy == "third":
             if rng.random() < 0.5:
-                a3, b3, _, call = await self._two(instruction, a, b, cfg)
+                a3, b3, _, call = await self._two(instruction, a, b, cfg, again=True)
             else:
-                b3, a3, _, call = await self._two(instruction, b, a, cfg)
+                b3, a3, _, call = await self._two(instruction, b, a, cfg, again=True)
             out.calls.append(call)
             out.verdict = _verdict(a3 - b3)
         else:
@@ -434,7 +441,6 @@ def build_judgment(
 
 
 ScoreFn = Callable[[pb.Instruction, pb.Response], Awaitable[pb.Score]]
-CallSink = Callable[[pb.LLMCall], None]
 
 
 class Panel:
@@ -453,13 +459,11 @@ class Panel:
         rng: random.Random,
         contrastive: bool = False,
         score: ScoreFn | None = None,
-        spent: CallSink | None = None,
     ) -> pb.Judgment:
-        """Judge the candidates.
+        """Judge the candidates (the model client counts every call in the job's usage).
 
         Args:
             score: how one candidate gets its rubric score (the worker stores each once).
-            spent: told about every call the panel makes itself (usage accounting).
         """
         instruction = candidates.instruction
         strong = [r for r in candidates.responses if r.responder >= 0]
@@ -473,18 +477,9 @@ class Panel:
                     )
                 )
             )
-            for comparison in comparisons:
-                for call in comparison.calls:
-                    _tell(spent, call)
             scores = pairwise_scores(strong, comparisons)
         else:
-
-            async def _default(i: pb.Instruction, r: pb.Response) -> pb.Score:
-                result = await self._judge.score(i, r, cfg)
-                _tell(spent, result.call)
-                return result
-
-            one = score or _default
+            one = score or (lambda i, r: self._judge.score(i, r, cfg))
             scores = list(
                 await asyncio.gather(*(one(instruction, r) for r in candidates.responses))
             )
@@ -492,7 +487,7 @@ class Panel:
         target = next((r for r in candidates.responses if r.responder < 0), None)
         if contrastive and target is not None and strong:
             limit = config.contrastive_gap or DEFAULT_GAP
-            decision, calls = await self._judge.contrastive(
+            decision, _ = await self._judge.contrastive(
                 instruction,
                 _best(strong, scores),
                 target,
@@ -500,8 +495,6 @@ class Panel:
                 limit,
                 rounds_left=len(instruction.rounds) < MAX_SELF_RUBRICS_ROUNDS,
             )
-            for call in calls:
-                _tell(spent, call)
             judgment.contrastive.CopyFrom(decision)
             if decision.decision == "exhausted":
                 judgment.usable = False
@@ -510,11 +503,6 @@ class Panel:
                     f"after {len(instruction.rounds)} Self-Rubrics rounds"
                 )
         return judgment
-
-
-def _tell(spent: CallSink | None, call: pb.LLMCall) -> None:
-    if spent is not None:
-        spent(call)
 
 
 def _best(responses: Sequence[pb.Response], scores: Sequence[pb.Score]) -> pb.Response:

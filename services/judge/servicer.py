@@ -6,8 +6,10 @@ import asyncio
 import random
 
 from services.judge.core import Judge, Panel
-from taxoforge.errors import PermanentError
+from taxoforge.errors import NotFoundError, PermanentError
 from taxoforge.grpc_server import Context
+from taxoforge.pipeline import bind_job
+from taxoforge.store import JobStore
 from taxoforge.v1 import common_pb2 as pb
 from taxoforge.v1 import judge_pb2 as jpb
 from taxoforge.v1 import judge_pb2_grpc
@@ -20,8 +22,9 @@ _MAX_BATCH = 64
 class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
     """Judges one instruction's candidates, or a small batch of them, right away."""
 
-    def __init__(self, judge: Judge) -> None:
+    def __init__(self, judge: Judge, jobs: JobStore | None = None) -> None:
         self._panel = Panel(judge)
+        self._jobs = jobs
 
     async def JudgeCandidates(
         self, request: jpb.JudgeCandidatesRequest, context: Context
@@ -33,7 +36,14 @@ class JudgeServicer(judge_pb2_grpc.JudgeServiceServicer):
     ) -> jpb.JudgeBatchResponse:
         if len(request.requests) > _MAX_BATCH:
             raise PermanentError(f"at most {_MAX_BATCH} items per batch; queue a job for more")
+        if request.job_id and self._jobs is not None:
+            # A job's own judging (its golden set): its calls are the job's, like its stages'.
+            if await self._jobs.get_cached(request.job_id) is None:
+                raise NotFoundError(f"job {request.job_id!r} does not exist")
+            bind_job(self._jobs, request.job_id)
         judgments = await asyncio.gather(*(self._one(r) for r in request.requests))
+        if request.job_id and self._jobs is not None:
+            await self._jobs.write_usage(request.job_id)  # the job's figures include them now
         return jpb.JudgeBatchResponse(judgments=judgments)
 
     async def _one(self, request: jpb.JudgeCandidatesRequest) -> pb.Judgment:

@@ -67,16 +67,13 @@ class JudgeHandler:
             rng,
             contrastive=recipe.contrastive,
             score=lambda i, r: self._score(job, i, r),
-            spent=lambda call: self._ctx.usage.add(job.id, call.usage),
         )
 
     async def _score(
         self, job: pb.Job, instruction: pb.Instruction, response: pb.Response
     ) -> pb.Score:
         async def _write() -> pb.Score:
-            score = await self._judge.score(instruction, response, job.recipe.models.judge)
-            self._ctx.usage.add(job.id, score.call.usage)
-            return score
+            return await self._judge.score(instruction, response, job.recipe.models.judge)
 
         part = ItemStore.versioned(response.id.rsplit(".", 1)[-1], instruction.version)
         key = ItemStore.key(job.id, ItemKind.SCORE, instruction.item_id, part)

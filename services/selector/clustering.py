@@ -35,6 +35,7 @@ from taxoforge.datasets import DatasetStore
 from taxoforge.embeddings import LOCAL_MODEL, Embedder, embedder_for
 from taxoforge.errors import TransientError
 from taxoforge.labels import normalize_labels
+from taxoforge.llm.endpoints import ModelRegistry
 from taxoforge.pipeline import enter_step, publish_work
 from taxoforge.service import ServiceContext
 from taxoforge.store import ItemKind
@@ -67,10 +68,10 @@ def load_candidates(path: Path) -> list[Candidate]:
     return [candidate_of(e) for e in iter_jsonl(path)]  # type: ignore[arg-type]
 
 
-def embedder_of(job: pb.Job) -> Embedder:
-    """The job's embedder role (the offline MiniLM unless the recipe names another)."""
-    cfg = job.recipe.models.embedder
-    return embedder_for(cfg.model or LOCAL_MODEL, cfg.api_base)
+def embedder_of(job: pb.Job, registry: ModelRegistry) -> Embedder:
+    """The job's embedder role: the offline MiniLM unless the recipe names another the
+    operator declared (resolved here, by name, never from an address in the job)."""
+    return embedder_for(job.recipe.models.embedder.model or LOCAL_MODEL, registry)
 
 
 async def embed_all(embedder: Embedder, texts: list[str]) -> np.ndarray:
@@ -190,7 +191,7 @@ class Clusterer:
         occurrences = [t for c in candidates for t in raw.get(c.item_id, [])]
         normalized = await normalize_labels(
             occurrences,
-            embedder_of(job),
+            embedder_of(job, self._ctx.llm.registry),
             min_frequency=spec.min_tag_frequency,
             threshold=spec.tag_merge_threshold,
         )
@@ -222,7 +223,9 @@ class Clusterer:
                 cluster_by_key, [c.node or c.language or "all" for c in candidates]
             )
         if spec.cluster_by == "embedding":
-            vectors = await embed_all(embedder_of(job), [c.query for c in candidates])
+            vectors = await embed_all(
+                embedder_of(job, self._ctx.llm.registry), [c.query for c in candidates]
+            )
             return await asyncio.to_thread(cluster_by_vectors, vectors, k, spec.seed)
         return await asyncio.to_thread(cluster_by_tags, tags, k, spec.seed)
 

@@ -327,9 +327,9 @@ class ExportWriter:
             else:
                 sink.write(record)
 
-    def write_extra(self, kind: str, record: dict[str, Any]) -> None:
-        """Append ``record`` to the side file ``out_dir/meta/<kind>.jsonl`` (e.g. "provenance",
-        "dropped"), created on first use."""
+    def open_extra(self, kind: str) -> None:
+        """Create the side file ``out_dir/meta/<kind>.jsonl`` now, so it is written (empty)
+        even when no record goes to it."""
         if self.closed:
             raise RuntimeError("ExportWriter is closed")
         if kind not in self._extras:
@@ -338,6 +338,11 @@ class ExportWriter:
             path = self.out_dir / "meta" / f"{kind}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
             self._extras[kind] = (path, path.open("w", encoding="utf-8", newline="\n"), [0])
+
+    def write_extra(self, kind: str, record: dict[str, Any]) -> None:
+        """Append ``record`` to the side file ``out_dir/meta/<kind>.jsonl`` (e.g. "provenance",
+        "dropped"), created on first use."""
+        self.open_extra(kind)
         _, handle, count = self._extras[kind]
         # default=str: provenance may hold paths or timestamps; a side file must not fail on them.
         handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")

@@ -13,8 +13,10 @@ import grpc
 import structlog
 
 from services.selector.core import preference_record, sft_record
+from services.selector.dropped import Dropped
 from services.selector.examples import Example
 from services.selector.report import count_items, golden_agreement, judge_health, usage_of
+from taxoforge.bus import Stage
 from taxoforge.errors import TransientError
 from taxoforge.grpc_server import client_channel
 from taxoforge.service import ServiceContext
@@ -30,7 +32,23 @@ __all__ = ["exact_usage", "example_of", "generated_examples", "read_generated"]
 log = structlog.get_logger(__name__)
 
 _TOP_REASONS = 5
+# Characters of a failure's reason kept in its dropped.jsonl line.
+_DETAIL_CHARS = 1000
 _GOLDEN_TIMEOUT_S = 600.0
+
+
+def _unusable(judgment: pb.Judgment, why: str) -> Dropped:
+    """A judged item left out: why, with its contrastive rounds when it had any."""
+    extra: dict[str, Any] = {}
+    history = [*judgment.instruction.contrastive, judgment.contrastive]
+    if any(c.decision for c in history):
+        extra["contrastive"] = [
+            {"version": c.version, "gap": c.gap, "decision": c.decision}
+            for c in history
+            if c.decision
+        ]
+        extra["rubric_rounds"] = len(judgment.instruction.rounds)
+    return Dropped(judgment.item_id, Stage.JUDGE.value, "unusable", why, extra)
 
 
 def _verdicts(judgment: pb.Judgment) -> dict[str, Any]:
@@ -116,13 +134,13 @@ def example_of(judgment: pb.Judgment) -> Example | None:
     return example
 
 
-def read_generated(path: Path) -> Iterator[Example | tuple[str, str]]:
-    """What ``generated_examples`` wrote: examples, and (item, reason) for items left out."""
+def read_generated(path: Path) -> Iterator[Example | Dropped]:
+    """What ``generated_examples`` wrote: examples, and the items left out with why."""
     with path.open("rb") as fh:
         for line in fh:
             value = json.loads(line)
             if "dropped" in value:
-                yield value["item_id"], value["dropped"]
+                yield Dropped.from_json(value)
             else:
                 yield value
 
@@ -142,32 +160,41 @@ async def generated_examples(
     judged = {o.item_id for o in outcomes if o.judged}
     judgments: list[pb.Judgment] = []
     with dest.open("w", encoding="utf-8") as fh:
+
+        def _drop(dropped: Dropped) -> None:
+            fh.write(json.dumps(dropped.to_json(), ensure_ascii=False) + "\n")
+
         async for judgment in items.scan(job.id, ItemKind.JUDGMENT, pb.Judgment):
             if judgment.item_id not in judged:
                 continue
             judgments.append(judgment)
             if not judgment.usable:
                 why = judgment.unusable_reason or "the judge found it unusable"
-                fh.write(json.dumps({"item_id": judgment.item_id, "dropped": why}) + "\n")
+                _drop(_unusable(judgment, why))
                 continue
             example = example_of(judgment)
             if example is None:
-                reason = "no response with a valid score"
-                fh.write(json.dumps({"item_id": judgment.item_id, "dropped": reason}) + "\n")
+                _drop(_unusable(judgment, "no response with a valid score"))
                 continue
             fh.write(json.dumps(example, ensure_ascii=False) + "\n")
+        # The judgment is stored before the item ends, so this is never expected; if it
+        # happens the item is still accounted for.
+        for item_id in sorted(judged - {j.item_id for j in judgments}):
+            log.error("judgment_missing", item_id=item_id)
+            detail = "judged, but no judgment is stored"
+            _drop(Dropped(item_id, Stage.JUDGE.value, "failed", detail))
         failures = {
-            f.item_id: f
+            (f.stage, f.item_id): f
             async for f in items.scan(job.id, ItemKind.FAILURE, pb.ItemFailure)
             if f.item_id not in judged
         }
         for outcome in outcomes:
             if not outcome.judged:
-                failure = failures.get(outcome.item_id)
-                reason = f"failed at {outcome.failed_stage}" + (
-                    f": {failure.reason[:300]}" if failure else ""
-                )
-                fh.write(json.dumps({"item_id": outcome.item_id, "dropped": reason}) + "\n")
+                stage = outcome.failed_stage or "unknown"
+                failure = failures.get((stage, outcome.item_id))
+                detail = failure.reason[:_DETAIL_CHARS] if failure else ""
+                extra = {"deliveries": failure.deliveries} if failure else {}
+                _drop(Dropped(outcome.item_id, stage, "failed", detail, extra))
 
     report.judged = len(judgments)
     report.failed = len(outcomes) - len(judged)
@@ -243,7 +270,7 @@ async def _golden(job: pb.Job, health: pb.JudgeHealth, judge_addr: str) -> None:
         async with client_channel(judge_addr) as channel:
             stub = judge_pb2_grpc.JudgeServiceStub(channel)
             resp = await stub.JudgeBatch(
-                jpb.JudgeBatchRequest(requests=requests), timeout=_GOLDEN_TIMEOUT_S
+                jpb.JudgeBatchRequest(requests=requests, job_id=job.id), timeout=_GOLDEN_TIMEOUT_S
             )
     except grpc.aio.AioRpcError as exc:
         log.warning("golden_set_not_judged", error=exc.details())

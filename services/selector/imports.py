@@ -18,6 +18,14 @@ Row shapes (the common shapes of fine-tuning data), detected per row by their ke
 
 Null fields count as absent (a Parquet file has every column on every row). A row's other
 non-null fields go to ``metadata`` as plain JSON values; its own "id" is kept as "source_id".
+
+Files are tenant input, so reading is bounded by ``ImportLimits`` whatever the file holds: a row
+longer than ``max_record_bytes`` is skipped without being held whole (a ``TooLargeRow``, the
+rest import), and a file that unpacks to more than its compressed size times
+``max_compression_ratio`` (or ``max_decompressed_bytes``) is refused as a decompression bomb,
+as is a Parquet file with a page over ``max_page_bytes`` (a page is unpacked whole).
+The record limit also bounds every queue message made from a row (a tag task carries one query,
+a compare task a sample and its reference), which must stay under NATS's max payload.
 """
 
 from __future__ import annotations
@@ -26,10 +34,12 @@ import base64
 import datetime as dt
 import decimal
 import gzip
+import io
 import json
 import math
+import os
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -38,18 +48,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from services.selector.examples import SHAPES, Example, Message, Shape
+from services.selector.parquet_pages import PageFormatError, page_sizes
 from taxoforge.tokens import messages_tokens
 
 __all__ = [
     "HEAD_BYTES",
+    "MAX_RECORD_BYTES_CEILING",
     "PARQUET_BATCH_ROWS",
     "Format",
     "ImportFileError",
+    "ImportLimits",
     "MalformedRow",
     "MalformedRowError",
+    "TooLargeRow",
     "detect_format",
     "iter_rows",
     "read_examples",
+    "read_lines",
     "sniff_format",
     "to_example",
 ]
@@ -58,8 +73,20 @@ Format = Literal["jsonl", "parquet"]
 
 # How much of a file ``sniff_format`` reads to tell its format.
 HEAD_BYTES = 64 * 1024
-# Rows per Parquet batch: small enough that a batch of long conversations stays small.
-PARQUET_BATCH_ROWS = 512
+# Rows per Parquet batch: few, so that a batch of rows near the record limit stays small
+# (64 x 256 KiB = 16 MiB of Arrow data) before any row is turned into Python objects.
+PARQUET_BATCH_ROWS = 64
+# The largest record limit allowed: a compare task carries two records' texts (a sample and its
+# cluster's reference) and must fit NATS's default max payload (1 MiB) with room for its envelope.
+MAX_RECORD_BYTES_CEILING = 480 * 1024
+# A compressed file may always unpack to this much, whatever its ratio: a small file of very
+# repetitive rows is not a bomb, and this much is cheap to read through.
+_RATIO_FLOOR_BYTES = 64 << 20
+# Bytes read at a time while skipping through a line that is over the record limit.
+_SKIP_CHUNK = 1 << 16
+# A reason is cut to this many characters: it quotes tenant text (a key, a role), and reasons go
+# into the job record, which travels as one message.
+_MAX_REASON_CHARS = 300
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_MAGIC = b"PAR1"
@@ -108,6 +135,93 @@ class MalformedRow:
 
     row: int
     reason: str
+
+
+@dataclass
+class TooLargeRow(MalformedRow):
+    """A row over the record limit, skipped unread: ``size`` is its length in bytes (the line
+    without its newline; a Parquet row's Arrow data), ``limit`` the limit it exceeds."""
+
+    size: int = 0
+    limit: int = 0
+
+
+@dataclass(frozen=True)
+class ImportLimits:
+    """How much an import may hold or unpack; the selector's settings give them
+    (TAXOFORGE_IMPORT_MAX_RECORD_BYTES, ..._MAX_DECOMPRESSED_BYTES, ..._MAX_COMPRESSION_RATIO,
+    ..._MAX_PAGE_BYTES).
+
+    Reading holds at most one line of ``max_record_bytes`` (JSON Lines), or one Parquet page
+    of ``max_page_bytes`` and a batch of ``PARQUET_BATCH_ROWS`` rows, at a time, plus what one
+    row becomes as an example.
+    """
+
+    max_record_bytes: int = 256 * 1024
+    max_decompressed_bytes: int = 20 << 30
+    max_compression_ratio: float = 100.0
+    # A Parquet reader unpacks a page whole, whatever the batch size, and holds two to three
+    # times this while it does (a dictionary page counts twice its size). Writers aim at 1 MiB
+    # pages, but pyarrow's checks the size only every 1024 rows: 32 KiB rows make 32 MiB pages.
+    max_page_bytes: int = 32 << 20
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_record_bytes <= MAX_RECORD_BYTES_CEILING:
+            raise ValueError(
+                f"the record limit must be between 1 and {MAX_RECORD_BYTES_CEILING} bytes "
+                "(a compare task carries two records in one NATS message)"
+            )
+        if self.max_decompressed_bytes <= 0 or self.max_page_bytes <= 0:
+            raise ValueError("the decompressed-bytes and page limits must be positive")
+        if self.max_compression_ratio < 1:
+            raise ValueError("the compression ratio limit must be at least 1")
+
+    def unpacked_budget(self, compressed: int) -> int:
+        """The most a file of ``compressed`` bytes may unpack to."""
+        by_ratio = max(int(compressed * self.max_compression_ratio), _RATIO_FLOOR_BYTES)
+        return min(self.max_decompressed_bytes, by_ratio)
+
+    def bomb(self, name: str, compressed: int, budget: int) -> ImportFileError:
+        """The error for a file that unpacks past ``budget``."""
+        if budget >= self.max_decompressed_bytes:
+            why = f"the limit, TAXOFORGE_IMPORT_MAX_DECOMPRESSED_BYTES ({_human(budget)})"
+        else:
+            why = (
+                f"{self.max_compression_ratio:g} times its {_human(compressed)} size "
+                f"(TAXOFORGE_IMPORT_MAX_COMPRESSION_RATIO): a decompression bomb, or data that "
+                "repeats itself far more than real data does"
+            )
+        return ImportFileError(
+            f"{name!r} unpacks to more than {_human(budget)}, over {why}; the import is "
+            "refused before it is unpacked further"
+        )
+
+    def too_large(self, row: int, size: int, what: str = "line") -> TooLargeRow:
+        return TooLargeRow(
+            row,
+            f"the {what} is {_human(size)}, over the {_human(self.max_record_bytes)} limit of "
+            "one record (TAXOFORGE_IMPORT_MAX_RECORD_BYTES); it was skipped unread",
+            size,
+            self.max_record_bytes,
+        )
+
+
+def _human(size: int) -> str:
+    """A byte count in binary units: "900 bytes", "256 KiB", "1.5 GiB"."""
+    if size < 1024:
+        return f"{size} bytes"
+    value, units = size / 1024, ["KiB", "MiB", "GiB", "TiB"]
+    while value >= 1024 and len(units) > 1:
+        value, units = value / 1024, units[1:]
+    return f"{value:.0f} {units[0]}" if value.is_integer() else f"{value:.1f} {units[0]}"
+
+
+def _short(reason: str) -> str:
+    """``reason`` cut to a size a report may carry (it may quote the tenant's text)."""
+    if len(reason) <= _MAX_REASON_CHARS:
+        return reason
+    suffix = f"... ({len(reason)} characters)"
+    return reason[: _MAX_REASON_CHARS - len(suffix)] + suffix
 
 
 # ---- formats ----
@@ -202,54 +316,89 @@ def _check_jsonl_start(name: str, text: bytes) -> None:
 
 
 def read_examples(
-    path: Path, fmt: Format, shape: str, job_id: str
+    path: Path, fmt: Format, shape: str, job_id: str, limits: ImportLimits | None = None
 ) -> Iterator[Example | MalformedRow]:
-    """Every row of the file in order: an ``Example``, or a ``MalformedRow`` saying why not.
+    """Every row of the file in order: an ``Example``, or a ``MalformedRow`` saying why not
+    (a ``TooLargeRow`` for a row over ``limits.max_record_bytes``, skipped unread).
 
     ``shape`` is "auto" (each row by its keys) or one of ``SHAPES`` (a row not in that shape is
     malformed). Rows are read lazily, one line or one Parquet batch at a time. Raises at once
     ``ValueError`` for an unknown shape or format and ``ImportFileError`` for a missing file;
     raises ``ImportFileError`` while iterating when the file cannot be read at all (not JSON
-    Lines or Parquet, a JSON array, no rows, corrupt).
+    Lines or Parquet, a JSON array, no rows, corrupt, unpacking past the limits).
     """
     _check_shape(shape)
-    return _examples(iter_rows(path, fmt), shape, job_id)
+    return _examples(iter_rows(path, fmt, limits), shape, job_id)
 
 
-def _lines(path: Path) -> Iterator[bytes]:
-    """The file's lines as bytes, gunzipped on the fly when it starts with gzip magic."""
+def read_lines(path: Path, limits: ImportLimits) -> Iterator[tuple[int, bytes | TooLargeRow]]:
+    """The file's lines with their 1-based numbers, gunzipped on the fly when it starts with
+    gzip magic; a line over the record limit comes as a ``TooLargeRow``, read through in
+    chunks and never held whole. Raises ``ImportFileError`` once the file has unpacked to more
+    than the limits allow."""
     try:
         raw = path.open("rb")
     except OSError as e:
         raise ImportFileError(f"cannot open {path.name!r}: {e.strerror or e}") from e
-    count = 0
+    cap = limits.max_record_bytes
+    number = 0
     with raw:
         try:
-            stream: Iterable[bytes] = raw
+            size = os.fstat(raw.fileno()).st_size
+            stream: io.BufferedReader | gzip.GzipFile = raw
+            budget = limits.max_decompressed_bytes
             if raw.peek(2)[:2] == _GZIP_MAGIC:
                 stream = gzip.GzipFile(fileobj=raw, mode="rb")
-            for line in stream:
-                count += 1
-                yield line
+                budget = limits.unpacked_budget(size)
+            unpacked = 0
+            while True:
+                # Room for a line exactly at the limit and its "\r\n"; more is too large.
+                line = stream.readline(cap + 2)
+                if not line:
+                    return
+                number += 1
+                unpacked += len(line)
+                if unpacked > budget:
+                    raise limits.bomb(path.name, size, budget)
+                # A whole line: it ends with its newline, or the file ends first.
+                whole = line.endswith(b"\n") or len(line) < cap + 2
+                if whole and len(line.rstrip(b"\r\n")) <= cap:
+                    yield number, line
+                    continue
+                length, tail = len(line), line[-2:]
+                while not whole:
+                    piece = stream.readline(_SKIP_CHUNK)
+                    unpacked += len(piece)
+                    if unpacked > budget:
+                        raise limits.bomb(path.name, size, budget)
+                    length += len(piece)
+                    tail = (tail + piece)[-2:]  # "\r\n" may straddle two pieces
+                    whole = not piece or piece.endswith(b"\n")
+                ending = len(tail) - len(tail.rstrip(b"\r\n"))
+                yield number, limits.too_large(number, length - ending)
         except (OSError, EOFError, zlib.error) as e:
             raise ImportFileError(
-                f"{path.name!r} cannot be read after line {count}: {e}; if it is gzipped, "
+                f"{path.name!r} cannot be read after line {number}: {e}; if it is gzipped, "
                 "check that it was copied completely"
             ) from e
 
 
-def iter_rows(path: Path, fmt: Format) -> Iterator[tuple[int, Any | MalformedRow]]:
+def iter_rows(
+    path: Path, fmt: Format, limits: ImportLimits | None = None
+) -> Iterator[tuple[int, Any | MalformedRow]]:
     """Every row of the file in order with its 1-based number: the parsed JSON value (a JSON
-    Lines line) or the row as a dict (Parquet), or a MalformedRow for a line that is not JSON.
+    Lines line) or the row as a dict (Parquet), or a MalformedRow for a line that is not JSON
+    (a ``TooLargeRow`` for a row over the record limit).
 
     Raises ``ImportFileError`` (while iterating) like ``read_examples``.
     """
     if not path.exists():
         raise ImportFileError(f"{path.name!r} does not exist")
+    limits = limits or ImportLimits()
     if fmt == "jsonl":
-        return _jsonl_rows(path)
+        return _jsonl_rows(path, limits)
     if fmt == "parquet":
-        return _parquet_rows(path)
+        return _parquet_rows(path, limits)
     raise ValueError(f"unknown format {fmt!r}: use 'jsonl' or 'parquet'")
 
 
@@ -263,12 +412,17 @@ def _examples(
         try:
             yield to_example(value, number, job_id, shape)
         except MalformedRowError as e:
-            yield MalformedRow(number, str(e))
+            yield MalformedRow(number, _short(str(e)))
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, Any | MalformedRow]]:
+def _jsonl_rows(path: Path, limits: ImportLimits) -> Iterator[tuple[int, Any | MalformedRow]]:
     started = False
-    for number, line in enumerate(_lines(path), start=1):
+    for number, line in read_lines(path, limits):
+        if isinstance(line, TooLargeRow):
+            # A row, whatever it holds: it was never read whole to tell.
+            started = True
+            yield number, line
+            continue
         if number == 1:
             line = line.removeprefix(_BOM)
         if not line.strip():
@@ -291,36 +445,87 @@ def _parse_line(line: bytes, number: int) -> Any | MalformedRow:
     except json.JSONDecodeError as e:
         return MalformedRow(number, f"invalid JSON at column {e.colno}: {e.msg}")
     except ValueError as e:  # an integer longer than Python reads (sys.int_info)
-        return MalformedRow(number, f"invalid JSON: {e}")
+        return MalformedRow(number, _short(f"invalid JSON: {e}"))
     except RecursionError:
         return MalformedRow(number, "invalid JSON: nested too deeply to read")
 
 
-def _parquet_rows(path: Path) -> Iterator[tuple[int, Any | MalformedRow]]:
+def _parquet_rows(path: Path, limits: ImportLimits) -> Iterator[tuple[int, Any | MalformedRow]]:
     try:
-        parquet = pq.ParquetFile(path)
+        # Column chunks are read through a small buffer, not whole (pre_buffer would load a
+        # row group's compressed bytes at once).
+        parquet = pq.ParquetFile(
+            path, buffer_size=1 << 20, pre_buffer=False, thrift_string_size_limit=16 << 20
+        )
     except (OSError, pa.ArrowException) as e:
         raise ImportFileError(
             f"{path.name!r} is not a readable Parquet file ({e}): export it again as Parquet"
         ) from e
-    with parquet:
-        if parquet.metadata.num_rows == 0:
-            raise ImportFileError(f"{path.name!r} has no rows")
-        row = 0
-        batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS)
-        while True:
-            try:
-                batch = next(batches, None)
-                records: list[dict[str, Any]] = [] if batch is None else batch.to_pylist()
-            except (OSError, ValueError, pa.ArrowException) as e:
-                raise ImportFileError(
-                    f"{path.name!r} cannot be read after row {row}: {e}; export it again"
-                ) from e
-            if batch is None:
-                return
-            for record in records:
-                row += 1
-                yield row, record
+    try:
+        with parquet:
+            meta = parquet.metadata
+            if meta.num_rows == 0:
+                raise ImportFileError(f"{path.name!r} has no rows")
+            _check_pages(path, meta, limits)
+            row = 0
+            batches = parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS)
+            while True:
+                try:
+                    batch = next(batches, None)
+                    records = [] if batch is None else _batch_rows(batch, row, limits)
+                except (OSError, ValueError, pa.ArrowException) as e:
+                    raise ImportFileError(
+                        f"{path.name!r} cannot be read after row {row}: {e}; export it again"
+                    ) from e
+                if batch is None:
+                    return
+                for record in records:
+                    row += 1
+                    yield row, record
+    finally:
+        # What reading unpacked is free now: give it back rather than keep it pooled.
+        pa.default_memory_pool().release_unused()
+
+
+def _check_pages(path: Path, meta: pq.FileMetaData, limits: ImportLimits) -> None:
+    """Refuse a file whose pages unpack past the limits, from their headers, before any page
+    is unpacked: a page is unpacked whole, whatever the batch size."""
+    try:
+        pages = page_sizes(path, meta)
+    except (PageFormatError, OSError) as e:
+        raise ImportFileError(
+            f"{path.name!r} is not a readable Parquet file ({e}): export it again as Parquet"
+        ) from e
+    size = path.stat().st_size
+    budget = limits.unpacked_budget(size)
+    if pages.unpacked > budget:
+        raise limits.bomb(path.name, size, budget)
+    if pages.largest > limits.max_page_bytes:
+        raise ImportFileError(
+            f"{path.name!r} has a page too large to read: {pages.where} unpacks to "
+            f"{_human(pages.largest)} (a dictionary page counts twice), over the "
+            f"{_human(limits.max_page_bytes)} limit (TAXOFORGE_IMPORT_MAX_PAGE_BYTES); a page "
+            "is read whole. Write the file again with smaller pages (pyarrow: "
+            "pq.write_table(table, path, write_batch_size=64, use_dictionary=False)), or "
+            "import it as JSON Lines, where a row over the record limit is skipped on its own"
+        )
+
+
+def _batch_rows(
+    batch: pa.RecordBatch, before: int, limits: ImportLimits
+) -> list[dict[str, Any] | TooLargeRow]:
+    """A Parquet batch's rows as dicts; a row over the record limit (its Arrow data) as a
+    ``TooLargeRow``, never turned into Python objects."""
+    cap = limits.max_record_bytes
+    if batch.nbytes <= cap:  # every row is smaller than the whole batch
+        return cast("list[dict[str, Any] | TooLargeRow]", batch.to_pylist())
+    sizes = [batch.slice(i, 1).nbytes for i in range(batch.num_rows)]
+    keep = [i for i, n in enumerate(sizes) if n <= cap]
+    kept = iter(batch.take(pa.array(keep, pa.int64())).to_pylist() if keep else [])
+    return [
+        next(kept) if n <= cap else limits.too_large(before + i + 1, n, "row")
+        for i, n in enumerate(sizes)
+    ]
 
 
 # ---- rows ----

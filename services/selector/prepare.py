@@ -10,11 +10,9 @@ written to ``dropped.jsonl`` with its reason. What is kept goes to ``examples.js
 from __future__ import annotations
 
 import asyncio
-import errno
 import hashlib
-import ipaddress
 import json
-import socket
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -23,27 +21,30 @@ from typing import Any, cast
 
 import aiohttp
 import structlog
-import yarl
-from aiohttp.abc import ResolveResult
 
 from services.selector.decontam import Decontaminator, Deduplicator
+from services.selector.dropped import Dropped, drop_record
 from services.selector.examples import Example
 from services.selector.generated import generated_examples, read_generated
 from services.selector.imports import (
     Format,
     ImportFileError,
+    ImportLimits,
     MalformedRow,
     MalformedRowError,
+    TooLargeRow,
     detect_format,
     iter_rows,
     read_examples,
+    read_lines,
     to_example,
 )
 from services.selector.spec import SelectionDefaults, selection_spec
-from services.selector.workfiles import download, work_object
+from services.selector.workfiles import download, put_job_file, work_object
 from taxoforge.bus import Stage
 from taxoforge.datasets import DatasetStore, benchmark_object
 from taxoforge.errors import NotFoundError, PermanentError
+from taxoforge.netguard import PublicResolver, get_following_redirects
 from taxoforge.pipeline import enter_step, fail_job, publish_work
 from taxoforge.service import ServiceContext
 from taxoforge.store import JobKind, job_kind
@@ -55,29 +56,38 @@ log = structlog.get_logger(__name__)
 
 # Malformed rows shown in the report (all of them are in dropped.jsonl).
 _REPORTED_ERRORS = 100
+_PRIVATE_HINT = (
+    "URL imports reach public hosts only (TAXOFORGE_IMPORT_PRIVATE_URLS=true allows others)"
+)
 _PROMPT_KEYS = ("prompt", "question", "instruction", "query", "input", "text")
 
 
-def benchmark_prompts(path: Path) -> Iterator[str]:
+def benchmark_prompts(path: Path, limits: ImportLimits | None = None) -> Iterator[str]:
     """The prompts of a benchmark file: Parquet or JSON Lines rows (a conversation in any
     import shape gives its user turns; an object gives its prompt, question, instruction,
-    query, input or text field; a JSON string is the prompt), or plain text, one per line."""
+    query, input or text field; a JSON string is the prompt), or plain text, one per line.
+
+    Read within ``limits`` like an import: a line or row over the record limit is skipped.
+    Raises ``ImportFileError`` (while iterating) for a file that cannot be read within them.
+    """
+    limits = limits or ImportLimits()
     with path.open("rb") as fh:
         head = fh.read(4096)
     stripped = head.lstrip()
     if head.startswith(b"PAR1"):
-        yield from _prompts(iter_rows(path, "parquet"))
+        yield from _prompts(iter_rows(path, "parquet", limits))
     elif stripped.startswith((b"{", b'"')) or head.startswith(b"\x1f\x8b"):
-        yield from _prompts(iter_rows(path, "jsonl"))
+        yield from _prompts(iter_rows(path, "jsonl", limits))
     else:
-        with path.open(encoding="utf-8", errors="replace") as text:
-            for line in text:
-                if line.strip():
-                    yield line.strip()
+        for _, line in read_lines(path, limits):
+            if isinstance(line, bytes) and line.strip():
+                yield line.decode("utf-8", errors="replace").strip()
 
 
 def _prompts(rows: Iterable[tuple[int, Any]]) -> Iterator[str]:
     for row, value in rows:
+        if isinstance(value, MalformedRow):  # not JSON, or over the record limit
+            continue
         if isinstance(value, str):
             prompt = value
         elif isinstance(value, dict):
@@ -100,37 +110,55 @@ class _Tally:
     malformed: int = 0
     duplicates: int = 0
     near_duplicates: int = 0
+    # Examples over the record limit (rows over it are among the malformed: never read).
+    too_large: int = 0
     contaminated: dict[str, int] = field(default_factory=dict)
     shapes: dict[str, int] = field(default_factory=dict)
     errors: list[tuple[int, str]] = field(default_factory=list)
 
 
 def _filter(
-    examples: Iterable[Example | MalformedRow | tuple[str, str]],
+    examples: Iterable[Example | MalformedRow | Dropped],
     job_id: str,
     dedup: Deduplicator,
     decontam: Decontaminator | None,
     out: Path,
     dropped: Path,
+    max_record_bytes: int = ImportLimits.max_record_bytes,
 ) -> _Tally:
-    """Dedup and decontaminate a stream of examples into ``out``; drops into ``dropped``."""
+    """Dedup and decontaminate a stream of examples into ``out``; drops into ``dropped``.
+
+    A row over the record limit (``TooLargeRow``) is dropped as "too_large"; so is an example
+    whose query and response together are over it (a generated one: an imported row is
+    measured as it is read), since later steps carry them in single queue messages."""
     tally = _Tally()
     with out.open("w", encoding="utf-8") as kept, dropped.open("a", encoding="utf-8") as drop:
 
         def _drop(item: str, reason: str, **extra: Any) -> None:
-            record = {"id": f"{job_id}/{item}", "item_id": item, "reason": reason, **extra}
+            record = drop_record(job_id, item, reason, **extra)
             drop.write(json.dumps(record, ensure_ascii=False) + "\n")
 
         for example in examples:
-            if isinstance(example, tuple):  # an item that never became an example
-                _drop(example[0], example[1])
+            if isinstance(example, Dropped):  # an item that never became an example
+                drop.write(json.dumps(example.record(job_id), ensure_ascii=False) + "\n")
                 continue
             tally.rows += 1
             if isinstance(example, MalformedRow):
                 tally.malformed += 1
                 if len(tally.errors) < _REPORTED_ERRORS:
                     tally.errors.append((example.row, example.reason))
-                _drop(f"r{example.row:07d}", "malformed", row=example.row, detail=example.reason)
+                reason = "too_large" if isinstance(example, TooLargeRow) else "malformed"
+                _drop(f"r{example.row:07d}", reason, row=example.row, detail=example.reason)
+                continue
+            size = len(example["query"].encode()) + len(example["response"].encode())
+            if size > max_record_bytes:
+                tally.too_large += 1
+                _drop(
+                    example["item_id"],
+                    "too_large",
+                    detail=f"its query and response are {size} bytes, over the "
+                    f"{max_record_bytes}-byte record limit (TAXOFORGE_IMPORT_MAX_RECORD_BYTES)",
+                )
                 continue
             tally.shapes[example["shape"]] = tally.shapes.get(example["shape"], 0) + 1
             duplicate = dedup.check(example["item_id"], example["query"])
@@ -166,6 +194,7 @@ class Preparer:
         self._ctx = ctx
         self._datasets = DatasetStore(ctx.bus)
         self._defaults = defaults
+        self._limits = defaults.import_limits
         self._judge_addr = judge_addr
 
     async def run(self, job: pb.Job) -> None:
@@ -182,8 +211,8 @@ class Preparer:
             if job_kind(job) is JobKind.SELECT:
                 source, imported = await self._materialize(job, work)
                 fmt = cast(Format, imported.format)
-                examples: Iterable[Example | MalformedRow | tuple[str, str]] = read_examples(
-                    source, fmt, job.source.shape or "auto", job.id
+                examples: Iterable[Example | MalformedRow | Dropped] = read_examples(
+                    source, fmt, job.source.shape or "auto", job.id, self._limits
                 )
             else:
                 imported = None
@@ -193,7 +222,14 @@ class Preparer:
                 examples = read_generated(raw)
             try:
                 tally = await asyncio.to_thread(
-                    _filter, examples, job.id, dedup, decontam, examples_path, dropped_path
+                    _filter,
+                    examples,
+                    job.id,
+                    dedup,
+                    decontam,
+                    examples_path,
+                    dropped_path,
+                    self._limits.max_record_bytes,
                 )
             except ImportFileError as exc:
                 raise PermanentError(f"{job.source.name or 'the file'}: {exc}") from exc
@@ -216,9 +252,15 @@ class Preparer:
                 work_object(job.id, "dropped.jsonl"), "dropped", dropped_path, 0
             )
             if tally.kept == 0 and (imported is not None or report.judged == 0):
-                # Nothing to select from. A generation job whose judged items were all
+                # Nothing to select from: the job fails, with why each item was left out
+                # (meta/dropped.jsonl). A generation job whose judged items were all
                 # filtered out still succeeds, with empty datasets and the reasons.
-                await self._ctx.jobs.update(job.id, _no_examples(report, tally, imported is None))
+                listing = await put_job_file(
+                    self._datasets, job.id, "meta/dropped.jsonl", dropped_path
+                )
+                await self._ctx.jobs.update(
+                    job.id, _no_examples(report, tally, imported is None, listing)
+                )
                 return
             await self._ctx.jobs.update(job.id, _with_report(report))
             if spec.cluster_by == "tags":
@@ -269,7 +311,12 @@ class Preparer:
                     f"benchmark {name!r} is not registered; upload it with "
                     f"PUT /v1/benchmarks/{name}"
                 ) from exc
-            added = await asyncio.to_thread(decontam.add_benchmark, name, benchmark_prompts(path))
+            try:
+                added = await asyncio.to_thread(
+                    decontam.add_benchmark, name, benchmark_prompts(path, self._limits)
+                )
+            except ImportFileError as exc:
+                raise PermanentError(f"benchmark {name!r}: {exc}") from exc
             log.info("benchmark_loaded", benchmark=name, prompts=added)
         return decontam
 
@@ -280,7 +327,9 @@ class Preparer:
         if source.path:
             path = self._defaults.allowed_path(source.path)
         else:
-            path = work / "source"
+            # Named as the tenant named it (made safe), so that what reading it says names it.
+            path = work / "source" / _local_name(source.name or source.url or source.object)
+            path.parent.mkdir()
             if source.url:
                 await self._fetch(source.url, path)
             else:
@@ -311,60 +360,15 @@ class Preparer:
         limit = self._defaults.import_max_bytes
         timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
         guard = not self._defaults.import_private_urls
-        connector = aiohttp.TCPConnector(resolver=PublicResolver() if guard else None)
+        resolver = PublicResolver(_PRIVATE_HINT) if guard else None
+        connector = aiohttp.TCPConnector(resolver=resolver)
         try:
             async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-                resp = await _get_following_redirects(session, url, guard)
+                resp = await get_following_redirects(session, url, guard, hint=_PRIVATE_HINT)
                 async with resp:
                     await _save(resp, url, dest, limit)
         except aiohttp.ClientError as exc:
             raise PermanentError(f"could not read {url}: {exc}") from exc
-
-
-class PublicResolver(aiohttp.ThreadedResolver):
-    """A resolver that gives only public addresses, so a name cannot lead inside."""
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        found = await super().resolve(host, port, family)
-        public = [r for r in found if ipaddress.ip_address(r["host"]).is_global]
-        if not public:
-            raise OSError(  # aiohttp shows an OSError's strerror in its connection error
-                errno.EACCES,
-                f"{host} has only private addresses; URL imports reach public hosts only "
-                "(TAXOFORGE_IMPORT_PRIVATE_URLS=true allows others)",
-            )
-        return public
-
-
-def _check_literal(url: str) -> None:
-    """Refuse a URL whose host is a private IP address (the resolver never sees those)."""
-    host = yarl.URL(url).host or ""
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return
-    if not address.is_global:
-        raise PermanentError(
-            f"{url}: {host} is a private address; URL imports reach public hosts only "
-            "(TAXOFORGE_IMPORT_PRIVATE_URLS=true allows others)"
-        )
-
-
-async def _get_following_redirects(
-    session: aiohttp.ClientSession, url: str, guard: bool, hops: int = 5
-) -> aiohttp.ClientResponse:
-    """GET ``url``, following redirects by hand so every hop is checked like the first."""
-    for _ in range(hops + 1):
-        if guard:
-            _check_literal(url)
-        resp = await session.get(url, allow_redirects=False)
-        if resp.status not in (301, 302, 303, 307, 308) or "Location" not in resp.headers:
-            return resp
-        url = str(resp.url.join(yarl.URL(resp.headers["Location"])))
-        resp.release()
-    raise PermanentError(f"{url}: more than {hops} redirects")
 
 
 async def _save(resp: aiohttp.ClientResponse, url: str, dest: Path, limit: int) -> None:
@@ -377,6 +381,13 @@ async def _save(resp: aiohttp.ClientResponse, url: str, dest: Path, limit: int) 
             if size > limit:
                 raise PermanentError(f"{url} is larger than TAXOFORGE_IMPORT_MAX_BYTES ({limit})")
             fh.write(chunk)
+
+
+def _local_name(name: str) -> str:
+    """A file name for the import's local copy: the last part of ``name``, safe characters."""
+    last = name.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", last)[-100:]
+    return base.lstrip(".") or "source"
 
 
 def _iter_examples(path: Path) -> Iterator[Example]:
@@ -395,7 +406,9 @@ def _with_report(report: pb.SelectionReport) -> Any:
     return _mutate
 
 
-def _no_examples(report: pb.SelectionReport, tally: _Tally, generated: bool) -> Any:
+def _no_examples(
+    report: pb.SelectionReport, tally: _Tally, generated: bool, listing: pb.DatasetInfo
+) -> Any:
     if generated and report.judged == 0:
         top = report.failure_reasons[0] if report.failure_reasons else None
         reason = "every item failed" + (f"; most often at {top.stage}: {top.reason}" if top else "")
@@ -410,6 +423,8 @@ def _no_examples(report: pb.SelectionReport, tally: _Tally, generated: bool) -> 
 
     def _mutate(job: pb.Job) -> bool:
         job.selection.CopyFrom(report)
+        del job.datasets[:]
+        job.datasets.append(listing)
         return fail(job)
 
     return _mutate

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -23,12 +22,14 @@ from numpy.typing import NDArray
 
 from services.selector.card import CardInput, write_card
 from services.selector.clustering import candidate_of, embed_all, embedder_of
+from services.selector.dropped import drop_record, iter_drops
 from services.selector.examples import Candidate, Example
 from services.selector.exports import ExportWriter
 from services.selector.generated import exact_usage
 from services.selector.spec import selection_spec
 from services.selector.tacos import Budget, Rule, Selected, measure, select
-from services.selector.workfiles import download, work_object
+from services.selector.workfiles import download, put_job_file, work_object
+from taxoforge.bus import Stage
 from taxoforge.datasets import DatasetStore
 from taxoforge.errors import TransientError
 from taxoforge.protojson import to_dict
@@ -58,6 +59,14 @@ def load_examples(path: Path) -> _Loaded:
                 out.offsets.append(offset)
             offset += len(line)
     return out
+
+
+@dataclass
+class _Written:
+    """The files of the job's folder, and the ids of every item they keep or drop."""
+
+    files: list[Path]
+    accounted: set[str]
 
 
 @dataclass
@@ -142,7 +151,9 @@ class SelectionRunner:
                 info.quota, info.selected = quota, selected
 
             out = work / "out"
-            files = await asyncio.to_thread(
+            prepared = work / "prepared-dropped.jsonl"
+            await download(self._datasets, work_object(job.id, "dropped.jsonl"), prepared)
+            written = await asyncio.to_thread(
                 self._write,
                 job,
                 spec,
@@ -153,11 +164,15 @@ class SelectionRunner:
                 comparisons,
                 quota_by_cluster,
                 report,
+                prepared,
                 out,
             )
-            await self._copy_prepare_drops(job.id, work, out)
+            await self._account(job, report, written.accounted, out / "meta" / "dropped.jsonl")
             report.usage.CopyFrom(await exact_usage(self._ctx, job.id, report.usage))
-            datasets = [await self._upload(job.id, out, f) for f in files]
+            datasets = [
+                await put_job_file(self._datasets, job.id, f.relative_to(out).as_posix(), f)
+                for f in written.files
+            ]
 
         def _succeed(j: pb.Job) -> bool:
             if j.state in TERMINAL_STATES:
@@ -223,7 +238,7 @@ class SelectionRunner:
         candidates at a time, best first, and stops at the budget, so only what it reaches is
         embedded (on 100k candidates most never are; a sample is its query and response)."""
         loop = asyncio.get_running_loop()
-        embedder = embedder_of(job)
+        embedder = embedder_of(job, self._ctx.llm.registry)
 
         def embed(rows: NDArray[np.int64]) -> NDArray[np.float32]:
             texts = [f"{cands[i].query}\n{cands[i].response}" for i in rows.tolist()]
@@ -246,10 +261,13 @@ class SelectionRunner:
         comparisons: _Comparisons,
         quota_by_cluster: dict[int, tuple[int, int]],
         report: pb.SelectionReport,
+        prepared_drops: Path,
         out: Path,
-    ) -> list[Path]:
-        """Exports, provenance, the drops of this step and the card, under ``out``."""
+    ) -> _Written:
+        """Exports, provenance, every drop (the prepare step's, then this step's) and the card,
+        under ``out``; provenance and drops are written even when empty."""
         cands = loaded.candidates
+        accounted: set[str] = set()
         labels: list[str] = plan["labels"]
         references: list[str] = plan["references"]
         kept = _explain(spec.method, chosen, cands, labels, quota_by_cluster)
@@ -262,11 +280,18 @@ class SelectionRunner:
         }
         languages: Counter[str] = Counter()
         with ExportWriter(out, spec.exports) as writer, examples_path.open("rb") as fh:
+            writer.open_extra("provenance")
+            writer.open_extra("dropped")
+            # Malformed, duplicate, contaminated, failed and unusable items go first.
+            for drop in iter_drops(prepared_drops, job.id):
+                writer.write_extra("dropped", drop)
+                accounted.add(drop["item_id"])
             for i in order:
                 fh.seek(loaded.offsets[i])
                 example: Example = json.loads(fh.readline())
                 writer.write(example)
                 cand = cands[i]
+                accounted.add(cand.item_id)
                 label = labels[cand.cluster] if 0 <= cand.cluster < len(labels) else ""
                 writer.write_extra(
                     "provenance",
@@ -286,15 +311,11 @@ class SelectionRunner:
             selected = set(chosen)
             for i, cand in enumerate(cands):
                 if i not in selected:
+                    detail = _not_kept(spec.method, i, cands, labels, quota_by_cluster)
                     writer.write_extra(
-                        "dropped",
-                        {
-                            "id": f"{job.id}/{cand.item_id}",
-                            "item_id": cand.item_id,
-                            "reason": "not_selected",
-                            "detail": _not_kept(spec.method, i, cands, labels, quota_by_cluster),
-                        },
+                        "dropped", drop_record(job.id, cand.item_id, "not_selected", detail=detail)
                     )
+                    accounted.add(cand.item_id)
             if job_kind(job) is JobKind.GENERATE:  # judged items whose candidates gave no pair
                 report.ties = sum(not c.has_preference for c in cands)
         files = writer.close()
@@ -316,48 +337,31 @@ class SelectionRunner:
             report=to_dict(report),
         )
         card_paths = write_card(out, card)
-        return [f.path for f in files] + [out / p for p in card_paths]
+        return _Written([f.path for f in files] + [out / p for p in card_paths], accounted)
 
-    async def _copy_prepare_drops(self, job_id: str, work: Path, out: Path) -> None:
-        """The prepare step's drops (malformed, duplicate, contaminated, failed) go first."""
-        prepared = work / "prepared-dropped.jsonl"
-        await download(self._datasets, work_object(job_id, "dropped.jsonl"), prepared)
-        target = out / "meta" / "dropped.jsonl"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        merged = work / "dropped-merged.jsonl"
-        with merged.open("wb") as dst:
-            with prepared.open("rb") as src:
-                shutil.copyfileobj(src, dst)
-            if target.exists():
-                with target.open("rb") as src:
-                    shutil.copyfileobj(src, dst)
-        merged.replace(target)
-
-    async def _upload(self, job_id: str, out: Path, path: Path) -> pb.DatasetInfo:
-        rel = path.relative_to(out).as_posix()
-        kind, fmt = _kind_of(rel)
-        records = 0
-        if fmt == "jsonl":
-            with path.open("rb") as fh:
-                records = sum(1 for line in fh if line.strip())
-        elif fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            records = pq.ParquetFile(path).metadata.num_rows
-        info = await self._datasets.put_file(f"{job_id}/{rel}", kind, path, records)
-        info.format = fmt
-        return info
-
-
-def _kind_of(rel: str) -> tuple[str, str]:
-    """A job file's kind and format from its path: data/sft.parquet -> ("sft", "parquet")."""
-    name = rel.rsplit("/", 1)[-1]
-    stem, _, fmt = name.rpartition(".")
-    if rel == "README.md":
-        return "card", "md"
-    if rel.startswith("images/"):
-        return "image", fmt
-    return stem, fmt
+    async def _account(
+        self, job: pb.Job, report: pb.SelectionReport, accounted: set[str], dropped: Path
+    ) -> None:
+        """Every planned item ends kept or dropped. The prepare step's drops and the examples
+        cover them all; should an item be missing anyway, it is listed rather than lost."""
+        if job_kind(job) is not JobKind.GENERATE:
+            # Row numbers skip blank lines, so a missing row can be counted, not named.
+            if len(accounted) < report.imported.rows:
+                log.error("rows_unaccounted", rows=report.imported.rows, listed=len(accounted))
+            return
+        if len(accounted) >= job.planned:
+            return
+        missing: list[dict[str, Any]] = []
+        async for outcome in self._ctx.items.scan(job.id, ItemKind.OUTCOME, pb.ItemOutcome):
+            if outcome.item_id not in accounted:
+                stage = outcome.failed_stage or Stage.SELECT.value
+                detail = "not among the step's examples or the prepare step's drops"
+                missing.append(drop_record(job.id, outcome.item_id, "failed", stage, detail=detail))
+        if missing:
+            log.error("items_unaccounted", items=len(missing), planned=job.planned)
+            with dropped.open("a", encoding="utf-8") as fh:
+                for record in missing:
+                    fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def _recipe_settings(recipe: pb.Recipe) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from services.selector.imports import MAX_RECORD_BYTES_CEILING, ImportLimits
 from services.selector.spec import SelectionDefaults
 from taxoforge.settings import ServiceSettings
 
@@ -24,10 +25,28 @@ class SelectorSettings(ServiceSettings):
     import_max_bytes: int = Field(default=20 << 30, gt=0)
     # URL imports from private addresses (TAXOFORGE_IMPORT_PRIVATE_URLS): off on a cluster.
     import_private_urls: bool = False
+    # What one import may hold or unpack (services.selector.imports.ImportLimits): a row over
+    # the record limit is dropped as too_large (it becomes queue messages, and a compare task
+    # carries two rows within NATS's 1 MiB max payload); a file unpacking past its compressed
+    # size times the ratio, or past the decompressed limit, is refused; so is a Parquet page
+    # unpacking past the page limit, since a page is read whole.
+    import_max_record_bytes: int = Field(default=256 << 10, gt=0, le=MAX_RECORD_BYTES_CEILING)
+    import_max_decompressed_bytes: int = Field(default=20 << 30, gt=0)
+    import_max_compression_ratio: float = Field(default=100.0, ge=1)
+    import_max_page_bytes: int = Field(default=32 << 20, gt=0)
 
     def selection_defaults(self) -> SelectionDefaults:
         """What the prepare step needs of these settings."""
         roots = tuple(r.strip() for r in self.import_roots.split(",") if r.strip())
         return SelectionDefaults(
-            roots, self.import_urls, self.import_max_bytes, self.import_private_urls
+            roots,
+            self.import_urls,
+            self.import_max_bytes,
+            self.import_private_urls,
+            import_limits=ImportLimits(
+                max_record_bytes=self.import_max_record_bytes,
+                max_decompressed_bytes=self.import_max_decompressed_bytes,
+                max_compression_ratio=self.import_max_compression_ratio,
+                max_page_bytes=self.import_max_page_bytes,
+            ),
         )

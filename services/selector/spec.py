@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.selector.imports import ImportLimits
 from taxoforge.errors import PermanentError
 from taxoforge.store import JobKind, job_kind
 from taxoforge.v1 import common_pb2 as pb
@@ -67,6 +68,8 @@ class SelectionDefaults:
     # URLs whose host is loopback, private or link-local (a cluster's own services, cloud
     # metadata endpoints) are refused unless this is set: a URL import must not reach inside.
     import_private_urls: bool = False
+    # How much one import may hold or unpack: a row over the record limit is dropped.
+    import_limits: ImportLimits = field(default_factory=ImportLimits)
 
     def allowed_path(self, path: str) -> Path:
         """``path`` resolved, if it is a file under one of the import roots.

@@ -6,7 +6,6 @@ near-synonym merging) runs over the whole job when it is clustered.
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 
 import structlog
@@ -14,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from taxoforge.bus.worker import Delivery
 from taxoforge.llm import LLMClient
+from taxoforge.markers import fence_for
 from taxoforge.pipeline import active_job
 from taxoforge.prompts import load_template
 from taxoforge.service import ServiceContext
@@ -47,11 +47,17 @@ class Tagger:
 
     async def tag(self, task: pb.TagTask, cfg: pb.ModelConfig) -> pb.Tags:
         """The query's open tags (at most five, blanks and repeats out)."""
-        nonce = secrets.token_hex(6)
-        query = task.query[:_MAX_QUERY_CHARS].replace(nonce, "[marker removed]")
-        messages = self._template.render(nonce=nonce, query=query)
+        marker = await fence_for("tag", task.item_id)
+        query = marker.clean(task.query[:_MAX_QUERY_CHARS])
+        messages = self._template.render(nonce=marker.marker, query=query)
         verdict, call = await self._llm.structured(
-            "tagger", cfg, messages, TagVerdict, max_tokens=120, temperature=0.0
+            "tagger",
+            cfg,
+            messages,
+            TagVerdict,
+            max_tokens=120,
+            temperature=0.0,
+            cache=marker.stable,
         )
         seen: list[str] = []
         for tag in verdict.tags:
@@ -77,9 +83,7 @@ class TagHandler:
         cfg = job.recipe.models.tagger
 
         async def _tag() -> pb.Tags:
-            tags = await self._tagger.tag(task, cfg)
-            self._ctx.usage.add(job.id, tags.call.usage)
-            return tags
+            return await self._tagger.tag(task, cfg)
 
         key = ItemStore.key(job.id, ItemKind.TAGS, task.item_id)
         await self._ctx.items.once(key, pb.Tags, _tag)

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from taxoforge.datasets import DatasetStore
+from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["download", "iter_jsonl", "work_object"]
+__all__ = ["download", "iter_jsonl", "put_job_file", "work_object"]
 
 
 def work_object(job_id: str, name: str) -> str:
@@ -44,3 +45,31 @@ def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 value = json.loads(line)
                 if isinstance(value, dict):
                     yield value
+
+
+async def put_job_file(datasets: DatasetStore, job_id: str, rel: str, path: Path) -> pb.DatasetInfo:
+    """Store ``path`` as the file ``rel`` of the job's folder ("meta/dropped.jsonl"), described
+    with its kind, format and records (lines of JSON Lines, rows of Parquet)."""
+    kind, fmt = _kind_of(rel)
+    records = 0
+    if fmt == "jsonl":
+        with path.open("rb") as fh:
+            records = sum(1 for line in fh if line.strip())
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        records = pq.ParquetFile(path).metadata.num_rows
+    info = await datasets.put_file(f"{job_id}/{rel}", kind, path, records)
+    info.format = fmt
+    return info
+
+
+def _kind_of(rel: str) -> tuple[str, str]:
+    """A job file's kind and format from its path: data/sft.parquet -> ("sft", "parquet")."""
+    name = rel.rsplit("/", 1)[-1]
+    stem, _, fmt = name.rpartition(".")
+    if rel == "README.md":
+        return "card", "md"
+    if rel.startswith("images/"):
+        return "image", fmt
+    return stem, fmt

@@ -6,6 +6,12 @@ remainder. Leaf x language cells are rounded together so both totals hold (contr
 rounding); difficulties and task types are then laid over the seeds in evenly spread
 sequences, each within the strata of the dimensions before it, so every combination gets close
 to its proportional share. A seed (``recipe.seed``) fixes the order: same recipe, same plan.
+
+A plan's cells and totals follow from the per-dimension counts alone, so a dry run or a
+submission costs the same for ten seeds as for a million. The seeds themselves are laid out as
+five small integers each (leaf, language, difficulty, task type, strategy) only when first read,
+and each message is made when it is read: a million-seed plan holds a few tens of MB, never a
+million messages.
 """
 
 from __future__ import annotations
@@ -14,8 +20,12 @@ import difflib
 import math
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
+
+import numpy as np
+import numpy.typing as npt
 
 from services.taxonomy.tree import SESSION, index, planning_leaves, syllabus
 from taxoforge.errors import PermanentError
@@ -26,6 +36,7 @@ __all__ = [
     "DIFFICULTIES",
     "STRATEGIES",
     "Plan",
+    "Seeds",
     "controlled_rounding",
     "even_sequence",
     "item_id",
@@ -152,16 +163,155 @@ def even_sequence(counts: Sequence[int]) -> list[int]:
     return [v for _, v, _ in slots]
 
 
+def _even_positions(counts: Sequence[int]) -> npt.NDArray[np.int32]:
+    """``even_sequence(counts)`` as an array, for millions of values: the same positions in
+    the same float arithmetic, ordered by the same (position, value, occurrence) key."""
+    total = sum(counts)
+    values = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
+    nth = np.concatenate([np.arange(c, dtype=np.int64) for c in counts])
+    sizes = np.repeat(np.asarray(counts, dtype=np.int64), counts)
+    positions = (nth + 0.5) * total / sizes
+    return values[np.lexsort((nth, values, positions))]
+
+
 @dataclass(frozen=True)
-class _Task:
-    node: pb.TaxonomyNode
+class _Layout:
+    """What the seeds' order is made from; the order itself is computed when first needed."""
+
+    table: list[list[int]]
+    difficulties: list[int]  # per difficulty; empty: none asked
+    tasks: list[int]  # per task type; empty: none
+    strategies: list[int]  # per strategy; one entry: all the same
+    seed: int
+
+    def rows(self) -> npt.NDArray[np.int32]:
+        """(n, 5) rows of leaf, language, difficulty, task type and strategy indices (-1 for
+        none), in plan order: the arithmetic of the list-of-rows version, as arrays."""
+        flat = [n for row in self.table for n in row]
+        n_cols = len(self.table[0]) if self.table else 0
+        cells = np.arange(len(flat), dtype=np.int64)
+        leaf = np.repeat(cells // max(n_cols, 1), flat).astype(np.int32)
+        lang = np.repeat(cells % max(n_cols, 1), flat).astype(np.int32)
+        count = len(leaf)
+        difficulty = np.full(count, -1, dtype=np.int32)
+        task = np.full(count, -1, dtype=np.int32)
+        strategy = np.zeros(count, dtype=np.int32)
+        if self.difficulties:
+            difficulty = _even_positions(self.difficulties)
+        if self.tasks:
+            # Stable by the keys before it: the current order breaks ties.
+            order = np.lexsort((np.arange(count), lang, leaf, difficulty))
+            leaf, lang, difficulty = leaf[order], lang[order], difficulty[order]
+            task = _even_positions(self.tasks)
+        if len(self.strategies) > 1:
+            order = np.lexsort((np.arange(count), lang, leaf, difficulty, task))
+            leaf, lang, difficulty, task = leaf[order], lang[order], difficulty[order], task[order]
+            strategy = _even_positions(self.strategies)
+        # random.shuffle of the rows moves them by the positions it draws; draw those alone.
+        shuffled = list(range(count))
+        random.Random(self.seed).shuffle(shuffled)
+        order = np.asarray(shuffled, dtype=np.int64)
+        del shuffled
+        return np.stack([leaf, lang, difficulty, task, strategy], axis=1)[order]
+
+
+class Seeds(Sequence[pb.Seed]):
+    """A plan's seeds, each made when read (``seeds[i]``, a slice, iteration)."""
+
+    def __init__(
+        self,
+        job_id: str,
+        count: int,
+        layout: _Layout,
+        leaves: list[tuple[pb.TaxonomyNode, tuple[str, ...]]],
+        languages: list[pb.LanguageShare],
+        difficulties: list[pb.Share],
+        tasks: list[tuple[pb.TaxonomyNode, float]],
+        strategies: list[pb.Share],
+    ) -> None:
+        self._job_id = job_id
+        self._count = count
+        self._layout = layout
+        self._leaves = leaves
+        self._languages = [s.code for s in languages]
+        self._difficulties = [d.name for d in difficulties]
+        self._tasks = tasks
+        self._strategies = [s.name for s in strategies]
+        self._rows: npt.NDArray[np.int32] | None = None
+        self._leaf_seeds: dict[int, pb.Seed] = {}
+        self._task_seeds: dict[int, pb.Seed] = {}
+
+    def __len__(self) -> int:
+        return self._count
+
+    @overload
+    def __getitem__(self, index: int) -> pb.Seed: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[pb.Seed]: ...
+
+    def __getitem__(self, index: int | slice) -> pb.Seed | list[pb.Seed]:
+        if isinstance(index, slice):
+            return [self._seed(n) for n in range(*index.indices(self._count))]
+        if index < 0:
+            index += self._count
+        if not 0 <= index < self._count:
+            raise IndexError("seed index out of range")
+        return self._seed(index)
+
+    def __iter__(self) -> Iterator[pb.Seed]:
+        for n in range(self._count):
+            yield self._seed(n)
+
+    def _seed(self, n: int) -> pb.Seed:
+        if self._rows is None:
+            self._rows = self._layout.rows()
+        li, lj, di, ti, si = (int(x) for x in self._rows[n])
+        seed = pb.Seed()
+        seed.CopyFrom(self._leaf_seed(li))
+        if ti >= 0:
+            seed.MergeFrom(self._task_seed(ti))
+        seed.job_id = self._job_id
+        seed.item_id = item_id(n)
+        seed.index = n
+        seed.language = self._languages[lj]
+        seed.difficulty = self._difficulties[di] if di >= 0 else ""
+        seed.strategy = self._strategies[si]
+        return seed
+
+    def _leaf_seed(self, li: int) -> pb.Seed:
+        """What every seed of leaf ``li`` shares (its syllabus is built once, not per seed)."""
+        if li not in self._leaf_seeds:
+            leaf, path = self._leaves[li]
+            part = pb.Seed(
+                node_id=leaf.id,
+                node_path=" > ".join(path),
+                node_title=leaf.title,
+                node_description=leaf.description,
+                syllabus=syllabus(leaf),
+            )
+            for attr, attr_value in leaf.attributes.items():
+                part.node_attributes[attr].CopyFrom(attr_value)
+            self._leaf_seeds[li] = part
+        return self._leaf_seeds[li]
+
+    def _task_seed(self, ti: int) -> pb.Seed:
+        if ti not in self._task_seeds:
+            task = self._tasks[ti][0]
+            part = pb.Seed(
+                task_type=task.id, task_title=task.title, task_description=task.description
+            )
+            for attr, attr_value in task.attributes.items():
+                part.task_attributes[attr].CopyFrom(attr_value)
+            self._task_seeds[ti] = part
+        return self._task_seeds[ti]
 
 
 class Plan:
     """Seeds for a job, the count of each (leaf, language) cell, and each dimension's totals."""
 
     def __init__(
-        self, seeds: list[pb.Seed], cells: list[tpb.PlanCell], totals: list[tpb.PlanCount]
+        self, seeds: Seeds, cells: list[tpb.PlanCell], totals: list[tpb.PlanCount]
     ) -> None:
         self.seeds = seeds
         self.cells = cells
@@ -321,70 +471,47 @@ def plan_job(
     per_leaf = _leaf_counts(recipe, taxonomy, leaves)
     per_language = largest_remainder([s.share for s in languages], recipe.count)
     table = controlled_rounding(per_leaf, per_language)
-    rows: list[list[int]] = []  # [leaf, language, difficulty, task] per seed
-    cells: list[tpb.PlanCell] = []
-    for i, (leaf, _) in enumerate(leaves):
-        for j, share in enumerate(languages):
-            if table[i][j]:
-                cells.append(tpb.PlanCell(node_id=leaf.id, language=share.code, count=table[i][j]))
-                rows.extend([[i, j, -1, -1, 0] for _ in range(table[i][j])])
-
+    cells = [
+        tpb.PlanCell(node_id=leaf.id, language=share.code, count=table[i][j])
+        for i, (leaf, _) in enumerate(leaves)
+        for j, share in enumerate(languages)
+        if table[i][j]
+    ]
     # Then each further dimension, spread evenly within the strata of those before it.
-    if difficulties:
-        counts = largest_remainder([d.share for d in difficulties], recipe.count)
-        for row, value in zip(rows, even_sequence(counts), strict=True):
-            row[2] = value
-    if task_weights:
-        counts = largest_remainder([w for _, w in task_weights], recipe.count)
-        rows.sort(key=lambda r: (r[2], r[0], r[1]))
-        for row, value in zip(rows, even_sequence(counts), strict=True):
-            row[3] = value
-
-    if len(strategies) > 1:
-        counts = largest_remainder([s.share for s in strategies], recipe.count)
-        rows.sort(key=lambda r: (r[3], r[2], r[0], r[1]))
-        for row, value in zip(rows, even_sequence(counts), strict=True):
-            row[4] = value
-
-    random.Random(recipe.seed).shuffle(rows)
-    seeds = []
-    for n, (li, lj, di, ti, si) in enumerate(rows):
-        leaf, path = leaves[li]
-        seed = pb.Seed(
-            job_id=job_id,
-            item_id=item_id(n),
-            index=n,
-            node_id=leaf.id,
-            node_path=" > ".join(path),
-            node_title=leaf.title,
-            node_description=leaf.description,
-            language=languages[lj].code,
-            difficulty=difficulties[di].name if di >= 0 else "",
-            syllabus=syllabus(leaf),
-            strategy=strategies[si].name,
-        )
-        for attr, attr_value in leaf.attributes.items():
-            seed.node_attributes[attr].CopyFrom(attr_value)
-        if ti >= 0:
-            task = task_weights[ti][0]
-            seed.task_type = task.id
-            seed.task_title = task.title
-            seed.task_description = task.description
-            for attr, attr_value in task.attributes.items():
-                seed.task_attributes[attr].CopyFrom(attr_value)
-        seeds.append(seed)
-    return Plan(seeds, cells, _totals(seeds))
+    layout = _Layout(
+        table=table,
+        difficulties=largest_remainder([d.share for d in difficulties], recipe.count)
+        if difficulties
+        else [],
+        tasks=largest_remainder([w for _, w in task_weights], recipe.count) if task_weights else [],
+        strategies=largest_remainder([s.share for s in strategies], recipe.count)
+        if len(strategies) > 1
+        else [recipe.count],
+        seed=recipe.seed,
+    )
+    totals = _totals(
+        [
+            ("node", [leaf.id for leaf, _ in leaves], [sum(row) for row in table]),
+            ("language", [s.code for s in languages], per_language),
+            ("difficulty", [d.name for d in difficulties], layout.difficulties),
+            ("task_type", [t.id for t, _ in task_weights], layout.tasks),
+            ("strategy", [s.name for s in strategies], layout.strategies),
+        ]
+    )
+    seeds = Seeds(
+        job_id, recipe.count, layout, leaves, languages, difficulties, task_weights, strategies
+    )
+    return Plan(seeds, cells, totals)
 
 
-def _totals(seeds: Sequence[pb.Seed]) -> list[tpb.PlanCount]:
+def _totals(dimensions: list[tuple[str, list[str], list[int]]]) -> list[tpb.PlanCount]:
+    """Each dimension's values that get seeds, with their counts, by value."""
     out = []
-    for dimension, values in (
-        ("node", Counter(s.node_id for s in seeds)),
-        ("language", Counter(s.language for s in seeds)),
-        ("difficulty", Counter(s.difficulty for s in seeds if s.difficulty)),
-        ("task_type", Counter(s.task_type for s in seeds if s.task_type)),
-        ("strategy", Counter(s.strategy for s in seeds)),
-    ):
-        for value, count in sorted(values.items()):
-            out.append(tpb.PlanCount(dimension=dimension, value=value, count=count))
+    for dimension, names, counts in dimensions:
+        merged: Counter[str] = Counter()
+        for name, count in zip(names, counts, strict=True):
+            merged[name] += count
+        for value, count in sorted(merged.items()):
+            if count:
+                out.append(tpb.PlanCount(dimension=dimension, value=value, count=count))
     return out

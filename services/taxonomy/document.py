@@ -17,6 +17,7 @@ import yaml
 
 from services.taxonomy.tree import digest
 from taxoforge.errors import PermanentError
+from taxoforge.text import InvalidText, storable
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["TaxonomyFileError", "dump_taxonomy", "parse_taxonomy"]
@@ -50,17 +51,25 @@ class _Reader:
         for key, value in node.value:
             if not isinstance(key, yaml.ScalarNode):
                 raise self.fail(key, where, "keys must be plain words")
-            if key.value in out:
-                raise self.fail(key, where, f"key {key.value!r} appears twice")
-            out[key.value] = value
+            name = self.storable(key, where, str(key.value))
+            if name in out:
+                raise self.fail(key, where, f"key {name!r} appears twice")
+            out[name] = value
         return out
+
+    def storable(self, node: yaml.Node, where: str, text: str) -> str:
+        # YAML's "\ud800" escape makes a text that no stored (UTF-8) field can carry.
+        try:
+            return storable(text)
+        except InvalidText as exc:
+            raise self.fail(node, where, str(exc)) from exc
 
     def text(self, node: yaml.Node, where: str) -> str:
         if not isinstance(node, yaml.ScalarNode):
             raise self.fail(node, where, "expected a text")
         if node.tag == _NULL:
             return ""  # `title: null`, `title: ~` and `title:` are all missing
-        return str(node.value).strip()
+        return self.storable(node, where, str(node.value)).strip()
 
     def number(self, node: yaml.Node, where: str, name: str) -> float:
         try:
@@ -122,7 +131,7 @@ class _Reader:
 
     def attribute(self, node: yaml.Node, where: str) -> pb.AttributeValue:
         if isinstance(node, yaml.ScalarNode):
-            return pb.AttributeValue(text=str(node.value))
+            return pb.AttributeValue(text=self.storable(node, where, str(node.value)))
         if isinstance(node, yaml.SequenceNode):
             return pb.AttributeValue(items=[self.text(item, where) for item in node.value])
         raise self.fail(node, where, "an attribute is a text or a list of texts")

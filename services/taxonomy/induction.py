@@ -8,7 +8,6 @@ cases at its top level and skills under them, each weighted by how often it occu
 
 from __future__ import annotations
 
-import secrets
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from services.taxonomy.expansion import slugify
 from taxoforge.embeddings import Embedder
 from taxoforge.labels import Normalized, normalize_labels
 from taxoforge.llm import LLMClient
+from taxoforge.markers import fence_for
 from taxoforge.prompts import load_template
 from taxoforge.v1 import common_pb2 as pb
 
@@ -58,12 +58,16 @@ class Encoder:
     async def encode(
         self, index: int, instruction: str, cfg: pb.ModelConfig
     ) -> pb.InstructionEncoding:
-        nonce = secrets.token_hex(6)
-        messages = self._template.render(
-            nonce=nonce, instruction=instruction.replace(nonce, "[marker removed]")
-        )
+        marker = await fence_for("encode", index)
+        messages = self._template.render(nonce=marker.marker, instruction=marker.clean(instruction))
         meta, call = await self._llm.structured(
-            "tagger", cfg, messages, InstructionMeta, temperature=0.0, max_tokens=256
+            "tagger",
+            cfg,
+            messages,
+            InstructionMeta,
+            temperature=0.0,
+            max_tokens=256,
+            cache=marker.stable,
         )
         return pb.InstructionEncoding(
             index=index,

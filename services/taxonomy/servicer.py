@@ -26,6 +26,8 @@ from taxoforge.v1 import taxonomy_pb2_grpc
 __all__ = ["TaxonomyServicer"]
 
 _MAX_INSTRUCTIONS = 200_000
+# Seeds one PlanJob reply may list (a dry run's sample): a few KB each, one message in all.
+_MAX_LISTED_SEEDS = 1000
 
 
 class TaxonomyServicer(taxonomy_pb2_grpc.TaxonomyServiceServicer):
@@ -67,6 +69,7 @@ class TaxonomyServicer(taxonomy_pb2_grpc.TaxonomyServiceServicer):
                 f"taxonomy {taxonomy.id!r} exists; import it as a new version "
                 "(new_version) or choose another id"
             )
+        await self._store.ensure_writable(taxonomy.id)
         return await self._store.add_version(taxonomy, taxonomy.change)
 
     async def ExportTaxonomy(
@@ -77,6 +80,7 @@ class TaxonomyServicer(taxonomy_pb2_grpc.TaxonomyServiceServicer):
 
     async def EditTaxonomy(self, request: tpb.EditTaxonomyRequest, context: Context) -> pb.Taxonomy:
         change = f"edit: {request.message}" if request.message else "edit"
+        await self._store.ensure_writable(request.id)
         return await self._store.update(
             request.id,
             request.base_version,
@@ -98,6 +102,7 @@ class TaxonomyServicer(taxonomy_pb2_grpc.TaxonomyServiceServicer):
             return root
 
         changes: list[str] = []
+        await self._store.ensure_writable(request.id)
         preview = await self._store.get(request.id, request.base_version)
         _review(preview)  # validates, and says what the review does
         return await self._store.update(request.id, request.base_version, changes[0], _review)
@@ -109,6 +114,11 @@ class TaxonomyServicer(taxonomy_pb2_grpc.TaxonomyServiceServicer):
         if recipe.task_taxonomy_id:
             tasks = await self._store.get(recipe.task_taxonomy_id, recipe.task_taxonomy_version)
         plan = plan_job(recipe, taxonomy, request.job_id or "dry-run", tasks)
+        if request.include_seeds and len(plan.seeds) > _MAX_LISTED_SEEDS:
+            raise PermanentError(
+                f"include_seeds lists at most {_MAX_LISTED_SEEDS} seeds (one reply holds them "
+                f"all), not {len(plan.seeds)}; plan a smaller count to see its seeds"
+            )
         out = tpb.PlanJobResponse(
             planned=len(plan.seeds),
             taxonomy_version=taxonomy.version,
@@ -140,6 +150,7 @@ class TaxonomyServicer(taxonomy_pb2_grpc.TaxonomyServiceServicer):
             if not low <= value <= high:
                 raise PermanentError(f"{name} must be between {low} and {high}, not {value}")
         base = await self._store.get(spec.taxonomy_id, spec.base_version)
+        await self._store.ensure_writable(spec.taxonomy_id)  # its proposals would change it
         nodes = index(base.root)
         if not spec.node_ids:
             raise PermanentError("node_ids is empty: name the nodes to expand")

@@ -1,6 +1,11 @@
 """Taxonomies as versioned data in JetStream: an index per taxonomy in KV (CAS-updated), each
 version's tree in the Object Store (trees with syllabi outgrow a KV value). Versions are never
-changed once written, so a job that recorded version 3 plans on exactly that tree forever."""
+changed once written, so a job that recorded version 3 plans on exactly that tree forever.
+
+A taxonomy read from a file (the built-in ones, and those in TAXOFORGE_TAXONOMY_DIR) is shared
+by every tenant and read-only: only a new file changes it. Every other way to add a version
+(edit, review, expansion, import) is refused here, so no route around the gateway's checks
+can change one in place."""
 
 from __future__ import annotations
 
@@ -22,11 +27,24 @@ from taxoforge.errors import ConflictError, NotFoundError
 from taxoforge.store import now_ms, scan
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["TaxonomyStore"]
+__all__ = ["TaxonomyStore", "is_builtin"]
 
 log = structlog.get_logger(__name__)
 
 _CACHE = 32
+
+
+def is_builtin(idx: pb.TaxonomyIndex) -> bool:
+    """Whether a taxonomy was read from a file: shared by every tenant, and read-only."""
+    return any(info.source_digest for info in idx.versions)
+
+
+def _read_only(taxonomy_id: str) -> ConflictError:
+    return ConflictError(
+        f"taxonomy {taxonomy_id!r} is built in, shared and read-only; to change it, make a copy "
+        f"of your own: export it (GET /v1/taxonomies/{taxonomy_id}/export), give the document "
+        "a new id and import it (POST /v1/taxonomies), then edit, expand or review the copy"
+    )
 
 
 class TaxonomyStore:
@@ -50,6 +68,12 @@ class TaxonomyStore:
         if not entry.value:
             return None, 0
         return pb.TaxonomyIndex.FromString(entry.value), int(entry.revision or 0)
+
+    async def ensure_writable(self, taxonomy_id: str) -> None:
+        """Raise ConflictError, saying how to make a copy, if the taxonomy is built in."""
+        idx = await self.index(taxonomy_id)
+        if idx is not None and is_builtin(idx):
+            raise _read_only(taxonomy_id)
 
     async def all(self) -> list[pb.TaxonomyIndex]:
         """Every taxonomy's index, by id."""
@@ -99,7 +123,8 @@ class TaxonomyStore:
             base_version: refuse (ConflictError) unless this is still the latest version;
                 None skips the check.
             source_digest: the digest of the file it was read from; a file already imported
-                is not imported again (the version that has it is returned).
+                is not imported again (the version that has it is returned). Only a version
+                from a file may follow one from a file (ConflictError otherwise).
             once_per_change: if a version with this ``change`` exists, return it instead
                 (a redelivered expansion applies once).
         """
@@ -118,6 +143,8 @@ class TaxonomyStore:
                     once_per_change and info.change == change
                 ):
                     return await self.get(tree.id, info.version)
+            if not source_digest and is_builtin(idx):
+                raise _read_only(tree.id)
             if base_version is not None and base_version != latest:
                 raise ConflictError(
                     f"taxonomy {tree.id!r} is at version {latest or 'none'}, not {base_version}; "

@@ -37,6 +37,8 @@ __all__ = ["ApplyHandler", "ExpandHandler", "InduceHandler", "PlanHandler", "chu
 log = structlog.get_logger(__name__)
 
 _PUBLISH_BATCH = 256
+# Seeds queued between two looks at whether a big plan's job was cancelled meanwhile.
+_CANCEL_CHECK = 16 * _PUBLISH_BATCH
 # Instructions encoded per induce message.
 CHUNK = 8
 
@@ -66,23 +68,31 @@ class PlanHandler:
         if recipe.task_taxonomy_id:
             tasks = await self._store.get(recipe.task_taxonomy_id, recipe.task_taxonomy_version)
         plan = plan_job(recipe, taxonomy, job.id, tasks)
+        seeds = plan.seeds  # made batch by batch as they are queued, never all at once
 
         def _planned(j: pb.Job) -> bool:
             if j.state != pb.JOB_STATE_PENDING:
                 return False
-            j.planned = len(plan.seeds)
+            j.planned = len(seeds)
             j.state = pb.JOB_STATE_RUNNING
             return True
 
         # Record the count before queueing, so completion is never judged against a partial plan.
         await self._ctx.jobs.update(job.id, _planned)
         bus = self._ctx.bus
-        for start in range(0, len(plan.seeds), _PUBLISH_BATCH):
-            batch = plan.seeds[start : start + _PUBLISH_BATCH]
+        for start in range(0, len(seeds), _PUBLISH_BATCH):
+            if start and start % _CANCEL_CHECK == 0 and await self._ended(job.id):
+                log.info("plan_stopped", queued=start, seeds=len(seeds))  # cancelled meanwhile
+                return
+            batch = seeds[start : start + _PUBLISH_BATCH]
             await asyncio.gather(
                 *(publish_work(bus, Stage.INSTRUCT, s, job.id, s.item_id) for s in batch)
             )
-        log.info("job_planned", seeds=len(plan.seeds), cells=len(plan.cells))
+        log.info("job_planned", seeds=len(seeds), cells=len(plan.cells))
+
+    async def _ended(self, job_id: str) -> bool:
+        job = await self._ctx.jobs.get_cached(job_id)
+        return job is None or job.state in TERMINAL_STATES
 
 
 class ExpandHandler:
@@ -143,10 +153,9 @@ class ExpandHandler:
 
         async def _ask() -> pb.TaxonomyNode:
             temperature = spec.model.temperature if spec.model.HasField("temperature") else 1.0
-            subjects, call = await self._expander.subjects(
+            subjects, _ = await self._expander.subjects(
                 node, path, spec.model, spec.max_children, k, temperature
             )
-            self._ctx.usage.add(job.id, call.usage)
             out = pb.TaxonomyNode(id=f"s{k}")
             for item in subjects:
                 child = out.children.add(title=item.title, description=item.description)
@@ -170,10 +179,9 @@ class ExpandHandler:
         spec = job.expand
 
         async def _ask() -> pb.TaxonomyNode:
-            sessions, call = await self._expander.syllabus(
+            sessions, _ = await self._expander.syllabus(
                 subject, discipline, path, spec.model, spec.min_sessions, spec.max_sessions
             )
-            self._ctx.usage.add(job.id, call.usage)
             out = pb.TaxonomyNode(id=subject.id)
             out.children.extend(session_nodes(subject.id, sessions, f"expansion:{job.id}"))
             return out
@@ -211,13 +219,11 @@ class InduceHandler:
     async def _encode(self, job: pb.Job, item: str, i: int, text: str) -> None:
         async def _ask() -> pb.InstructionEncoding:
             try:
-                encoding = await self._encoder.encode(i, text, job.induce.model)
+                return await self._encoder.encode(i, text, job.induce.model)
             except StructuredOutputError as exc:
                 # One unreadable reply loses one instruction, not its chunk; the report counts it.
                 log.warning("instruction_not_encoded", index=i, error=str(exc)[:200])
                 return pb.InstructionEncoding(index=i, instruction=text)
-            self._ctx.usage.add(job.id, encoding.call.usage)
-            return encoding
 
         key = ItemStore.key(job.id, ItemKind.ENCODED, item, f"{i:07d}")
         await self._ctx.items.once(key, pb.InstructionEncoding, _ask)
@@ -309,10 +315,7 @@ class ApplyHandler:
         ]
         if not encodings:
             return "", "no instruction could be encoded" + await self._failures(job), None
-        key = self._ctx.settings.llm.api_key
-        embedder = embedder_for(
-            spec.embedder.model, spec.embedder.api_base, key.get_secret_value() if key else None
-        )
+        embedder = embedder_for(spec.embedder.model, self._ctx.llm.registry)
         root, report = await build_induced(
             spec.taxonomy_id,
             spec.title or spec.taxonomy_id,

@@ -4,6 +4,10 @@ with the same sampling settings and seed is answered from the cache, not the mod
 A re-run of a recipe, a redelivered message whose result was lost, or two jobs asking the same
 thing reuse finished calls. Keys hash the whole request; values hold the reply and its token
 counts. Entries expire after ``ttl_s``.
+
+A request names a model by the operator's name for it; what the name stands for (model string,
+address, JSON mode) is the process's models table, whose digest scopes the cache
+(:meth:`RequestCache.scoped`): a name pointed at another model never gets the old one's replies.
 """
 
 from __future__ import annotations
@@ -26,14 +30,12 @@ def request_key(cfg: pb.ModelConfig, req: ChatRequest) -> str:
     """A digest of everything that decides a reply."""
     parts: list[Any] = [
         cfg.model,
-        cfg.api_base,
         req.messages,
         req.temperature,
         req.max_tokens,
         req.top_p,
         req.seed,
         req.json_schema,
-        cfg.response_format,
     ]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -41,14 +43,24 @@ def request_key(cfg: pb.ModelConfig, req: ChatRequest) -> str:
 class RequestCache:
     """Get and put replies by request key."""
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, scope: str = "") -> None:
         self._bus = bus
+        self._scope = scope
+
+    def scoped(self, scope: str) -> RequestCache:
+        """The same cache, with keys that hold only for ``scope`` (the models table's digest)."""
+        return RequestCache(self._bus, scope)
+
+    def _entry(self, key: str) -> str:
+        if self._scope:
+            key = hashlib.sha256(f"{self._scope}:{key}".encode()).hexdigest()
+        return f"r.{key}"
 
     async def get(self, key: str) -> ChatResult | None:
         """The cached reply, or None."""
         kv = await self._bus.kv(KV_LLM_CACHE)
         try:
-            entry = await kv.get(f"r.{key}")
+            entry = await kv.get(self._entry(key))
         except KeyNotFoundError:
             return None
         if not entry.value:
@@ -74,5 +86,5 @@ class RequestCache:
         # Published without waiting for JetStream's ack: a lost entry is only a future miss, and
         # the round trip would otherwise be paid on every model call.
         await self._bus.nc.publish(
-            f"$KV.{KV_LLM_CACHE}.r.{key}", json.dumps(value, ensure_ascii=False).encode()
+            f"$KV.{KV_LLM_CACHE}.{self._entry(key)}", json.dumps(value, ensure_ascii=False).encode()
         )

@@ -14,12 +14,13 @@ from pydantic import BaseModel, ValidationError
 
 from taxoforge.errors import PermanentError, TransientError
 from taxoforge.llm.cache import RequestCache, request_key
+from taxoforge.llm.endpoints import CHAT_ROLES, Endpoint, ModelChoiceError, ModelRegistry
 from taxoforge.llm.http_transport import HTTPTransport
 from taxoforge.llm.litellm_transport import LiteLLMTransport
 from taxoforge.llm.schema import json_schema_of
 from taxoforge.llm.types import ChatRequest, ChatResult, LLMFault, Messages, Transport
 from taxoforge.settings import LLMSettings
-from taxoforge.usage import SPEND_CHECK, add_usage
+from taxoforge.usage import METER, SPEND_CHECK, JobMeter, add_usage
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["LLMClient", "LLMRequestError", "StructuredOutputError", "json_schema_of"]
@@ -56,27 +57,54 @@ def prompt_sha256(messages: Messages) -> str:
 class LLMClient:
     """Calls models by role with per-model concurrency limits, retries and accounting."""
 
-    def __init__(self, settings: LLMSettings, cache: RequestCache | None = None) -> None:
+    def __init__(
+        self,
+        settings: LLMSettings,
+        cache: RequestCache | None = None,
+        registry: ModelRegistry | None = None,
+    ) -> None:
+        """``registry``: the models this process may call (default: from ``settings``).
+
+        Raises:
+            ModelsFileError: the models file or a key it names is missing or wrong.
+        """
         self._settings = settings
-        self._cache = cache
+        self._registry = registry or ModelRegistry.from_settings(settings)
+        self._cache = cache.scoped(self._registry.fingerprint()) if cache is not None else None
         self._http = HTTPTransport()
         self._litellm = LiteLLMTransport()
-        self._limits: dict[tuple[str, str], asyncio.Semaphore] = {}
+        self._limits: dict[str, asyncio.Semaphore] = {}
+
+    @property
+    def registry(self) -> ModelRegistry:
+        """The operator's models, by name (embedders resolve theirs here too)."""
+        return self._registry
+
+    def _endpoint(self, cfg: pb.ModelConfig) -> Endpoint:
+        """Where a request's model name leads: only ever an endpoint the operator declared."""
+        try:
+            endpoint = self._registry.get(cfg.model)
+        except ModelChoiceError as exc:
+            raise LLMRequestError(str(exc)) from exc
+        if not set(endpoint.roles) & set(CHAT_ROLES):
+            raise LLMRequestError(f"model {cfg.model!r} is an embedding model, not a chat model")
+        return endpoint
 
     def _transport(self, cfg: pb.ModelConfig) -> Transport:
+        endpoint = self._endpoint(cfg)
         mode = self._settings.transport
         if mode == "http" or (
-            mode == "auto" and cfg.api_base and cfg.model.startswith(_OPENAI_COMPATIBLE)
+            mode == "auto" and endpoint.api_base and endpoint.model.startswith(_OPENAI_COMPATIBLE)
         ):
             return self._http
         return self._litellm
 
     def _limit(self, cfg: pb.ModelConfig) -> asyncio.Semaphore:
-        key = (cfg.model, cfg.api_base)
-        sem = self._limits.get(key)
+        endpoint = self._endpoint(cfg)
+        sem = self._limits.get(endpoint.name)
         if sem is None:
-            sem = asyncio.Semaphore(cfg.max_concurrency or self._settings.max_concurrency)
-            self._limits[key] = sem
+            sem = asyncio.Semaphore(endpoint.max_concurrency or self._settings.max_concurrency)
+            self._limits[endpoint.name] = sem
         return sem
 
     async def complete(
@@ -91,11 +119,17 @@ class LLMClient:
         json_schema: dict[str, Any] | None = None,
         schema_name: str = "output",
         cache: bool = True,
+        repeat: int = 0,
     ) -> tuple[str, pb.LLMCall]:
         """One completion, retried on transient faults; returns the text and its call record.
 
         With ``cache`` (and a cache configured) a request made before, by any replica, is
         answered from the shared cache: the record says ``cached`` and counts no usage.
+        ``repeat`` numbers deliberate repeats of one request (a structured reply asked again):
+        each has its own cache entry, so a repeat is never answered with the reply it repeats.
+
+        A call is counted in the usage of the job the caller bound (:data:`METER`): a paid call
+        before its request is sent, a cached one apart.
         """
         if not cfg.model:
             raise LLMRequestError(f"no model is configured for the {role!r} role")
@@ -112,17 +146,23 @@ class LLMClient:
             json_schema=json_schema,
             schema_name=schema_name,
         )
-        key = request_key(cfg, req) if cache and self._cache is not None else None
+        key = None
+        if cache and self._cache is not None:
+            key = request_key(cfg, req) + (f"-{repeat}" if repeat else "")
         hit = await self._cached(key)
-        check = SPEND_CHECK.get()
-        if hit is None and check is not None:
-            await check()  # a job over its spend limit makes no more calls (JobStopped)
-        result = hit or await self._call_with_retries(cfg, req)
-        if key is not None and hit is None:
-            await self._remember(key, result)
+        meter = METER.get()
+        if hit is not None:
+            result = hit
+            if meter is not None:
+                meter.cached()
+        else:
+            result = await self._paid_call(cfg, req, meter)
+            if key is not None:
+                await self._remember(key, result)
         call = pb.LLMCall(
             role=role,
-            model=cfg.model,
+            # the model itself, not the operator's name for it: provenance outlives names
+            model=self._endpoint(cfg).model,
             prompt_sha256=prompt_sha256(messages),
             latency_s=result.latency_s,
             finish_reason=result.finish_reason,
@@ -130,12 +170,26 @@ class LLMClient:
         )
         if hit is not None:
             call.cached = True  # nothing was spent
+            call.usage.cached_calls = 1
         else:
             call.usage.prompt_tokens = result.prompt_tokens
             call.usage.completion_tokens = result.completion_tokens
             call.usage.calls = 1
             call.usage.cost_usd = _cost(cfg, result)
+            if meter is not None:
+                meter.answered(
+                    call.usage.prompt_tokens, call.usage.completion_tokens, call.usage.cost_usd
+                )
         return result.text, call
+
+    async def _paid_call(
+        self, cfg: pb.ModelConfig, req: ChatRequest, meter: JobMeter | None
+    ) -> ChatResult:
+        """A call the model answers (and the job pays for), counted before it is sent."""
+        check = SPEND_CHECK.get()
+        if check is not None:
+            await check()  # a job over its spend limit makes no more calls (JobStopped)
+        return await self._call_with_retries(cfg, req, meter)
 
     async def _cached(self, key: str | None) -> ChatResult | None:
         if key is None or self._cache is None:
@@ -186,6 +240,7 @@ class LLMClient:
                 json_schema=schema,
                 schema_name=output.__name__,
                 cache=cache,
+                repeat=attempt,
             )
             if call.finish_reason == "length" and max_tokens is not None:
                 max_tokens = min(max_tokens * 2, 4096)  # it ran out of room: give it more
@@ -209,23 +264,46 @@ class LLMClient:
             call,
         )
 
-    async def _call_with_retries(self, cfg: pb.ModelConfig, req: ChatRequest) -> ChatResult:
+    async def _call_with_retries(
+        self, cfg: pb.ModelConfig, req: ChatRequest, meter: JobMeter | None = None
+    ) -> ChatResult:
+        """Call the endpoint the operator declared under ``cfg.model``, with its own key.
+
+        Every request sent, retries included, is counted on ``meter`` once it holds a
+        concurrency slot and before it leaves (write-ahead): a kill from then on leaves it
+        counted, and a request still waiting for a slot is not.
+
+        Faults carry a status and a fixed description only; what the server answered goes to
+        this process's log (truncated), never into the error a job or an API answer shows.
+        """
+        endpoint = self._endpoint(cfg)
         transport = self._transport(cfg)
-        key = self._settings.api_key.get_secret_value() if self._settings.api_key else None
         attempts = self._settings.retries + 1
         for attempt in range(attempts):
             try:
                 async with self._limit(cfg):
-                    return await transport.chat(cfg, req, key, self._settings.timeout_s)
+                    if meter is not None:
+                        await meter.sending()
+                    result = await transport.chat(endpoint, req, self._settings.timeout_s)
+                priced = endpoint.cost(result.prompt_tokens, result.completion_tokens)
+                if priced is not None:
+                    result.cost_usd = priced  # the operator's prices over litellm's map
+                return result
             except LLMFault as fault:
-                if not fault.transient:
-                    raise LLMRequestError(f"{cfg.model}: {fault}") from fault
-                if attempt + 1 >= attempts:
-                    raise TransientError(f"{cfg.model}: {fault}") from fault
+                final = not fault.transient or attempt + 1 >= attempts
                 delay = min(0.5 * 2**attempt, 8.0) * (0.5 + random.random())
-                log.info(
-                    "llm_retry", model=cfg.model, error=str(fault)[:200], retry_in_s=round(delay, 2)
+                (log.warning if final else log.info)(
+                    "llm_fault" if final else "llm_retry",
+                    model=endpoint.name,
+                    error=str(fault),
+                    server_said=fault.detail[:500],  # the operator's to read, not the tenant's
+                    attempt=attempt + 1,
+                    retry_in_s=None if final else round(delay, 2),
                 )
+                if not fault.transient:
+                    raise LLMRequestError(f"{endpoint.name}: {fault}") from fault
+                if final:
+                    raise TransientError(f"{endpoint.name}: {fault}") from fault
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -256,12 +334,9 @@ def _first(*values: float | None) -> float:
     raise ValueError("no value")
 
 
-def _cost(cfg: pb.ModelConfig, result: ChatResult) -> float:
-    if cfg.HasField("input_cost_per_million") or cfg.HasField("output_cost_per_million"):
-        return (
-            result.prompt_tokens * cfg.input_cost_per_million
-            + result.completion_tokens * cfg.output_cost_per_million
-        ) / 1e6
+def _cost(_cfg: pb.ModelConfig, result: ChatResult) -> float:
+    """What a call cost: the endpoint's declared prices (applied when it answered), else what
+    litellm's price map said, else nothing known."""
     return result.cost_usd or 0.0
 
 

@@ -13,14 +13,31 @@ from typing import Any
 
 import aiohttp
 
+from taxoforge.llm.endpoints import Endpoint
 from taxoforge.llm.schema import portable_schema
 from taxoforge.llm.types import ChatRequest, ChatResult, LLMFault
-from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["HTTPTransport", "model_name"]
+__all__ = ["HTTPTransport", "describe_status", "model_name"]
 
 _TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 _PROVIDER_PREFIXES = ("openai/", "hosted_vllm/", "openai_like/", "llamafile/")
+
+
+def describe_status(status: int) -> str:
+    """A fixed description of an HTTP status: what a fault may say instead of the reply."""
+    if status == 429:
+        return "rate limited"
+    if status in (401, 403):
+        return "the endpoint refused the operator's credentials"
+    if 300 <= status < 400:
+        return "redirect not followed"
+    if status == 408 or status == 504:
+        return "timed out at the server"
+    if 400 <= status < 500:
+        return "request refused"
+    if status >= 500:
+        return "server error"
+    return "unexpected status"
 
 
 def model_name(model: str) -> str:
@@ -37,7 +54,7 @@ class HTTPTransport:
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
         # Servers that refused OpenAI's json_schema format; they get json_object + schema.
-        self._json_object_only: set[tuple[str, str]] = set()
+        self._json_object_only: set[str] = set()
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -47,34 +64,28 @@ class HTTPTransport:
             )
         return self._session
 
-    async def chat(
-        self, cfg: pb.ModelConfig, req: ChatRequest, api_key: str | None, timeout_s: float
-    ) -> ChatResult:
+    async def chat(self, endpoint: Endpoint, req: ChatRequest, timeout_s: float) -> ChatResult:
         """Make one call; a server that rejects json_schema is retried once with json_object."""
-        endpoint = (cfg.api_base.rstrip("/"), cfg.model)
-        mode = cfg.response_format or "auto"
+        mode = endpoint.response_format or "auto"
         if mode == "auto":
-            mode = "json_object" if endpoint in self._json_object_only else "json_schema"
+            mode = "json_object" if endpoint.name in self._json_object_only else "json_schema"
         try:
-            return await self._post(cfg, req, api_key, timeout_s, mode)
+            return await self._post(endpoint, req, timeout_s, mode)
         except LLMFault as fault:
             # Servers that do not know the format say so with 400, 422 or (llama-cpp-python) 500.
-            refused = fault.status is not None and "json_schema" in str(fault)
-            if req.json_schema is None or not refused or cfg.response_format not in ("", "auto"):
+            refused = fault.status is not None and "json_schema" in fault.detail
+            if req.json_schema is None or not refused or mode != "json_schema":
                 raise
-            self._json_object_only.add(endpoint)
-            return await self._post(cfg, req, api_key, timeout_s, "json_object")
+            if endpoint.response_format not in ("", "auto"):
+                raise
+            self._json_object_only.add(endpoint.name)
+            return await self._post(endpoint, req, timeout_s, "json_object")
 
     async def _post(
-        self,
-        cfg: pb.ModelConfig,
-        req: ChatRequest,
-        api_key: str | None,
-        timeout_s: float,
-        mode: str,
+        self, endpoint: Endpoint, req: ChatRequest, timeout_s: float, mode: str
     ) -> ChatResult:
         body: dict[str, Any] = {
-            "model": model_name(cfg.model),
+            "model": model_name(endpoint.model),
             "messages": req.messages,
             "temperature": req.temperature,
             "max_tokens": req.max_tokens,
@@ -95,33 +106,47 @@ class HTTPTransport:
                 }
             elif mode == "json_object":
                 body["response_format"] = {"type": "json_object", "schema": req.json_schema}
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        url = f"{cfg.api_base.rstrip('/')}/chat/completions"
+        key = endpoint.key()
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        url = f"{endpoint.api_base.rstrip('/')}/chat/completions"
         started = time.perf_counter()
         try:
+            # No redirects: the key goes to the declared endpoint and nowhere else.
             async with self._client().post(
-                url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
+                url,
+                json=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+                allow_redirects=False,
             ) as resp:
                 raw = await resp.read()
                 status = resp.status
         except TimeoutError as exc:
-            raise LLMFault(f"timed out after {timeout_s:.0f}s: {url}", transient=True) from exc
+            raise LLMFault(f"timed out after {timeout_s:.0f}s", transient=True, detail=url) from exc
         except aiohttp.ClientError as exc:
-            raise LLMFault(f"{type(exc).__name__}: {exc} ({url})", transient=True) from exc
+            raise LLMFault(
+                f"could not reach the model server ({type(exc).__name__})",
+                transient=True,
+                detail=f"{exc} ({url})",
+            ) from exc
         latency = time.perf_counter() - started
         if status != 200:
-            text = raw[:500].decode("utf-8", "replace")
             raise LLMFault(
-                f"HTTP {status} from {url}: {text}",
+                f"HTTP {status} ({describe_status(status)})",
                 transient=status in _TRANSIENT_STATUS,
                 status=status,
+                detail=f"{url}: {raw[:500].decode('utf-8', 'replace')}",
             )
         try:
             data = json.loads(raw)
             choice = data["choices"][0]
             content = choice["message"].get("content") or ""
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise LLMFault(f"malformed reply from {url}: {raw[:200]!r}", transient=True) from exc
+            raise LLMFault(
+                "malformed reply (not a chat completion)",
+                transient=True,
+                detail=f"{url}: {raw[:200]!r}",
+            ) from exc
         usage = data.get("usage") or {}
         return ChatResult(
             text=content,

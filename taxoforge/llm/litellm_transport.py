@@ -6,11 +6,11 @@ import os
 import time
 from typing import Any
 
+from taxoforge.llm.endpoints import Endpoint
 from taxoforge.llm.schema import portable_schema
 from taxoforge.llm.types import ChatRequest, ChatResult, LLMFault
-from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["LiteLLMTransport"]
+__all__ = ["LiteLLMTransport", "litellm_fault"]
 
 
 def _litellm() -> Any:
@@ -24,37 +24,61 @@ def _litellm() -> Any:
     return litellm
 
 
+def litellm_fault(lib: Any, exc: Exception) -> LLMFault:
+    """A litellm exception as a fault whose message names its kind and status, never the
+    provider's reply (litellm puts that in the exception's text; it goes to ``detail``)."""
+    transient = (
+        lib.RateLimitError,
+        lib.APIConnectionError,
+        lib.Timeout,
+        lib.ServiceUnavailableError,
+        lib.InternalServerError,
+    )
+    status = getattr(exc, "status_code", None)
+    status = status if isinstance(status, int) else None
+    kind = type(exc).__name__
+    message = f"{kind} (HTTP {status})" if status is not None else kind
+    if isinstance(exc, transient):
+        return LLMFault(message, transient=True, status=status, detail=str(exc)[:500])
+    known = status is not None or hasattr(exc, "llm_provider")
+    return LLMFault(
+        message if known else f"unexpected error calling the model ({kind})",
+        transient=known and (status is None or status >= 500),
+        status=status,
+        detail=str(exc)[:500],
+    )
+
+
 class LiteLLMTransport:
     """``litellm.acompletion`` with its own retries off: the client is the only retry loop."""
 
     def __init__(self) -> None:
         self._lib: Any = None
 
-    async def chat(
-        self, cfg: pb.ModelConfig, req: ChatRequest, api_key: str | None, timeout_s: float
-    ) -> ChatResult:
+    async def chat(self, endpoint: Endpoint, req: ChatRequest, timeout_s: float) -> ChatResult:
         """Make one call; map litellm's exceptions to transient or permanent faults."""
         if self._lib is None:
             self._lib = _litellm()
         lib = self._lib
         kwargs: dict[str, Any] = {
-            "model": cfg.model,
+            "model": endpoint.model,
             "messages": req.messages,
             "temperature": req.temperature,
             "max_tokens": req.max_tokens,
             "timeout": timeout_s,
             "num_retries": 0,
         }
-        if cfg.api_base:
-            kwargs["api_base"] = cfg.api_base
-        if api_key:
-            kwargs["api_key"] = api_key
+        if endpoint.api_base:
+            kwargs["api_base"] = endpoint.api_base
+        key = endpoint.key()
+        if key:
+            kwargs["api_key"] = key
         if req.top_p is not None:
             kwargs["top_p"] = req.top_p
         if req.seed is not None:
             kwargs["seed"] = req.seed
-        if req.json_schema is not None and cfg.response_format != "none":
-            if cfg.response_format == "json_object":
+        if req.json_schema is not None and endpoint.response_format != "none":
+            if endpoint.response_format == "json_object":
                 kwargs["response_format"] = {"type": "json_object", "schema": req.json_schema}
             else:
                 kwargs["response_format"] = {
@@ -66,26 +90,10 @@ class LiteLLMTransport:
                     },
                 }
         started = time.perf_counter()
-        transient = (
-            lib.RateLimitError,
-            lib.APIConnectionError,
-            lib.Timeout,
-            lib.ServiceUnavailableError,
-            lib.InternalServerError,
-        )
         try:
             resp = await lib.acompletion(**kwargs)
-        except transient as exc:
-            raise LLMFault(f"{type(exc).__name__}: {exc}", transient=True) from exc
-        except Exception as exc:  # litellm's other errors subclass openai's, with a status code
-            status = getattr(exc, "status_code", None)
-            if not isinstance(status, int) and not hasattr(exc, "llm_provider"):
-                raise
-            raise LLMFault(
-                f"{type(exc).__name__}: {exc}",
-                transient=status is None or status >= 500,
-                status=status,
-            ) from exc
+        except Exception as exc:  # litellm's errors subclass openai's, with a status code
+            raise litellm_fault(lib, exc) from exc
         latency = time.perf_counter() - started
         choice = resp.choices[0]
         usage = getattr(resp, "usage", None)

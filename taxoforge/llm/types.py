@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from taxoforge.v1 import common_pb2 as pb
+from taxoforge.llm.endpoints import Endpoint
 
 __all__ = ["ChatRequest", "ChatResult", "LLMFault", "Transport"]
 
@@ -40,21 +40,27 @@ class ChatResult:
 
 
 class LLMFault(Exception):
-    """A failed call. ``transient`` faults are retried; the others are not."""
+    """A failed call. ``transient`` faults are retried; the others are not.
 
-    def __init__(self, message: str, *, transient: bool, status: int | None = None) -> None:
+    The message is short and fixed (a status and what it means): it may reach a tenant in a
+    job's error. ``detail`` holds what the server said, for the operator's log only: a model
+    server's reply is never shown to tenants, as it may come from anywhere inside.
+    """
+
+    def __init__(
+        self, message: str, *, transient: bool, status: int | None = None, detail: str = ""
+    ) -> None:
         super().__init__(message)
         self.transient = transient
         self.status = status
+        self.detail = detail
 
 
 class Transport(Protocol):
     """A way to reach a model: direct HTTP for OpenAI-compatible servers, or litellm."""
 
-    async def chat(
-        self, cfg: pb.ModelConfig, req: ChatRequest, api_key: str | None, timeout_s: float
-    ) -> ChatResult:
-        """Make one call or raise LLMFault."""
+    async def chat(self, endpoint: Endpoint, req: ChatRequest, timeout_s: float) -> ChatResult:
+        """Make one call to ``endpoint`` (with its own key, if any) or raise LLMFault."""
         ...
 
     async def close(self) -> None:

@@ -4,7 +4,8 @@ Replies are deterministic functions of the request (messages, temperature, seed)
 follow the request's schema, and its behaviour can be steered while it runs:
 
 - ``latency_ms``: delay before each reply.
-- ``fail_pattern`` / ``fail_status``: requests whose text contains the pattern get that status.
+- ``fail_pattern`` / ``fail_status``: requests whose text contains the pattern get that status
+  (always, or only the first ``fail_times`` times the same messages come).
 - ``malformed_pattern``: JSON requests containing it get text that is not JSON.
 - ``json_object_only``: refuse OpenAI's ``json_schema`` format with 422, as llama-cpp-python does.
 - ``slow_pattern`` / ``slow_ms``: requests containing the pattern take that much longer.
@@ -141,6 +142,7 @@ class FakeConfig:
     latency_ms: float = 0.0
     fail_pattern: str | None = None
     fail_status: int = 500
+    fail_times: int = 0
     malformed_pattern: str | None = None
     json_object_only: bool = False
     slow_pattern: str | None = None
@@ -246,6 +248,7 @@ class FakeLLM:
         self.config = config or FakeConfig()
         self.stats = FakeStats()
         self._wrong_seen: Counter[str] = Counter()
+        self._failed_seen: Counter[str] = Counter()
 
     async def chat(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -270,12 +273,18 @@ class FakeLLM:
         finally:
             self.stats.inflight -= 1
 
+    def _fails_now(self, blob: str) -> bool:
+        if not self.config.fail_times:
+            return True
+        self._failed_seen[blob] += 1
+        return self._failed_seen[blob] <= self.config.fail_times
+
     def _reply(
         self, body: dict[str, Any], messages: list[dict[str, Any]], blob: str
     ) -> web.Response:
         cfg = self.config
         fmt = body.get("response_format") or {}
-        if cfg.fail_pattern and cfg.fail_pattern in blob:
+        if cfg.fail_pattern and cfg.fail_pattern in blob and self._fails_now(blob):
             self.stats.failed += 1
             return web.json_response(
                 {"error": {"message": "fake failure (fail_pattern matched)"}},
@@ -362,6 +371,7 @@ class FakeLLM:
     async def reset(self, request: web.Request) -> web.Response:
         self.stats = FakeStats()
         self._wrong_seen.clear()
+        self._failed_seen.clear()
         return web.json_response({"ok": True})
 
 

@@ -67,68 +67,44 @@ Global___JobState: _TypeAlias = JobState  # noqa: Y015
 class ModelConfig(_message.Message):
     """---- Models and accounting ----
 
-    One model behind a role. `model` is any litellm model string ("openai/gpt-4o-mini",
-    "anthropic/claude-...", "openai/<name>" with `api_base` for an OpenAI-compatible server).
+    One model behind a role: a name the operator declared, and sampling settings.
+    Every process resolves the name to its address, key, prices, concurrency and JSON mode from
+    its own settings (taxoforge/llm/endpoints.py), so no message can name an address (design §3).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     MODEL_FIELD_NUMBER: _builtins.int
-    API_BASE_FIELD_NUMBER: _builtins.int
     TEMPERATURE_FIELD_NUMBER: _builtins.int
     MAX_TOKENS_FIELD_NUMBER: _builtins.int
     TOP_P_FIELD_NUMBER: _builtins.int
-    MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
-    INPUT_COST_PER_MILLION_FIELD_NUMBER: _builtins.int
-    OUTPUT_COST_PER_MILLION_FIELD_NUMBER: _builtins.int
-    RESPONSE_FORMAT_FIELD_NUMBER: _builtins.int
     model: _builtins.str
-    api_base: _builtins.str
+    """"default" (TAXOFORGE_LLM_MODEL), a name of TAXOFORGE_LLM_MODELS_FILE, or for the embedder
+    "local/all-minilm-l6-v2".
+    """
     temperature: _builtins.float
     max_tokens: _builtins.int
     top_p: _builtins.float
-    max_concurrency: _builtins.int
-    """Calls in flight to this model from one process; 0 means the service default."""
-    input_cost_per_million: _builtins.float
-    """Prices in USD per million tokens; when unset, litellm's price map is used where it knows the model."""
-    output_cost_per_million: _builtins.float
-    response_format: _builtins.str
-    """How to ask for JSON: "auto" (OpenAI json_schema, falling back to json_object+schema when the
-    server refuses it), "json_schema", "json_object", or "none" (prompt only; always validated).
-    """
     def __init__(
         self,
         *,
         model: _builtins.str = ...,
-        api_base: _builtins.str = ...,
         temperature: _builtins.float | None = ...,
         max_tokens: _builtins.int | None = ...,
         top_p: _builtins.float | None = ...,
-        max_concurrency: _builtins.int = ...,
-        input_cost_per_million: _builtins.float | None = ...,
-        output_cost_per_million: _builtins.float | None = ...,
-        response_format: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_input_cost_per_million", b"_input_cost_per_million", "_max_tokens", b"_max_tokens", "_output_cost_per_million", b"_output_cost_per_million", "_temperature", b"_temperature", "_top_p", b"_top_p", "input_cost_per_million", b"input_cost_per_million", "max_tokens", b"max_tokens", "output_cost_per_million", b"output_cost_per_million", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_temperature", b"_temperature", "_top_p", b"_top_p", "max_tokens", b"max_tokens", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_input_cost_per_million", b"_input_cost_per_million", "_max_tokens", b"_max_tokens", "_output_cost_per_million", b"_output_cost_per_million", "_temperature", b"_temperature", "_top_p", b"_top_p", "api_base", b"api_base", "input_cost_per_million", b"input_cost_per_million", "max_concurrency", b"max_concurrency", "max_tokens", b"max_tokens", "model", b"model", "output_cost_per_million", b"output_cost_per_million", "response_format", b"response_format", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_temperature", b"_temperature", "_top_p", b"_top_p", "max_tokens", b"max_tokens", "model", b"model", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType__input_cost_per_million: _TypeAlias = _typing.Literal["input_cost_per_million"]  # noqa: Y015
-    _WhichOneofArgType__input_cost_per_million: _TypeAlias = _typing.Literal["_input_cost_per_million", b"_input_cost_per_million"]  # noqa: Y015
     _WhichOneofReturnType__max_tokens: _TypeAlias = _typing.Literal["max_tokens"]  # noqa: Y015
     _WhichOneofArgType__max_tokens: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens"]  # noqa: Y015
-    _WhichOneofReturnType__output_cost_per_million: _TypeAlias = _typing.Literal["output_cost_per_million"]  # noqa: Y015
-    _WhichOneofArgType__output_cost_per_million: _TypeAlias = _typing.Literal["_output_cost_per_million", b"_output_cost_per_million"]  # noqa: Y015
     _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
     _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
     _WhichOneofReturnType__top_p: _TypeAlias = _typing.Literal["top_p"]  # noqa: Y015
     _WhichOneofArgType__top_p: _TypeAlias = _typing.Literal["_top_p", b"_top_p"]  # noqa: Y015
     @_typing.overload
-    def WhichOneof(self, oneof_group: _WhichOneofArgType__input_cost_per_million) -> _WhichOneofReturnType__input_cost_per_million | None: ...
-    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_tokens) -> _WhichOneofReturnType__max_tokens | None: ...
-    @_typing.overload
-    def WhichOneof(self, oneof_group: _WhichOneofArgType__output_cost_per_million) -> _WhichOneofReturnType__output_cost_per_million | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
     @_typing.overload
@@ -180,16 +156,24 @@ Global___RoleModels: _TypeAlias = RoleModels  # noqa: Y015
 
 @_typing.final
 class Usage(_message.Message):
+    """What model calls cost. A job's usage counts every request sent to a model, including one
+    made again after a crash or a redelivery (counted before it is sent); spend limits use it.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
     COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
     CALLS_FIELD_NUMBER: _builtins.int
+    CACHED_CALLS_FIELD_NUMBER: _builtins.int
     prompt_tokens: _builtins.int
     completion_tokens: _builtins.int
     cost_usd: _builtins.float
     calls: _builtins.int
+    """Requests sent to a model (paid for)."""
+    cached_calls: _builtins.int
+    """Replies served from the shared request cache instead: nothing was sent or spent."""
     def __init__(
         self,
         *,
@@ -197,10 +181,11 @@ class Usage(_message.Message):
         completion_tokens: _builtins.int = ...,
         cost_usd: _builtins.float = ...,
         calls: _builtins.int = ...,
+        cached_calls: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "completion_tokens", b"completion_tokens", "cost_usd", b"cost_usd", "prompt_tokens", b"prompt_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_calls", b"cached_calls", "calls", b"calls", "completion_tokens", b"completion_tokens", "cost_usd", b"cost_usd", "prompt_tokens", b"prompt_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

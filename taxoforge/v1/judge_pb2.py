@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from taxoforge.v1 import common_pb2 as taxoforge_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18taxoforge/v1/judge.proto\x12\x0ctaxoforge.v1\x1a\x19taxoforge/v1/common.proto\"\xaf\x01\n\x16JudgeCandidatesRequest\x12,\n\ncandidates\x18\x01 \x01(\x0b\x32\x18.taxoforge.v1.Candidates\x12(\n\x05judge\x18\x02 \x01(\x0b\x32\x19.taxoforge.v1.ModelConfig\x12\x12\n\nmin_margin\x18\x03 \x01(\x01\x12)\n\x06\x63onfig\x18\x04 \x01(\x0b\x32\x19.taxoforge.v1.JudgeConfig\"K\n\x11JudgeBatchRequest\x12\x36\n\x08requests\x18\x01 \x03(\x0b\x32$.taxoforge.v1.JudgeCandidatesRequest\"?\n\x12JudgeBatchResponse\x12)\n\tjudgments\x18\x01 \x03(\x0b\x32\x16.taxoforge.v1.Judgment2\xb0\x01\n\x0cJudgeService\x12O\n\x0fJudgeCandidates\x12$.taxoforge.v1.JudgeCandidatesRequest\x1a\x16.taxoforge.v1.Judgment\x12O\n\nJudgeBatch\x12\x1f.taxoforge.v1.JudgeBatchRequest\x1a .taxoforge.v1.JudgeBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18taxoforge/v1/judge.proto\x12\x0ctaxoforge.v1\x1a\x19taxoforge/v1/common.proto\"\xaf\x01\n\x16JudgeCandidatesRequest\x12,\n\ncandidates\x18\x01 \x01(\x0b\x32\x18.taxoforge.v1.Candidates\x12(\n\x05judge\x18\x02 \x01(\x0b\x32\x19.taxoforge.v1.ModelConfig\x12\x12\n\nmin_margin\x18\x03 \x01(\x01\x12)\n\x06\x63onfig\x18\x04 \x01(\x0b\x32\x19.taxoforge.v1.JudgeConfig\"[\n\x11JudgeBatchRequest\x12\x36\n\x08requests\x18\x01 \x03(\x0b\x32$.taxoforge.v1.JudgeCandidatesRequest\x12\x0e\n\x06job_id\x18\x02 \x01(\t\"?\n\x12JudgeBatchResponse\x12)\n\tjudgments\x18\x01 \x03(\x0b\x32\x16.taxoforge.v1.Judgment2\xb0\x01\n\x0cJudgeService\x12O\n\x0fJudgeCandidates\x12$.taxoforge.v1.JudgeCandidatesRequest\x1a\x16.taxoforge.v1.Judgment\x12O\n\nJudgeBatch\x12\x1f.taxoforge.v1.JudgeBatchRequest\x1a .taxoforge.v1.JudgeBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,9 +35,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JUDGECANDIDATESREQUEST']._serialized_start=70
   _globals['_JUDGECANDIDATESREQUEST']._serialized_end=245
   _globals['_JUDGEBATCHREQUEST']._serialized_start=247
-  _globals['_JUDGEBATCHREQUEST']._serialized_end=322
-  _globals['_JUDGEBATCHRESPONSE']._serialized_start=324
-  _globals['_JUDGEBATCHRESPONSE']._serialized_end=387
-  _globals['_JUDGESERVICE']._serialized_start=390
-  _globals['_JUDGESERVICE']._serialized_end=566
+  _globals['_JUDGEBATCHREQUEST']._serialized_end=338
+  _globals['_JUDGEBATCHRESPONSE']._serialized_start=340
+  _globals['_JUDGEBATCHRESPONSE']._serialized_end=403
+  _globals['_JUDGESERVICE']._serialized_start=406
+  _globals['_JUDGESERVICE']._serialized_end=582
 # @@protoc_insertion_point(module_scope)

@@ -85,6 +85,7 @@ class FakeControl:
         self.configure(
             latency_ms=0,
             fail_pattern=None,
+            fail_times=0,
             malformed_pattern=None,
             slow_pattern=None,
             slow_ms=0,

@@ -153,19 +153,19 @@ def _assert_each_item_once(stack: Stack, api: httpx.Client, job_id: str, count: 
     assert len(ids) == len(set(ids)) == count, sorted(ids)
 
 
-def _assert_wasted_calls(fake: FakeControl, api: httpx.Client, job_id: str, wasted: int) -> None:
-    """The model served ``wasted`` calls more than the job was charged for: calls cut off by
-    a drain never complete, so they are never counted, and the item's redo makes them again.
+def _assert_every_call_charged(fake: FakeControl, api: httpx.Client, job_id: str) -> None:
+    """The job is charged for every call the model served: a call is counted before it is
+    sent, so one cut off by a drain is counted, and so is the item's redo.
 
-    Services flush their usage every second, so the job's total may lag a moment."""
+    Services write their tokens every second, so the job's total may lag a moment."""
     deadline = time.monotonic() + 5
     while True:
         served = int(fake.stats()["calls"])  # type: ignore[call-overload]
         charged = int(api.get(f"/v1/jobs/{job_id}").json()["usage"]["calls"])
-        if served - charged == wasted or time.monotonic() > deadline:
+        if served == charged or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    assert served - charged == wasted, f"model served {served} calls, job charged {charged}"
+    assert served == charged, f"model served {served} calls, job charged {charged}"
 
 
 @pytest.mark.parametrize(
@@ -196,7 +196,7 @@ def test_a_stopped_replica_finishes_its_work_and_leaves(
         assert time.monotonic() - stopped < ACK_WAIT_S / 2
         _assert_each_item_once(stack, api, job_id, count)
         # The in-flight work was finished within the drain timeout, not thrown away.
-        _assert_wasted_calls(fake, api, job_id, 0)
+        _assert_every_call_charged(fake, api, job_id)
     _assert_nothing_stuck(stack, service)
 
 
@@ -231,6 +231,7 @@ def test_work_that_outlasts_the_drain_timeout_is_handed_back(two_replicas: Stack
         assert time.monotonic() - stopped < ACK_WAIT_S / 2
         _assert_each_item_once(stack, api, job_id, count)
         # The two handed-back items were judged again from the start: their four score calls,
-        # cut off by the drain, were made again by the replica that stayed.
-        _assert_wasted_calls(fake, api, job_id, 4)
+        # cut off by the drain, were made again by the replica that stayed; the job is charged
+        # for all eight (it was charged four short when calls were counted on their reply).
+        _assert_every_call_charged(fake, api, job_id)
     _assert_nothing_stuck(stack, "judge")

@@ -87,28 +87,36 @@ def _find(node: dict[str, Any], node_id: str) -> dict[str, Any]:
 def test_glan_expansion_runs_on_the_embedded_model(embedded: Stack) -> None:
     """A discipline gets subjects, then one subject gets a syllabus, from the real model."""
     with httpx.Client(base_url=embedded.gateway_url, timeout=60) as api:
+        # The built-in is read-only: expand a copy of it under an id of our own.
+        document = api.get("/v1/taxonomies/starter/export").text.replace(
+            "id: starter\n", "id: my-starter\n", 1
+        )
+        copied = api.post(
+            "/v1/taxonomies", content=document, headers={"content-type": "application/yaml"}
+        )
+        assert copied.status_code == 201, copied.text
         subjects_job = api.post(
-            "/v1/taxonomies/starter:expand",
+            "/v1/taxonomies/my-starter:expand",
             json={"nodes": ["chemistry"], "samples": 2, "max_children": 3},
         )
         assert subjects_job.status_code == 201, subjects_job.text
         job = wait(api, subjects_job.json()["id"], limit_s=600)
         assert job["state"] == "succeeded", job
-        chemistry = _find(api.get("/v1/taxonomies/starter").json()["root"], "chemistry")
+        chemistry = _find(api.get("/v1/taxonomies/my-starter").json()["root"], "chemistry")
         subjects = chemistry["children"]
         assert 1 <= len(subjects) <= 3
         assert all(s["status"] == "NODE_STATUS_PROPOSED" and s["title"].strip() for s in subjects)
 
         first = subjects[0]["id"]
-        review = api.post("/v1/taxonomies/starter:review", json={"accept": [first]})
+        review = api.post("/v1/taxonomies/my-starter:review", json={"accept": [first]})
         assert review.status_code == 200, review.text
         syllabus_job = api.post(
-            "/v1/taxonomies/starter:expand",
+            "/v1/taxonomies/my-starter:expand",
             json={"nodes": [first], "min_sessions": 2, "max_sessions": 4},
         )
         job = wait(api, syllabus_job.json()["id"], limit_s=600)
         assert job["state"] == "succeeded", job
-        subject = _find(api.get("/v1/taxonomies/starter").json()["root"], first)
+        subject = _find(api.get("/v1/taxonomies/my-starter").json()["root"], first)
         sessions = subject["children"]
         assert 1 <= len(sessions) <= 4
         assert all(s["kind"] == "session" and s["title"].strip() for s in sessions)

@@ -19,7 +19,7 @@ from taxoforge.store import ItemKind, ItemStore
 from taxoforge.v1 import common_pb2 as pb
 
 from .conftest import FAST_RETRIES, FakeControl
-from .jobs import item_counts, records, stages, submit, wait
+from .jobs import item_counts, jsonl, records, stages, submit, wait
 
 pytestmark = pytest.mark.integration
 
@@ -211,6 +211,17 @@ def test_contrastive_filtering_keeps_high_gaps_and_sends_low_gaps_back(
         assert instruction.version == 4 and len(instruction.rounds) == 4
         assert [c.decision for c in instruction.contrastive] == ["refine"] * 4
         assert judgment.contrastive.decision == "exhausted" and not judgment.usable
+    # No record kept, yet each item's history is listed: why it left, round by round.
+    dropped = jsonl(api, f"/v1/jobs/{low['id']}/files/meta/dropped.jsonl")
+    assert sorted(d["item_id"] for d in dropped) == sorted(j.item_id for j in judgments)
+    history = api.get(f"/v1/jobs/{low['id']}/records/{dropped[0]['item_id']}").json()
+    assert (history["status"], history["stage"], history["reason"]) == (
+        "dropped",
+        "judge",
+        "unusable",
+    )
+    assert [c["decision"] for c in history["contrastive"]] == ["refine"] * 4 + ["exhausted"]
+    assert history["rubric_rounds"] == 4
 
 
 async def _judgments(nats_url: str, job_id: str) -> list[pb.Judgment]:

@@ -63,6 +63,17 @@ def test_killing_the_judge_mid_job_loses_and_duplicates_nothing(slow_judge_stack
         sft = records(api, job_id, "sft")
         assert sorted(r["id"] for r in sft) == sorted({r["id"] for r in sft})
         assert len(sft) == 16
+        # Every call the model served is charged, those the killed judge had in flight too
+        # (each is counted before it is sent). At most the four it may have counted and not
+        # yet sent (two items, two scores each) are charged without reaching the model.
+        deadline = time.monotonic() + 5
+        while True:
+            served = int(fake.stats()["calls"])  # type: ignore[call-overload]
+            charged = int(api.get(f"/v1/jobs/{job_id}").json()["usage"]["calls"])
+            if served <= charged <= served + 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert served <= charged <= served + 4, f"model served {served}, job charged {charged}"
 
 
 def test_a_restarted_service_picks_up_queued_work(slow_judge_stack: Stack) -> None:

@@ -494,3 +494,33 @@ def test_the_cli_uploads_selects_and_writes_the_dataset_folder(
     assert len((folder / "data" / "sft.jsonl").read_text().splitlines()) == 5
     assert (folder / "data" / "sft.parquet").exists()
     assert (folder / "meta" / "provenance.jsonl").exists()
+
+
+def test_a_row_over_the_record_limit_is_dropped_and_the_rest_is_selected(
+    api: httpx.Client, fake: FakeControl
+) -> None:
+    # A 9 MiB answer: as a compare task it would be over the stack's 8 MB NATS max payload.
+    rows, _ = planted_rows(seed=12)
+    rows = rows[:20]
+    big = "Here is the answer. [quality: 50]" + " It depends." * ((9 << 20) // 12)
+    rows[4] = {
+        "messages": [
+            {"role": "user", "content": "Why is this answer so long? [tags: python, debugging]"},
+            {"role": "assistant", "content": big},
+        ]
+    }
+    rows[9] = "{broken"
+    job = select(api, {"upload": upload(api, "with-huge.jsonl", to_jsonl(rows))}, clusters=1)
+
+    assert job["state"] == "succeeded", job
+    imported = job["selection"]["imported"]
+    assert imported["rows"] == 20 and imported["malformed"] == 2
+    errors = {e["row"]: e["reason"] for e in imported["errors"]}
+    assert "over the 256 KiB limit of one record" in errors[5] and "JSON" in errors[10]
+    dropped = jsonl(api, f"/v1/jobs/{job['id']}/files/meta/dropped.jsonl")
+    by_item = {d["item_id"]: d for d in dropped}
+    assert by_item["r0000005"]["reason"] == "too_large" and by_item["r0000005"]["row"] == 5
+    assert by_item["r0000010"]["reason"] == "malformed" and by_item["r0000010"]["row"] == 10
+    kept = jsonl(api, f"/v1/jobs/{job['id']}/files/meta/provenance.jsonl")
+    assert len(kept) == job["selection"]["selected"] == 18
+    assert len(kept) + len(dropped) == 20

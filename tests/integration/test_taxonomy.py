@@ -88,6 +88,74 @@ def _plan_seeds(stack: Stack, recipe: pb.Recipe) -> list[pb.Seed]:
     return asyncio.run(plan())
 
 
+def _copy(api: httpx.Client, builtin: str, taxonomy_id: str) -> None:
+    """A built-in taxonomy imported again under an id of one's own (once per stack)."""
+    if api.get(f"/v1/taxonomies/{taxonomy_id}").status_code == 200:
+        return
+    document = yaml.safe_load(api.get(f"/v1/taxonomies/{builtin}/export").text)
+    document["id"] = taxonomy_id
+    _import(api, yaml.safe_dump(document, allow_unicode=True))
+
+
+def _direct_edit(stack: Stack, taxonomy_id: str) -> grpc.StatusCode:
+    """An edit sent to the taxonomy service itself, past the gateway."""
+
+    async def edit() -> grpc.StatusCode:
+        async with grpc.aio.insecure_channel(stack.grpc_addr("taxonomy")) as channel:
+            stub = taxonomy_pb2_grpc.TaxonomyServiceStub(channel)
+            request = tpb.EditTaxonomyRequest(id=taxonomy_id)
+            request.operations.add(op="prune", node_id="physics")
+            try:
+                await stub.EditTaxonomy(request)
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+            return grpc.StatusCode.OK
+
+    return asyncio.run(edit())
+
+
+def test_builtin_taxonomies_are_read_only_and_a_copy_of_one_is_not(
+    stack: Stack, api: httpx.Client, fake: FakeControl
+) -> None:
+    """The stack runs with TAXOFORGE_AUTH=none: one tenant, and still no change in place."""
+    before = api.get("/v1/taxonomies/knowledge/versions").json()["versions"]
+    exported = api.get("/v1/taxonomies/knowledge/export").text
+    changes = [
+        ("knowledge:edit", {"operations": [{"op": "prune", "node": "physics"}]}),
+        ("knowledge:expand", {"nodes": ["physics"], "samples": 1}),
+        ("knowledge:review", {"accept_rest": True}),
+        ("starter:expand", {"nodes": ["physics"], "samples": 1}),
+        (
+            "tasks:edit",
+            {"operations": [{"op": "rename", "node": "reasoning-and-mathematics", "title": "x"}]},
+        ),
+    ]
+    for path, body in changes:
+        resp = api.post(f"/v1/taxonomies/{path}", json=body)
+        assert resp.status_code == 409, (path, resp.text)
+        message = resp.json()["error"]["message"]
+        assert "read-only" in message and "export" in message and "new id" in message, message
+    again = api.post(
+        "/v1/taxonomies",
+        content=exported.encode(),
+        headers={"content-type": "application/yaml"},
+        params={"new_version": "true"},
+    )
+    assert again.status_code == 409 and "read-only" in again.text
+    assert _direct_edit(stack, "knowledge") == grpc.StatusCode.FAILED_PRECONDITION  # no way round
+    assert api.get("/v1/taxonomies/knowledge/versions").json()["versions"] == before
+    assert fake.stats()["calls"] == 0  # no expansion job was started
+
+    # The way the message shows: a copy under an id of one's own changes like any taxonomy.
+    _copy(api, "knowledge", "my-knowledge")
+    resp = api.post("/v1/taxonomies/my-knowledge:expand", json={"nodes": ["physics"]})
+    assert resp.status_code == 201, resp.text
+    assert wait(api, resp.json()["id"])["state"] == "succeeded"
+    review = api.post("/v1/taxonomies/my-knowledge:review", json={"accept_rest": True})
+    assert review.status_code == 200 and review.json()["version"] == "3", review.text
+    assert api.get("/v1/taxonomies/knowledge/versions").json()["versions"] == before
+
+
 def test_the_builtin_taxonomies_are_served(api: httpx.Client) -> None:
     listing = {t["id"]: t for t in api.get("/v1/taxonomies").json()["taxonomies"]}
     assert {"starter", "knowledge", "tasks"} <= set(listing)
@@ -316,7 +384,7 @@ def test_induction_merges_near_synonyms_and_drops_rare_labels(
 @pytest.mark.parametrize(
     ("path", "body", "words"),
     [
-        ("/v1/taxonomies/starter:expand", {"nodes": ["phisics"]}, "did you mean physics"),
+        ("/v1/taxonomies/my-starter:expand", {"nodes": ["phisics"]}, "did you mean physics"),
         ("/v1/plans", {"count": 5, "difficulties": ["trivial"]}, "unknown difficulty 'trivial'"),
         ("/v1/plans", {"count": 5, "nodes": ["chemistri"]}, "did you mean chemistry"),
         (
@@ -334,6 +402,7 @@ def test_induction_merges_near_synonyms_and_drops_rare_labels(
 def test_impossible_requests_say_why(
     api: httpx.Client, path: str, body: dict[str, Any], words: str
 ) -> None:
+    _copy(api, "starter", "my-starter")
     resp = api.post(path, json=body)
     assert resp.status_code == 422, resp.text
     assert words in resp.json()["error"]["message"]
@@ -369,3 +438,11 @@ def test_the_cli_prints_a_tree_and_a_plan(stack: Stack, tmp_path: Any) -> None:
         (t["dimension"], t["value"]): t["count"] for t in json.loads(planned.stdout)["totals"]
     }
     assert totals[("language", "fr")] == 30 and totals[("difficulty", "hard")] == 45
+
+
+def test_a_dry_run_lists_the_seeds_of_small_plans_only(stack: Stack) -> None:
+    assert len(_plan_seeds(stack, pb.Recipe(taxonomy_id="knowledge", count=1000))) == 1000
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        _plan_seeds(stack, pb.Recipe(taxonomy_id="knowledge", count=1_000_000))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "include_seeds lists at most 1000 seeds" in (err.value.details() or "")

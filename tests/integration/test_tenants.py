@@ -3,6 +3,7 @@ and datasets; rate limits, job spend limits and body limits hold; keys never rea
 
 from __future__ import annotations
 
+import hashlib
 import json
 import textwrap
 import time
@@ -190,11 +191,21 @@ def test_taxonomies_are_private_and_shared_ones_read_only(
     again = beta.post("/v1/taxonomies", content=_taxonomy("free-again"), headers=yaml_headers)
     assert again.status_code == 201, again.text  # the failed induction kept no claim on the id
 
-    shared = alpha.post(
-        "/v1/taxonomies/knowledge:edit",
-        json={"operations": [{"op": "prune", "node": "mathematics"}]},
+    versions = alpha.get("/v1/taxonomies/knowledge/versions").json()["versions"]
+    for path, body in [
+        ("knowledge:edit", {"operations": [{"op": "prune", "node": "mathematics"}]}),
+        ("knowledge:expand", {"nodes": ["physics"], "samples": 1}),
+        ("knowledge:review", {"accept_rest": True}),
+        ("starter:expand", {"nodes": ["physics"], "samples": 1}),
+    ]:
+        shared = alpha.post(f"/v1/taxonomies/{path}", json=body)
+        assert shared.status_code == 409 and "read-only" in shared.text, (path, shared.text)
+    document = alpha.get("/v1/taxonomies/knowledge/export").content
+    reimport = beta.post(
+        "/v1/taxonomies", content=document, headers=yaml_headers, params={"new_version": "true"}
     )
-    assert shared.status_code == 409 and "read-only" in shared.text
+    assert reimport.status_code == 409 and "read-only" in reimport.text
+    assert beta.get("/v1/taxonomies/knowledge/versions").json()["versions"] == versions
 
 
 def test_uploads_and_benchmarks_are_per_tenant(alpha: httpx.Client, beta: httpx.Client) -> None:
@@ -211,6 +222,11 @@ def test_uploads_and_benchmarks_are_per_tenant(alpha: httpx.Client, beta: httpx.
     assert alpha.put("/v1/benchmarks/exam", content=b"What is 2+2?\n").status_code == 201
     assert [b["name"] for b in alpha.get("/v1/benchmarks").json()["benchmarks"]] == ["exam"]
     assert beta.get("/v1/benchmarks").json()["benchmarks"] == []
+    exam = alpha.get("/v1/benchmarks/exam")
+    assert exam.status_code == 200 and exam.content == b"What is 2+2?\n"
+    assert exam.headers["x-content-sha256"] == hashlib.sha256(exam.content).hexdigest()
+    assert beta.get("/v1/benchmarks/exam").status_code == 404
+    assert alpha.get("/v1/benchmarks/never-put").status_code == 404
     assert beta.delete("/v1/benchmarks/exam").status_code == 404
     beta_upload = beta.post("/v1/uploads", params={"name": "b.jsonl"}, content=rows.encode())
     spec = {"source": {"upload": beta_upload.json()["upload"]}}

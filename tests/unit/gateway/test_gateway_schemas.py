@@ -10,10 +10,17 @@ from pydantic import ValidationError
 
 from gateway.schemas import LanguageSpec, RecipeSpec, recipe_to_proto
 from gateway.views import JobView, job_view
-from taxoforge.settings import LLMSettings
+from taxoforge.llm.endpoints import LOCAL_EMBEDDER, Endpoint, ModelRegistry
 from taxoforge.v1 import common_pb2 as pb
 
-DEFAULTS = LLMSettings(model="openai/default-model", api_base="http://llm:8000/v1")
+_ENDPOINTS = (
+    Endpoint("default", "openai/default-model", "http://llm:8000/v1"),
+    Endpoint("big", "openai/big", "http://vllm:9000/v1"),
+    Endpoint("judge-only", "openai/judge", "http://vllm:9001/v1", roles=("judge",)),
+    Endpoint("embed", "openai/text-embedding-3-small", roles=("embedder",)),
+    Endpoint(LOCAL_EMBEDDER, LOCAL_EMBEDDER, roles=("embedder",)),
+)
+MODELS = ModelRegistry(_ENDPOINTS)
 
 
 def _shares(spec: RecipeSpec) -> dict[str, float]:
@@ -144,15 +151,14 @@ def test_other_bounds(field: dict[str, Any]) -> None:
 
 
 def test_defaults_fill_every_role() -> None:
-    recipe = recipe_to_proto(RecipeSpec(count=5), DEFAULTS)
+    recipe = recipe_to_proto(RecipeSpec(count=5), MODELS)
 
     roles = [recipe.models.generator, *recipe.models.responders, recipe.models.judge]
     for cfg in roles:
-        assert cfg.model == "openai/default-model"
-        assert cfg.api_base == "http://llm:8000/v1"
-        assert cfg.response_format == "auto"
+        assert cfg.model == "default"
         assert cfg.HasField("temperature")
         assert cfg.HasField("max_tokens")
+    assert recipe.models.embedder.model == "local/all-minilm-l6-v2"
 
 
 def test_recipe_fields_are_copied() -> None:
@@ -167,7 +173,7 @@ def test_recipe_fields_are_copied() -> None:
         min_margin=2.5,
     )
 
-    recipe = recipe_to_proto(spec, DEFAULTS)
+    recipe = recipe_to_proto(spec, MODELS)
 
     assert recipe.name == "physics-fr"
     assert recipe.taxonomy_id == "custom"
@@ -180,90 +186,60 @@ def test_recipe_fields_are_copied() -> None:
 
 
 def test_default_responders_are_two_sampling_settings() -> None:
-    responders = recipe_to_proto(RecipeSpec(count=5), DEFAULTS).models.responders
+    responders = recipe_to_proto(RecipeSpec(count=5), MODELS).models.responders
 
     assert len(responders) == 2
     assert responders[0].temperature != responders[1].temperature
-    assert {r.model for r in responders} == {"openai/default-model"}
+    assert {r.model for r in responders} == {"default"}
 
 
 def test_judge_temperature_defaults_to_zero() -> None:
-    judge = recipe_to_proto(RecipeSpec(count=5), DEFAULTS).models.judge
+    judge = recipe_to_proto(RecipeSpec(count=5), MODELS).models.judge
 
     assert judge.HasField("temperature")
     assert judge.temperature == 0.0
 
 
-def test_responder_with_only_a_temperature_inherits_model_and_base() -> None:
+def test_responder_with_only_a_temperature_gets_the_default_model() -> None:
     spec = RecipeSpec.model_validate({"count": 5, "models": {"responders": [{"temperature": 0.2}]}})
 
-    responders = recipe_to_proto(spec, DEFAULTS).models.responders
+    responders = recipe_to_proto(spec, MODELS).models.responders
 
     assert len(responders) == 1
-    assert responders[0].model == "openai/default-model"
-    assert responders[0].api_base == "http://llm:8000/v1"
+    assert responders[0].model == "default"
     assert responders[0].temperature == pytest.approx(0.2)
 
 
-def test_a_role_naming_its_own_model_gets_no_default_base() -> None:
+def test_a_role_naming_a_declared_model_gets_it_with_its_sampling() -> None:
     spec = RecipeSpec.model_validate(
-        {"count": 5, "models": {"judge": {"model": "anthropic/claude-3-5-sonnet"}}}
+        {"count": 5, "models": {"generator": {"model": "big", "max_tokens": 1000, "top_p": 0.9}}}
     )
 
-    recipe = recipe_to_proto(spec, DEFAULTS)
+    recipe = recipe_to_proto(spec, MODELS)
 
-    assert recipe.models.judge.model == "anthropic/claude-3-5-sonnet"
-    assert recipe.models.judge.api_base == ""
-    # the other roles keep the defaults
-    assert recipe.models.generator.api_base == "http://llm:8000/v1"
-
-
-def test_a_role_with_model_and_base_keeps_both() -> None:
-    spec = RecipeSpec.model_validate(
-        {
-            "count": 5,
-            "models": {
-                "generator": {
-                    "model": "openai/big",
-                    "api_base": "http://vllm:9000/v1",
-                    "max_tokens": 1000,
-                    "top_p": 0.9,
-                    "max_concurrency": 8,
-                    "input_cost_per_million": 0.5,
-                    "output_cost_per_million": 1.5,
-                    "response_format": "json_object",
-                }
-            },
-        }
-    )
-
-    gen = recipe_to_proto(spec, DEFAULTS).models.generator
-
-    assert (gen.model, gen.api_base) == ("openai/big", "http://vllm:9000/v1")
-    assert gen.max_tokens == 1000
+    gen = recipe.models.generator
+    assert (gen.model, gen.max_tokens) == ("big", 1000)
     assert gen.top_p == pytest.approx(0.9)
-    assert gen.max_concurrency == 8
-    assert gen.input_cost_per_million == 0.5
-    assert gen.output_cost_per_million == 1.5
-    assert gen.response_format == "json_object"
+    assert recipe.models.judge.model == "default"  # the other roles keep the default
 
 
 def test_unset_optional_model_fields_stay_unset() -> None:
-    gen = recipe_to_proto(RecipeSpec(count=5), DEFAULTS).models.generator
+    gen = recipe_to_proto(RecipeSpec(count=5), MODELS).models.generator
 
     assert not gen.HasField("top_p")
-    assert not gen.HasField("input_cost_per_million")
-    assert not gen.HasField("output_cost_per_million")
-    assert gen.max_concurrency == 0
 
 
-def test_defaults_without_api_base_give_an_empty_base() -> None:
-    defaults = LLMSettings(model="anthropic/claude-3-5-haiku", api_base=None)
+def test_the_operators_per_role_defaults_apply() -> None:
+    models = ModelRegistry(
+        [*_ENDPOINTS], {"judge": "judge-only", "embedder": "embed", "generator": "big"}
+    )
 
-    recipe = recipe_to_proto(RecipeSpec(count=5), defaults)
+    recipe = recipe_to_proto(RecipeSpec(count=5), models)
 
-    assert recipe.models.generator.model == "anthropic/claude-3-5-haiku"
-    assert recipe.models.generator.api_base == ""
+    assert recipe.models.judge.model == "judge-only"
+    assert recipe.models.generator.model == "big"
+    assert recipe.models.embedder.model == "embed"
+    assert {r.model for r in recipe.models.responders} == {"default"}
 
 
 # ---- job_view ----
@@ -359,14 +335,3 @@ def test_job_view_serialises_to_json() -> None:
     assert data["state"] == "succeeded"
     assert data["created_at"].startswith("2023-11-14T22:13:20")
     assert data["planned"] == 4
-
-
-def test_roles_inherit_the_default_response_format_unless_they_set_one() -> None:
-    defaults = LLMSettings(model="openai/m", api_base="http://l/v1", response_format="json_object")
-    spec = RecipeSpec.model_validate({"count": 5, "models": {"judge": {"response_format": "none"}}})
-
-    models = recipe_to_proto(spec, defaults).models
-
-    assert models.generator.response_format == "json_object"
-    assert {r.response_format for r in models.responders} == {"json_object"}
-    assert models.judge.response_format == "none"

@@ -3,19 +3,23 @@ log redaction."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.deps import ApiError, Auth
-from gateway.limits import BodyLimit
+from gateway.deps import ApiError, Auth, authenticated
+from gateway.limits import BodyLimit, ValidText
 from gateway.settings import GatewaySettings
 from gateway.tenants import (
     LOCAL,
@@ -27,7 +31,7 @@ from gateway.tenants import (
     hash_key,
     new_key,
 )
-from taxoforge.logging import redact
+from taxoforge.logging import configure_logging, redact
 
 
 def _write(path: Path, tenants: list[dict[str, object]]) -> None:
@@ -200,3 +204,86 @@ def test_log_lines_never_carry_secrets() -> None:
     out = json.dumps(redact(None, "info", dict(event)))
     assert key not in out and "hunter2" not in out and "sk-abcdefghijklmnop" not in out
     assert '"count": 3' in out and "nats://taxoforge:[redacted]@nats:4222" in out
+
+
+def test_an_unhandled_error_leaves_no_key_in_the_gateway_log(tmp_path: Path) -> None:
+    key = new_key()
+    path = tmp_path / "tenants.yaml"
+    _write(path, [{"name": "acme", "keys": [hash_key(key)]}])
+    app = create_app(GatewaySettings(auth="keys", tenants_file=str(path)))
+
+    @app.get("/v1/boom", dependencies=authenticated)
+    async def boom(request: Request) -> None:
+        credentials = request.headers["authorization"]
+        raise RuntimeError(f"forced, while holding {credentials}")
+
+    log = io.StringIO()
+    handlers, hook = list(logging.getLogger().handlers), sys.excepthook
+    configure_logging("info", "json", service="gateway", stream=log)
+    structlog.configure(cache_logger_on_first_use=False)
+    try:
+        client = TestClient(app, raise_server_exceptions=False)  # no lifespan: no NATS needed
+        resp = client.get("/v1/boom", headers={"Authorization": f"Bearer {key}"})
+    finally:
+        sys.excepthook = hook
+        structlog.reset_defaults()
+        for handler in set(logging.getLogger().handlers) - set(handlers):
+            logging.getLogger().removeHandler(handler)
+    assert resp.status_code == 500 and key not in resp.text
+    lines = [json.loads(line) for line in log.getvalue().splitlines()]
+    error = next(line for line in lines if line["event"] == "unhandled_error")
+    assert error["exception"][0]["frames"][-1]["name"] == "boom"  # the traceback is logged
+    assert key[4:16] not in log.getvalue()
+
+
+def _json_operations(app: FastAPI) -> list[tuple[str, str]]:
+    return [
+        (method.upper(), path)
+        for path, operations in app.openapi()["paths"].items()
+        for method, operation in operations.items()
+        if "application/json" in operation.get("requestBody", {}).get("content", {})
+    ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"name": "\\ud800", "count": 2}',  # the escape: valid JSON
+        '{"name": "\ud800"}'.encode("utf-8", "surrogatepass"),  # the bytes
+        b'{"items": [{"instruction": "x", "tags": {"\\udfff": 1}}]}',  # a key, nested
+    ],
+)
+def test_a_lone_surrogate_in_any_json_body_is_a_422(body: bytes) -> None:
+    app = create_app(GatewaySettings(auth="none"))
+    app.state.backend = None  # no route gets that far: the text is refused first
+    client = TestClient(app, raise_server_exceptions=False)
+    operations = _json_operations(app)
+    assert len(operations) >= 9  # jobs, plans, taxonomies (4), inductions, judge, selections
+    for method, path in operations:
+        url = path.replace("{taxonomy_id}", "mine")
+        resp = client.request(
+            method, url, content=body, headers={"content-type": "application/json"}
+        )
+        assert resp.status_code == 422, (method, path, resp.text)
+        error = resp.json()["error"]
+        assert error["code"] == "invalid_request" and "not valid Unicode" in error["message"]
+
+
+def test_text_checks_pass_pairs_and_leave_uploads_alone() -> None:
+    app = FastAPI()
+
+    @app.post("/v1/things")
+    async def things(request: Request) -> dict[str, object]:
+        return {"body": await request.json()}
+
+    @app.post("/v1/uploads")
+    async def uploads(request: Request) -> dict[str, int]:
+        return {"bytes": len(await request.body())}
+
+    client = TestClient(ValidText(app))  # type: ignore[arg-type]
+    paired = client.post("/v1/things", content=b'{"t": ["\\ud83d\\ude00", "\\\\ud800"]}')
+    assert paired.json() == {"body": {"t": ["\N{GRINNING FACE}", "\\ud800"]}}
+    file = b'{"instruction": "\\ud800"}\n'  # read leniently by the selector, not refused here
+    assert client.post("/v1/uploads", content=file).json() == {"bytes": len(file)}
+    lone = client.post("/v1/things", content=b'{"t": ["ok", "\\ud800"]}')
+    assert lone.status_code == 422 and "t[1]: a lone surrogate" in lone.json()["detail"]

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pydantic import SecretStr
 
 from taxoforge import embeddings
 from taxoforge.embeddings import (
@@ -21,7 +22,23 @@ from taxoforge.embeddings import (
     cosine_matrix,
     embedder_for,
 )
+from taxoforge.errors import PermanentError
+from taxoforge.llm.endpoints import LOCAL_EMBEDDER, Endpoint, ModelRegistry
 from taxoforge.minilm import MiniLM, MiniLMNotInstalled, installed_model_dir
+
+MODELS = ModelRegistry(
+    [
+        Endpoint("default", "openai/chat", "http://llm/v1"),
+        Endpoint(
+            "small",
+            "openai/text-embedding-3-small",
+            "http://x/v1",
+            api_key=SecretStr("k"),
+            roles=("embedder",),
+        ),
+        Endpoint(LOCAL_EMBEDDER, LOCAL_EMBEDDER, roles=("embedder",)),
+    ]
+)
 
 REFERENCE = json.loads(
     (Path(__file__).parent / "data" / "minilm_reference.json").read_text(encoding="utf-8")
@@ -75,7 +92,7 @@ def test_near_synonyms_are_closer_than_unrelated_words(model: MiniLM) -> None:
 
 async def test_embedder_for_local_model() -> None:
     for name in ("local/all-minilm-l6-v2", ""):
-        embedder = embedder_for(name)
+        embedder = embedder_for(name, MODELS)
         assert isinstance(embedder, LocalMiniLM)
         got = await embedder.embed(TEXTS[:5])
         assert got.shape == (5, 384)
@@ -124,7 +141,7 @@ async def test_litellm_embedder_batches_orders_and_normalizes(
     import taxoforge.llm.litellm_transport as transport
 
     monkeypatch.setattr(transport, "_litellm", FakeLiteLLM)
-    embedder = embedder_for("openai/text-embedding-3-small", api_base="http://x/v1", api_key="k")
+    embedder = embedder_for("small", MODELS)
     assert isinstance(embedder, LiteLLMEmbedder)
     embedder.batch_size = 2
     got = await embedder.embed(["a", "bb", "ccc", ""])
@@ -138,3 +155,31 @@ async def test_litellm_embedder_batches_orders_and_normalizes(
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-6)
     assert (await embedder.embed([])).shape == (0, 0)
     assert len(calls) == 2
+
+
+def test_an_embedder_is_only_one_the_operator_declared() -> None:
+    for name in ("openai/text-embedding-3-small", "default", "http://127.0.0.1:9999/v1"):
+        with pytest.raises(PermanentError, match="use one of: local/all-minilm-l6-v2, small"):
+            embedder_for(name, MODELS)
+
+
+async def test_an_embedding_providers_reply_stays_out_of_the_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Refused(Exception):
+        status_code = 401
+        llm_provider = "openai"
+
+    class FakeLiteLLM:
+        RateLimitError = APIConnectionError = Timeout = ServiceUnavailableError = KeyError
+        InternalServerError = KeyError
+
+        async def aembedding(self, **kwargs: Any) -> Any:
+            raise Refused("Incorrect API key provided: sk-abc***xyz; body from 10.0.0.9")
+
+    import taxoforge.llm.litellm_transport as transport
+
+    monkeypatch.setattr(transport, "_litellm", FakeLiteLLM)
+    with pytest.raises(PermanentError) as err:
+        await embedder_for("small", MODELS).embed(["a"])
+    assert str(err.value) == "embedding model small: Refused (HTTP 401)"

@@ -23,6 +23,7 @@ from services.generator.core import (
 )
 from taxoforge.errors import PermanentError
 from taxoforge.llm import StructuredOutputError
+from taxoforge.markers import MARKER_SECRET
 from taxoforge.v1 import common_pb2 as pb
 
 # ---- clean_instruction ----
@@ -636,7 +637,34 @@ async def test_codeclm_cache_flags(no_cache: bool) -> None:
     decode, rubrics, improve = llm.calls
     assert decode["cache"] is not no_cache
     assert rubrics["cache"] is not no_cache
-    assert improve["cache"] is False, "the improve prompt carries a fresh nonce"
+    assert improve["cache"] is False, "for no job, the improve prompt carries a random marker"
+
+
+async def _improve_in_a_job(secret: bytes, no_cache: bool = False) -> dict[str, Any]:
+    async def _secret() -> bytes:
+        return secret
+
+    token = MARKER_SECRET.set(_secret)
+    try:
+        llm = StubLLM([EN[1]])
+        await Generator(llm).improve(  # type: ignore[arg-type]
+            _seed(), EN[0], "add a word limit", _recipe(no_cache=no_cache), number=1
+        )
+    finally:
+        MARKER_SECRET.reset(token)
+    [sent] = llm.calls
+    return sent
+
+
+async def test_a_jobs_improve_prompt_is_the_same_when_asked_again_so_the_cache_answers() -> None:
+    first = await _improve_in_a_job(b"k" * 32)
+    redelivered = await _improve_in_a_job(b"k" * 32)
+    other_job = await _improve_in_a_job(b"j" * 32)
+
+    assert StubLLM.text_of(first) == StubLLM.text_of(redelivered)
+    assert StubLLM.text_of(other_job) != StubLLM.text_of(first)
+    assert first["cache"] is True
+    assert (await _improve_in_a_job(b"k" * 32, no_cache=True))["cache"] is False
 
 
 async def test_improve_guards_the_marker_and_cleans_the_reply(

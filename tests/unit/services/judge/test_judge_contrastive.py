@@ -118,7 +118,6 @@ async def _run(
     rounds: int = 1,
     contrastive: bool = True,
     config: pb.JudgeConfig | None = None,
-    spent: list[pb.LLMCall] | None = None,
 ) -> pb.Judgment:
     candidates = pb.Candidates(instruction=_instruction(rounds), responses=responses)
     return await Panel(judge_of(llm)).run(
@@ -128,7 +127,6 @@ async def _run(
         min_margin=1.0,
         rng=random.Random(0),
         contrastive=contrastive,
-        spent=None if spent is None else spent.append,
     )
 
 
@@ -205,15 +203,12 @@ async def test_the_configured_gap_is_used() -> None:
     assert "within 5" in judgment.unusable_reason
 
 
-async def test_the_panel_reports_the_contrastive_calls_it_spends() -> None:
-    spent: list[pb.LLMCall] = []
+async def test_the_judgment_records_the_contrastive_calls_it_made() -> None:
+    judgment = await _run(StubLLM(), _strong(9), _target(2))
 
-    await _run(StubLLM(), _strong(9), _target(2), spent=spent)
-
-    # every call the panel makes is told: the two rubric scores, then the contrastive rounds
-    templates = [c.template for c in spent]
-    assert templates.count("contrastive") == 2
-    assert set(templates) == {"rubric", "contrastive"}
+    # every call is on the judgment (the job's report sums them): scores, then contrastive
+    assert [s.call.template for s in judgment.scores] == ["rubric", "rubric"]
+    assert [c.template for c in judgment.contrastive.calls] == ["contrastive"] * 2
 
 
 async def test_no_contrastive_filtering_when_it_is_off() -> None:
@@ -240,13 +235,15 @@ async def test_pairwise_mode_compares_only_responders_then_filters() -> None:
     # contrastive prompts see the same texts; on its 1-10 scale the stub clamps 80/40 to 10
     target = pb.Response(id="i1.t", text=quality(2, "Target answer."), responder=-1)
     llm = StubLLM()
-    spent: list[pb.LLMCall] = []
 
-    judgment = await _run(llm, r0, r1, target, config=pb.JudgeConfig(mode="pairwise"), spent=spent)
+    judgment = await _run(llm, r0, r1, target, config=pb.JudgeConfig(mode="pairwise"))
 
     assert [(c.a_id, c.b_id) for c in judgment.comparisons] == [(r0.id, r1.id)]
     assert {s.response_id for s in judgment.scores} == {r0.id, r1.id}
     assert judgment.pair.chosen_id == r0.id
     assert judgment.contrastive.strong_id == r0.id
     assert judgment.contrastive.decision == "keep_strong"
-    assert [c.template for c in spent] == ["pairwise"] * 2 + ["contrastive"] * 2
+    calls = [c for comparison in judgment.comparisons for c in comparison.calls]
+    assert [c.template for c in calls + list(judgment.contrastive.calls)] == (
+        ["pairwise"] * 2 + ["contrastive"] * 2
+    )

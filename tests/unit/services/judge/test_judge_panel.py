@@ -33,7 +33,6 @@ async def _run(
     *responses: pb.Response,
     config: pb.JudgeConfig | None = None,
     min_margin: float = 1.0,
-    spent: list[pb.LLMCall] | None = None,
 ) -> pb.Judgment:
     return await Panel(judge_of(llm)).run(
         pb.Candidates(instruction=INSTRUCTION, responses=responses),
@@ -41,7 +40,6 @@ async def _run(
         config or pb.JudgeConfig(),
         min_margin,
         random.Random(0),
-        spent=None if spent is None else spent.append,
     )
 
 
@@ -109,7 +107,6 @@ async def test_the_score_callback_replaces_the_panels_own_rubric_calls() -> None
 
 async def test_pairwise_panel_compares_every_pair_in_both_orders() -> None:
     llm = StubLLM()
-    spent: list[pb.LLMCall] = []
 
     judgment = await _run(
         llm,
@@ -117,7 +114,6 @@ async def test_pairwise_panel_compares_every_pair_in_both_orders() -> None:
         _response(1, quality(60)),
         _response(2, quality(40)),
         config=PAIRWISE,
-        spent=spent,
     )
 
     assert judgment.mode == "pairwise"
@@ -128,7 +124,7 @@ async def test_pairwise_panel_compares_every_pair_in_both_orders() -> None:
     ]
     assert llm.calls == 6
     assert llm.outputs == [PairVerdict] * 6
-    assert len(spent) == 6
+    assert sum(len(c.calls) for c in judgment.comparisons) == 6  # each recorded on its pair
     assert {s.response_id: s.score for s in judgment.scores} == {
         "i1.r0": 80,
         "i1.r1": 60,

@@ -415,6 +415,15 @@ def test_write_extra_writes_meta_side_files_and_lists_them(tmp_path: Path) -> No
     ]
 
 
+def test_a_side_file_opened_up_front_is_written_even_when_empty(tmp_path: Path) -> None:
+    with ExportWriter(tmp_path, formats=["sft"]) as writer:
+        writer.open_extra("dropped")
+        writer.open_extra("dropped")  # twice is once
+
+    assert WrittenFile("dropped", "jsonl", tmp_path / "meta" / "dropped.jsonl", 0) in writer.close()
+    assert (tmp_path / "meta" / "dropped.jsonl").read_text() == ""
+
+
 @pytest.mark.parametrize("kind", ["../escape", "a/b", "", "sft"])
 def test_write_extra_rejects_kinds_that_are_no_plain_side_file_name(
     tmp_path: Path, kind: str

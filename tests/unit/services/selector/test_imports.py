@@ -7,6 +7,7 @@ import decimal
 import gzip
 import json
 import os
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,13 @@ import pytest
 
 from services.selector.examples import Example, Message
 from services.selector.imports import (
+    MAX_RECORD_BYTES_CEILING,
     PARQUET_BATCH_ROWS,
     ImportFileError,
+    ImportLimits,
     MalformedRow,
     MalformedRowError,
+    TooLargeRow,
     detect_format,
     read_examples,
     sniff_format,
@@ -881,3 +885,167 @@ def test_parquet_rows_are_read_one_batch_at_a_time(
     assert pulled == [PARQUET_BATCH_ROWS]
     assert sum(1 for _ in stream) == len(rows) - 1
     assert pulled == [PARQUET_BATCH_ROWS] * 4
+
+
+# ---- limits: hostile files ----
+
+
+def _gzip_bomb(path: Path, zeros: int, before: bytes = b"", after: bytes = b"") -> Path:
+    """``before``, then ``zeros`` zero bytes on one line, then ``after``, gzipped at level 9:
+    about 1 KiB per MiB of zeros."""
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        f.write(before)
+        block = b"\0" * (1 << 20)
+        for _ in range(zeros >> 20):
+            f.write(block)
+        f.write(b"\n" + after)
+    return path
+
+
+def _traced_peak(read: Any) -> tuple[Any, int]:
+    """What ``read()`` returns (or raises) and the most Python memory it held at once."""
+    tracemalloc.start()
+    try:
+        result: Any = read()
+    except Exception as e:
+        result = e
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return result, peak
+
+
+def test_a_gzip_bomb_behind_a_valid_row_is_refused_before_it_is_unpacked(tmp_path: Path) -> None:
+    # 256 MiB of zeros in a ~260 KiB file: far past 100 times its size.
+    path = _gzip_bomb(
+        tmp_path / "rows.jsonl.gz", 256 << 20, before=json.dumps(_sft()).encode() + b"\n"
+    )
+    assert path.stat().st_size < 1 << 20
+    rows = read_examples(path, "jsonl", "auto", "job")
+
+    first = next(rows)
+    error, peak = _traced_peak(lambda: list(rows))
+
+    assert not isinstance(first, MalformedRow) and first["query"] == "What is 2+2?"
+    assert isinstance(error, ImportFileError)
+    assert "unpacks to more than 64 MiB" in str(error)
+    assert "TAXOFORGE_IMPORT_MAX_COMPRESSION_RATIO" in str(error)
+    # Read a bounded piece at a time, never as one 256 MiB line.
+    assert peak < 4 << 20
+
+
+def test_the_decompressed_limit_counts_unpacked_bytes_whatever_the_ratio(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    _write_jsonl(path, [_sft(f"question {n}") for n in range(50)])
+    limits = ImportLimits(max_decompressed_bytes=1000)
+
+    with pytest.raises(ImportFileError, match="TAXOFORGE_IMPORT_MAX_DECOMPRESSED_BYTES"):
+        list(read_examples(path, "jsonl", "auto", "job", limits))
+
+
+def test_a_gzip_within_the_ratio_reads_past_the_floor(tmp_path: Path) -> None:
+    # 8 MiB of zeros on one line is over the record limit but no bomb (under the 64 MiB floor).
+    row = json.dumps(_sft()).encode()
+    path = _gzip_bomb(tmp_path / "rows.jsonl.gz", 8 << 20, before=row + b"\n", after=row)
+
+    rows = _read(path)
+
+    assert [type(r) for r in rows] == [dict, TooLargeRow, dict]
+    assert [r.row if isinstance(r, MalformedRow) else r["row"] for r in rows] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_a_row_over_the_record_limit_is_dropped_with_its_row_and_its_neighbours_import(
+    tmp_path: Path, gzipped: bool
+) -> None:
+    big = json.dumps(_sft("x" * (20 << 20)))  # 20 MiB
+    lines = [json.dumps(_sft("one")), "", big, json.dumps(_sft("three")), "{not json"]
+    data = "".join(f"{line}\n" for line in lines).encode()
+    path = tmp_path / ("rows.jsonl.gz" if gzipped else "rows.jsonl")
+    path.write_bytes(gzip.compress(data, compresslevel=1) if gzipped else data)
+    del data, big
+
+    rows, peak = _traced_peak(lambda: _read(path))
+
+    assert [r.row if isinstance(r, MalformedRow) else r["row"] for r in rows] == [1, 3, 4, 5]
+    too_large = rows[1]
+    assert isinstance(too_large, TooLargeRow)
+    assert too_large.size == len(json.dumps(_sft("x" * (20 << 20))))
+    assert "is 20.0 MiB, over the 256 KiB limit of one record" in too_large.reason
+    assert "TAXOFORGE_IMPORT_MAX_RECORD_BYTES" in too_large.reason
+    assert [r["query"] for r in rows if not isinstance(r, MalformedRow)] == ["one", "three"]
+    assert type(rows[3]) is MalformedRow  # a broken line is still malformed, not too large
+    assert peak < 4 << 20  # the 20 MiB line was never held whole
+
+
+def test_the_record_limit_counts_the_line_without_its_newline(tmp_path: Path) -> None:
+    at_limit = json.dumps(_sft("q", "a"))
+    limits = ImportLimits(max_record_bytes=len(at_limit))
+    over = json.dumps(_sft("q", "ab"))
+    path = tmp_path / "rows.jsonl"
+    # CRLF line ends, and a last line without one.
+    path.write_bytes(f"{at_limit}\r\n{over}\r\n{at_limit}\r\n{over}".encode())
+
+    rows = list(read_examples(path, "jsonl", "auto", "job", limits))
+
+    assert [type(r) for r in rows] == [dict, TooLargeRow, dict, TooLargeRow]
+    assert [r.size for r in rows if isinstance(r, TooLargeRow)] == [len(over)] * 2
+
+
+def test_the_record_limit_must_leave_two_records_within_a_nats_message() -> None:
+    with pytest.raises(ValueError, match="two records in one NATS message"):
+        ImportLimits(max_record_bytes=MAX_RECORD_BYTES_CEILING + 1)
+    assert 2 * MAX_RECORD_BYTES_CEILING + (32 << 10) <= 1 << 20
+
+
+def test_a_reason_quoting_a_huge_key_is_cut_short(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "rows.jsonl", [{"k" * 100_000: 1}, _sft()])
+
+    rows = _read(path)
+
+    assert isinstance(rows[0], MalformedRow)
+    assert rows[0].reason.startswith("the row is in no known shape: found keys 'kkk")
+    assert len(rows[0].reason) <= 300
+    assert rows[0].reason.endswith("characters)")
+
+
+def test_a_parquet_row_over_the_record_limit_is_dropped_before_it_becomes_python(
+    tmp_path: Path,
+) -> None:
+    rows = [_sft(f"q{n}") for n in range(PARQUET_BATCH_ROWS * 2)]
+    big_row = PARQUET_BATCH_ROWS + 5
+    rows[big_row - 1] = _sft("x" * (5 << 20))
+    path = _write_parquet(tmp_path / "rows.parquet", rows)
+    del rows
+
+    result, peak = _traced_peak(lambda: _read(path))
+
+    assert len(result) == PARQUET_BATCH_ROWS * 2
+    (too_large,) = [r for r in result if isinstance(r, MalformedRow)]
+    assert isinstance(too_large, TooLargeRow) and too_large.row == big_row
+    assert "the row is 5.0 MiB" in too_large.reason
+    assert result[big_row]["query"] == f"q{big_row}"
+    # Python memory (tracemalloc does not see Arrow's): the 5 MiB text never became a str.
+    assert peak < 2 << 20
+
+
+def test_a_parquet_bomb_is_refused_from_its_page_headers(tmp_path: Path) -> None:
+    rows = [{"instruction": "Say hi", "output": "Hi"}] * 3
+    rows[1] = {"instruction": "Say hi", "output": "\0" * (128 << 20)}
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path, compression="zstd", use_dictionary=False)
+    assert path.stat().st_size < 1 << 20
+
+    with pytest.raises(ImportFileError, match="unpacks to more than 64 MiB"):
+        _read(path)
+
+
+def test_a_parquet_page_over_the_page_limit_is_refused_saying_how_to_rewrite_it(
+    tmp_path: Path,
+) -> None:
+    rows = [_sft(os.urandom(1000).hex()) for _ in range(200)]  # ~400 KiB incompressible page
+    path = _write_parquet(tmp_path / "rows.parquet", rows)
+    limits = ImportLimits(max_page_bytes=100_000)
+
+    with pytest.raises(ImportFileError, match=r"over the 97.7 KiB limit.*write_batch_size"):
+        list(read_examples(path, "parquet", "auto", "job", limits))
+    assert len(list(read_examples(path, "parquet", "auto", "job"))) == 200

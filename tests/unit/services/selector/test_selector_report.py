@@ -13,6 +13,7 @@ from services.selector.report import (
     usage_of,
 )
 from taxoforge.llm import LLMClient
+from taxoforge.llm.endpoints import Endpoint
 from taxoforge.llm.types import ChatRequest, ChatResult
 from taxoforge.settings import LLMSettings
 from taxoforge.v1 import common_pb2 as pb
@@ -194,9 +195,7 @@ def test_judge_health_of_nothing_is_all_zero() -> None:
 class _InvalidJSON:
     """A transport whose every reply is not JSON."""
 
-    async def chat(
-        self, cfg: pb.ModelConfig, req: ChatRequest, api_key: str | None, timeout_s: float
-    ) -> ChatResult:
+    async def chat(self, endpoint: Endpoint, req: ChatRequest, timeout_s: float) -> ChatResult:
         return ChatResult(text="I think it deserves a 7.", prompt_tokens=50, completion_tokens=8)
 
     async def close(self) -> None:
@@ -208,7 +207,7 @@ async def _failed_score_from_the_real_client(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(client, "_transport", lambda cfg: _InvalidJSON())
     instruction = pb.Instruction(text="Why?", seed=pb.Seed(language="en"))
     return await Judge(client).score(
-        instruction, pb.Response(id="i1.r0", text="Because."), pb.ModelConfig(model="judge")
+        instruction, pb.Response(id="i1.r0", text="Because."), pb.ModelConfig(model="default")
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import tracemalloc
 from collections import Counter
 from functools import cache
 
@@ -12,6 +13,8 @@ import pytest
 
 from services.taxonomy.core import (
     DIFFICULTIES,
+    Plan,
+    _even_positions,
     controlled_rounding,
     even_sequence,
     item_id,
@@ -812,3 +815,51 @@ def test_an_unknown_strategy_is_refused_with_a_suggestion() -> None:
     recipe = pb.Recipe(count=10, strategies=[pb.Share(name="glam", share=1.0)])
     with pytest.raises(PermanentError, match="unknown strategy 'glam'; did you mean glan"):
         plan_job(recipe, _tree_taxonomy(), "j")
+
+
+# ---- plans of the largest count ----
+
+
+def _big_plan(count: int) -> tuple[Plan, int]:
+    """A plan of ``count`` seeds, and the most memory planning it took (bytes)."""
+    recipe = _full_recipe(3)
+    recipe.count = count
+    knowledge, tasks = _builtin("knowledge"), _builtin("tasks")
+    tracemalloc.start()
+    try:
+        plan = plan_job(recipe, knowledge, "job-1", tasks=tasks)
+        return plan, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_million_seed_plan_is_counted_at_once_and_its_seeds_made_as_read() -> None:
+    plan, peak = _big_plan(1_000_000)
+
+    assert peak < 4 << 20  # cells and totals come from counts: no seed exists yet
+    assert len(plan.seeds) == 1_000_000 and sum(c.count for c in plan.cells) == 1_000_000
+    totals = {(t.dimension, t.value): t.count for t in plan.totals}
+    assert totals[("language", "en")] == 500_000 and totals[("difficulty", "hard")] == 300_000
+    first, last = plan.seeds[:256], plan.seeds[-256:]
+    assert [s.index for s in first + last] == [*range(256), *range(999_744, 1_000_000)]
+    assert plan.seeds[-1] == last[-1] and last[-1].item_id == item_id(999_999)
+    assert all(s.node_attributes["key_concepts"].items and s.task_title for s in first + last)
+    with pytest.raises(IndexError):
+        plan.seeds[1_000_000]
+
+
+def test_reading_a_big_plans_seeds_holds_a_few_integers_per_seed() -> None:
+    plan, _ = _big_plan(100_000)
+    tracemalloc.start()
+    try:
+        batches = [plan.seeds[start : start + 256] for start in range(0, 100_000, 25_000)]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert sum(map(len, batches)) == 1024
+    assert peak < 20 << 20  # the seeds as messages would be ~300 MB
+
+
+@pytest.mark.parametrize("counts", [[1], [3, 1], [5, 0, 2], [7, 7, 7], [1000, 3, 250, 1]])
+def test_the_array_layout_spreads_values_as_even_sequence_does(counts: list[int]) -> None:
+    assert _even_positions(counts).tolist() == even_sequence(counts)

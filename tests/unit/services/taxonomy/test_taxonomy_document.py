@@ -487,3 +487,27 @@ def test_builtin_tasks_have_guidance_and_an_example() -> None:
         assert leaf.description, leaf.id
         assert leaf.attributes["guidance"].text.strip(), leaf.id
         assert leaf.attributes["example"].text.strip(), leaf.id
+
+
+@pytest.mark.parametrize(
+    ("document", "where"),
+    [
+        ('{"id": "s", "title": "\\ud800", "nodes": [{"id": "a", "title": "A"}]}', "1: title"),
+        ('id: s\nnodes:\n  - id: a\n    title: "x \\udc00"\n', "4: nodes[0] (a)"),
+        ('id: s\nnodes:\n  - id: a\n    title: A\n    description: "\\ud83d"\n', "5: nodes[0]"),
+        ('id: s\nnodes:\n  - id: a\n    title: A\n    attributes: {k: "\\ud800"}\n', "5:"),
+        ('id: s\nnodes:\n  - id: a\n    title: A\n    attributes: {"\\ud800": x}\n', "5:"),
+        ('id: s\nnodes:\n  - id: a\n    title: A\n    attributes: {k: ["\\ud800"]}\n', "5:"),
+    ],
+)
+def test_a_lone_surrogate_anywhere_is_refused_with_its_line(document: str, where: str) -> None:
+    with pytest.raises(TaxonomyFileError, match="lone surrogate") as err:
+        parse_taxonomy(document)
+    assert f"<taxonomy>:{where}" in str(err.value)
+
+
+def test_an_escaped_surrogate_pair_is_one_character() -> None:
+    document = '{"id": "s", "nodes": [{"id": "a", "title": "Emoji \\ud83d\\ude00"}]}'
+    node = parse_taxonomy(document).root.children[0]
+    assert node.title == "Emoji \N{GRINNING FACE}"
+    assert node.SerializeToString()  # it can be stored

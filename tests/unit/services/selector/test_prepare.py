@@ -1,0 +1,71 @@
+"""The prepare step's filter: rows over the record limit go to dropped.jsonl, the rest on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from services.selector.decontam import Deduplicator
+from services.selector.imports import ImportLimits, read_examples, to_example
+from services.selector.prepare import _filter, benchmark_prompts
+
+
+def _sft(user: str, reply: str = "Sure.") -> dict[str, Any]:
+    turns = [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
+    return {"messages": turns}
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_an_oversize_row_and_a_malformed_one_are_dropped_with_their_rows(tmp_path: Path) -> None:
+    source = tmp_path / "rows.jsonl"
+    rows = [_sft("first question"), _sft("x" * 300_000), "{oops", _sft("last question")]
+    source.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows),
+        encoding="utf-8",
+    )
+    out, dropped = tmp_path / "examples.jsonl", tmp_path / "dropped.jsonl"
+
+    tally = _filter(
+        read_examples(source, "jsonl", "auto", "job"), "job", Deduplicator(0.8), None, out, dropped
+    )
+
+    assert [e["item_id"] for e in _lines(out)] == ["r0000001", "r0000004"]
+    drops = {d["item_id"]: d for d in _lines(dropped)}
+    assert set(drops) == {"r0000002", "r0000003"}
+    big = drops["r0000002"]
+    assert (big["id"], big["reason"], big["row"]) == ("job/r0000002", "too_large", 2)
+    assert "over the 256 KiB limit of one record" in big["detail"]
+    assert big["stage"]
+    assert drops["r0000003"]["reason"] == "malformed"
+    # Every row is kept or dropped: planned == exported + dropped holds from here on.
+    assert tally.rows == 4 and tally.kept + len(drops) == tally.rows
+    assert tally.malformed == 2
+    assert [row for row, _ in tally.errors] == [2, 3]
+
+
+def test_an_example_whose_texts_are_over_the_limit_is_dropped_too(tmp_path: Path) -> None:
+    # A generated example is not read from a file: its query and response are measured.
+    small = to_example(_sft("short question"), 1, "job")
+    large = to_example(_sft("long question", "y" * 2000), 2, "job")
+    out, dropped = tmp_path / "examples.jsonl", tmp_path / "dropped.jsonl"
+
+    tally = _filter([small, large], "job", Deduplicator(0.8), None, out, dropped, 1000)
+
+    assert [e["item_id"] for e in _lines(out)] == ["r0000001"]
+    (drop,) = _lines(dropped)
+    assert (drop["item_id"], drop["reason"]) == ("r0000002", "too_large")
+    assert "record limit" in drop["detail"]
+    assert tally.too_large == 1 and tally.kept == 1
+
+
+def test_a_benchmark_line_over_the_record_limit_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "bench.txt"
+    path.write_bytes(b"first prompt\n" + b"z" * 5000 + b"\nlast prompt\n")
+
+    prompts = list(benchmark_prompts(path, ImportLimits(max_record_bytes=1000)))
+
+    assert prompts == ["first prompt", "last prompt"]
