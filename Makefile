@@ -41,10 +41,11 @@ test-unit: $(STAMP)  ## unit tests only (no network, seconds)
 test-integration: $(STAMP)  ## integration tests only
 	$(PY) -m pytest tests/integration
 
-lint: $(STAMP)  ## ruff (lint + format check) and mypy --strict
+lint: $(STAMP)  ## ruff (lint + format check), mypy --strict and the import contracts
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy taxoforge services gateway
+	$(VENV)/bin/mypy taxoforge taxoforge_cli services gateway
+	$(VENV)/bin/lint-imports
 
 protos: $(STAMP)  ## regenerate the Python stubs from protos/
 	$(PY) scripts/gen_protos.py

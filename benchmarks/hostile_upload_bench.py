@@ -45,7 +45,7 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from taxoforge.stack import Stack, StackConfig
+from taxoforge_cli.stack import Stack, StackConfig
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 BOUND_MB = 600

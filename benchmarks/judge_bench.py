@@ -7,7 +7,7 @@ publishes ``--pairs`` candidate pairs to the judge's work subject, and times the
 to the moment every item has an outcome. It prints judged pairs per second, the ideal rate and
 the ratio between them, and the judge processes' CPU seconds per pair.
 
-A pair costs two model calls, one per order (``Judge.compare`` in services/judge/core.py).
+A pair costs two model calls, one per order (``Pairwise.compare`` in services/judge/pairwise.py).
 Whether the two orders run one after the other or at once sets the ideal, so every run first
 judges one pair alone and reads how many calls the fake saw at once: 1 means the orders run
 one after the other (a pair takes 2 x latency), 2 means they run at once (1 x latency). The
@@ -38,9 +38,9 @@ from taxoforge.bus import Bus, Stage
 from taxoforge.bus.topology import KV_JOBS, ended_subject
 from taxoforge.pipeline import publish_work
 from taxoforge.settings import BusSettings
-from taxoforge.stack import Stack, StackConfig
 from taxoforge.store import ItemKind, ItemStore, JobStore, new_job_id, now_ms
 from taxoforge.v1 import common_pb2 as pb
+from taxoforge_cli.stack import Stack, StackConfig
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 FAKE_PROC = "llm"  # the Stack's name for the model server process (here: the fake)

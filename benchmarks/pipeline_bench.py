@@ -37,8 +37,8 @@ from pydantic import SecretStr
 
 from taxoforge.llm import LLMClient
 from taxoforge.settings import LLMSettings
-from taxoforge.stack import PARTS, Stack, StackConfig
 from taxoforge.v1 import common_pb2 as pb
+from taxoforge_cli.stack import PARTS, Stack, StackConfig
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TERMINAL = {"succeeded", "failed", "cancelled"}

@@ -43,7 +43,7 @@ from typing import Any
 
 import httpx
 
-from taxoforge.stack import PARTS, Stack, StackConfig
+from taxoforge_cli.stack import PARTS, Stack, StackConfig
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TERMINAL = {"succeeded", "failed", "cancelled"}

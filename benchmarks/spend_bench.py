@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 
-from gateway.tenants import hash_key, new_key
-from taxoforge.stack import Stack, StackConfig
+from taxoforge.keys import hash_key, new_key
+from taxoforge_cli.stack import Stack, StackConfig
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 

@@ -17,7 +17,7 @@ from gateway.tenants import Tenant
 from taxoforge.bus import Bus, Stage
 from taxoforge.datasets import DatasetStore, benchmark_object
 from taxoforge.errors import ConflictError, NotFoundError, PermanentError, TransientError
-from taxoforge.grpc_server import client_channel, is_serving
+from taxoforge.grpc_server import client_channel, error_from_rpc, is_serving
 from taxoforge.pipeline import publish_work
 from taxoforge.store import TERMINAL_STATES, JobStore, new_job_id, now_ms, state_name
 from taxoforge.v1 import common_pb2 as pb
@@ -25,30 +25,11 @@ from taxoforge.v1 import judge_pb2 as jpb
 from taxoforge.v1 import judge_pb2_grpc, taxonomy_pb2_grpc
 from taxoforge.v1 import taxonomy_pb2 as tpb
 
-__all__ = ["DATASET_KINDS", "Backend"]
+__all__ = ["Backend"]
 
 log = structlog.get_logger(__name__)
 
 _TAXONOMY_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-DATASET_KINDS = ("sft", "preference", "openai-sft", "openai-dpo", "alpaca", "sharegpt")
-
-
-def _grpc_error(exc: grpc.aio.AioRpcError, what: str) -> Exception:
-    code = exc.code()
-    detail = exc.details() or code.name
-    if code == grpc.StatusCode.NOT_FOUND:
-        return NotFoundError(detail)
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return PermanentError(detail)
-    if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return ConflictError(detail)
-    if code in (
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ):
-        return TransientError(f"{what} is unavailable ({code.name}): {detail}")
-    return RuntimeError(f"{what} failed ({code.name}): {detail}")
 
 
 class Backend:
@@ -229,7 +210,7 @@ class Backend:
         try:
             return await getattr(self._taxonomy, method)(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as exc:
-            error = _grpc_error(exc, "the taxonomy service")
+            error = error_from_rpc(exc, "the taxonomy service")
             if isinstance(error, NotFoundError) and self._settings.auth == "keys":
                 # The service lists every taxonomy id it knows; other tenants' among them.
                 error = NotFoundError(str(error).split("; known:")[0])
@@ -242,7 +223,7 @@ class Backend:
                 request, timeout=self._settings.judge_timeout_s
             )
         except grpc.aio.AioRpcError as exc:
-            raise _grpc_error(exc, "the judge service") from exc
+            raise error_from_rpc(exc, "the judge service") from exc
         return resp
 
     async def _readable(self, taxonomy_id: str, tenant: Tenant) -> None:

@@ -5,13 +5,24 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.backend import Backend
 from gateway.tenants import LOCAL, RateLimiter, Tenant, TenantRegistry
 
-__all__ = ["ApiError", "Auth", "BackendDep", "TenantDep", "authenticated"]
+__all__ = [
+    "ApiError",
+    "Auth",
+    "BackendDep",
+    "IdempotencyKey",
+    "TenantDep",
+    "authenticated",
+]
+
+
+# A submission's Idempotency-Key header: a retry with the same key gets the job it created.
+IdempotencyKey = Annotated[str | None, Header(max_length=200)]
 
 
 class ApiError(Exception):

@@ -13,6 +13,7 @@ import contextlib
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from taxoforge.bus import Bus
+from taxoforge.bus.topology import KV_JOBS
 from taxoforge.store import scan
 
 __all__ = ["Ownership"]
@@ -53,6 +54,6 @@ class Ownership:
 
     async def owners(self) -> dict[str, str]:
         """Every owned taxonomy id and its tenant."""
-        kv = await self._bus.jobs_kv()
         prefix = _key("")
-        return {key.removeprefix(prefix): v.decode() async for key, v in scan(kv, prefix + "*")}
+        claims = scan(self._bus, KV_JOBS, prefix + "*")
+        return {key.removeprefix(prefix): v.decode() async for key, v in claims}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -203,6 +204,12 @@ def _split(kind: str, names: list[str], shares: list[float | None]) -> list[floa
     return given
 
 
+def _fill_shares(kind: str, values: Sequence[LanguageSpec | ShareSpec], names: list[str]) -> None:
+    """Every value's share: as given, or an equal split when none is given."""
+    for value, share in zip(values, _split(kind, names, [v.share for v in values]), strict=True):
+        value.share = share
+
+
 class RecipeSpec(BaseModel):
     """What to generate. Only ``count`` is required; everything else has a default."""
 
@@ -304,35 +311,11 @@ class RecipeSpec(BaseModel):
 
     @model_validator(mode="after")
     def _shares(self) -> RecipeSpec:
-        langs = self.languages
-        for lang, share in zip(
-            langs,
-            _split("language", [x.code for x in langs], [x.share for x in langs]),
-            strict=True,
-        ):
-            lang.share = share
-        levels = self.difficulties
-        for level, share in zip(
-            levels,
-            _split("difficulty", [x.name for x in levels], [x.share for x in levels]),
-            strict=True,
-        ):
-            level.share = share
+        _fill_shares("language", self.languages, [x.code for x in self.languages])
+        _fill_shares("difficulty", self.difficulties, [x.name for x in self.difficulties])
         if isinstance(self.task_types, list):
-            tasks = self.task_types
-            for task, share in zip(
-                tasks,
-                _split("task type", [x.name for x in tasks], [x.share for x in tasks]),
-                strict=True,
-            ):
-                task.share = share
-        plans = self.strategies
-        for plan, share in zip(
-            plans,
-            _split("strategy", [x.name for x in plans], [x.share for x in plans]),
-            strict=True,
-        ):
-            plan.share = share
+            _fill_shares("task type", self.task_types, [x.name for x in self.task_types])
+        _fill_shares("strategy", self.strategies, [x.name for x in self.strategies])
         if self.contrastive and self.models.target is None:
             raise ValueError(
                 "contrastive filtering needs models.target (the model the data is for; "

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from gateway.schemas import ModelSpec, embedder_config, model_config, refuse_operator_fields
 from gateway.selection_spec import SelectionSpecModel
 from taxoforge.llm.endpoints import ModelRegistry
+from taxoforge.selection import ImportShape
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["SelectJobSpec", "SourceSpec"]
@@ -26,7 +27,7 @@ class SourceSpec(BaseModel):
     path: str | None = Field(default=None, min_length=1, max_length=4096)
     url: str | None = Field(default=None, pattern=r"^https?://", max_length=4096)
     format: Literal["auto", "jsonl", "parquet"] = "auto"
-    shape: Literal["auto", "messages", "alpaca", "sharegpt", "preference"] = Field(
+    shape: Literal["auto"] | ImportShape = Field(
         default="auto", description="auto: each row by its keys."
     )
 

@@ -7,13 +7,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from taxoforge.selection import ExportFormat, QuotaRule
+from taxoforge.selection import SelectionMethod as Method
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["BENCHMARK_NAME", "Method", "SelectionSpecModel"]
 
 _STRICT = ConfigDict(extra="forbid")
-Method = Literal["tacos", "deita", "alpagasus", "random", "longest", "score"]
-ExportFormat = Literal["sft", "preference", "openai-sft", "openai-dpo", "alpaca", "sharegpt"]
 BENCHMARK_NAME = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 
 
@@ -31,7 +31,7 @@ class SelectionSpecModel(BaseModel):
         default=0, ge=0, lt=2**63, description="Records (or tokens) to keep; 0: all."
     )
     budget_unit: Literal["records", "tokens"] = "records"
-    quota: Literal["proportional", "sqrt", "equal"] = Field(
+    quota: QuotaRule = Field(
         default="proportional", description="How the budget is shared between clusters."
     )
     cluster_by: Literal["tags", "node", "embedding"] | None = Field(

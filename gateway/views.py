@@ -5,13 +5,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from fastapi import Response
 from pydantic import BaseModel
 
 from taxoforge.protojson import to_dict
 from taxoforge.store import JobKind, job_kind
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["ERROR_RESPONSES", "REPLAYED_RESPONSE", "ErrorView", "JobView", "job_view"]
+__all__ = [
+    "ERROR_RESPONSES",
+    "REPLAYED_RESPONSE",
+    "ErrorView",
+    "JobView",
+    "job_view",
+    "submitted_view",
+]
 
 
 class StageView(BaseModel):
@@ -195,6 +203,14 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 REPLAYED_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"model": JobView, "description": "The job this Idempotency-Key already created"}
 }
+
+
+def submitted_view(progress: pb.JobProgress, created: bool, response: Response) -> JobView:
+    """A submitted job's view, with its Location; 200 when the Idempotency-Key replayed it."""
+    response.headers["Location"] = f"/v1/jobs/{progress.job.id}"
+    if not created:
+        response.status_code = 200
+    return job_view(progress)
 
 
 def _time(ms: int) -> datetime | None:

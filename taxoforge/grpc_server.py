@@ -19,8 +19,10 @@ __all__ = [
     "Context",
     "GrpcServer",
     "client_channel",
+    "error_from_rpc",
     "is_serving",
     "start_grpc_server",
+    "status_for",
 ]
 
 log = structlog.get_logger(__name__)
@@ -30,6 +32,43 @@ PROBE_SERVICES = ("liveness", "readiness")
 _MAX_MESSAGE = 32 * 1024 * 1024
 _MAX_CONNECTION_AGE_MS = 60_000
 _CONNECTION_AGE_GRACE_MS = 15 * 60_000
+
+
+# Our errors and the status that carries each between processes, most specific first.
+_ERROR_STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (NotFoundError, grpc.StatusCode.NOT_FOUND),
+    (ConflictError, grpc.StatusCode.FAILED_PRECONDITION),
+    (PermanentError, grpc.StatusCode.INVALID_ARGUMENT),
+    (TransientError, grpc.StatusCode.UNAVAILABLE),
+)
+# Worth a retry, as UNAVAILABLE is: gRPC's own deadline and a server shedding load.
+_RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
+
+def status_for(exc: Exception) -> grpc.StatusCode | None:
+    """The status a servicer answers with for one of our errors (None: an internal error)."""
+    for error, code in _ERROR_STATUS:
+        if isinstance(exc, error):
+            return code
+    return None
+
+
+def error_from_rpc(exc: grpc.aio.AioRpcError, what: str) -> Exception:
+    """The error a client raises for a failed call to ``what`` (e.g. "the judge service")."""
+    code = exc.code()
+    detail = exc.details() or code.name
+    if code in _RETRYABLE:
+        return TransientError(f"{what} is unavailable ({code.name}): {detail}")
+    for error, status in _ERROR_STATUS:
+        if status == code:
+            return error(detail)
+    return RuntimeError(f"{what} failed ({code.name}): {detail}")
 
 
 def client_channel(target: str) -> grpc.aio.Channel:
@@ -95,21 +134,13 @@ class _ServiceInterceptor(grpc.aio.ServerInterceptor):
             code = grpc.StatusCode.OK
             try:
                 return await inner(request, context)  # type: ignore[arg-type]
-            except NotFoundError as exc:
-                code = grpc.StatusCode.NOT_FOUND
-                await context.abort(code, str(exc))
-            except ConflictError as exc:
-                code = grpc.StatusCode.FAILED_PRECONDITION
-                await context.abort(code, str(exc))
-            except PermanentError as exc:
-                code = grpc.StatusCode.INVALID_ARGUMENT
-                await context.abort(code, str(exc))
-            except TransientError as exc:
-                code = grpc.StatusCode.UNAVAILABLE
-                await context.abort(code, str(exc))
+            except grpc.aio.AbortError:
+                raise
             except Exception as exc:
-                if isinstance(exc, grpc.aio.AbortError):
-                    raise
+                mapped = status_for(exc)
+                if mapped is not None:
+                    code = mapped
+                    await context.abort(code, str(exc))
                 code = grpc.StatusCode.INTERNAL
                 log.error("rpc_failed", method=method, error=repr(exc), exc_info=exc)
                 await context.abort(code, f"internal error: {type(exc).__name__}")

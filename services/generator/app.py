@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import grpc
 
-from services.generator.core import Generator
+from services.generator.instructions import InstructionWriter
+from services.generator.responses import ResponseWriter
 from services.generator.servicer import GeneratorServicer
 from services.generator.settings import GeneratorSettings
 from services.generator.worker import InstructHandler, RefineHandler, RespondHandler
@@ -23,8 +24,9 @@ def build(ctx: ServiceContext) -> ServiceParts:
     """The generator servicer and the instruct and respond stages."""
     settings = ctx.settings
     attempts = settings.instruction_attempts if isinstance(settings, GeneratorSettings) else 4
-    generator = Generator(ctx.llm, attempts)
-    servicer = GeneratorServicer(generator)
+    instructions = InstructionWriter(ctx.llm, attempts)
+    responses = ResponseWriter(ctx.llm)
+    servicer = GeneratorServicer(instructions, responses)
     record = dead_letter_recorder(ctx.jobs, ctx.items)
 
     def register(server: grpc.aio.Server) -> None:
@@ -34,9 +36,9 @@ def build(ctx: ServiceContext) -> ServiceParts:
         register=register,
         service_names=[SERVICE_NAME],
         routes={
-            Stage.INSTRUCT: Route(InstructHandler(ctx, generator), record),
-            Stage.RESPOND: Route(RespondHandler(ctx, generator), record),
-            Stage.REFINE: Route(RefineHandler(ctx, generator), record),
+            Stage.INSTRUCT: Route(InstructHandler(ctx, instructions), record),
+            Stage.RESPOND: Route(RespondHandler(ctx, responses), record),
+            Stage.REFINE: Route(RefineHandler(ctx, instructions), record),
         },
     )
 

@@ -1,10 +1,12 @@
-"""GeneratorService over gRPC: synchronous generation for other systems; logic is in core."""
+"""GeneratorService over gRPC: synchronous generation for other systems; logic is in instructions
+and responses."""
 
 from __future__ import annotations
 
 import asyncio
 
-from services.generator.core import Generator
+from services.generator.instructions import InstructionWriter
+from services.generator.responses import ResponseWriter
 from taxoforge.errors import PermanentError
 from taxoforge.grpc_server import Context
 from taxoforge.v1 import common_pb2 as pb
@@ -17,8 +19,9 @@ __all__ = ["GeneratorServicer"]
 class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
     """One instruction, or one instruction's candidates, per call."""
 
-    def __init__(self, generator: Generator) -> None:
-        self._generator = generator
+    def __init__(self, instructions: InstructionWriter, responses: ResponseWriter) -> None:
+        self._instructions = instructions
+        self._responses = responses
 
     async def GenerateInstruction(
         self, request: gpb.GenerateInstructionRequest, context: Context
@@ -26,7 +29,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         if not request.generator.model:
             raise PermanentError("generator.model is required")
         recipe = pb.Recipe(models=pb.RoleModels(generator=request.generator))
-        return await self._generator.instruction(request.seed, recipe)
+        return await self._instructions.instruction(request.seed, recipe)
 
     async def GenerateResponses(
         self, request: gpb.GenerateResponsesRequest, context: Context
@@ -36,6 +39,6 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         recipe = pb.Recipe(models=pb.RoleModels(responders=request.responders))
         k = request.k or len(request.responders)
         responses = await asyncio.gather(
-            *(self._generator.response(request.instruction, recipe, c) for c in range(k))
+            *(self._responses.response(request.instruction, recipe, c) for c in range(k))
         )
         return pb.Candidates(instruction=request.instruction, responses=responses)

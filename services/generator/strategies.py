@@ -5,7 +5,7 @@
 - TaP: a prompt of the seed's task type about the seed's subject, at its difficulty, written
   directly in its language.
 - CodecLM: metadata (one use case and a set of skills) decoded into an instruction; Self-Rubrics
-  rounds then make it harder (see ``core``).
+  rounds then make it harder (see ``instructions``).
 
 Sampling is seeded per item, so a plan's instructions are reproducible.
 """

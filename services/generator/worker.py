@@ -6,7 +6,8 @@ import asyncio
 
 import structlog
 
-from services.generator.core import GateFailure, Generator
+from services.generator.instructions import GateFailure, InstructionWriter
+from services.generator.responses import ResponseWriter
 from taxoforge.bus import Stage
 from taxoforge.bus.worker import Delivery
 from taxoforge.dedupe import DuplicateIndex
@@ -24,9 +25,9 @@ _NEAR_DUPLICATE = 0.8
 class InstructHandler:
     """Seed in, instruction (past the quality gates, unique in its job) stored and queued."""
 
-    def __init__(self, ctx: ServiceContext, generator: Generator) -> None:
+    def __init__(self, ctx: ServiceContext, instructions: InstructionWriter) -> None:
         self._ctx = ctx
-        self._generator = generator
+        self._instructions = instructions
         self._duplicates = DuplicateIndex(ctx.items)
 
     async def __call__(self, delivery: Delivery) -> None:
@@ -43,7 +44,7 @@ class InstructHandler:
 
         async def _write() -> pb.Instruction:
             try:
-                return await self._generator.instruction(seed, recipe, _unique)
+                return await self._instructions.instruction(seed, recipe, _unique)
             except GateFailure as failure:
                 # Keep the turned-down drafts: the job's report counts them by reason.
                 rejected = ItemStore.key(job.id, ItemKind.REJECTED, seed.item_id)
@@ -59,9 +60,9 @@ class RespondHandler:
     """Instruction in, k candidate responses (and the target's, for contrastive filtering)
     stored and queued for judging."""
 
-    def __init__(self, ctx: ServiceContext, generator: Generator) -> None:
+    def __init__(self, ctx: ServiceContext, responses: ResponseWriter) -> None:
         self._ctx = ctx
-        self._generator = generator
+        self._responses = responses
 
     async def __call__(self, delivery: Delivery) -> None:
         instruction = pb.Instruction.FromString(delivery.data)
@@ -94,7 +95,7 @@ class RespondHandler:
         self, job: pb.Job, instruction: pb.Instruction, c: int, target: bool
     ) -> pb.Response:
         async def _write() -> pb.Response:
-            return await self._generator.response(instruction, job.recipe, c, target=target)
+            return await self._responses.response(instruction, job.recipe, c, target=target)
 
         part = ItemStore.versioned("t" if target else f"r{c}", instruction.version)
         key = ItemStore.key(job.id, ItemKind.RESPONSE, instruction.item_id, part)
@@ -105,9 +106,9 @@ class RefineHandler:
     """An instruction contrastive filtering sent back: one more Self-Rubrics round, then new
     candidates for the new version."""
 
-    def __init__(self, ctx: ServiceContext, generator: Generator) -> None:
+    def __init__(self, ctx: ServiceContext, instructions: InstructionWriter) -> None:
         self._ctx = ctx
-        self._generator = generator
+        self._instructions = instructions
 
     async def __call__(self, delivery: Delivery) -> None:
         instruction = pb.Instruction.FromString(delivery.data)
@@ -119,7 +120,7 @@ class RefineHandler:
         version = instruction.version + 1
 
         async def _refine() -> pb.Instruction:
-            return await self._generator.refine(instruction, job.recipe)
+            return await self._instructions.refine(instruction, job.recipe)
 
         key = ItemStore.key(job.id, ItemKind.REFINED, item_id, f"v{version}")
         refined = await self._ctx.items.once(key, pb.Instruction, _refine)

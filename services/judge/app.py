@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import grpc
 
-from services.judge.compare import CompareHandler
-from services.judge.core import Judge
+from services.judge.panel import Judge
 from services.judge.servicer import JudgeServicer
 from services.judge.settings import JudgeSettings
-from services.judge.worker import JudgeHandler
+from services.judge.worker import CompareHandler, JudgeHandler
 from taxoforge.bus import Stage
 from taxoforge.bus.worker import Route
 from taxoforge.pipeline import dead_letter_recorder

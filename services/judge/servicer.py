@@ -1,11 +1,11 @@
-"""JudgeService over gRPC: synchronous judging for other systems; logic is in core."""
+"""JudgeService over gRPC: synchronous judging for other systems; logic is in panel."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 
-from services.judge.core import Judge, Panel
+from services.judge.panel import Judge, Panel
 from taxoforge.errors import NotFoundError, PermanentError
 from taxoforge.grpc_server import Context
 from taxoforge.pipeline import bind_job

@@ -9,8 +9,7 @@ from services.selector.prepare import Preparer
 from services.selector.selection import SelectionRunner
 from services.selector.servicer import SelectorServicer
 from services.selector.settings import SelectorSettings
-from services.selector.tagging import TagHandler
-from services.selector.worker import StepHandler
+from services.selector.worker import StepHandler, TagHandler
 from taxoforge.bus import Stage
 from taxoforge.bus.worker import Route
 from taxoforge.pipeline import dead_letter_recorder

@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from services.selector.exports import FORMATS, PREFERENCE_FORMATS, SFT_FORMATS, WrittenFile
+from services.selector.exports import WrittenFile
+from taxoforge.selection import EXPORT_FORMATS, PREFERENCE_FORMATS, SFT_FORMATS
 
 __all__ = [
     "BUCKETS",
@@ -181,7 +182,7 @@ class _Formats:
     def of(cls, out_dir: Path, files: Iterable[WrittenFile]) -> _Formats:
         result = cls()
         for file in files:
-            if file.kind not in FORMATS:
+            if file.kind not in EXPORT_FORMATS:
                 continue  # a meta/ side file
             result.records[file.kind] = max(result.records.get(file.kind, 0), file.records)
             result.paths.setdefault(file.kind, {})[file.format] = _relative(out_dir, file.path)
@@ -190,7 +191,7 @@ class _Formats:
     def configs(self) -> list[str]:
         """Formats with a Parquet file and records, sft first; every Parquet format when none
         has records (so the Hub never guesses a config across formats of different shapes)."""
-        order = sorted(self.paths, key=lambda f: (f != "sft", FORMATS.index(f)))
+        order = sorted(self.paths, key=lambda f: (f != "sft", EXPORT_FORMATS.index(f)))
         with_parquet = [f for f in order if "parquet" in self.paths[f]]
         return [f for f in with_parquet if self.records[f]] or with_parquet
 
@@ -241,7 +242,7 @@ def _summary(card: CardInput, formats: _Formats, n: int) -> list[str]:
         lines += ["", "Languages: " + ", ".join(f"`{lang}`" for lang in card.languages) + "."]
     if formats.paths:
         rows = []
-        for fmt in sorted(formats.paths, key=FORMATS.index):
+        for fmt in sorted(formats.paths, key=EXPORT_FORMATS.index):
             links = [
                 f"[{label}]({formats.paths[fmt][kind]})"
                 for kind, label in (("jsonl", "JSON Lines"), ("parquet", "Parquet"))

@@ -10,25 +10,23 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import structlog
 
-from services.selector.examples import Candidate, Example
-from services.selector.spec import selection_spec
-from services.selector.tacos import (
+from services.selector.cluster_plan import ClusterPlan, comparison_plan
+from services.selector.examples import Candidate, candidate_of
+from services.selector.methods.clusters import (
     ClusterResult,
     auto_clusters,
     cluster_by_key,
     cluster_by_tags,
     cluster_by_vectors,
-    plan_comparisons,
-    quotas,
     references,
 )
+from services.selector.spec import selection_spec
+from services.selector.transitions import save_report
 from services.selector.workfiles import download, iter_jsonl, work_object
 from taxoforge.bus import Stage
 from taxoforge.datasets import DatasetStore
@@ -41,26 +39,12 @@ from taxoforge.service import ServiceContext
 from taxoforge.store import ItemKind
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["ClusterPlan", "Clusterer", "candidate_of", "embedder_of", "load_candidates"]
+__all__ = ["Clusterer", "embed_all", "embedder_of", "load_candidates"]
 
 log = structlog.get_logger(__name__)
 
 _REPORTED_LABELS = 50
 _EMBED_BATCH = 256
-
-
-def candidate_of(example: Example) -> Candidate:
-    """What selection needs of an example."""
-    return Candidate(
-        item_id=example["item_id"],
-        query=example["query"],
-        response=example["response"],
-        tokens=example["tokens"],
-        node=example.get("node", ""),
-        language=example.get("language", ""),
-        has_preference="chosen" in example,
-        judge_score=example.get("judge_score"),
-    )
 
 
 def load_candidates(path: Path) -> list[Candidate]:
@@ -83,27 +67,6 @@ async def embed_all(embedder: Embedder, texts: list[str]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, 384), dtype=np.float32)
 
 
-@dataclass
-class ClusterPlan:
-    """clusters.json: what the select step reads."""
-
-    assignment: list[int]
-    labels: list[str]
-    references: list[str]
-    tags: list[list[str]]
-    compared: list[str]
-
-    def to_json(self, candidates: list[Candidate]) -> dict[str, Any]:
-        return {
-            "items": [c.item_id for c in candidates],
-            "assignment": self.assignment,
-            "labels": self.labels,
-            "references": self.references,
-            "tags": self.tags,
-            "compared": self.compared,
-        }
-
-
 class Clusterer:
     """Runs the cluster step of a job (any replica; again gives the same plan)."""
 
@@ -122,7 +85,7 @@ class Clusterer:
             tags = await self._tags(job, spec, candidates, report.tacos)
             result = await self._cluster(job, spec, candidates, tags)
             refs = references(result, None, int(spec.seed))
-            compared = self._plan(spec, candidates, result, refs)
+            compared = comparison_plan(spec, candidates, result, refs)
             plan = ClusterPlan(
                 assignment=[int(c) for c in result.assignment],
                 labels=list(result.labels),
@@ -143,7 +106,7 @@ class Clusterer:
                 reference_id=plan.references[cluster],
             )
         report.tacos.comparison_budget = spec.comparison_budget
-        await self._ctx.jobs.update(job.id, _report(report))
+        await self._ctx.jobs.update(job.id, save_report(Stage.CLUSTER, report))
         log.info("clustered", clusters=len(plan.labels), compared=len(compared))
         if not compared:
             await enter_step(self._ctx.bus, self._ctx.jobs, job.id, Stage.CLUSTER, Stage.SELECT)
@@ -228,37 +191,3 @@ class Clusterer:
             )
             return await asyncio.to_thread(cluster_by_vectors, vectors, k, spec.seed)
         return await asyncio.to_thread(cluster_by_tags, tags, k, spec.seed)
-
-    @staticmethod
-    def _plan(
-        spec: pb.SelectionSpec,
-        candidates: list[Candidate],
-        result: ClusterResult,
-        refs: list[int],
-    ) -> list[int]:
-        """The samples comparative scoring compares with their reference (none when scoring
-        is by the generation job's judge)."""
-        if spec.scoring != "comparative":
-            return []
-        sizes = [int(s) for s in result.sizes]
-        if spec.budget and spec.budget_unit == "records":
-            share = quotas(sizes, int(spec.budget), spec.quota)  # type: ignore[arg-type]
-        elif spec.budget:  # tokens: the records the budget buys at the mean size
-            mean = max(1.0, sum(c.tokens for c in candidates) / max(1, len(candidates)))
-            share = quotas(sizes, int(spec.budget / mean) + 1, spec.quota)  # type: ignore[arg-type]
-        else:
-            share = sizes
-        priors = [c.judge_score for c in candidates]
-        return plan_comparisons(
-            result, refs, share, int(spec.comparison_budget), priors, int(spec.seed)
-        )
-
-
-def _report(report: pb.SelectionReport) -> Any:
-    def _mutate(job: pb.Job) -> bool:
-        if job.state != pb.JOB_STATE_SELECTING or job.phase != Stage.CLUSTER.value:
-            return False
-        job.selection.CopyFrom(report)
-        return True
-
-    return _mutate

@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, NotRequired, TypedDict
 
-__all__ = ["SHAPES", "Candidate", "Example", "Message", "Shape"]
+from taxoforge.selection import IMPORT_SHAPES
+
+__all__ = ["SHAPES", "Candidate", "Example", "Message", "Shape", "candidate_of"]
 
 Shape = Literal["messages", "alpaca", "sharegpt", "preference", "generated"]
-SHAPES: tuple[str, ...] = ("messages", "alpaca", "sharegpt", "preference")
+SHAPES: tuple[str, ...] = IMPORT_SHAPES
 
 
 class Message(TypedDict):
@@ -90,3 +92,17 @@ class Candidate:
     def quality(self) -> float | None:
         """The score selection ranks by: the comparative score, else the judge's."""
         return self.comparative if self.comparative is not None else self.judge_score
+
+
+def candidate_of(example: Example) -> Candidate:
+    """What selection needs of an example."""
+    return Candidate(
+        item_id=example["item_id"],
+        query=example["query"],
+        response=example["response"],
+        tokens=example["tokens"],
+        node=example.get("node", ""),
+        language=example.get("language", ""),
+        has_preference="chosen" in example,
+        judge_score=example.get("judge_score"),
+    )

@@ -4,7 +4,7 @@ Every format is written in both encodings, streaming: JSON Lines one line per ex
 through ``pyarrow.parquet.ParquetWriter`` in row groups of ``row_group`` rows with an explicit
 schema per format, so a million examples never sit in memory at once.
 
-Formats (``FORMATS``):
+Formats (``taxoforge.selection.EXPORT_FORMATS``):
 
 - ``sft``: TRL conversational SFT, ``{"id", "messages"}``.
 - ``preference``: TRL conversational preference with an explicit prompt, ``{"id", "prompt",
@@ -44,22 +44,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from services.selector.examples import Example, Message
+from taxoforge.selection import EXPORT_FORMATS, PREFERENCE_FORMATS, SFT_FORMATS
 
 __all__ = [
-    "FORMATS",
-    "PREFERENCE_FORMATS",
     "SCHEMAS",
-    "SFT_FORMATS",
     "ExportWriter",
     "WrittenFile",
     "convert",
     "skip_reason",
 ]
-
-FORMATS: tuple[str, ...] = ("sft", "preference", "openai-sft", "openai-dpo", "alpaca", "sharegpt")
-# Formats written from ``messages`` (every example) and from the preference triple.
-SFT_FORMATS: tuple[str, ...] = ("sft", "openai-sft", "alpaca", "sharegpt")
-PREFERENCE_FORMATS: tuple[str, ...] = ("preference", "openai-dpo")
 
 _ROLES = frozenset({"system", "user", "assistant"})
 _SHAREGPT_FROM = {"system": "system", "user": "human", "assistant": "gpt"}
@@ -166,7 +159,7 @@ def _convert(example: Example, fmt: str) -> Record | str:
             "non_preferred_output": _turns(rejected),
         }
     if fmt not in SFT_FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
+        raise ValueError(f"unknown export format {fmt!r}; known: {', '.join(EXPORT_FORMATS)}")
     messages = example["messages"]
     problem = _conversation_problem(messages)
     if problem is not None:
@@ -202,7 +195,7 @@ def convert(example: Example, fmt: str) -> dict[str, Any] | None:
     """The record ``example`` becomes in ``fmt``; None when it has nothing for that format.
 
     Raises:
-        ValueError: ``fmt`` is not one of ``FORMATS``.
+        ValueError: ``fmt`` is not one of ``EXPORT_FORMATS``.
     """
     record = _convert(example, fmt)
     return None if isinstance(record, str) else record
@@ -289,11 +282,13 @@ class ExportWriter:
     """
 
     def __init__(
-        self, out_dir: Path, formats: Sequence[str] = FORMATS, row_group: int = 5000
+        self, out_dir: Path, formats: Sequence[str] = EXPORT_FORMATS, row_group: int = 5000
     ) -> None:
-        unknown = [f for f in formats if f not in FORMATS]
+        unknown = [f for f in formats if f not in EXPORT_FORMATS]
         if unknown:
-            raise ValueError(f"unknown export formats {unknown}; known: {', '.join(FORMATS)}")
+            raise ValueError(
+                f"unknown export formats {unknown}; known: {', '.join(EXPORT_FORMATS)}"
+            )
         if row_group < 1:
             raise ValueError(f"row_group must be positive, got {row_group}")
         self.out_dir = out_dir
@@ -333,7 +328,7 @@ class ExportWriter:
         if self.closed:
             raise RuntimeError("ExportWriter is closed")
         if kind not in self._extras:
-            if not _SAFE_KIND.match(kind) or kind in FORMATS:
+            if not _SAFE_KIND.match(kind) or kind in EXPORT_FORMATS:
                 raise ValueError(f"invalid side-file kind {kind!r}")
             path = self.out_dir / "meta" / f"{kind}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,9 @@ from typing import Any
 import grpc
 import structlog
 
-from services.selector.core import preference_record, sft_record
 from services.selector.dropped import Dropped
 from services.selector.examples import Example
+from services.selector.records import preference_record, sft_record
 from services.selector.report import count_items, golden_agreement, judge_health, usage_of
 from taxoforge.bus import Stage
 from taxoforge.errors import TransientError

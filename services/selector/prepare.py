@@ -1,5 +1,8 @@
 """The prepare step: a job's examples, deduplicated and decontaminated, ready to tag.
 
+This module moves the job and publishes; what it runs is pure: the import's formats
+(``imports``), the guarded fetch (``fetch``), and dedup and decontamination (``screening``).
+
 A generation job's examples are its usable judgments; a selection job's are the rows of the
 file it imports (an uploaded object, a path under an allowed root, or a URL), each malformed
 row reported with its row number. Exact and near-duplicate queries and records that overlap a
@@ -12,179 +15,41 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import aiohttp
 import structlog
 
+from services.selector.benchmarks import benchmark_prompts
 from services.selector.decontam import Decontaminator, Deduplicator
-from services.selector.dropped import Dropped, drop_record
+from services.selector.dropped import Dropped
 from services.selector.examples import Example
+from services.selector.fetch import fetch_url, local_name
 from services.selector.generated import generated_examples, read_generated
 from services.selector.imports import (
     Format,
     ImportFileError,
-    ImportLimits,
     MalformedRow,
-    MalformedRowError,
-    TooLargeRow,
     detect_format,
-    iter_rows,
     read_examples,
-    read_lines,
-    to_example,
 )
+from services.selector.screening import Tally, empty_reason, screen
 from services.selector.spec import SelectionDefaults, selection_spec
+from services.selector.transitions import save_report
 from services.selector.workfiles import download, put_job_file, work_object
 from taxoforge.bus import Stage
 from taxoforge.datasets import DatasetStore, benchmark_object
 from taxoforge.errors import NotFoundError, PermanentError
-from taxoforge.netguard import PublicResolver, get_following_redirects
 from taxoforge.pipeline import enter_step, fail_job, publish_work
 from taxoforge.service import ServiceContext
 from taxoforge.store import JobKind, job_kind
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["Preparer", "benchmark_prompts"]
+__all__ = ["Preparer"]
 
 log = structlog.get_logger(__name__)
-
-# Malformed rows shown in the report (all of them are in dropped.jsonl).
-_REPORTED_ERRORS = 100
-_PRIVATE_HINT = (
-    "URL imports reach public hosts only (TAXOFORGE_IMPORT_PRIVATE_URLS=true allows others)"
-)
-_PROMPT_KEYS = ("prompt", "question", "instruction", "query", "input", "text")
-
-
-def benchmark_prompts(path: Path, limits: ImportLimits | None = None) -> Iterator[str]:
-    """The prompts of a benchmark file: Parquet or JSON Lines rows (a conversation in any
-    import shape gives its user turns; an object gives its prompt, question, instruction,
-    query, input or text field; a JSON string is the prompt), or plain text, one per line.
-
-    Read within ``limits`` like an import: a line or row over the record limit is skipped.
-    Raises ``ImportFileError`` (while iterating) for a file that cannot be read within them.
-    """
-    limits = limits or ImportLimits()
-    with path.open("rb") as fh:
-        head = fh.read(4096)
-    stripped = head.lstrip()
-    if head.startswith(b"PAR1"):
-        yield from _prompts(iter_rows(path, "parquet", limits))
-    elif stripped.startswith((b"{", b'"')) or head.startswith(b"\x1f\x8b"):
-        yield from _prompts(iter_rows(path, "jsonl", limits))
-    else:
-        for _, line in read_lines(path, limits):
-            if isinstance(line, bytes) and line.strip():
-                yield line.decode("utf-8", errors="replace").strip()
-
-
-def _prompts(rows: Iterable[tuple[int, Any]]) -> Iterator[str]:
-    for row, value in rows:
-        if isinstance(value, MalformedRow):  # not JSON, or over the record limit
-            continue
-        if isinstance(value, str):
-            prompt = value
-        elif isinstance(value, dict):
-            try:
-                prompt = to_example(value, row, "benchmark")["query"]
-            except MalformedRowError:
-                prompt = next((value[k] for k in _PROMPT_KEYS if isinstance(value.get(k), str)), "")
-        else:
-            continue
-        if prompt.strip():
-            yield prompt
-
-
-@dataclass
-class _Tally:
-    """What preparing found, for the report."""
-
-    rows: int = 0
-    kept: int = 0
-    malformed: int = 0
-    duplicates: int = 0
-    near_duplicates: int = 0
-    # Examples over the record limit (rows over it are among the malformed: never read).
-    too_large: int = 0
-    contaminated: dict[str, int] = field(default_factory=dict)
-    shapes: dict[str, int] = field(default_factory=dict)
-    errors: list[tuple[int, str]] = field(default_factory=list)
-
-
-def _filter(
-    examples: Iterable[Example | MalformedRow | Dropped],
-    job_id: str,
-    dedup: Deduplicator,
-    decontam: Decontaminator | None,
-    out: Path,
-    dropped: Path,
-    max_record_bytes: int = ImportLimits.max_record_bytes,
-) -> _Tally:
-    """Dedup and decontaminate a stream of examples into ``out``; drops into ``dropped``.
-
-    A row over the record limit (``TooLargeRow``) is dropped as "too_large"; so is an example
-    whose query and response together are over it (a generated one: an imported row is
-    measured as it is read), since later steps carry them in single queue messages."""
-    tally = _Tally()
-    with out.open("w", encoding="utf-8") as kept, dropped.open("a", encoding="utf-8") as drop:
-
-        def _drop(item: str, reason: str, **extra: Any) -> None:
-            record = drop_record(job_id, item, reason, **extra)
-            drop.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-        for example in examples:
-            if isinstance(example, Dropped):  # an item that never became an example
-                drop.write(json.dumps(example.record(job_id), ensure_ascii=False) + "\n")
-                continue
-            tally.rows += 1
-            if isinstance(example, MalformedRow):
-                tally.malformed += 1
-                if len(tally.errors) < _REPORTED_ERRORS:
-                    tally.errors.append((example.row, example.reason))
-                reason = "too_large" if isinstance(example, TooLargeRow) else "malformed"
-                _drop(f"r{example.row:07d}", reason, row=example.row, detail=example.reason)
-                continue
-            size = len(example["query"].encode()) + len(example["response"].encode())
-            if size > max_record_bytes:
-                tally.too_large += 1
-                _drop(
-                    example["item_id"],
-                    "too_large",
-                    detail=f"its query and response are {size} bytes, over the "
-                    f"{max_record_bytes}-byte record limit (TAXOFORGE_IMPORT_MAX_RECORD_BYTES)",
-                )
-                continue
-            tally.shapes[example["shape"]] = tally.shapes.get(example["shape"], 0) + 1
-            duplicate = dedup.check(example["item_id"], example["query"])
-            if duplicate is not None:
-                reason, detail = duplicate
-                if reason == "duplicate":
-                    tally.duplicates += 1
-                else:
-                    tally.near_duplicates += 1
-                _drop(example["item_id"], reason, detail=detail)
-                continue
-            if decontam is not None:
-                text = "\n".join(m["content"] for m in example["messages"])
-                hit = decontam.check(text)
-                if hit is not None:
-                    tally.contaminated[hit.benchmark] = tally.contaminated.get(hit.benchmark, 0) + 1
-                    _drop(
-                        example["item_id"],
-                        "contaminated",
-                        benchmark=hit.benchmark,
-                        detail=f"{hit.overlap:.2f} of its n-grams, e.g. {hit.evidence!r}",
-                    )
-                    continue
-            tally.kept += 1
-            kept.write(json.dumps(example, ensure_ascii=False) + "\n")
-    return tally
 
 
 class Preparer:
@@ -222,7 +87,7 @@ class Preparer:
                 examples = read_generated(raw)
             try:
                 tally = await asyncio.to_thread(
-                    _filter,
+                    screen,
                     examples,
                     job.id,
                     dedup,
@@ -262,7 +127,7 @@ class Preparer:
                     job.id, _no_examples(report, tally, imported is None, listing)
                 )
                 return
-            await self._ctx.jobs.update(job.id, _with_report(report))
+            await self._ctx.jobs.update(job.id, save_report(Stage.PREPARE, report))
             if spec.cluster_by == "tags":
                 await self._queue_tags(job, examples_path, tally.kept)
             else:
@@ -328,7 +193,7 @@ class Preparer:
             path = self._defaults.allowed_path(source.path)
         else:
             # Named as the tenant named it (made safe), so that what reading it says names it.
-            path = work / "source" / _local_name(source.name or source.url or source.object)
+            path = work / "source" / local_name(source.name or source.url or source.object)
             path.parent.mkdir()
             if source.url:
                 await self._fetch(source.url, path)
@@ -357,37 +222,9 @@ class Preparer:
     async def _fetch(self, url: str, dest: Path) -> None:
         if not self._defaults.import_urls:
             raise PermanentError("imports by URL are turned off (TAXOFORGE_IMPORT_URLS=false)")
-        limit = self._defaults.import_max_bytes
-        timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
-        guard = not self._defaults.import_private_urls
-        resolver = PublicResolver(_PRIVATE_HINT) if guard else None
-        connector = aiohttp.TCPConnector(resolver=resolver)
-        try:
-            async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-                resp = await get_following_redirects(session, url, guard, hint=_PRIVATE_HINT)
-                async with resp:
-                    await _save(resp, url, dest, limit)
-        except aiohttp.ClientError as exc:
-            raise PermanentError(f"could not read {url}: {exc}") from exc
-
-
-async def _save(resp: aiohttp.ClientResponse, url: str, dest: Path, limit: int) -> None:
-    if resp.status >= 400:
-        raise PermanentError(f"GET {url} answered {resp.status} {resp.reason}")
-    size = 0
-    with dest.open("wb") as fh:
-        async for chunk in resp.content.iter_chunked(1 << 20):
-            size += len(chunk)
-            if size > limit:
-                raise PermanentError(f"{url} is larger than TAXOFORGE_IMPORT_MAX_BYTES ({limit})")
-            fh.write(chunk)
-
-
-def _local_name(name: str) -> str:
-    """A file name for the import's local copy: the last part of ``name``, safe characters."""
-    last = name.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-    base = re.sub(r"[^A-Za-z0-9._-]", "_", last)[-100:]
-    return base.lstrip(".") or "source"
+        await fetch_url(
+            url, dest, self._defaults.import_max_bytes, self._defaults.import_private_urls
+        )
 
 
 def _iter_examples(path: Path) -> Iterator[Example]:
@@ -396,29 +233,14 @@ def _iter_examples(path: Path) -> Iterator[Example]:
             yield json.loads(line)
 
 
-def _with_report(report: pb.SelectionReport) -> Any:
-    def _mutate(job: pb.Job) -> bool:
-        if job.state != pb.JOB_STATE_SELECTING or job.phase != Stage.PREPARE.value:
-            return False
-        job.selection.CopyFrom(report)
-        return True
-
-    return _mutate
-
-
 def _no_examples(
-    report: pb.SelectionReport, tally: _Tally, generated: bool, listing: pb.DatasetInfo
+    report: pb.SelectionReport, tally: Tally, generated: bool, listing: pb.DatasetInfo
 ) -> Any:
     if generated and report.judged == 0:
         top = report.failure_reasons[0] if report.failure_reasons else None
         reason = "every item failed" + (f"; most often at {top.stage}: {top.reason}" if top else "")
-    elif tally.rows == 0:
-        reason = "the file holds no rows"
-    elif tally.malformed == tally.rows:
-        shown = "; ".join(f"row {row}: {why}" for row, why in tally.errors[:3])
-        reason = f"none of its {tally.rows} rows could be imported ({shown})"
     else:
-        reason = "nothing is left after dedup and decontamination"
+        reason = empty_reason(tally)
     fail = fail_job(reason if generated and report.judged == 0 else f"nothing to select: {reason}")
 
     def _mutate(job: pb.Job) -> bool:

@@ -11,23 +11,35 @@ import asyncio
 import json
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import structlog
 from numpy.typing import NDArray
 
 from services.selector.card import CardInput, write_card
-from services.selector.clustering import candidate_of, embed_all, embedder_of
+from services.selector.choice import (
+    Comparisons,
+    Loaded,
+    apply_clusters,
+    apply_comparisons,
+    choose,
+    explain,
+    export_order,
+    load_examples,
+    methods_of,
+    not_kept,
+    provenance,
+)
+from services.selector.clustering import embed_all, embedder_of
 from services.selector.dropped import drop_record, iter_drops
 from services.selector.examples import Candidate, Example
 from services.selector.exports import ExportWriter
 from services.selector.generated import exact_usage
 from services.selector.spec import selection_spec
-from services.selector.tacos import Budget, Rule, Selected, measure, select
 from services.selector.workfiles import download, put_job_file, work_object
 from taxoforge.bus import Stage
 from taxoforge.datasets import DatasetStore
@@ -37,28 +49,9 @@ from taxoforge.service import ServiceContext
 from taxoforge.store import TERMINAL_STATES, ItemKind, JobKind, job_kind
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["SelectionRunner", "load_examples"]
+__all__ = ["SelectionRunner"]
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass
-class _Loaded:
-    candidates: list[Candidate]
-    offsets: list[int]
-
-
-def load_examples(path: Path) -> _Loaded:
-    """The work file's examples as candidates, with each one's byte offset."""
-    out = _Loaded([], [])
-    with path.open("rb") as fh:
-        offset = 0
-        for line in fh:
-            if line.strip():
-                out.candidates.append(candidate_of(json.loads(line)))
-                out.offsets.append(offset)
-            offset += len(line)
-    return out
 
 
 @dataclass
@@ -67,20 +60,6 @@ class _Written:
 
     files: list[Path]
     accounted: set[str]
-
-
-@dataclass
-class _Comparisons:
-    """Comparative scores: each compared sample's, and each reference's mean over its pairs."""
-
-    by_item: dict[str, pb.Comparison] = field(default_factory=dict)
-    failed: int = 0
-    calls: int = 0
-
-
-def _ordinal(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
 
 
 class SelectionRunner:
@@ -102,34 +81,21 @@ class SelectionRunner:
             loaded = await asyncio.to_thread(load_examples, examples_path)
             cands = loaded.candidates
             plan = await self._clusters(job.id, work, cands)
-            comparisons = await self._comparisons(job.id, cands, plan)
+            comparisons = await self._comparisons(job.id, cands)
             tacos = report.tacos
             tacos.comparisons = len(comparisons.by_item) - comparisons.failed
             tacos.comparison_failures = comparisons.failed
             tacos.judge_calls = comparisons.calls
             tacos.unscored = sum(c.quality is None for c in cands)
 
-            budget = Budget(int(spec.budget), spec.budget_unit)  # type: ignore[arg-type]
-            methods = [spec.method, *[m for m in spec.compare if m != spec.method]]
             embedded: list[int] = []  # texts embedded per block DEITA reached
-            embeddings = self._deita_embedder(job, cands, embedded) if "deita" in methods else None
-            chosen: list[int] = []
-            quota_by_cluster: dict[int, tuple[int, int]] = {}
-            for method in methods:
-                picked = await asyncio.to_thread(
-                    select,
-                    method,
-                    cands,
-                    budget,
-                    rule=cast(Rule, spec.quota),
-                    seed=int(spec.seed),
-                    embeddings=embeddings,
-                    diversity_threshold=spec.diversity_threshold,
-                    score_threshold=spec.score_threshold,
-                )
-                m = measure(method, picked.chosen, cands)
+            embeddings = (
+                self._deita_embedder(job, cands, embedded) if "deita" in methods_of(spec) else None
+            )
+            choice = await asyncio.to_thread(choose, spec, cands, embeddings)
+            for m in choice.measures:
                 report.methods.add(
-                    method=method,
+                    method=m.method,
                     records=m.records,
                     tokens=m.tokens,
                     mean_quality=m.mean_quality or 0.0,
@@ -137,11 +103,9 @@ class SelectionRunner:
                     clusters_covered=m.clusters,
                     tags_covered=m.tags,
                     mean_response_chars=m.mean_response_chars,
-                    chosen=method == spec.method,
+                    chosen=m.method == spec.method,
                 )
-                if method == spec.method:
-                    chosen = list(picked.chosen)
-                    quota_by_cluster = _cluster_quotas(picked)
+            chosen, quota_by_cluster = choice.chosen, choice.quota_by_cluster
             report.method = spec.method
             report.selected = len(chosen)
             report.selected_tokens = sum(cands[i].tokens for i in chosen)
@@ -201,34 +165,16 @@ class SelectionRunner:
         path = work / "clusters.json"
         await download(self._datasets, work_object(job_id, "clusters.json"), path)
         plan: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        for cand, cluster, tags in zip(cands, plan["assignment"], plan["tags"], strict=True):
-            cand.cluster, cand.tags = int(cluster), list(tags)
+        apply_clusters(cands, plan)
         return plan
 
-    async def _comparisons(
-        self, job_id: str, cands: list[Candidate], plan: dict[str, Any]
-    ) -> _Comparisons:
-        """Comparative scores on the candidates: a compared sample gets its score against the
-        reference; a reference gets the mean of its scores over its comparisons."""
-        out = _Comparisons()
-        reference_scores: dict[str, list[float]] = {}
-        async for comparison in self._ctx.items.scan(job_id, ItemKind.COMPARISON, pb.Comparison):
-            out.by_item[comparison.a_id] = comparison
-            out.calls += len(comparison.calls)
-            if comparison.failed:
-                out.failed += 1
-                continue
-            reference_scores.setdefault(comparison.b_id, []).append(comparison.b)
-        stored = await self._ctx.items.count(job_id, ItemKind.COMPARISON)
-        if len(out.by_item) < stored:  # a scan that ended early: read again
-            raise TransientError(f"read {len(out.by_item)} of {stored} comparisons; again")
-        for cand in cands:
-            c = out.by_item.get(cand.item_id)
-            if c is not None and not c.failed:
-                cand.comparative = c.a
-            elif cand.item_id in reference_scores:
-                scores = reference_scores[cand.item_id]
-                cand.comparative = sum(scores) / len(scores)
+    async def _comparisons(self, job_id: str, cands: list[Candidate]) -> Comparisons:
+        """The job's comparisons, applied to the candidates (see ``apply_comparisons``)."""
+        stored = [c async for c in self._ctx.items.scan(job_id, ItemKind.COMPARISON, pb.Comparison)]
+        out = apply_comparisons(cands, stored)
+        expected = await self._ctx.items.count(job_id, ItemKind.COMPARISON)
+        if len(out.by_item) < expected:  # a scan that ended early: read again
+            raise TransientError(f"read {len(out.by_item)} of {expected} comparisons; again")
         return out
 
     def _deita_embedder(
@@ -255,10 +201,10 @@ class SelectionRunner:
         job: pb.Job,
         spec: pb.SelectionSpec,
         examples_path: Path,
-        loaded: _Loaded,
+        loaded: Loaded,
         chosen: list[int],
         plan: dict[str, Any],
-        comparisons: _Comparisons,
+        comparisons: Comparisons,
         quota_by_cluster: dict[int, tuple[int, int]],
         report: pb.SelectionReport,
         prepared_drops: Path,
@@ -270,11 +216,8 @@ class SelectionRunner:
         accounted: set[str] = set()
         labels: list[str] = plan["labels"]
         references: list[str] = plan["references"]
-        kept = _explain(spec.method, chosen, cands, labels, quota_by_cluster)
-        order = sorted(
-            chosen,
-            key=lambda i: (cands[i].quality is None, -(cands[i].quality or 0.0), cands[i].item_id),
-        )
+        kept = explain(spec.method, chosen, cands, labels, quota_by_cluster)
+        order = export_order(chosen, cands)
         composition: dict[str, Counter[str]] = {
             k: Counter() for k in ("taxonomy node", "language", "difficulty", "cluster", "shape")
         }
@@ -295,7 +238,7 @@ class SelectionRunner:
                 label = labels[cand.cluster] if 0 <= cand.cluster < len(labels) else ""
                 writer.write_extra(
                     "provenance",
-                    _provenance(example, cand, label, references, comparisons, kept[i]),
+                    provenance(example, cand, label, references, comparisons, kept[i]),
                 )
                 for key, value in (
                     ("taxonomy node", example.get("node", "")),
@@ -311,7 +254,7 @@ class SelectionRunner:
             selected = set(chosen)
             for i, cand in enumerate(cands):
                 if i not in selected:
-                    detail = _not_kept(spec.method, i, cands, labels, quota_by_cluster)
+                    detail = not_kept(spec.method, i, cands, labels, quota_by_cluster)
                     writer.write_extra(
                         "dropped", drop_record(job.id, cand.item_id, "not_selected", detail=detail)
                     )
@@ -369,115 +312,3 @@ def _recipe_settings(recipe: pb.Recipe) -> dict[str, Any]:
     settings.get("judging", {}).pop("golden", None)
     settings.pop("selection", None)
     return settings
-
-
-def _cluster_quotas(picked: Selected) -> dict[int, tuple[int, int]]:
-    """Per cluster: (quota, selected), when the method has quotas (TACOS)."""
-    return {
-        c: (picked.quota.get(c, 0), picked.taken.get(c, 0))
-        for c in set(picked.quota) | set(picked.taken)
-    }
-
-
-def _ranks(
-    cands: Sequence[Candidate], key: Callable[[Candidate], int]
-) -> dict[int, tuple[int, int]]:
-    """Each candidate's rank by quality inside its group, and the group's size."""
-    groups: dict[int, list[int]] = {}
-    for i, c in enumerate(cands):
-        groups.setdefault(key(c), []).append(i)
-    out: dict[int, tuple[int, int]] = {}
-    for members in groups.values():
-        members.sort(
-            key=lambda i: (cands[i].quality is None, -(cands[i].quality or 0.0), cands[i].item_id)
-        )
-        for rank, i in enumerate(members, 1):
-            out[i] = (rank, len(members))
-    return out
-
-
-def _explain(
-    method: str,
-    chosen: Sequence[int],
-    cands: Sequence[Candidate],
-    labels: Sequence[str],
-    quotas: dict[int, tuple[int, int]],
-) -> dict[int, str]:
-    """Why each chosen record was kept."""
-    ranks = _ranks(cands, lambda c: c.cluster)
-    out = {}
-    for i in chosen:
-        c = cands[i]
-        rank, size = ranks[i]
-        quality = "no score" if c.quality is None else f"quality {c.quality:.1f}"
-        if method == "tacos":
-            label = labels[c.cluster] if 0 <= c.cluster < len(labels) else "?"
-            quota = quotas.get(c.cluster, (0, 0))[0]
-            out[i] = (
-                f"tacos: {_ordinal(rank)} of {size} in cluster {c.cluster} ({label}), "
-                f"quota {quota}; {quality}"
-            )
-        else:
-            out[i] = f"{method}: selected; {quality}"
-    return out
-
-
-def _not_kept(
-    method: str,
-    i: int,
-    cands: Sequence[Candidate],
-    labels: Sequence[str],
-    quotas: dict[int, tuple[int, int]],
-) -> str:
-    c = cands[i]
-    quality = "no score" if c.quality is None else f"quality {c.quality:.1f}"
-    if method == "tacos":
-        label = labels[c.cluster] if 0 <= c.cluster < len(labels) else "?"
-        return (
-            f"tacos: below the quota ({quotas.get(c.cluster, (0, 0))[0]}) of cluster "
-            f"{c.cluster} ({label}); {quality}"
-        )
-    return f"{method}: not selected within the budget; {quality}"
-
-
-def _provenance(
-    example: Example,
-    cand: Candidate,
-    label: str,
-    references: Sequence[str],
-    comparisons: _Comparisons,
-    kept: str,
-) -> dict[str, Any]:
-    """Everything a record came from, and why it was kept."""
-    record: dict[str, Any] = {
-        "id": example["id"],
-        "item_id": example["item_id"],
-        "shape": example["shape"],
-        "kept": kept,
-        "quality": cand.quality,
-        "judge_score": cand.judge_score,
-        "cluster": cand.cluster,
-        "cluster_label": label,
-        "tags": cand.tags,
-        "tokens": example["tokens"],
-    }
-    for key in ("row", "language", "node", "difficulty", "task_type"):
-        if key in example:
-            record[key] = example[key]  # type: ignore[literal-required]
-    c = comparisons.by_item.get(cand.item_id)
-    if c is not None:
-        record["comparative"] = {
-            "reference_id": c.b_id,
-            "score": c.a,
-            "reference_score": c.b,
-            "sample_first": [c.a_first_a, c.a_first_b],
-            "reference_first": [c.b_first_a, c.b_first_b],
-            "inconsistent": c.inconsistent,
-            "failed": c.failed,
-            "rationales": [c.rationale_a_first, c.rationale_b_first],
-            "judge_model": c.calls[0].model if c.calls else "",
-        }
-    elif 0 <= cand.cluster < len(references) and references[cand.cluster] == cand.item_id:
-        record["comparative"] = {"reference_of_cluster": cand.cluster, "score": cand.comparative}
-    record["metadata"] = example.get("metadata", {})
-    return record

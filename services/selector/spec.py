@@ -7,18 +7,14 @@ from pathlib import Path
 
 from services.selector.imports import ImportLimits
 from taxoforge.errors import PermanentError
+from taxoforge.selection import EXPORT_FORMATS, SELECTION_METHODS
 from taxoforge.store import JobKind, job_kind
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = [
-    "EXPORT_FORMATS",
-    "METHODS",
     "SelectionDefaults",
     "selection_spec",
 ]
-
-METHODS = ("tacos", "deita", "alpagasus", "random", "longest", "score")
-EXPORT_FORMATS = ("sft", "preference", "openai-sft", "openai-dpo", "alpaca", "sharegpt")
 
 
 def selection_spec(job: pb.Job) -> pb.SelectionSpec:
@@ -48,7 +44,7 @@ def selection_spec(job: pb.Job) -> pb.SelectionSpec:
         # Without a budget DEITA would embed every candidate only to drop near-twins: it is
         # measured when asked for.
         spec.compare.extend(
-            m for m in METHODS if m != spec.method and (spec.budget or m != "deita")
+            m for m in SELECTION_METHODS if m != spec.method and (spec.budget or m != "deita")
         )
     if not spec.exports:
         spec.exports.extend(EXPORT_FORMATS)

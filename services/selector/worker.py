@@ -1,5 +1,5 @@
-"""The selector's whole-job steps: prepare, cluster and select, each run once per job by
-whichever replica takes its message (the tag step is per item: services.selector.tagging)."""
+"""The selector's NATS handlers: the whole-job steps (prepare, cluster and select), each run
+once per job by whichever replica takes its message, and the per-item tag stage."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from services.selector.tagging import Tagger
 from taxoforge.bus import Stage
 from taxoforge.bus.worker import Delivery
 from taxoforge.errors import TransientError
 from taxoforge.pipeline import active_job
-from taxoforge.store import SELECTION_PHASES, JobStore
+from taxoforge.service import ServiceContext
+from taxoforge.store import SELECTION_PHASES, ItemKind, ItemStore, JobStore
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["StepHandler"]
+__all__ = ["StepHandler", "TagHandler"]
 
 log = structlog.get_logger(__name__)
 
@@ -46,3 +48,26 @@ class StepHandler:
             log.info("step_skipped", phase=job.phase, state=pb.JobState.Name(job.state))
             return
         await self._run(job)
+
+
+class TagHandler:
+    """TagTask in; the item's tags stored once."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self._ctx = ctx
+        self._tagger = Tagger(ctx.llm)
+
+    async def __call__(self, delivery: Delivery) -> None:
+        task = pb.TagTask.FromString(delivery.data)
+        structlog.contextvars.bind_contextvars(job_id=task.job_id, item_id=task.item_id)
+        job = await active_job(self._ctx.jobs, task.job_id)
+        if job is None:
+            return
+        cfg = job.recipe.models.tagger
+
+        async def _tag() -> pb.Tags:
+            return await self._tagger.tag(task, cfg)
+
+        key = ItemStore.key(job.id, ItemKind.TAGS, task.item_id)
+        await self._ctx.items.once(key, pb.Tags, _tag)
+        await self._ctx.items.announce(job.id)

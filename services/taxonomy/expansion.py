@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from services.taxonomy.tree import SESSION, attribute_text
 from taxoforge.labels import canonical
 from taxoforge.llm import LLMClient
+from taxoforge.llm.schema import string_list
 from taxoforge.prompts import load_template
 from taxoforge.v1 import common_pb2 as pb
 
@@ -40,13 +41,7 @@ class SessionItem(BaseModel):
     """One class session of a syllabus."""
 
     title: str = Field(json_schema_extra={"maxLength": 80})
-    key_concepts: list[str] = Field(
-        json_schema_extra={
-            "minItems": 1,
-            "maxItems": 8,
-            "items": {"type": "string", "maxLength": 60},
-        }
-    )
+    key_concepts: list[str] = Field(json_schema_extra=string_list(1, 8, 60))
 
 
 class Syllabus(BaseModel):

@@ -18,6 +18,7 @@ from services.taxonomy.expansion import slugify
 from taxoforge.embeddings import Embedder
 from taxoforge.labels import Normalized, normalize_labels
 from taxoforge.llm import LLMClient
+from taxoforge.llm.schema import string_list
 from taxoforge.markers import fence_for
 from taxoforge.prompts import load_template
 from taxoforge.v1 import common_pb2 as pb
@@ -32,20 +33,8 @@ class InstructionMeta(BaseModel):
     """The tagger's reply for one instruction."""
 
     use_case: str = Field(json_schema_extra={"maxLength": 60})
-    skills: list[str] = Field(
-        json_schema_extra={
-            "minItems": 1,
-            "maxItems": 4,
-            "items": {"type": "string", "maxLength": 40},
-        }
-    )
-    tags: list[str] = Field(
-        json_schema_extra={
-            "minItems": 1,
-            "maxItems": 5,
-            "items": {"type": "string", "maxLength": 40},
-        }
-    )
+    skills: list[str] = Field(json_schema_extra=string_list(1, 4, 40))
+    tags: list[str] = Field(json_schema_extra=string_list(1, 5, 40))
 
 
 class Encoder:

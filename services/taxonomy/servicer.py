@@ -1,4 +1,4 @@
-"""TaxonomyService over gRPC: thin; taxonomies live in versions, logic in core/edits/expansion."""
+"""TaxonomyService over gRPC: thin; taxonomies live in versions, logic in plan/edits/expansion."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import asyncio
 import difflib
 import json
 
-from services.taxonomy.core import plan_job
 from services.taxonomy.document import SLUG, dump_taxonomy, parse_taxonomy
 from services.taxonomy.edits import apply_edits, apply_review
+from services.taxonomy.plan import plan_job
 from services.taxonomy.tree import index
 from services.taxonomy.versions import TaxonomyStore
 from services.taxonomy.worker import CHUNK, chunk_id

@@ -77,8 +77,8 @@ class TaxonomyStore:
 
     async def all(self) -> list[pb.TaxonomyIndex]:
         """Every taxonomy's index, by id."""
-        kv = await self._bus.kv(KV_TAXONOMIES)
-        found = [pb.TaxonomyIndex.FromString(value) async for _, value in scan(kv, "tax.*")]
+        indexes = scan(self._bus, KV_TAXONOMIES, "tax.*")
+        found = [pb.TaxonomyIndex.FromString(value) async for _, value in indexes]
         return sorted(found, key=lambda i: i.id)
 
     async def get(self, taxonomy_id: str, version: str = "") -> pb.Taxonomy:

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 import structlog
 
-from services.taxonomy.core import plan_job
 from services.taxonomy.expansion import (
     Expander,
     SubjectItem,
@@ -20,6 +19,7 @@ from services.taxonomy.expansion import (
     subject_node,
 )
 from services.taxonomy.induction import Encoder, build_induced
+from services.taxonomy.plan import plan_job
 from services.taxonomy.tree import attribute_text, index, walk
 from services.taxonomy.versions import TaxonomyStore
 from taxoforge.bus import Stage

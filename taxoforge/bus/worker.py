@@ -13,11 +13,11 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import nats.errors
 import structlog
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 
 from taxoforge.bus.connection import Bus
 from taxoforge.bus.topology import WORK_STREAM, Stage, work_subject
@@ -256,13 +256,22 @@ async def _quietly(aw: Awaitable[object]) -> None:
         log.warning("ack_failed", error=f"{type(exc).__name__}: {exc}")
 
 
-async def _hand_back_late(sub: Any) -> None:
+async def _hand_back_late(sub: JetStreamContext.PullSubscription) -> None:
     """Nak what arrived after a fetch had given up: nats-py queues it for the next fetch,
-    which a stopping worker never makes, so it would wait out ack_wait on the server.
-    (The queue is nats-py's own; without it, there is nothing to do.)"""
-    queue = getattr(getattr(sub, "_sub", None), "_pending_queue", None)
-    if queue is None:
+    which a stopping worker never makes, so it would wait out ack_wait on the server."""
+    if not sub.pending_msgs:
         return
+    queue = _pending_queue(sub)
     while not queue.empty():
         with contextlib.suppress(Exception):
             await queue.get_nowait().nak()
+
+
+def _pending_queue(sub: JetStreamContext.PullSubscription) -> asyncio.Queue[Msg]:
+    """The subscription's buffer of delivered messages, private to nats-py (pinned, 2.16).
+
+    nats-py only counts it publicly (``pending_msgs``); ``fetch()`` would empty it, but it
+    also asks the server for more work, which a stopping worker must not take.
+    """
+    queue: asyncio.Queue[Msg] = sub._sub._pending_queue  # type: ignore[union-attr]
+    return queue

@@ -6,7 +6,17 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["json_schema_of", "portable_schema"]
+__all__ = ["json_schema_of", "portable_schema", "string_list"]
+
+
+def string_list(min_items: int, max_items: int, max_length: int) -> dict[str, Any]:
+    """``json_schema_extra`` for a field that is a list of short strings: the bounds tell a
+    constrained decoder where to stop."""
+    return {
+        "minItems": min_items,
+        "maxItems": max_items,
+        "items": {"type": "string", "maxLength": max_length},
+    }
 
 
 def json_schema_of(model: type[BaseModel]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 
-from taxoforge.stack import SERVICES, Stack, StackConfig, embedded_model_path
+from taxoforge_cli.stack import SERVICES, Stack, StackConfig, embedded_model_path
 from tests.deploy.manifests import ROOT, tool
 
 DOCKERFILE = ROOT / "Dockerfile"
@@ -200,7 +200,7 @@ def test_context_holds_what_the_build_copies() -> None:
 
 
 def test_embedded_server_starts_as_the_local_stack_does(tmp_path: Path) -> None:
-    """Same model file, alias and context as taxoforge/stack.py; only host and port (and
+    """Same model file, alias and context as taxoforge_cli/stack.py; only host and port (and
     threads, which the Deployment sets from its CPU limit) differ."""
     stages = {s.name: s for s in _stages()}
     server = _exec_form(stages["embedded"].last("CMD") or "")

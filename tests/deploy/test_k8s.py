@@ -28,7 +28,7 @@ from services.taxonomy.settings import TaxonomySettings
 from taxoforge.bus.topology import CONSUMERS, WORK_STREAM
 from taxoforge.grpc_server import PROBE_SERVICES
 from taxoforge.settings import ServiceSettings
-from taxoforge.stack import SERVICES
+from taxoforge_cli.stack import SERVICES
 from tests.deploy.manifests import (
     BUILDS,
     K8S,

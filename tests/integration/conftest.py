@@ -14,8 +14,8 @@ from aiohttp import web
 
 from taxoforge.bus import Bus
 from taxoforge.settings import BusSettings
-from taxoforge.stack import Stack, StackConfig, free_port
 from taxoforge.testing.fake_llm import FakeLLM, build_app
+from taxoforge_cli.stack import Stack, StackConfig, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -29,8 +29,8 @@ from schemathesis.checks import (
 from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
-from gateway.tenants import hash_key, new_key
-from taxoforge.stack import Stack, StackConfig
+from taxoforge.keys import hash_key, new_key
+from taxoforge_cli.stack import Stack, StackConfig
 
 from .conftest import FAST_RETRIES
 

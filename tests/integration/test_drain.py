@@ -17,7 +17,7 @@ import pytest
 from taxoforge.bus import Bus
 from taxoforge.bus.topology import CONSUMERS, DLQ_STREAM, WORK_STREAM
 from taxoforge.settings import BusSettings
-from taxoforge.stack import Stack, StackConfig
+from taxoforge_cli.stack import Stack, StackConfig
 
 from .conftest import FAST_RETRIES, FakeControl
 from .jobs import item_counts, records, stages, submit, wait

@@ -13,10 +13,10 @@ import grpc
 import httpx
 import pytest
 
-from taxoforge.stack import Stack
 from taxoforge.v1 import common_pb2 as pb
 from taxoforge.v1 import taxonomy_pb2 as tpb
 from taxoforge.v1 import taxonomy_pb2_grpc
+from taxoforge_cli.stack import Stack
 
 from .conftest import FakeControl
 from .jobs import jsonl, submit, wait

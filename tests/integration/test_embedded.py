@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from taxoforge.cli import download
-from taxoforge.stack import EMBEDDED_MODEL, Stack, StackConfig
+from taxoforge_cli.main import download
+from taxoforge_cli.stack import EMBEDDED_MODEL, Stack, StackConfig
 
 from .jobs import submit, wait
 

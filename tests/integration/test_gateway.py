@@ -12,7 +12,7 @@ import pytest
 from taxoforge.bus import Bus
 from taxoforge.bus.topology import KV_JOBS
 from taxoforge.settings import BusSettings
-from taxoforge.stack import Stack
+from taxoforge_cli.stack import Stack
 
 from .jobs import submit, wait
 

@@ -14,9 +14,9 @@ import pytest
 
 from taxoforge.bus import Bus
 from taxoforge.settings import BusSettings
-from taxoforge.stack import Stack, StackConfig
 from taxoforge.store import ItemKind, ItemStore
 from taxoforge.v1 import common_pb2 as pb
+from taxoforge_cli.stack import Stack, StackConfig
 
 from .conftest import FAST_RETRIES, FakeControl
 from .jobs import item_counts, jsonl, records, stages, submit, wait

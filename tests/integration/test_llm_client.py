@@ -18,9 +18,9 @@ from taxoforge.errors import PermanentError, TransientError
 from taxoforge.llm import LLMClient, StructuredOutputError
 from taxoforge.llm.client import LLMRequestError
 from taxoforge.settings import LLMSettings
-from taxoforge.stack import free_port
 from taxoforge.testing.fake_llm import FakeLLM
 from taxoforge.v1 import common_pb2 as pb
+from taxoforge_cli.stack import free_port
 
 pytestmark = pytest.mark.integration
 

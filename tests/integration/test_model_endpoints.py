@@ -17,11 +17,11 @@ import grpc
 import httpx
 import pytest
 
-from gateway.tenants import hash_key, new_key
-from taxoforge.stack import Stack, StackConfig
+from taxoforge.keys import hash_key, new_key
 from taxoforge.v1 import common_pb2 as pb
 from taxoforge.v1 import judge_pb2 as jpb
 from taxoforge.v1 import judge_pb2_grpc
+from taxoforge_cli.stack import Stack, StackConfig
 
 from .conftest import FAST_RETRIES, FakeControl
 from .jobs import submit, wait

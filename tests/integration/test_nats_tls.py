@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from taxoforge.bus import Bus
 from taxoforge.bus.connection import tls_context
 from taxoforge.settings import BusSettings
-from taxoforge.stack import _nats_server_binary, free_port
+from taxoforge_cli.stack import _nats_server_binary, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -12,11 +12,11 @@ import pytest
 from taxoforge.bus import Bus, Stage, work_subject
 from taxoforge.bus.topology import DLQ_STREAM, dlq_subject
 from taxoforge.settings import BusSettings
-from taxoforge.stack import Stack
 from taxoforge.store import ItemKind, ItemStore
 from taxoforge.v1 import common_pb2 as pb
 from taxoforge.v1 import taxonomy_pb2 as tpb
 from taxoforge.v1 import taxonomy_pb2_grpc
+from taxoforge_cli.stack import Stack
 
 from .conftest import FakeControl
 from .jobs import item_counts, records, stages, submit, wait, wait_for_stage, wait_queues_idle

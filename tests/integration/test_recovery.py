@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from taxoforge.stack import Stack, StackConfig
+from taxoforge_cli.stack import Stack, StackConfig
 
 from .conftest import FAST_RETRIES, FakeControl
 from .jobs import item_counts, records, stages, submit, wait

@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
 
-from taxoforge import cli
-from taxoforge.stack import Stack, StackConfig
+from taxoforge_cli.main import main
+from taxoforge_cli.stack import Stack, StackConfig
 
 from .conftest import FAST_RETRIES, FakeControl
 from .jobs import item_counts, jsonl, submit, wait
@@ -477,7 +477,7 @@ def test_the_cli_uploads_selects_and_writes_the_dataset_folder(
     source = tmp_path / "mine.jsonl"
     source.write_bytes(to_jsonl(rows[:30]))
     out = tmp_path / "out"
-    cli.main(
+    main(
         [
             "select",
             str(source),

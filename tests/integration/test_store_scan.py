@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from taxoforge.bus import Bus
+from taxoforge.bus.topology import KV_JOBS
 from taxoforge.store import scan
 
 pytestmark = pytest.mark.integration
@@ -32,10 +33,10 @@ async def test_a_scan_never_ends_early_under_concurrent_writes(bus: Bus) -> None
     try:
         # nats-py's own watcher ended about 1 scan in 150 of these before any value.
         for _ in range(400):
-            found = {key: value async for key, value in scan(kv, "usage.j-scan.*")}
+            found = {key: value async for key, value in scan(bus, KV_JOBS, "usage.j-scan.*")}
             assert set(found) == keys
             assert set(found.values()) == {b"second"}
     finally:
         stop.set()
         await asyncio.gather(*writers)
-    assert [k async for k, _ in scan(kv, "usage.j-none.*")] == []
+    assert [k async for k, _ in scan(bus, KV_JOBS, "usage.j-none.*")] == []

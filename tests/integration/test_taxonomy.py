@@ -15,10 +15,10 @@ import httpx
 import pytest
 import yaml
 
-from taxoforge.stack import Stack
 from taxoforge.v1 import common_pb2 as pb
 from taxoforge.v1 import taxonomy_pb2 as tpb
 from taxoforge.v1 import taxonomy_pb2_grpc
+from taxoforge_cli.stack import Stack
 
 from .conftest import FakeControl
 from .jobs import records, submit, wait
@@ -411,7 +411,7 @@ def test_impossible_requests_say_why(
 def test_the_cli_prints_a_tree_and_a_plan(stack: Stack, tmp_path: Any) -> None:
     env_gateway = ["--gateway", stack.gateway_url]
     shown = subprocess.run(
-        [sys.executable, "-m", "taxoforge.cli", "taxonomy", "show", "starter", *env_gateway],
+        [sys.executable, "-m", "taxoforge_cli", "taxonomy", "show", "starter", *env_gateway],
         capture_output=True,
         text=True,
         check=True,
@@ -423,7 +423,7 @@ def test_the_cli_prints_a_tree_and_a_plan(stack: Stack, tmp_path: Any) -> None:
         [
             sys.executable,
             "-m",
-            "taxoforge.cli",
+            "taxoforge_cli",
             "taxonomy",
             "plan",
             str(recipe),

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from gateway.tenants import hash_key, new_key
-from taxoforge.stack import Stack, StackConfig
+from taxoforge.keys import hash_key, new_key
+from taxoforge_cli.stack import Stack, StackConfig
 
 from .conftest import FAST_RETRIES, FakeControl
 from .jobs import submit, wait

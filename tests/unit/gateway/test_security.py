@@ -21,16 +21,8 @@ from gateway.app import create_app
 from gateway.deps import ApiError, Auth, authenticated
 from gateway.limits import BodyLimit, ValidText
 from gateway.settings import GatewaySettings
-from gateway.tenants import (
-    LOCAL,
-    RateLimit,
-    RateLimiter,
-    Tenant,
-    TenantRegistry,
-    TenantsFileError,
-    hash_key,
-    new_key,
-)
+from gateway.tenants import LOCAL, RateLimiter, Tenant, TenantRegistry, TenantsFileError
+from taxoforge.keys import RateLimit, hash_key, new_key
 from taxoforge.logging import configure_logging, redact
 
 

@@ -23,7 +23,8 @@ from typing import Any, cast
 
 from pydantic import BaseModel
 
-from services.judge.core import Judge, PairVerdict, RubricVerdict, TenVerdict
+from services.judge.panel import Judge
+from services.judge.verdicts import PairVerdict, RubricVerdict, TenVerdict
 from taxoforge.llm import LLMClient, StructuredOutputError
 from taxoforge.v1 import common_pb2 as pb
 

@@ -7,7 +7,8 @@ import random
 import pytest
 from judge_stub import ASKED_USAGE, StubLLM, by_order, judge_of, malformed_error, quality
 
-from services.judge.core import Panel, RubricVerdict, TenVerdict
+from services.judge.panel import Panel
+from services.judge.verdicts import RubricVerdict, TenVerdict
 from taxoforge.llm import StructuredOutputError
 from taxoforge.methods import MAX_SELF_RUBRICS_ROUNDS
 from taxoforge.v1 import common_pb2 as pb

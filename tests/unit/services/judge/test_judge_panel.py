@@ -6,15 +6,9 @@ import random
 
 from judge_stub import StubLLM, judge_of, quality
 
-from services.judge.core import (
-    PairVerdict,
-    Panel,
-    RubricVerdict,
-    all_pairs,
-    build_judgment,
-    pairwise_scores,
-    rank_pair,
-)
+from services.judge.pairwise import all_pairs, pairwise_scores, rank_pair
+from services.judge.panel import Panel, build_judgment
+from services.judge.verdicts import PairVerdict, RubricVerdict
 from taxoforge.v1 import common_pb2 as pb
 
 CFG = pb.ModelConfig(model="judge-model")

@@ -8,7 +8,8 @@ import pytest
 from judge_stub import QUALITY, StubLLM, by_order, judge_of, malformed_error, quality
 from pydantic import BaseModel
 
-from services.judge.core import PairVerdict, Panel, build_judgment
+from services.judge.panel import Panel, build_judgment
+from services.judge.verdicts import PairVerdict
 from taxoforge.v1 import common_pb2 as pb
 
 CFG = pb.ModelConfig(model="judge-model")

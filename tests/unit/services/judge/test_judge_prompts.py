@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from judge_stub import StubLLM, judge_of, quality
 
-from services.judge.core import Judge
+from services.judge.panel import Judge
 from taxoforge.markers import MARKER_SECRET
 from taxoforge.v1 import common_pb2 as pb
 

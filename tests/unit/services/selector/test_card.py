@@ -23,7 +23,8 @@ from services.selector.card import (
     write_card,
 )
 from services.selector.examples import Example, Message
-from services.selector.exports import FORMATS, ExportWriter, WrittenFile
+from services.selector.exports import ExportWriter, WrittenFile
+from taxoforge.selection import EXPORT_FORMATS
 
 PNG = b"\x89PNG\r\n\x1a\n"
 REPO = Path(__file__).resolve().parents[4]
@@ -174,8 +175,10 @@ def test_readme_parses_as_hub_dataset_card_with_its_metadata(tmp_path: Path) -> 
     assert data.pretty_name == "Physics tutor"
     assert data.tags == ["synthetic", "taxoforge", "sft", "dpo"]
     configs = data.to_dict()["configs"]
-    assert [c["config_name"] for c in configs] == list(FORMATS)
-    assert [c.get("default", False) for c in configs] == [True] + [False] * (len(FORMATS) - 1)
+    assert [c["config_name"] for c in configs] == list(EXPORT_FORMATS)
+    assert [c.get("default", False) for c in configs] == [True] + [False] * (
+        len(EXPORT_FORMATS) - 1
+    )
     for config in configs:
         (data_file,) = config["data_files"]
         assert data_file == {"split": "train", "path": f"data/{config['config_name']}.parquet"}
@@ -249,7 +252,7 @@ def test_repo_id_adds_a_hub_load_snippet_per_config(tmp_path: Path) -> None:
 
     readme = (tmp_path / "README.md").read_text()
 
-    for fmt in FORMATS:
+    for fmt in EXPORT_FORMATS:
         assert f'load_dataset("me/physics", "{fmt}", split="train")' in readme
 
 

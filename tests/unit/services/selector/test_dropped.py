@@ -11,7 +11,7 @@ import pytest
 from services.selector.decontam import Deduplicator
 from services.selector.dropped import Dropped, drop_record, import_row, iter_drops, stage_of
 from services.selector.imports import MalformedRow, to_example
-from services.selector.prepare import _filter
+from services.selector.screening import screen
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
@@ -98,7 +98,7 @@ def test_prepare_lists_every_item_it_does_not_keep_with_its_stage(tmp_path: Path
         row(4, "Which spices go well with roasted carrots?"),
     ]
     out, dropped = tmp_path / "examples.jsonl", tmp_path / "dropped.jsonl"
-    tally = _filter(items, "j-1", Deduplicator(0.8), None, out, dropped)
+    tally = screen(items, "j-1", Deduplicator(0.8), None, out, dropped)
 
     assert tally.kept == 2 and [e["item_id"] for e in _lines(out)] == ["r0000001", "r0000004"]
     assert [(d["id"], d["item_id"], d["stage"], d["reason"]) for d in _lines(dropped)] == [

@@ -14,13 +14,13 @@ from trl.data_utils import is_conversational, maybe_extract_prompt, unpair_prefe
 
 from services.selector.examples import Example, Message
 from services.selector.exports import (
-    FORMATS,
     SCHEMAS,
     ExportWriter,
     WrittenFile,
     convert,
     skip_reason,
 )
+from taxoforge.selection import EXPORT_FORMATS
 
 
 def _msg(role: str, content: str) -> Message:
@@ -191,7 +191,7 @@ def _expected(fmt: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", EXPORT_FORMATS)
 def test_every_format_round_trips_through_datasets(tmp_path: Path, fmt: str, suffix: str) -> None:
     _export(tmp_path / "out")
 
@@ -210,7 +210,9 @@ def test_row_counts_per_format_follow_what_each_format_takes(tmp_path: Path) -> 
     for fmt, n in expected.items():
         assert counts[(fmt, "jsonl")] == n and counts[(fmt, "parquet")] == n
     assert {f.path for f in files} == {
-        tmp_path / "data" / f"{fmt}{suffix}" for fmt in FORMATS for suffix in (".jsonl", ".parquet")
+        tmp_path / "data" / f"{fmt}{suffix}"
+        for fmt in EXPORT_FORMATS
+        for suffix in (".jsonl", ".parquet")
     }
 
 
@@ -389,7 +391,7 @@ def test_close_twice_is_harmless_and_writing_after_close_fails(tmp_path: Path) -
 
     first, second = writer.close(), writer.close()
 
-    assert first == second and len(first) == 2 * len(FORMATS)
+    assert first == second and len(first) == 2 * len(EXPORT_FORMATS)
     with pytest.raises(RuntimeError, match="closed"):
         writer.write(SINGLE)
     with pytest.raises(RuntimeError, match="closed"):

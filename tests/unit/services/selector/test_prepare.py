@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from services.selector.benchmarks import benchmark_prompts
 from services.selector.decontam import Deduplicator
 from services.selector.imports import ImportLimits, read_examples, to_example
-from services.selector.prepare import _filter, benchmark_prompts
+from services.selector.screening import Tally, empty_reason, screen
 
 
 def _sft(user: str, reply: str = "Sure.") -> dict[str, Any]:
@@ -29,7 +30,7 @@ def test_an_oversize_row_and_a_malformed_one_are_dropped_with_their_rows(tmp_pat
     )
     out, dropped = tmp_path / "examples.jsonl", tmp_path / "dropped.jsonl"
 
-    tally = _filter(
+    tally = screen(
         read_examples(source, "jsonl", "auto", "job"), "job", Deduplicator(0.8), None, out, dropped
     )
 
@@ -53,7 +54,7 @@ def test_an_example_whose_texts_are_over_the_limit_is_dropped_too(tmp_path: Path
     large = to_example(_sft("long question", "y" * 2000), 2, "job")
     out, dropped = tmp_path / "examples.jsonl", tmp_path / "dropped.jsonl"
 
-    tally = _filter([small, large], "job", Deduplicator(0.8), None, out, dropped, 1000)
+    tally = screen([small, large], "job", Deduplicator(0.8), None, out, dropped, 1000)
 
     assert [e["item_id"] for e in _lines(out)] == ["r0000001"]
     (drop,) = _lines(dropped)
@@ -69,3 +70,14 @@ def test_a_benchmark_line_over_the_record_limit_is_skipped(tmp_path: Path) -> No
     prompts = list(benchmark_prompts(path, ImportLimits(max_record_bytes=1000)))
 
     assert prompts == ["first prompt", "last prompt"]
+
+
+def test_why_nothing_is_left_names_the_first_malformed_rows() -> None:
+    assert empty_reason(Tally()) == "the file holds no rows"
+    tally = Tally(rows=2, malformed=2, errors=[(1, "not JSON"), (2, "no messages")])
+    assert empty_reason(tally) == (
+        "none of its 2 rows could be imported (row 1: not JSON; row 2: no messages)"
+    )
+    assert empty_reason(Tally(rows=3, duplicates=3)) == (
+        "nothing is left after dedup and decontamination"
+    )

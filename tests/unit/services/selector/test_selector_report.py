@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.judge.core import Judge
+from services.judge.panel import Judge
 from services.selector.report import (
     cohen_kappa,
     count_items,

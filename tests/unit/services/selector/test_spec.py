@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from services.selector.spec import EXPORT_FORMATS, SelectionDefaults, selection_spec
+from services.selector.spec import SelectionDefaults, selection_spec
 from taxoforge.errors import PermanentError
+from taxoforge.selection import EXPORT_FORMATS
 from taxoforge.v1 import common_pb2 as pb
 
 

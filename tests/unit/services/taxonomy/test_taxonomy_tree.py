@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.taxonomy.core import plan_job
+from services.taxonomy.plan import plan_job
 from services.taxonomy.tree import SESSION, counts, digest, index, planning_leaves, syllabus, walk
 from taxoforge.v1 import common_pb2 as pb
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from services.judge.core import RubricVerdict
+from services.judge.verdicts import RubricVerdict
 from taxoforge.llm.client import json_schema_of
 from taxoforge.testing.fake_llm import _from_schema
 

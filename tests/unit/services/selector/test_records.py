@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.judge.core import build_judgment
-from services.selector.core import preference_record, sft_record
+from services.judge.panel import build_judgment
+from services.selector.records import preference_record, sft_record
 from taxoforge.v1 import common_pb2 as pb
 
 

@@ -11,19 +11,19 @@ from functools import cache
 import numpy as np
 import pytest
 
-from services.taxonomy.core import (
+from services.taxonomy.document import parse_taxonomy
+from services.taxonomy.plan import (
     DIFFICULTIES,
     Plan,
     _even_positions,
     controlled_rounding,
     even_sequence,
     item_id,
-    largest_remainder,
     plan_job,
 )
-from services.taxonomy.document import parse_taxonomy
 from services.taxonomy.settings import BUILTIN_DIR
 from services.taxonomy.tree import SESSION, planning_leaves
+from taxoforge.apportion import largest_remainder
 from taxoforge.errors import PermanentError
 from taxoforge.v1 import common_pb2 as pb
 

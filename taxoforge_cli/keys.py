@@ -11,13 +11,13 @@ from typing import Any
 
 import yaml
 
+from taxoforge.keys import TenantEntry, hash_key, new_key
+
 __all__ = ["add_keys_commands"]
 
 
 def cmd_keys_new(ns: argparse.Namespace) -> None:
     """Print a new key once; store only its hash (in --file, or printed for you to paste)."""
-    from gateway.tenants import Tenant, hash_key, new_key
-
     key = new_key()
     entry: dict[str, Any] = {"name": ns.tenant, "keys": [hash_key(key)]}
     if ns.rate is not None or ns.burst is not None:
@@ -29,7 +29,7 @@ def cmd_keys_new(ns: argparse.Namespace) -> None:
             k: v for k, v in (("tokens", ns.tokens), ("cost_usd", ns.cost_usd)) if v is not None
         }
     try:  # a bad name or limit fails here, not at the gateway's start
-        Tenant.model_validate(entry)
+        TenantEntry.model_validate(entry)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from exc
     if ns.file:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from taxoforge import cli
+from taxoforge_cli.client import console
+from taxoforge_cli.main import print_summary
 
 
 def _job(state: str, *paths: str) -> dict[str, Any]:
@@ -21,13 +22,13 @@ def _job(state: str, *paths: str) -> dict[str, Any]:
 
 
 def _summary(job: dict[str, Any], paths: list[Path], out: Path) -> str:
-    width = cli.console.width
-    cli.console.width = 1000  # long paths on one line
+    width = console.width
+    console.width = 1000  # long paths on one line
     try:
-        with cli.console.capture() as captured:
-            cli.print_summary(job, paths, out)
+        with console.capture() as captured:
+            print_summary(job, paths, out)
     finally:
-        cli.console.width = width
+        console.width = width
     return " ".join(captured.get().split())
 
 

@@ -1,4 +1,4 @@
-"""TACOS selection: clusters on tags, quotas, comparison planning, and the baseline methods."""
+"""The selection methods: clusters on tags, quotas, comparison planning, TACOS and its baselines."""
 
 from __future__ import annotations
 
@@ -6,20 +6,19 @@ import numpy as np
 import pytest
 
 from services.selector.examples import Candidate
-from services.selector.tacos import (
+from services.selector.methods.clusters import (
     UNTAGGED,
-    Budget,
     ClusterResult,
     auto_clusters,
     cluster_by_key,
     cluster_by_tags,
     cluster_by_vectors,
-    measure,
-    plan_comparisons,
-    quotas,
     references,
-    select,
 )
+from services.selector.methods.measurement import measure
+from services.selector.methods.quotas import plan_comparisons, quotas
+from services.selector.methods.ranking import Budget
+from services.selector.methods.select import select
 
 
 def _cand(

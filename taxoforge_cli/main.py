@@ -15,103 +15,29 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from taxoforge.cli_keys import add_keys_commands
-from taxoforge.cli_taxonomy import add_taxonomy_commands
-from taxoforge.stack import Stack, StackConfig, StackError
+from taxoforge.selection import IMPORT_SHAPES, QUOTA_RULES, SELECTION_METHODS
+from taxoforge_cli.client import (
+    CLIError,
+    auth_headers,
+    console,
+    gateway_url,
+    load_recipe,
+    request,
+    wait_for,
+)
+from taxoforge_cli.keys import add_keys_commands
+from taxoforge_cli.stack import Stack, StackConfig, StackError
+from taxoforge_cli.taxonomy import add_taxonomy_commands
 
-__all__ = ["main"]
-
-console = Console(stderr=True)
-TERMINAL = {"succeeded", "failed", "cancelled"}
-
-
-class CLIError(Exception):
-    """A problem to report in one line, with exit code 1."""
-
-
-def _gateway(ns: argparse.Namespace) -> str:
-    return str(ns.gateway or os.environ.get("TAXOFORGE_GATEWAY_URL") or "http://127.0.0.1:8080")
-
-
-def _auth_headers() -> dict[str, str]:
-    """The API key from $TAXOFORGE_API_KEY, for a gateway that asks for one."""
-    key = os.environ.get("TAXOFORGE_API_KEY")
-    return {"Authorization": f"Bearer {key}"} if key else {}
-
-
-def _request(method: str, url: str, timeout: float | None = 60.0, **kwargs: Any) -> httpx.Response:
-    kwargs["headers"] = {**_auth_headers(), **kwargs.get("headers", {})}
-    try:
-        resp = httpx.request(method, url, timeout=timeout, **kwargs)
-    except httpx.HTTPError as exc:
-        raise CLIError(
-            f"cannot reach the gateway at {url}: {exc} (is `taxoforge up` running?)"
-        ) from exc
-    if resp.status_code >= 400:
-        try:
-            err = resp.json().get("error", {})
-            message = err.get("message") or resp.text
-        except ValueError:
-            message = resp.text
-        raise CLIError(f"{method} {url} -> {resp.status_code}: {message}")
-    return resp
-
-
-def load_recipe(path: Path) -> dict[str, Any]:
-    """Read a recipe file (YAML or JSON)."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise CLIError(f"cannot read recipe {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise CLIError(f"recipe {path} must be a mapping (see examples/quickstart.yaml)")
-    return data
+__all__ = ["download", "main", "print_samples", "print_summary", "submit", "upload"]
 
 
 def submit(gateway: str, recipe: dict[str, Any]) -> dict[str, Any]:
     """POST the recipe; returns the job."""
-    job: dict[str, Any] = _request("POST", f"{gateway}/v1/jobs", json=recipe).json()
+    job: dict[str, Any] = request("POST", f"{gateway}/v1/jobs", json=recipe).json()
     return job
-
-
-def wait_for(gateway: str, job_id: str, quiet: bool = False) -> dict[str, Any]:
-    """Poll the job, showing a progress bar, until it ends."""
-    url = f"{gateway}/v1/jobs/{job_id}"
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, disable=quiet, transient=False) as bar:
-        task = bar.add_task(job_id, total=None, detail="pending")
-        while True:
-            job: dict[str, Any] = _request("GET", url).json()
-            failed = sum(s["failed"] for s in job["stages"])
-            work = " ".join(
-                f"{s['stage']} {s['done']}"
-                + (f"/{s['planned']}" if s.get("planned", 0) > 1 else "")
-                for s in job["stages"]
-                if s["stage"] not in ("plan", "select", "apply", "prepare", "cluster")
-                and (s["done"] or s["failed"] or s.get("planned"))
-            )
-            if job.get("step"):
-                work = f"step {job['step']} | {work}"
-            detail = (
-                f"{job['state']} | {work}"
-                + (f" failed {failed}" if failed else "")
-                + f" | {job['usage']['calls']} calls"
-            )
-            bar.update(task, total=job["planned"] or None, completed=job["finished"], detail=detail)
-            if job["state"] in TERMINAL:
-                return job
-            time.sleep(1.0)
 
 
 def download(gateway: str, job: dict[str, Any], out: Path) -> list[Path]:
@@ -123,7 +49,7 @@ def download(gateway: str, job: dict[str, Any], out: Path) -> list[Path]:
         path = out / dataset["path"]
         path.parent.mkdir(parents=True, exist_ok=True)
         url = f"{gateway}{dataset['url']}"
-        with httpx.stream("GET", url, timeout=300.0, headers=_auth_headers()) as resp:
+        with httpx.stream("GET", url, timeout=300.0, headers=auth_headers()) as resp:
             if resp.status_code != 200:
                 raise CLIError(f"download of {dataset['path']} failed: {resp.status_code}")
             with path.open("wb") as fh:
@@ -144,7 +70,7 @@ def upload(gateway: str, path: Path) -> str:
 
     if not path.is_file():
         raise CLIError(f"{path} is not a file")
-    resp = _request(
+    resp = request(
         "POST",
         f"{gateway}/v1/uploads",
         params={"name": path.name},
@@ -244,7 +170,7 @@ def cmd_up(ns: argparse.Namespace) -> None:
 
 def cmd_run(ns: argparse.Namespace) -> None:
     """Submit a recipe and wait for its datasets."""
-    gateway = _gateway(ns)
+    gateway = gateway_url(ns)
     recipe = load_recipe(Path(ns.recipe))
     job = submit(gateway, recipe)
     console.print(f"submitted job {job['id']} ({recipe.get('count')} items)")
@@ -268,14 +194,14 @@ def _follow(gateway: str, job: dict[str, Any], ns: argparse.Namespace) -> None:
 
 def cmd_status(ns: argparse.Namespace) -> None:
     """Print a job as JSON."""
-    job = _request("GET", f"{_gateway(ns)}/v1/jobs/{ns.job}").json()
+    job = request("GET", f"{gateway_url(ns)}/v1/jobs/{ns.job}").json()
     print(json.dumps(job, indent=2))
 
 
 def cmd_export(ns: argparse.Namespace) -> None:
     """Download a finished job's datasets."""
-    gateway = _gateway(ns)
-    job = _request("GET", f"{gateway}/v1/jobs/{ns.job}").json()
+    gateway = gateway_url(ns)
+    job = request("GET", f"{gateway}/v1/jobs/{ns.job}").json()
     if job["state"] != "succeeded" and not job["datasets"]:
         raise CLIError(f"job {ns.job} is {job['state']}; datasets exist once it has succeeded")
     out = Path(ns.out) / ns.job
@@ -285,7 +211,7 @@ def cmd_export(ns: argparse.Namespace) -> None:
 
 def cmd_select(ns: argparse.Namespace) -> None:
     """Upload a dataset, select from it (dedup, decontamination, TACOS), write the exports."""
-    gateway = _gateway(ns)
+    gateway = gateway_url(ns)
     selection: dict[str, Any] = load_recipe(Path(ns.selection)) if ns.selection else {}
     for key in ("budget", "method", "quota", "budget_unit", "comparison_budget"):
         value = getattr(ns, key)
@@ -300,34 +226,34 @@ def cmd_select(ns: argparse.Namespace) -> None:
         console.print(f"uploading {ns.source} ...")
         source["upload"] = upload(gateway, Path(ns.source))
     body = {"name": ns.name or Path(ns.source).name, "source": source, "selection": selection}
-    job = _request("POST", f"{gateway}/v1/selections", json=body).json()
+    job = request("POST", f"{gateway}/v1/selections", json=body).json()
     console.print(f"submitted selection job {job['id']}")
     _follow(gateway, job, ns)
 
 
 def cmd_benchmark(ns: argparse.Namespace) -> None:
     """Register, list or remove benchmarks that selection decontaminates against."""
-    gateway = _gateway(ns)
+    gateway = gateway_url(ns)
     if ns.action == "list":
-        for bench in _request("GET", f"{gateway}/v1/benchmarks").json()["benchmarks"]:
+        for bench in request("GET", f"{gateway}/v1/benchmarks").json()["benchmarks"]:
             print(f"{bench['name']}\t{bench['bytes']}")
         return
     if not ns.name:
         raise CLIError(f"benchmark {ns.action} needs a name")
     if ns.action == "remove":
-        _request("DELETE", f"{gateway}/v1/benchmarks/{ns.name}")
+        request("DELETE", f"{gateway}/v1/benchmarks/{ns.name}")
         console.print(f"removed {ns.name}")
         return
     if not ns.file:
         raise CLIError("benchmark add needs a file of prompts")
     data = Path(ns.file).read_bytes()
-    info = _request("PUT", f"{gateway}/v1/benchmarks/{ns.name}", content=data).json()
+    info = request("PUT", f"{gateway}/v1/benchmarks/{ns.name}", content=data).json()
     console.print(f"registered {info['name']} ({info['bytes']} bytes)")
 
 
 def cmd_cancel(ns: argparse.Namespace) -> None:
     """Cancel a job."""
-    job = _request("POST", f"{_gateway(ns)}/v1/jobs/{ns.job}:cancel").json()
+    job = request("POST", f"{gateway_url(ns)}/v1/jobs/{ns.job}:cancel").json()
     console.print(f"job {job['id']}: {job['state']}")
 
 
@@ -420,16 +346,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None)
     p.add_argument("--budget", type=int, default=None, help="records (or tokens) to keep")
     p.add_argument("--budget-unit", dest="budget_unit", choices=["records", "tokens"])
-    p.add_argument(
-        "--method", choices=["tacos", "deita", "alpagasus", "random", "longest", "score"]
-    )
-    p.add_argument("--quota", choices=["proportional", "sqrt", "equal"])
+    p.add_argument("--method", choices=SELECTION_METHODS)
+    p.add_argument("--quota", choices=QUOTA_RULES)
     p.add_argument("--comparison-budget", dest="comparison_budget", type=int, default=None)
     p.add_argument("--decontaminate", nargs="*", default=[], help="registered benchmarks")
     p.add_argument(
         "--shape",
         default="auto",
-        choices=["auto", "messages", "alpaca", "sharegpt", "preference"],
+        choices=["auto", *IMPORT_SHAPES],
     )
     p.add_argument("--selection", help="a YAML/JSON file with the whole selection object")
     p.add_argument("--out", default="out", help="output folder (a subfolder per job)")
@@ -473,7 +397,3 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()

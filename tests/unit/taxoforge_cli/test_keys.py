@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.tenants import TenantRegistry, hash_key
-from taxoforge.cli import main
+from gateway.tenants import TenantRegistry
+from taxoforge.keys import hash_key
+from taxoforge_cli.main import main
 
 
 def _new(capsys: pytest.CaptureFixture[str], *args: str) -> str:

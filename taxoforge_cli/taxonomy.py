@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +13,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
+from taxoforge_cli.client import CLIError, console, gateway_url, load_recipe, request, wait_for
+
 __all__ = ["add_taxonomy_commands", "read_instructions", "render_tree"]
 
 _SESSION = "session"
 # Results go to stdout (pipe them); progress and notes go to the shared console on stderr.
 out = Console(soft_wrap=True)
-
-
-def _cli() -> Any:
-    from taxoforge import cli  # the shared helpers; imported late to avoid a cycle
-
-    return cli
 
 
 def render_tree(taxonomy: dict[str, Any], depth: int = 0, concepts: bool = False) -> Tree:
@@ -73,7 +70,7 @@ def read_instructions(path: Path) -> list[str]:
             continue
         text = _instruction_of(value)
         if not text:
-            raise _cli().CLIError(f"{path}:{number}: no instruction found in this row")
+            raise CLIError(f"{path}:{number}: no instruction found in this row")
         out.append(text)
     return out
 
@@ -98,11 +95,8 @@ def _instruction_of(value: Any) -> str:
 
 
 def _show(ns: argparse.Namespace) -> None:
-    cli = _cli()
     params = {"version": ns.version} if ns.version else {}
-    taxonomy = cli._request(
-        "GET", f"{cli._gateway(ns)}/v1/taxonomies/{ns.id}", params=params
-    ).json()
+    taxonomy = request("GET", f"{gateway_url(ns)}/v1/taxonomies/{ns.id}", params=params).json()
     if ns.json:
         print(json.dumps(taxonomy, indent=2))
         return
@@ -110,8 +104,7 @@ def _show(ns: argparse.Namespace) -> None:
 
 
 def _list(ns: argparse.Namespace) -> None:
-    cli = _cli()
-    listing = cli._request("GET", f"{cli._gateway(ns)}/v1/taxonomies").json()
+    listing = request("GET", f"{gateway_url(ns)}/v1/taxonomies").json()
     table = Table("id", "version", "leaves", "title")
     for t in listing.get("taxonomies", []):
         table.add_row(t["id"], t["version"], str(t.get("leaves", 0)), t.get("title", ""))
@@ -119,8 +112,7 @@ def _list(ns: argparse.Namespace) -> None:
 
 
 def _versions(ns: argparse.Namespace) -> None:
-    cli = _cli()
-    index = cli._request("GET", f"{cli._gateway(ns)}/v1/taxonomies/{ns.id}/versions").json()
+    index = request("GET", f"{gateway_url(ns)}/v1/taxonomies/{ns.id}/versions").json()
     table = Table("version", "parent", "nodes", "leaves", "proposed", "change")
     for v in index.get("versions", []):
         table.add_row(
@@ -135,44 +127,37 @@ def _versions(ns: argparse.Namespace) -> None:
 
 
 def _import(ns: argparse.Namespace) -> None:
-    cli = _cli()
     body = Path(ns.file).read_bytes()
     params = {"new_version": "true"} if ns.new_version else {}
-    result = cli._request(
+    result = request(
         "POST",
-        f"{cli._gateway(ns)}/v1/taxonomies",
+        f"{gateway_url(ns)}/v1/taxonomies",
         content=body,
         headers={"content-type": "application/yaml"},
         params=params,
     ).json()
-    cli.console.print(f"imported {result['id']} as version {result['version']}")
+    console.print(f"imported {result['id']} as version {result['version']}")
 
 
 def _export(ns: argparse.Namespace) -> None:
-    cli = _cli()
     params = {"version": ns.version} if ns.version else {}
-    text = cli._request(
-        "GET", f"{cli._gateway(ns)}/v1/taxonomies/{ns.id}/export", params=params
-    ).text
+    text = request("GET", f"{gateway_url(ns)}/v1/taxonomies/{ns.id}/export", params=params).text
     if ns.output:
         Path(ns.output).write_text(text, encoding="utf-8")
-        cli.console.print(f"wrote {ns.output}")
+        console.print(f"wrote {ns.output}")
     else:
         sys.stdout.write(text)
 
 
 def _review(ns: argparse.Namespace) -> None:
-    cli = _cli()
     body = {
         "accept": _ids(ns.accept),
         "reject": _ids(ns.reject),
         "accept_rest": ns.accept_rest,
         "base_version": ns.base_version or "",
     }
-    result = cli._request(
-        "POST", f"{cli._gateway(ns)}/v1/taxonomies/{ns.id}:review", json=body
-    ).json()
-    cli.console.print(f"{ns.id} version {result['version']}: {result['change']}")
+    result = request("POST", f"{gateway_url(ns)}/v1/taxonomies/{ns.id}:review", json=body).json()
+    console.print(f"{ns.id} version {result['version']}: {result['change']}")
 
 
 def _ids(text: str | None) -> list[str]:
@@ -180,46 +165,43 @@ def _ids(text: str | None) -> list[str]:
 
 
 def _finish(ns: argparse.Namespace, job: dict[str, Any]) -> None:
-    cli = _cli()
-    cli.console.print(f"started job {job['id']} ({job['kind']}, {job['planned']} items)")
+    console.print(f"started job {job['id']} ({job['kind']}, {job['planned']} items)")
     if ns.no_wait:
         print(job["id"])
         return
-    job = cli.wait_for(cli._gateway(ns), job["id"])
+    job = wait_for(gateway_url(ns), job["id"])
     if job["state"] != "succeeded":
-        raise cli.CLIError(f"job {job['id']} {job['state']}: {job.get('error')}")
-    cli.console.print(f"taxonomy version {job['result_taxonomy_version']} is ready")
+        raise CLIError(f"job {job['id']} {job['state']}: {job.get('error')}")
+    console.print(f"taxonomy version {job['result_taxonomy_version']} is ready")
     if job.get("induction"):
         report = job["induction"]
-        cli.console.print(
+        console.print(
             f"encoded {report.get('encoded', 0)} of {report.get('instructions', 0)} instructions: "
             f"{report.get('use_cases', 0)} use cases, {report.get('skills', 0)} skills; "
             f"{len(report.get('merges', []))} merges, {len(report.get('dropped', []))} dropped"
         )
         for merge in report.get("merges", [])[:20]:
             merged = ", ".join(merge["merged"])
-            cli.console.print(f"  into [bold]{merge['into']}[/bold] ({merge['kind']}): {merged}")
+            console.print(f"  into [bold]{merge['into']}[/bold] ({merge['kind']}): {merged}")
 
 
 def _expand(ns: argparse.Namespace) -> None:
-    cli = _cli()
     body = {
         "nodes": _ids(ns.nodes),
         "levels": ns.levels,
         "samples": ns.samples,
         "max_children": ns.max_children,
     }
-    job = cli._request("POST", f"{cli._gateway(ns)}/v1/taxonomies/{ns.id}:expand", json=body).json()
+    job = request("POST", f"{gateway_url(ns)}/v1/taxonomies/{ns.id}:expand", json=body).json()
     _finish(ns, job)
     if not ns.no_wait:
-        cli.console.print(
+        console.print(
             f"review the proposals: taxoforge taxonomy show {ns.id}, then "
             f"taxoforge taxonomy review {ns.id} --accept ... --reject ..."
         )
 
 
 def _induce(ns: argparse.Namespace) -> None:
-    cli = _cli()
     instructions = read_instructions(Path(ns.file))
     body = {
         "taxonomy_id": ns.id,
@@ -228,18 +210,17 @@ def _induce(ns: argparse.Namespace) -> None:
         "min_frequency": ns.min_frequency,
         "merge_threshold": ns.merge_threshold,
     }
-    job = cli._request("POST", f"{cli._gateway(ns)}/v1/inductions", json=body).json()
+    job = request("POST", f"{gateway_url(ns)}/v1/inductions", json=body).json()
     _finish(ns, job)
 
 
 def _plan(ns: argparse.Namespace) -> None:
-    cli = _cli()
-    recipe = cli.load_recipe(Path(ns.recipe))
-    plan = cli._request("POST", f"{cli._gateway(ns)}/v1/plans", json=recipe).json()
+    recipe = load_recipe(Path(ns.recipe))
+    plan = request("POST", f"{gateway_url(ns)}/v1/plans", json=recipe).json()
     if ns.json:
         print(json.dumps(plan, indent=2))
         return
-    cli.console.print(f"{plan['planned']} seeds on taxonomy version {plan['taxonomy_version']}")
+    console.print(f"{plan['planned']} seeds on taxonomy version {plan['taxonomy_version']}")
     by_dimension: dict[str, list[dict[str, Any]]] = {}
     for total in plan.get("totals", []):
         by_dimension.setdefault(total["dimension"], []).append(total)
@@ -257,7 +238,9 @@ def add_taxonomy_commands(sub: Any) -> None:
     )
     tsub = top.add_subparsers(dest="taxonomy_command", required=True)
 
-    def add(name: str, help_text: str, func: Any) -> argparse.ArgumentParser:
+    def add(
+        name: str, help_text: str, func: Callable[[argparse.Namespace], None]
+    ) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = tsub.add_parser(name, help=help_text)
         p.add_argument(
             "--gateway",

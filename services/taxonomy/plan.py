@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.taxonomy.tree import SESSION, index, planning_leaves, syllabus
+from taxoforge.apportion import largest_remainder
 from taxoforge.errors import PermanentError
 from taxoforge.v1 import common_pb2 as pb
 from taxoforge.v1 import taxonomy_pb2 as tpb
@@ -40,7 +41,6 @@ __all__ = [
     "controlled_rounding",
     "even_sequence",
     "item_id",
-    "largest_remainder",
     "plan_job",
 ]
 
@@ -60,28 +60,6 @@ DIFFICULTIES: dict[str, str] = {
 def item_id(index: int) -> str:
     """The id of the item planned at ``index`` (stable, sortable)."""
     return f"i{index:07d}"
-
-
-def largest_remainder(weights: Sequence[float], total: int) -> list[int]:
-    """Split ``total`` in proportion to ``weights`` into integers that sum exactly to it.
-
-    Each share gets its floor; the units left go to the largest fractional parts (ties to
-    the earlier share), so counts are exact and deterministic.
-    """
-    if total < 0:
-        raise ValueError("total must be >= 0")
-    if any(not math.isfinite(w) or w < 0 for w in weights):
-        raise ValueError("weights must be finite and not negative")
-    mass = sum(weights)
-    if not weights or mass <= 0:
-        raise ValueError("weights must contain a positive value")
-    quotas = [w / mass * total for w in weights]
-    counts = [math.floor(q) for q in quotas]
-    left = total - sum(counts)
-    order = sorted(range(len(quotas)), key=lambda i: (-(quotas[i] - counts[i]), i))
-    for i in order[:left]:
-        counts[i] += 1
-    return counts
 
 
 def controlled_rounding(row_totals: Sequence[int], col_totals: Sequence[int]) -> list[list[int]]:

@@ -1,0 +1,1 @@
+"""Clustering, quotas and the selection methods: pure, deterministic given a seed."""

@@ -1,0 +1,117 @@
+"""Screening a job's examples before any model sees them: malformed and oversized rows,
+exact and near-duplicate queries, and records that overlap a registered benchmark are dropped
+(each written to the dropped file with its reason); the rest are kept."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.selector.decontam import Decontaminator, Deduplicator
+from services.selector.dropped import Dropped, drop_record
+from services.selector.examples import Example
+from services.selector.imports import ImportLimits, MalformedRow, TooLargeRow
+
+__all__ = ["Tally", "empty_reason", "screen"]
+
+# Malformed rows shown in the report (all of them are in dropped.jsonl).
+_REPORTED_ERRORS = 100
+
+
+@dataclass
+class Tally:
+    """What preparing found, for the report."""
+
+    rows: int = 0
+    kept: int = 0
+    malformed: int = 0
+    duplicates: int = 0
+    near_duplicates: int = 0
+    # Examples over the record limit (rows over it are among the malformed: never read).
+    too_large: int = 0
+    contaminated: dict[str, int] = field(default_factory=dict)
+    shapes: dict[str, int] = field(default_factory=dict)
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+
+def screen(
+    examples: Iterable[Example | MalformedRow | Dropped],
+    job_id: str,
+    dedup: Deduplicator,
+    decontam: Decontaminator | None,
+    out: Path,
+    dropped: Path,
+    max_record_bytes: int = ImportLimits.max_record_bytes,
+) -> Tally:
+    """Dedup and decontaminate a stream of examples into ``out``; drops into ``dropped``.
+
+    A row over the record limit (``TooLargeRow``) is dropped as "too_large"; so is an example
+    whose query and response together are over it (a generated one: an imported row is
+    measured as it is read), since later steps carry them in single queue messages."""
+    tally = Tally()
+    with out.open("w", encoding="utf-8") as kept, dropped.open("a", encoding="utf-8") as drop:
+
+        def _drop(item: str, reason: str, **extra: Any) -> None:
+            record = drop_record(job_id, item, reason, **extra)
+            drop.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+        for example in examples:
+            if isinstance(example, Dropped):  # an item that never became an example
+                drop.write(json.dumps(example.record(job_id), ensure_ascii=False) + "\n")
+                continue
+            tally.rows += 1
+            if isinstance(example, MalformedRow):
+                tally.malformed += 1
+                if len(tally.errors) < _REPORTED_ERRORS:
+                    tally.errors.append((example.row, example.reason))
+                reason = "too_large" if isinstance(example, TooLargeRow) else "malformed"
+                _drop(f"r{example.row:07d}", reason, row=example.row, detail=example.reason)
+                continue
+            size = len(example["query"].encode()) + len(example["response"].encode())
+            if size > max_record_bytes:
+                tally.too_large += 1
+                _drop(
+                    example["item_id"],
+                    "too_large",
+                    detail=f"its query and response are {size} bytes, over the "
+                    f"{max_record_bytes}-byte record limit (TAXOFORGE_IMPORT_MAX_RECORD_BYTES)",
+                )
+                continue
+            tally.shapes[example["shape"]] = tally.shapes.get(example["shape"], 0) + 1
+            duplicate = dedup.check(example["item_id"], example["query"])
+            if duplicate is not None:
+                reason, detail = duplicate
+                if reason == "duplicate":
+                    tally.duplicates += 1
+                else:
+                    tally.near_duplicates += 1
+                _drop(example["item_id"], reason, detail=detail)
+                continue
+            if decontam is not None:
+                text = "\n".join(m["content"] for m in example["messages"])
+                hit = decontam.check(text)
+                if hit is not None:
+                    tally.contaminated[hit.benchmark] = tally.contaminated.get(hit.benchmark, 0) + 1
+                    _drop(
+                        example["item_id"],
+                        "contaminated",
+                        benchmark=hit.benchmark,
+                        detail=f"{hit.overlap:.2f} of its n-grams, e.g. {hit.evidence!r}",
+                    )
+                    continue
+            tally.kept += 1
+            kept.write(json.dumps(example, ensure_ascii=False) + "\n")
+    return tally
+
+
+def empty_reason(tally: Tally) -> str:
+    """Why screening kept nothing from an import (or from a job whose items all came through)."""
+    if tally.rows == 0:
+        return "the file holds no rows"
+    if tally.malformed == tally.rows:
+        shown = "; ".join(f"row {row}: {why}" for row, why in tally.errors[:3])
+        return f"none of its {tally.rows} rows could be imported ({shown})"
+    return "nothing is left after dedup and decontamination"

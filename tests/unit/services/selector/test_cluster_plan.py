@@ -1,0 +1,56 @@
+"""The cluster step's plan without a bus: which samples comparative scoring compares."""
+
+from __future__ import annotations
+
+from services.selector.cluster_plan import ClusterPlan, comparison_plan
+from services.selector.examples import Candidate
+from services.selector.methods.clusters import cluster_by_key, references
+from taxoforge.v1 import common_pb2 as pb
+
+
+def _cands(nodes: list[str]) -> list[Candidate]:
+    return [
+        Candidate(item_id=f"i{i}", query="q", response="r", tokens=10, node=node)
+        for i, node in enumerate(nodes)
+    ]
+
+
+def test_judge_scoring_compares_nothing() -> None:
+    cands = _cands(["a", "a", "b"])
+    result = cluster_by_key([c.node for c in cands])
+    spec = pb.SelectionSpec(scoring="judge")
+    assert comparison_plan(spec, cands, result, references(result, None, 1)) == []
+
+
+def test_without_budgets_every_sample_but_the_references_is_compared() -> None:
+    cands = _cands(["a", "a", "a", "b", "b"])
+    result = cluster_by_key([c.node for c in cands])
+    refs = references(result, None, 1)
+    spec = pb.SelectionSpec(scoring="comparative", quota="proportional")
+    compared = comparison_plan(spec, cands, result, refs)
+    assert sorted([*compared, *refs]) == list(range(5))
+
+
+def test_the_comparison_budget_is_shared_by_the_records_budget_quotas() -> None:
+    cands = _cands(["a"] * 6 + ["b"] * 2)
+    result = cluster_by_key([c.node for c in cands])
+    refs = references(result, None, 1)
+    spec = pb.SelectionSpec(
+        scoring="comparative",
+        quota="equal",
+        budget=2,
+        budget_unit="records",
+        comparison_budget=4,
+        seed=3,
+    )
+    compared = comparison_plan(spec, cands, result, refs)
+    # 2 comparisons (2 judge calls each), one per cluster: equal quotas.
+    assert len(compared) == 2
+    assert {int(result.assignment[i]) for i in compared} == {0, 1}
+    assert not set(compared) & set(refs)
+
+
+def test_the_plan_file_lists_items_in_candidate_order() -> None:
+    cands = _cands(["a", "b"])
+    plan = ClusterPlan([0, 1], ["a", "b"], ["i0", "i1"], [[], []], [])
+    assert plan.to_json(cands)["items"] == ["i0", "i1"]
