@@ -36,9 +36,11 @@ import httpx
 
 from taxoforge.bus import Bus, Stage
 from taxoforge.bus.topology import KV_JOBS, ended_subject
+from taxoforge.jobs.model import new_job_id, now_ms
+from taxoforge.jobs.store import JobStore
 from taxoforge.pipeline import publish_work
 from taxoforge.settings import BusSettings
-from taxoforge.store import ItemKind, ItemStore, JobStore, new_job_id, now_ms
+from taxoforge.store import ItemKind, ItemStore
 from taxoforge.v1 import common_pb2 as pb
 from taxoforge_cli.stack import Stack, StackConfig
 
@@ -330,7 +332,7 @@ async def measure(stack: Stack, replicas: int, args: argparse.Namespace) -> Row:
     bus = await Bus.connect(BusSettings(nats_url=stack.nats_url), name="judge-bench")
     try:
         items = ItemStore(bus)
-        jobs = JobStore(bus, items)
+        jobs = JobStore(bus)
         # One pair alone: how many of its calls does the fake see at once?
         await fake.reset()
         probe = await run_job(stack, bus, jobs, items, 1, args.timeout_s)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -16,10 +18,14 @@ from gateway.settings import GatewaySettings
 from gateway.tenants import Tenant
 from taxoforge.bus import Bus, Stage
 from taxoforge.datasets import DatasetStore, benchmark_object
-from taxoforge.errors import ConflictError, NotFoundError, PermanentError, TransientError
+from taxoforge.errors import ConflictError, NotFoundError, PermanentError
 from taxoforge.grpc_server import client_channel, error_from_rpc, is_serving
+from taxoforge.jobs.lifecycle import cancel, submit
+from taxoforge.jobs.model import TERMINAL_STATES, new_job_id, state_name
+from taxoforge.jobs.progress import job_progress
+from taxoforge.jobs.store import JobStore
 from taxoforge.pipeline import publish_work
-from taxoforge.store import TERMINAL_STATES, JobStore, new_job_id, now_ms, state_name
+from taxoforge.store import ItemStore
 from taxoforge.v1 import common_pb2 as pb
 from taxoforge.v1 import judge_pb2 as jpb
 from taxoforge.v1 import judge_pb2_grpc, taxonomy_pb2_grpc
@@ -30,6 +36,8 @@ __all__ = ["Backend"]
 log = structlog.get_logger(__name__)
 
 _TAXONOMY_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+# Work messages published at once when a job starts with many items.
+_QUEUE_BATCH = 256
 
 
 class Backend:
@@ -39,6 +47,7 @@ class Backend:
         self._settings = settings
         self.bus = bus
         self.jobs = JobStore(bus)
+        self.items = ItemStore(bus)
         self.datasets = DatasetStore(bus)
         self.files = JobFiles(bus, self.jobs, settings.max_upload_bytes)
         self.owners = Ownership(bus)
@@ -136,26 +145,32 @@ class Backend:
         log.info("selection_job_created", job_id=job.id, source=source.name)
         return await self.progress(job.id, tenant), True
 
-    async def _record_and_queue(self, job: pb.Job, first: Stage, tenant: Tenant, what: str) -> bool:
-        """Record ``job`` as ``tenant``'s and queue its ``first`` stage, all or nothing. False
-        when its id (an Idempotency-Key's) already holds the same request; a different
-        request under that key is a ConflictError."""
-        job.tenant = tenant.name
-        job.spend_limit.CopyFrom(_spend_limit(tenant))
-        job.created_at_ms = job.updated_at_ms = now_ms()
-        if not await self.jobs.create(job):
-            existing = await self.jobs.get(job.id)
-            if existing is None or existing.recipe != job.recipe or existing.source != job.source:
-                raise ConflictError(
-                    f"this Idempotency-Key was already used for a different {what}; use a new key"
+    async def _record_and_queue(
+        self,
+        job: pb.Job,
+        first: Stage,
+        tenant: Tenant,
+        what: str,
+        work: Sequence[tuple[Message, str]] = (),
+    ) -> bool:
+        """Record ``job`` as ``tenant``'s and queue its ``first`` stage's ``work`` (message,
+        item id; by default one job-level step), all or nothing. False when its id (an
+        Idempotency-Key's) already holds the same request; a different request under that key
+        is a ConflictError."""
+        work = work or [(pb.JobRef(job_id=job.id), "")]
+
+        async def _queue() -> None:
+            for start in range(0, len(work), _QUEUE_BATCH):
+                await asyncio.gather(
+                    *(
+                        publish_work(self.bus, first, message, job.id, item_id)
+                        for message, item_id in work[start : start + _QUEUE_BATCH]
+                    )
                 )
-            return False
-        try:
-            await publish_work(self.bus, first, pb.JobRef(job_id=job.id), job.id)
-        except Exception as exc:
-            await self.jobs.delete(job.id)  # nothing half-created
-            raise TransientError(f"could not queue the job: {exc}") from exc
-        return True
+
+        return await submit(
+            self.jobs, job, _queue, tenant=tenant.name, limit=_spend_limit(tenant), what=what
+        )
 
     async def _scope_benchmarks(self, recipe: pb.Recipe, tenant: Tenant) -> None:
         """Benchmark names as the tenant's own registry names; an unknown one is refused now
@@ -177,31 +192,19 @@ class Backend:
 
     async def progress(self, job_id: str, tenant: Tenant) -> pb.JobProgress:
         """The job with its per-stage counts (another tenant's job does not exist)."""
-        progress = await self.jobs.progress(job_id)
+        progress = await job_progress(self.jobs, self.items, job_id)
         if progress is None or progress.job.tenant != tenant.name:
             raise NotFoundError(f"job {job_id!r} does not exist")
         return progress
 
     async def cancel(self, job_id: str, tenant: Tenant) -> pb.JobProgress:
         """Stop a job: queued work for it is dropped as workers reach it."""
-        state: list[int] = []
-
-        def _cancel(job: pb.Job) -> bool:
-            if job.tenant != tenant.name:
-                return False
-            state.append(job.state)
-            if job.state in TERMINAL_STATES:
-                return False
-            job.state = pb.JOB_STATE_CANCELLED
-            job.error = "cancelled by request"
-            return True
-
-        job = await self.jobs.update(job_id, _cancel)
-        if job is None or job.tenant != tenant.name:
+        job, before = await cancel(self.jobs, job_id, tenant.name)
+        if job is None:
             raise NotFoundError(f"job {job_id!r} does not exist")
-        if state and state[-1] in TERMINAL_STATES and state[-1] != pb.JOB_STATE_CANCELLED:
+        if before in TERMINAL_STATES and before != pb.JOB_STATE_CANCELLED:
             raise ConflictError(
-                f"job {job_id} already {state_name(state[-1])}; there is nothing to cancel"
+                f"job {job_id} already {state_name(before)}; there is nothing to cancel"
             )
         return await self.progress(job_id, tenant)
 
@@ -344,8 +347,11 @@ class Backend:
     async def expand(self, request: pb.ExpandRequest, tenant: Tenant) -> pb.JobProgress:
         """Start an expansion job."""
         await self._writable(request.taxonomy_id, tenant)
-        job: pb.Job = await self._call("ExpandTaxonomy", request)
-        return await self._adopt(job.id, tenant)
+        prepared: tpb.PreparedJob = await self._call(
+            "PrepareExpansion",
+            tpb.PrepareExpansionRequest(spec=request, job_id=_job_id(None, tenant)),
+        )
+        return await self._start_taxonomy_job(prepared, tenant, "expansion")
 
     async def induce(self, request: tpb.InduceTaxonomyRequest, tenant: Tenant) -> pb.JobProgress:
         """Start an induction job; the taxonomy it makes is ``tenant``'s."""
@@ -357,26 +363,25 @@ class Backend:
                 raise ConflictError(f"taxonomy id {taxonomy_id!r} is taken; choose another id")
             new_claim = not owned
         try:
-            job: pb.Job = await self._call("InduceTaxonomy", request)
+            asked = tpb.InduceTaxonomyRequest()
+            asked.CopyFrom(request)
+            asked.job_id = _job_id(None, tenant)
+            prepared: tpb.PreparedJob = await self._call("PrepareInduction", asked)
+            return await self._start_taxonomy_job(prepared, tenant, "induction")
         except Exception:
             if new_claim:  # no job, no taxonomy: the id is free again
                 await self.owners.release(taxonomy_id)
             raise
-        return await self._adopt(job.id, tenant)
 
-    async def _adopt(self, job_id: str, tenant: Tenant) -> pb.JobProgress:
-        """Give a job the taxonomy service created to ``tenant``, with its spend limit."""
-        limit = _spend_limit(tenant)
-
-        def _own(job: pb.Job) -> bool:
-            if job.tenant == tenant.name and job.spend_limit == limit:
-                return False
-            job.tenant = tenant.name
-            job.spend_limit.CopyFrom(limit)
-            return True
-
-        await self.jobs.update(job_id, _own)
-        return await self.progress(job_id, tenant)
+    async def _start_taxonomy_job(
+        self, prepared: tpb.PreparedJob, tenant: Tenant, what: str
+    ) -> pb.JobProgress:
+        """Record a job the taxonomy service prepared and queue its work (one task per item)."""
+        job = prepared.job
+        work = list(zip(prepared.tasks, prepared.item_ids, strict=True))
+        await self._record_and_queue(job, Stage(prepared.stage), tenant, what, work)
+        log.info("taxonomy_job_created", job_id=job.id, kind=job.kind, items=len(work))
+        return await self.progress(job.id, tenant)
 
 
 def _job_id(idempotency_key: str | None, tenant: Tenant) -> str:

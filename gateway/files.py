@@ -19,7 +19,8 @@ from gateway.tenants import Tenant
 from taxoforge.bus import Bus
 from taxoforge.datasets import DatasetStore, benchmark_object
 from taxoforge.errors import ConflictError, NotFoundError, PermanentError
-from taxoforge.store import JobStore, state_name
+from taxoforge.jobs.model import state_name
+from taxoforge.jobs.store import JobStore
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["JobFiles", "safe_name"]

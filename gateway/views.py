@@ -8,8 +8,8 @@ from typing import Any, Literal
 from fastapi import Response
 from pydantic import BaseModel
 
+from taxoforge.jobs.model import JobKind, job_kind
 from taxoforge.protojson import to_dict
-from taxoforge.store import JobKind, job_kind
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = [

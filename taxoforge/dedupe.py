@@ -12,14 +12,14 @@ import asyncio
 import hashlib
 import re
 import unicodedata
+from typing import Protocol
 
 import numpy as np
 from datasketch import MinHash
 
-from taxoforge.store import ItemStore
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["DuplicateIndex", "jaccard", "minhash", "normalize_text", "signature"]
+__all__ = ["ClaimStore", "DuplicateIndex", "jaccard", "minhash", "normalize_text", "signature"]
 
 _PERMUTATIONS = 60
 # 10 bands of 6 rows: a pair at Jaccard 0.8 shares a band 95% of the time, at 0.9 99.8%;
@@ -61,10 +61,20 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(a == b))
 
 
+class ClaimStore(Protocol):
+    """What the index needs of the item store: first-writer-wins claims, and raw values."""
+
+    async def claim(self, key: str, owner: str) -> str: ...
+
+    async def put_raw(self, key: str, value: bytes, wait: bool = True) -> None: ...
+
+    async def get_raw(self, key: str) -> bytes | None: ...
+
+
 class DuplicateIndex:
     """Claims of a job's instructions; ``claim`` says whether a text is new."""
 
-    def __init__(self, items: ItemStore) -> None:
+    def __init__(self, items: ClaimStore) -> None:
         self._items = items
 
     async def claim(

@@ -10,7 +10,10 @@ from google.protobuf.message import Message
 from taxoforge.bus import Bus, Stage, work_subject
 from taxoforge.bus.worker import DeadLetterHook, Delivery
 from taxoforge.errors import JobStopped, NotFoundError
-from taxoforge.store import SELECTION_ITEM_STAGES, TERMINAL_STATES, ItemStore, JobStore
+from taxoforge.jobs.lifecycle import enter, fail
+from taxoforge.jobs.model import TERMINAL_STATES
+from taxoforge.jobs.store import JobStore
+from taxoforge.store import SELECTION_ITEM_STAGES, ItemStore
 from taxoforge.usage import SPEND_CHECK
 from taxoforge.v1 import common_pb2 as pb
 
@@ -21,7 +24,6 @@ __all__ = [
     "bind_job",
     "dead_letter_recorder",
     "enter_step",
-    "fail_job",
     "over_limit",
     "publish_work",
 ]
@@ -99,7 +101,7 @@ def _spend_check(
         reason = over_limit(limit, await jobs.spent(job_id))
         if reason:
             await jobs.write_usage(job_id)  # the job's figures then show what stopped it
-            if await jobs.update(job_id, fail_job(reason)) is not None:
+            if await fail(jobs, job_id, reason) is not None:
                 log.warning("job_over_spend_limit", job_id=job_id, reason=reason)
             raise JobStopped(reason)
 
@@ -118,19 +120,6 @@ def over_limit(limit: pb.SpendLimit, spent: pb.Usage) -> str:
     return ""
 
 
-def fail_job(reason: str) -> Callable[[pb.Job], bool]:
-    """A job mutation that marks a running job failed with ``reason``."""
-
-    def _mutate(job: pb.Job) -> bool:
-        if job.state in TERMINAL_STATES:
-            return False
-        job.state = pb.JOB_STATE_FAILED
-        job.error = reason
-        return True
-
-    return _mutate
-
-
 def dead_letter_recorder(jobs: JobStore, items: ItemStore) -> DeadLetterHook:
     """A hook that records a dead-lettered message as what it means for its job.
 
@@ -147,7 +136,7 @@ def dead_letter_recorder(jobs: JobStore, items: ItemStore) -> DeadLetterHook:
         if item_id:
             await items.record_failure(job_id, delivery.stage, item_id, reason, delivery.deliveries)
         else:
-            await jobs.update(job_id, fail_job(f"{delivery.stage.value} failed: {reason}"))
+            await fail(jobs, job_id, f"{delivery.stage.value} failed: {reason}")
 
     return _record
 
@@ -165,15 +154,4 @@ async def enter_step(
         return False
     if step not in SELECTION_ITEM_STAGES:
         await publish_work(bus, step, pb.JobRef(job_id=job_id), job_id)
-    moved = False
-
-    def _enter(job: pb.Job) -> bool:
-        nonlocal moved
-        if job.state != pb.JOB_STATE_SELECTING or job.phase != after.value:
-            return False
-        job.phase, job.phase_planned = step.value, planned
-        moved = True
-        return True
-
-    await jobs.update(job_id, _enter)
-    return moved
+    return await enter(jobs, job_id, after, step, planned)

@@ -19,11 +19,12 @@ import structlog
 from taxoforge.bus import Bus, Stage, Worker
 from taxoforge.bus.worker import Route
 from taxoforge.grpc_server import start_grpc_server
+from taxoforge.jobs.store import JobStore
 from taxoforge.llm import LLMClient
 from taxoforge.llm.cache import RequestCache
 from taxoforge.logging import configure_logging, secret_values
 from taxoforge.settings import ServiceSettings
-from taxoforge.store import ItemStore, JobStore
+from taxoforge.store import ItemStore
 from taxoforge.usage import UsageMeter, instance_id
 
 __all__ = ["ServiceContext", "ServiceParts", "run_service", "serve"]

@@ -1,25 +1,19 @@
-"""Job and item state in JetStream KV, datasets in the Object Store.
+"""Item state in JetStream KV (the job's own record is ``taxoforge.jobs.store``'s).
 
 Keys (``tf-items`` bucket): ``<job>.<kind>.<item>[.<part>]`` for stage results,
 ``<job>.failure.<stage>.<item>`` for why an item did not finish a stage, and
 ``<job>.outcome.<item>`` for how each item ended (judged or failed), written exactly once.
 Results are written with ``create`` (first writer wins), so a redelivered message finds the
 result and reuses it, and an item cannot end twice.
-Keys (``tf-jobs`` bucket): ``job.<job>`` for the record, ``active.<job>`` while it runs,
-``usage.<job>.<instance>`` for each process's running token and cost totals, ``secret.<job>``
-for the job's marker secret (never shown to anyone).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from enum import StrEnum
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import structlog
 from google.protobuf.message import Message
@@ -28,31 +22,20 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from taxoforge.bus.connection import Bus
-from taxoforge.bus.topology import KV_ITEMS, KV_JOBS, Stage, ended_subject
-from taxoforge.markers import JobSecrets
-from taxoforge.usage import add_usage, at_least
-
-if TYPE_CHECKING:
-    from taxoforge.usage import UsageMeter
+from taxoforge.bus.topology import KV_ITEMS, Stage, ended_subject
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = [
     "SELECTION_PHASES",
     "SELECTION_RESULT",
-    "TERMINAL_STATES",
     "ItemKind",
     "ItemStore",
-    "JobStore",
-    "now_ms",
     "scan",
-    "state_name",
 ]
 
 log = structlog.get_logger(__name__)
 
 M = TypeVar("M", bound=Message)
-
-TERMINAL_STATES = frozenset({pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED})
 
 
 class ItemKind(StrEnum):
@@ -81,40 +64,6 @@ class ItemKind(StrEnum):
     COMPARISON = "comparison"
 
 
-class JobKind(StrEnum):
-    """What a job does; each kind ends with its own finishing stage."""
-
-    GENERATE = "generate"
-    EXPAND = "expand"
-    INDUCE = "induce"
-    # Selection only, over an imported dataset.
-    SELECT = "select"
-
-
-def job_kind(job: pb.Job) -> JobKind:
-    """A job's kind (records from before kinds existed are generation jobs)."""
-    return JobKind(job.kind or JobKind.GENERATE.value)
-
-
-def new_job_id(idempotency_key: str | None = None) -> str:
-    """A time-ordered random job id, or one derived from a client's idempotency key."""
-    if idempotency_key:
-        return "j-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:20]
-    return f"j-{int(time.time() * 1000):011x}{os.urandom(4).hex()}"
-
-
-def state_name(state: int) -> str:
-    """A job state as the API spells it: "running", "succeeded", ..."""
-    return pb.JobState.Name(pb.JobState.ValueType(state)).removeprefix("JOB_STATE_").lower()
-
-
-# The result kind each generation stage writes per item, so its finished items can be counted.
-_STAGE_RESULT = {
-    Stage.INSTRUCT: ItemKind.INSTRUCTION,
-    Stage.RESPOND: ItemKind.CANDIDATES,
-    Stage.JUDGE: ItemKind.JUDGMENT,
-}
-
 # Per-item selection stages: the result each writes, and a failure there does not end the item.
 SELECTION_RESULT = {Stage.TAG: ItemKind.TAGS, Stage.COMPARE: ItemKind.COMPARISON}
 SELECTION_ITEM_STAGES = frozenset(SELECTION_RESULT)
@@ -133,15 +82,6 @@ _PER_PART = frozenset(
         ItemKind.REFINED,
     }
 )
-
-# The work stage of each taxonomy job kind, whose items it counts.
-_TAXONOMY_STAGE = {JobKind.EXPAND: Stage.EXPAND, JobKind.INDUCE: Stage.INDUCE}
-
-
-def now_ms() -> int:
-    """Wall-clock milliseconds, the unit of every timestamp in records."""
-    return int(time.time() * 1000)
-
 
 _DELETED = {"DEL", "PURGE"}
 _SCAN_IDLE_S = 30.0
@@ -203,28 +143,6 @@ async def scan(bus: Bus, bucket: str, pattern: str) -> AsyncIterator[tuple[str, 
         if consumer:  # at once, rather than after the inactivity limit
             with contextlib.suppress(Exception):
                 await js.delete_consumer(stream, consumer)
-
-
-T = TypeVar("T")
-
-
-async def _fresh(
-    cache: dict[str, tuple[float, T]],
-    key: str,
-    max_age_s: float,
-    load: Callable[[str], Awaitable[T | None]],
-) -> T | None:
-    """``cache[key]`` if at most ``max_age_s`` old, else loaded (and kept unless None)."""
-    hit = cache.get(key)
-    now = time.monotonic()
-    if hit is not None and now - hit[0] < max_age_s:
-        return hit[1]
-    value = await load(key)
-    if value is not None:
-        if len(cache) > 1024:  # per-job entries: forget them all now and then
-            cache.clear()
-        cache[key] = (now, value)
-    return value
 
 
 class ItemStore:
@@ -365,175 +283,3 @@ class ItemStore:
         """A hint that one of the job's items has a new result, so whoever finishes the job's
         current step notices at once rather than at its next periodic check."""
         await self._bus.nc.publish(ended_subject(job_id), b"")
-
-
-class JobStore:
-    """Job records, with compare-and-set updates and exact progress counts."""
-
-    def __init__(self, bus: Bus, items: ItemStore | None = None) -> None:
-        self._bus = bus
-        self._items = items or ItemStore(bus)
-        self._cache: dict[str, tuple[float, pb.Job]] = {}
-        self._usage_cache: dict[str, tuple[float, pb.Usage]] = {}
-        self._meter: UsageMeter | None = None
-        # Each job's secret for the markers that fence untrusted text in its prompts.
-        self.secrets = JobSecrets(bus)
-
-    def attach_meter(self, meter: UsageMeter) -> None:
-        """This process's usage meter, so ``spent`` counts what it has not written yet."""
-        self._meter = meter
-
-    @property
-    def meter(self) -> UsageMeter | None:
-        """This process's usage meter, if it has one (services do; the gateway does not)."""
-        return self._meter
-
-    async def write_usage(self, job_id: str) -> None:
-        """Write this process's usage for the job now (not at the next periodic flush)."""
-        if self._meter is not None:
-            await self._meter.flush(job_id)
-
-    async def spent(self, job_id: str) -> pb.Usage:
-        """The job's usage as this process can know it now: every process's written totals
-        (at most half a second old) and what this process spent since it wrote its own."""
-        total = pb.Usage()
-        total.CopyFrom(await self.usage_cached(job_id))
-        if self._meter is not None:
-            add_usage(total, self._meter.unflushed(job_id))
-        return total
-
-    async def create(self, job: pb.Job) -> bool:
-        """Store a new job and mark it active; False if the id is taken."""
-        kv = await self._bus.jobs_kv()
-        try:
-            await kv.create(f"job.{job.id}", job.SerializeToString())
-        except KeyWrongLastSequenceError:
-            return False
-        await kv.put(f"active.{job.id}", b"")
-        return True
-
-    async def delete(self, job_id: str) -> None:
-        """Remove a job that never started (used to undo a half-created job)."""
-        kv = await self._bus.jobs_kv()
-        for key in (f"job.{job_id}", f"active.{job_id}"):
-            with contextlib.suppress(KeyNotFoundError):
-                await kv.purge(key)
-
-    async def get(self, job_id: str) -> pb.Job | None:
-        """The job record, or None."""
-        job, _ = await self._get_with_revision(job_id)
-        return job
-
-    async def get_cached(self, job_id: str, max_age_s: float = 1.0) -> pb.Job | None:
-        """The job record, at most ``max_age_s`` old (workers read it for every message)."""
-        return await _fresh(self._cache, job_id, max_age_s, self.get)
-
-    async def _get_with_revision(self, job_id: str) -> tuple[pb.Job | None, int]:
-        kv = await self._bus.jobs_kv()
-        try:
-            entry = await kv.get(f"job.{job_id}")
-        except KeyNotFoundError:
-            return None, 0
-        if entry.value is None:
-            return None, 0
-        job = pb.Job()
-        job.ParseFromString(entry.value)
-        return job, int(entry.revision or 0)
-
-    async def update(self, job_id: str, mutate: Callable[[pb.Job], bool]) -> pb.Job | None:
-        """Apply ``mutate`` with compare-and-set; it returns False to leave the job as it is."""
-        kv = await self._bus.jobs_kv()
-        for _ in range(100):
-            job, revision = await self._get_with_revision(job_id)
-            if job is None:
-                return None
-            if not mutate(job):
-                return job
-            job.updated_at_ms = now_ms()
-            if job.state in TERMINAL_STATES and not job.finished_at_ms:
-                job.finished_at_ms = job.updated_at_ms
-            try:
-                await kv.update(f"job.{job_id}", job.SerializeToString(), last=revision)
-            except KeyWrongLastSequenceError:
-                await asyncio.sleep(0.005)
-                continue
-            if job.state in TERMINAL_STATES:
-                with contextlib.suppress(KeyNotFoundError):
-                    await kv.purge(f"active.{job_id}")
-            self._cache.pop(job_id, None)
-            return job
-        raise RuntimeError(f"job {job_id}: too many concurrent updates")
-
-    async def active(self) -> list[str]:
-        """Ids of jobs that have not reached a terminal state."""
-        active = scan(self._bus, KV_JOBS, "active.*")
-        return [key.removeprefix("active.") async for key, _ in active]
-
-    async def record_usage(self, job_id: str, instance: str, usage: pb.Usage) -> None:
-        """Overwrite one process's running totals for a job (each process owns its key)."""
-        kv = await self._bus.jobs_kv()
-        await kv.put(f"usage.{job_id}.{instance}", usage.SerializeToString())
-
-    async def usage_cached(self, job_id: str, max_age_s: float = 0.5) -> pb.Usage:
-        """The job's usage, at most ``max_age_s`` old (workers check spend limits with it)."""
-        usage = await _fresh(self._usage_cache, job_id, max_age_s, self.usage)
-        assert usage is not None  # usage() always answers
-        return usage
-
-    async def usage(self, job_id: str) -> pb.Usage:
-        """Tokens and cost so far, summed over every process that worked on the job."""
-        total = pb.Usage()
-        async for _, value in scan(self._bus, KV_JOBS, f"usage.{job_id}.*"):
-            part = pb.Usage()
-            part.ParseFromString(value)
-            add_usage(total, part)
-        return total
-
-    async def _selection_progress(self, job: pb.Job, out: pb.JobProgress) -> None:
-        """The selection steps: one result per item for tag and compare, once for the others.
-
-        A step before the job's current one is done; the current one counts its results.
-        """
-        done_all = job.state == pb.JOB_STATE_SUCCEEDED
-        current = SELECTION_PHASES.index(Stage(job.phase)) if job.phase else -1
-        for i, stage in enumerate(SELECTION_PHASES):
-            passed = done_all or i < current
-            if stage in SELECTION_RESULT:
-                done = await self._items.count(job.id, SELECTION_RESULT[stage])
-                failed = await self._items.count_failed(job.id, stage)
-                planned = job.phase_planned if i == current and not done_all else done + failed
-                out.stages.add(stage=stage.value, done=done, failed=failed, planned=planned)
-            else:
-                out.stages.add(stage=stage.value, done=1 if passed else 0, planned=1)
-
-    async def progress(self, job_id: str) -> pb.JobProgress | None:
-        """The job with exact per-stage counts of finished and failed items."""
-        job = await self.get(job_id)
-        if job is None:
-            return None
-        out = pb.JobProgress(job=job)
-        out.finished = await self._items.count(job_id, ItemKind.OUTCOME)
-        kind = job_kind(job)
-        if kind in _TAXONOMY_STAGE:
-            stage = _TAXONOMY_STAGE[kind]
-            failed = await self._items.count_failed(job_id, stage)
-            out.stages.add(stage=stage.value, done=out.finished - failed, failed=failed)
-            applied = 1 if job.state == pb.JOB_STATE_SUCCEEDED else 0
-            out.stages.add(stage=Stage.APPLY.value, done=applied, failed=0)
-            out.usage.CopyFrom(await self.usage(job_id))
-            return out
-        if kind is JobKind.GENERATE:
-            plan_failed = await self._items.count_failed(job_id, Stage.PLAN)
-            out.stages.add(stage=Stage.PLAN.value, done=1 if job.planned else 0, failed=plan_failed)
-            for stage, result in _STAGE_RESULT.items():
-                done = await self._items.count(job_id, result)
-                failed = await self._items.count_failed(job_id, stage)
-                out.stages.add(stage=stage.value, done=done, failed=failed)
-        await self._selection_progress(job, out)
-        # Every call made for the job, repeats included (each counted before it was sent).
-        out.usage.CopyFrom(await self.usage(job_id))
-        if job.HasField("selection") and job.state == pb.JOB_STATE_SUCCEEDED:
-            # The kept results' own records: tokens of a reply whose process died before it
-            # wrote them (within a second) are there, though not in the processes' totals.
-            at_least(out.usage, job.selection.usage)
-        return out

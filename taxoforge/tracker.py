@@ -17,9 +17,11 @@ from nats.aio.msg import Msg
 
 from taxoforge.bus import Stage
 from taxoforge.bus.topology import ENDED_SUBJECTS
+from taxoforge.jobs.lifecycle import select
+from taxoforge.jobs.model import JobKind, job_kind
 from taxoforge.pipeline import enter_step, publish_work
 from taxoforge.service import ServiceContext
-from taxoforge.store import SELECTION_PHASES, SELECTION_RESULT, ItemKind, JobKind, job_kind
+from taxoforge.store import SELECTION_RESULT, ItemKind
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["CompletionTracker"]
@@ -101,16 +103,7 @@ class CompletionTracker:
         # moves (the second publish is dropped by its message id); the step's handler waits
         # for the move if it gets the message first.
         await publish_work(self._ctx.bus, stage, pb.JobRef(job_id=job_id), job_id)
-
-        def _selecting(j: pb.Job) -> bool:
-            if j.state != pb.JOB_STATE_RUNNING:
-                return False
-            j.state = pb.JOB_STATE_SELECTING
-            if stage in SELECTION_PHASES:
-                j.phase, j.phase_planned = stage.value, 1
-            return True
-
-        await self._ctx.jobs.update(job_id, _selecting)
+        await select(self._ctx.jobs, job_id, stage)
         log.info("job_complete", job_id=job_id, items=ended)
         return True
 

@@ -21,15 +21,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import structlog
 
 from taxoforge.errors import TransientError
 from taxoforge.v1 import common_pb2 as pb
-
-if TYPE_CHECKING:
-    from taxoforge.store import JobStore
 
 __all__ = [
     "METER",
@@ -37,6 +34,7 @@ __all__ = [
     "JobMeter",
     "UsageMeter",
     "UsageNotRecorded",
+    "UsageRecorder",
     "add_usage",
     "at_least",
     "instance_id",
@@ -100,6 +98,15 @@ def _retrieve(future: asyncio.Future[None]) -> None:
         future.exception()
 
 
+class UsageRecorder(Protocol):
+    """Where a meter writes a process's running totals for a job (the job store), which
+    is told of the meter so it can count what the meter has not written yet."""
+
+    def attach_meter(self, meter: UsageMeter) -> None: ...
+
+    async def record_usage(self, job_id: str, instance: str, usage: pb.Usage) -> None: ...
+
+
 class UsageMeter:
     """Sums this process's model usage per job and writes the totals.
 
@@ -108,7 +115,7 @@ class UsageMeter:
     goes back: a write starts only after the previous one landed.
     """
 
-    def __init__(self, jobs: JobStore, instance: str, period_s: float = 1.0) -> None:
+    def __init__(self, jobs: UsageRecorder, instance: str, period_s: float = 1.0) -> None:
         self._jobs = jobs
         self._instance = instance
         self._period = period_s

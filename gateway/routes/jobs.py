@@ -13,9 +13,9 @@ from gateway.deps import BackendDep, IdempotencyKey, TenantDep, authenticated
 from gateway.schemas import RecipeSpec, recipe_to_proto
 from gateway.views import ERROR_RESPONSES, REPLAYED_RESPONSE, JobView, job_view, submitted_view
 from taxoforge.errors import NotFoundError, PermanentError
+from taxoforge.jobs.model import TERMINAL_STATES
 from taxoforge.protojson import to_dict
 from taxoforge.selection import EXPORT_FORMATS
-from taxoforge.store import TERMINAL_STATES
 
 router = APIRouter(
     prefix="/v1", tags=["jobs"], dependencies=authenticated, responses=ERROR_RESPONSES

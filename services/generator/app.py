@@ -9,10 +9,8 @@ from services.generator.responses import ResponseWriter
 from services.generator.servicer import GeneratorServicer
 from services.generator.settings import GeneratorSettings
 from services.generator.worker import InstructHandler, RefineHandler, RespondHandler
-from taxoforge.bus import Stage
-from taxoforge.bus.worker import Route
-from taxoforge.pipeline import dead_letter_recorder
 from taxoforge.service import ServiceContext, ServiceParts, run_service
+from taxoforge.stage import stage_routes
 from taxoforge.v1 import generator_pb2, generator_pb2_grpc
 
 __all__ = ["build", "main"]
@@ -27,7 +25,6 @@ def build(ctx: ServiceContext) -> ServiceParts:
     instructions = InstructionWriter(ctx.llm, attempts)
     responses = ResponseWriter(ctx.llm)
     servicer = GeneratorServicer(instructions, responses)
-    record = dead_letter_recorder(ctx.jobs, ctx.items)
 
     def register(server: grpc.aio.Server) -> None:
         generator_pb2_grpc.add_GeneratorServiceServicer_to_server(servicer, server)
@@ -35,11 +32,12 @@ def build(ctx: ServiceContext) -> ServiceParts:
     return ServiceParts(
         register=register,
         service_names=[SERVICE_NAME],
-        routes={
-            Stage.INSTRUCT: Route(InstructHandler(ctx, instructions), record),
-            Stage.RESPOND: Route(RespondHandler(ctx, responses), record),
-            Stage.REFINE: Route(RefineHandler(ctx, instructions), record),
-        },
+        routes=stage_routes(
+            ctx,
+            InstructHandler(ctx, instructions),
+            RespondHandler(ctx, responses),
+            RefineHandler(ctx, instructions),
+        ),
     )
 
 

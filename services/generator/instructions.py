@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Awaitable, Callable
 
 from pydantic import BaseModel, Field
 
 from services.generator.gates import check_draft
 from services.generator.strategies import Draft, Prompter, codeclm_metadata
+from taxoforge.dedupe import DuplicateIndex
 from taxoforge.errors import PermanentError
 from taxoforge.languages import language_name
 from taxoforge.llm import LLMClient, StructuredOutputError
@@ -38,8 +38,8 @@ _LABEL = re.compile(
 _TAIL = re.compile(r"\n\s*(?:\*\*)?(?:(?:answer|student|solution)\s*[:.\-]|a\s*:)", re.IGNORECASE)
 # Self-Rubrics: CodecLM's limit of rounds.
 MAX_ROUNDS = MAX_SELF_RUBRICS_ROUNDS
-
-DuplicateCheck = Callable[[str], Awaitable[pb.Rejection | None]]
+# How similar two instructions of a job may be when the recipe does not say.
+_NEAR_DUPLICATE = 0.8
 
 
 class GateFailure(PermanentError):
@@ -86,10 +86,11 @@ class InstructionWriter:
         self,
         seed: pb.Seed,
         recipe: pb.Recipe,
-        duplicates: DuplicateCheck | None = None,
+        duplicates: DuplicateIndex | None = None,
     ) -> pb.Instruction:
         """Write the seed's instruction with its strategy; drafts the gates turn down are
-        recorded and tried again.
+        recorded and tried again. With ``duplicates``, a draft must also be new in its job
+        (the recipe's ``near_duplicate`` says how similar is too similar).
 
         Raises:
             PermanentError: no draft passed in ``instruction_attempts`` tries (the reasons say
@@ -101,6 +102,7 @@ class InstructionWriter:
             job_id=seed.job_id, item_id=seed.item_id, seed=seed, strategy=seed.strategy or "tap"
         )
         attempts = recipe.instruction_attempts or self._attempts
+        threshold = recipe.near_duplicate if recipe.HasField("near_duplicate") else _NEAR_DUPLICATE
         for attempt in range(attempts):
             rng = random.Random(sampling_seed(recipe.seed, seed.index, "draft", attempt))
             draft = self._prompts.draft(seed, rng)
@@ -119,7 +121,7 @@ class InstructionWriter:
             if rejection is None and out.strategy == "codeclm":
                 text, rejection = await self._self_rubrics(out, draft, text, recipe, attempt)
             if rejection is None and duplicates is not None:
-                rejection = await duplicates(text)
+                rejection = await duplicates.claim(seed.job_id, seed.item_id, text, threshold)
             if rejection is not None:
                 out.rejections.append(rejection)
                 continue

@@ -8,10 +8,8 @@ from services.judge.panel import Judge
 from services.judge.servicer import JudgeServicer
 from services.judge.settings import JudgeSettings
 from services.judge.worker import CompareHandler, JudgeHandler
-from taxoforge.bus import Stage
-from taxoforge.bus.worker import Route
-from taxoforge.pipeline import dead_letter_recorder
 from taxoforge.service import ServiceContext, ServiceParts, run_service
+from taxoforge.stage import stage_routes
 from taxoforge.v1 import judge_pb2, judge_pb2_grpc
 
 __all__ = ["build", "main"]
@@ -30,12 +28,7 @@ def build(ctx: ServiceContext) -> ServiceParts:
     return ServiceParts(
         register=register,
         service_names=[SERVICE_NAME],
-        routes={
-            Stage.JUDGE: Route(JudgeHandler(ctx, judge), dead_letter_recorder(ctx.jobs, ctx.items)),
-            Stage.COMPARE: Route(
-                CompareHandler(ctx, judge), dead_letter_recorder(ctx.jobs, ctx.items)
-            ),
-        },
+        routes=stage_routes(ctx, JudgeHandler(ctx, judge), CompareHandler(ctx, judge)),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 from services.judge.contrastive import DEFAULT_GAP, Contrastive
 from services.judge.pairwise import Pairwise, all_pairs, pairwise_scores, rank_pair
@@ -68,9 +68,6 @@ def build_judgment(
     return judgment
 
 
-ScoreFn = Callable[[pb.Instruction, pb.Response], Awaitable[pb.Score]]
-
-
 class Panel:
     """One item's whole judging: rubric scores or pairwise comparisons of the responders'
     candidates, the pair, and (when the target answered) contrastive filtering."""
@@ -86,12 +83,13 @@ class Panel:
         min_margin: float,
         rng: random.Random,
         contrastive: bool = False,
-        score: ScoreFn | None = None,
+        scores: Sequence[pb.Score] | None = None,
     ) -> pb.Judgment:
         """Judge the candidates (the model client counts every call in the job's usage).
 
         Args:
-            score: how one candidate gets its rubric score (the worker stores each once).
+            scores: in rubric mode, the candidates' scores when they are already made (the
+                worker stores each once); made here otherwise.
         """
         instruction = candidates.instruction
         strong = [r for r in candidates.responses if r.responder >= 0]
@@ -106,10 +104,9 @@ class Panel:
                 )
             )
             scores = pairwise_scores(strong, comparisons)
-        else:
-            one = score or (lambda i, r: self._judge.score(i, r, cfg))
-            scores = list(
-                await asyncio.gather(*(one(instruction, r) for r in candidates.responses))
+        elif scores is None:
+            scores = await asyncio.gather(
+                *(self._judge.score(instruction, r, cfg) for r in candidates.responses)
             )
         judgment = build_judgment(candidates, scores, min_margin, comparisons, config)
         target = next((r for r in candidates.responses if r.responder < 0), None)

@@ -8,8 +8,8 @@ import random
 from services.judge.panel import Judge, Panel
 from taxoforge.errors import NotFoundError, PermanentError
 from taxoforge.grpc_server import Context
+from taxoforge.jobs.store import JobStore
 from taxoforge.pipeline import bind_job
-from taxoforge.store import JobStore
 from taxoforge.v1 import common_pb2 as pb
 from taxoforge.v1 import judge_pb2 as jpb
 from taxoforge.v1 import judge_pb2_grpc

@@ -11,10 +11,9 @@ from services.selector.servicer import SelectorServicer
 from services.selector.settings import SelectorSettings
 from services.selector.worker import StepHandler, TagHandler
 from taxoforge.bus import Stage
-from taxoforge.bus.worker import Route
-from taxoforge.pipeline import dead_letter_recorder
+from taxoforge.jobs.model import JobKind
 from taxoforge.service import ServiceContext, ServiceParts, run_service
-from taxoforge.store import JobKind
+from taxoforge.stage import stage_routes
 from taxoforge.tracker import CompletionTracker
 from taxoforge.v1 import selector_pb2, selector_pb2_grpc
 
@@ -32,7 +31,6 @@ def build(ctx: ServiceContext) -> ServiceParts:
     clusterer = Clusterer(ctx)
     runner = SelectionRunner(ctx)
     servicer = SelectorServicer(ctx)
-    dead = dead_letter_recorder(ctx.jobs, ctx.items)
 
     def register(server: grpc.aio.Server) -> None:
         selector_pb2_grpc.add_SelectorServiceServicer_to_server(servicer, server)
@@ -46,12 +44,13 @@ def build(ctx: ServiceContext) -> ServiceParts:
     return ServiceParts(
         register=register,
         service_names=[SERVICE_NAME],
-        routes={
-            Stage.PREPARE: Route(StepHandler(ctx.jobs, Stage.PREPARE, preparer.run), dead),
-            Stage.TAG: Route(TagHandler(ctx), dead),
-            Stage.CLUSTER: Route(StepHandler(ctx.jobs, Stage.CLUSTER, clusterer.run), dead),
-            Stage.SELECT: Route(StepHandler(ctx.jobs, Stage.SELECT, runner.run), dead),
-        },
+        routes=stage_routes(
+            ctx,
+            StepHandler(ctx, Stage.PREPARE, preparer.run),
+            TagHandler(ctx),
+            StepHandler(ctx, Stage.CLUSTER, clusterer.run),
+            StepHandler(ctx, Stage.SELECT, runner.run),
+        ),
         background=[tracker.run],
     )
 

@@ -26,12 +26,12 @@ from services.selector.methods.clusters import (
     references,
 )
 from services.selector.spec import selection_spec
-from services.selector.transitions import save_report
 from services.selector.workfiles import download, iter_jsonl, work_object
 from taxoforge.bus import Stage
 from taxoforge.datasets import DatasetStore
 from taxoforge.embeddings import LOCAL_MODEL, Embedder, embedder_for
 from taxoforge.errors import TransientError
+from taxoforge.jobs.lifecycle import record_report
 from taxoforge.labels import normalize_labels
 from taxoforge.llm.endpoints import ModelRegistry
 from taxoforge.pipeline import enter_step, publish_work
@@ -106,7 +106,7 @@ class Clusterer:
                 reference_id=plan.references[cluster],
             )
         report.tacos.comparison_budget = spec.comparison_budget
-        await self._ctx.jobs.update(job.id, save_report(Stage.CLUSTER, report))
+        await record_report(self._ctx.jobs, job.id, Stage.CLUSTER, report)
         log.info("clustered", clusters=len(plan.labels), compared=len(compared))
         if not compared:
             await enter_step(self._ctx.bus, self._ctx.jobs, job.id, Stage.CLUSTER, Stage.SELECT)

@@ -1,9 +1,10 @@
 """The selector's one record shape: an example, from a judged item or an imported row.
 
-Every source (a generation job's judgments; JSON Lines or Parquet rows in the messages, Alpaca,
-ShareGPT or preference shapes) becomes an ``Example``; selection reads examples as
-``Candidate`` columns; every export format is written from examples. One JSON object per line
-in the job's ``examples.jsonl`` work object.
+Every source (a generation job's judgments, in ``records``; JSON Lines or Parquet rows in the
+messages, Alpaca, ShareGPT or preference shapes, in ``imports``) becomes an ``Example``;
+selection reads examples as ``Candidate`` columns; every export format is written from examples
+(``exports``, the only conversion to output formats). One JSON object per line in the job's
+``examples.jsonl`` work object.
 """
 
 from __future__ import annotations

@@ -14,20 +14,19 @@ import structlog
 
 from services.selector.dropped import Dropped
 from services.selector.examples import Example
-from services.selector.records import preference_record, sft_record
+from services.selector.records import contrastive_history, example_of
 from services.selector.report import count_items, golden_agreement, judge_health, usage_of
 from taxoforge.bus import Stage
 from taxoforge.errors import TransientError
 from taxoforge.grpc_server import client_channel
 from taxoforge.service import ServiceContext
 from taxoforge.store import ItemKind
-from taxoforge.tokens import messages_tokens
 from taxoforge.usage import add_usage
 from taxoforge.v1 import common_pb2 as pb
 from taxoforge.v1 import judge_pb2 as jpb
 from taxoforge.v1 import judge_pb2_grpc
 
-__all__ = ["exact_usage", "example_of", "generated_examples", "read_generated"]
+__all__ = ["exact_usage", "generated_examples", "read_generated"]
 
 log = structlog.get_logger(__name__)
 
@@ -40,98 +39,11 @@ _GOLDEN_TIMEOUT_S = 600.0
 def _unusable(judgment: pb.Judgment, why: str) -> Dropped:
     """A judged item left out: why, with its contrastive rounds when it had any."""
     extra: dict[str, Any] = {}
-    history = [*judgment.instruction.contrastive, judgment.contrastive]
-    if any(c.decision for c in history):
-        extra["contrastive"] = [
-            {"version": c.version, "gap": c.gap, "decision": c.decision}
-            for c in history
-            if c.decision
-        ]
+    history = contrastive_history(judgment)
+    if history:
+        extra["contrastive"] = history
         extra["rubric_rounds"] = len(judgment.instruction.rounds)
     return Dropped(judgment.item_id, Stage.JUDGE.value, "unusable", why, extra)
-
-
-def _verdicts(judgment: pb.Judgment) -> dict[str, Any]:
-    """The judge's verdicts on the item: every score, every comparison in both orders."""
-    out: dict[str, Any] = {
-        "mode": judgment.mode or "rubric",
-        "scores": [
-            {
-                "response_id": s.response_id,
-                "score": s.score,
-                "failed": s.failed,
-                "aspects": dict(s.aspects),
-                "rationale": s.rationale,
-                "model": s.call.model,
-                "template": f"{s.call.template}@{s.call.template_version}",
-            }
-            for s in judgment.scores
-        ],
-    }
-    if judgment.comparisons:
-        out["comparisons"] = [
-            {
-                "a_id": c.a_id,
-                "b_id": c.b_id,
-                "a_first": [c.a_first_a, c.a_first_b],
-                "b_first": [c.b_first_a, c.b_first_b],
-                "a": c.a,
-                "b": c.b,
-                "verdict": c.verdict,
-                "inconsistent": c.inconsistent,
-                "failed": c.failed,
-            }
-            for c in judgment.comparisons
-        ]
-    return out
-
-
-def example_of(judgment: pb.Judgment) -> Example | None:
-    """A judged item as an example: its best response to teach, and its preference pair when
-    it has one; the generation metadata and the judge's verdicts are its provenance."""
-    scored = sft_record(judgment)
-    if scored is None:
-        return None
-    score, sft = scored
-    seed = judgment.instruction.seed
-    messages = sft["messages"]
-    mode = judgment.mode or "rubric"
-    example: Example = {
-        "id": sft["id"],
-        "item_id": judgment.item_id,
-        "shape": "generated",
-        "messages": messages,
-        "query": judgment.instruction.text,
-        "response": messages[-1]["content"],
-        "tokens": messages_tokens(messages),
-        "language": seed.language,
-        "node": seed.node_path,
-        "difficulty": seed.difficulty,
-        "task_type": seed.task_type,
-        "judge_score": score * 10.0 if mode != "pairwise" else score,
-        "metadata": {**sft["metadata"], "verdicts": _verdicts(judgment)},
-    }
-    pref = preference_record(judgment)
-    if pref is not None:
-        example["prompt"] = pref["prompt"]
-        example["chosen"] = pref["chosen"]
-        example["rejected"] = pref["rejected"]
-        example["score_chosen"] = pref["score_chosen"]
-        example["score_rejected"] = pref["score_rejected"]
-        example["margin"] = pref["margin"]
-        meta = pref["metadata"]
-        example["metadata"]["preference"] = {
-            k: meta[k]
-            for k in (
-                "chosen_id",
-                "rejected_id",
-                "chosen_model",
-                "rejected_model",
-                "chosen_rationale",
-                "rejected_rationale",
-            )
-        }
-    return example
 
 
 def read_generated(path: Path) -> Iterator[Example | Dropped]:

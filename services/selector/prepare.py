@@ -37,14 +37,14 @@ from services.selector.imports import (
 )
 from services.selector.screening import Tally, empty_reason, screen
 from services.selector.spec import SelectionDefaults, selection_spec
-from services.selector.transitions import save_report
 from services.selector.workfiles import download, put_job_file, work_object
 from taxoforge.bus import Stage
 from taxoforge.datasets import DatasetStore, benchmark_object
 from taxoforge.errors import NotFoundError, PermanentError
-from taxoforge.pipeline import enter_step, fail_job, publish_work
+from taxoforge.jobs.lifecycle import fail_job, record_report
+from taxoforge.jobs.model import JobKind, job_kind
+from taxoforge.pipeline import enter_step, publish_work
 from taxoforge.service import ServiceContext
-from taxoforge.store import JobKind, job_kind
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["Preparer"]
@@ -127,7 +127,7 @@ class Preparer:
                     job.id, _no_examples(report, tally, imported is None, listing)
                 )
                 return
-            await self._ctx.jobs.update(job.id, save_report(Stage.PREPARE, report))
+            await record_report(self._ctx.jobs, job.id, Stage.PREPARE, report)
             if spec.cluster_by == "tags":
                 await self._queue_tags(job, examples_path, tally.kept)
             else:

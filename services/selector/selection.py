@@ -44,9 +44,11 @@ from services.selector.workfiles import download, put_job_file, work_object
 from taxoforge.bus import Stage
 from taxoforge.datasets import DatasetStore
 from taxoforge.errors import TransientError
+from taxoforge.jobs.lifecycle import succeed
+from taxoforge.jobs.model import JobKind, job_kind
 from taxoforge.protojson import to_dict
 from taxoforge.service import ServiceContext
-from taxoforge.store import TERMINAL_STATES, ItemKind, JobKind, job_kind
+from taxoforge.store import ItemKind
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["SelectionRunner"]
@@ -138,17 +140,7 @@ class SelectionRunner:
                 for f in written.files
             ]
 
-        def _succeed(j: pb.Job) -> bool:
-            if j.state in TERMINAL_STATES:
-                return False
-            j.state = pb.JOB_STATE_SUCCEEDED
-            j.phase = ""
-            del j.datasets[:]
-            j.datasets.extend(datasets)
-            j.selection.CopyFrom(report)
-            return True
-
-        await self._ctx.jobs.update(job.id, _succeed)
+        await succeed(self._ctx.jobs, job.id, datasets=datasets, selection=report)
         log.info(
             "job_selected",
             method=spec.method,

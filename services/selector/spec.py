@@ -7,8 +7,8 @@ from pathlib import Path
 
 from services.selector.imports import ImportLimits
 from taxoforge.errors import PermanentError
+from taxoforge.jobs.model import JobKind, job_kind
 from taxoforge.selection import EXPORT_FORMATS, SELECTION_METHODS
-from taxoforge.store import JobKind, job_kind
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = [

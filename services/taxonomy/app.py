@@ -13,10 +13,9 @@ from services.taxonomy.settings import BUILTIN_DIR, TaxonomySettings
 from services.taxonomy.versions import TaxonomyStore
 from services.taxonomy.worker import ApplyHandler, ExpandHandler, InduceHandler, PlanHandler
 from taxoforge.bus import Stage
-from taxoforge.bus.worker import Route
-from taxoforge.pipeline import dead_letter_recorder
+from taxoforge.jobs.model import JobKind
 from taxoforge.service import ServiceContext, ServiceParts, run_service
-from taxoforge.store import JobKind
+from taxoforge.stage import stage_routes
 from taxoforge.tracker import CompletionTracker
 from taxoforge.v1 import taxonomy_pb2, taxonomy_pb2_grpc
 
@@ -33,7 +32,6 @@ def build(ctx: ServiceContext) -> ServiceParts:
         folders.append(settings.taxonomy_dir)
     store = TaxonomyStore(ctx.bus)
     servicer = TaxonomyServicer(ctx, store)
-    record = dead_letter_recorder(ctx.jobs, ctx.items)
 
     def register(server: grpc.aio.Server) -> None:
         taxonomy_pb2_grpc.add_TaxonomyServiceServicer_to_server(servicer, server)
@@ -48,12 +46,13 @@ def build(ctx: ServiceContext) -> ServiceParts:
     return ServiceParts(
         register=register,
         service_names=[SERVICE_NAME],
-        routes={
-            Stage.PLAN: Route(PlanHandler(ctx, store), record),
-            Stage.EXPAND: Route(ExpandHandler(ctx, store, Expander(ctx.llm)), record),
-            Stage.INDUCE: Route(InduceHandler(ctx, Encoder(ctx.llm)), record),
-            Stage.APPLY: Route(ApplyHandler(ctx, store), record),
-        },
+        routes=stage_routes(
+            ctx,
+            PlanHandler(ctx, store),
+            ExpandHandler(ctx, store, Expander(ctx.llm)),
+            InduceHandler(ctx, Encoder(ctx.llm)),
+            ApplyHandler(ctx, store),
+        ),
         startup=[import_builtins],
         background=[tracker.run],
     )

@@ -11,14 +11,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from services.taxonomy.tree import SESSION, attribute_text
+from services.taxonomy.tree import SESSION, attribute_text, index, walk
 from taxoforge.labels import canonical
 from taxoforge.llm import LLMClient
 from taxoforge.llm.schema import string_list
 from taxoforge.prompts import load_template
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["Expander", "SubjectItem", "merge_subjects", "slugify"]
+__all__ = ["Expander", "SubjectItem", "graft_expansions", "merge_subjects", "slugify"]
 
 _PROMPTS = Path(__file__).parent / "prompts"
 
@@ -196,4 +196,33 @@ def session_nodes(
             c.strip() for c in session.key_concepts if c.strip()
         )
         out.append(node)
+    return out
+
+
+def graft_expansions(root: pb.TaxonomyNode, results: Sequence[pb.TaxonomyNode]) -> pb.TaxonomyNode:
+    """A copy of ``root`` with each expanded node's proposed children added under it (a node
+    pruned since the expansion started is passed over), every id kept unique in the tree."""
+    out = pb.TaxonomyNode()
+    out.CopyFrom(root)
+    nodes = index(out)
+    taken = set(nodes)
+    for result in sorted(results, key=lambda r: r.id):
+        if result.id not in nodes:
+            continue
+        parent = nodes[result.id].node
+        for child in result.children:
+            parent.children.append(_unique_ids(child, taken))
+    return out
+
+
+def _unique_ids(node: pb.TaxonomyNode, taken: set[str]) -> pb.TaxonomyNode:
+    """The node with ids made unique in the tree (a subject's sessions follow its new id)."""
+    out = pb.TaxonomyNode()
+    out.CopyFrom(node)
+    for located in [out, *(loc.node for loc in walk(out))]:
+        base, n = located.id, 2
+        while located.id in taken:
+            located.id = f"{base[:58]}-{n}"
+            n += 1
+        taken.add(located.id)
     return out

@@ -23,10 +23,17 @@ from taxoforge.markers import fence_for
 from taxoforge.prompts import load_template
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["Encoder", "InstructionMeta", "build_induced"]
+__all__ = ["CHUNK", "Encoder", "InstructionMeta", "build_induced", "chunk_id"]
 
 _PROMPTS = Path(__file__).parent / "prompts"
 _EXAMPLES = 3
+# Instructions encoded per induce message.
+CHUNK = 8
+
+
+def chunk_id(chunk: int) -> str:
+    """The item id of an induction chunk."""
+    return f"c{chunk:06d}"
 
 
 class InstructionMeta(BaseModel):

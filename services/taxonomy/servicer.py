@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import json
 
 from services.taxonomy.document import SLUG, dump_taxonomy, parse_taxonomy
 from services.taxonomy.edits import apply_edits, apply_review
+from services.taxonomy.induction import CHUNK, chunk_id
 from services.taxonomy.plan import plan_job
 from services.taxonomy.tree import index
 from services.taxonomy.versions import TaxonomyStore
-from services.taxonomy.worker import CHUNK, chunk_id
 from taxoforge.bus import Stage
 from taxoforge.datasets import write_object
 from taxoforge.errors import ConflictError, NotFoundError, PermanentError
 from taxoforge.grpc_server import Context
-from taxoforge.pipeline import publish_work
+from taxoforge.jobs.model import JobKind
 from taxoforge.service import ServiceContext
-from taxoforge.store import JobKind, new_job_id, now_ms
 from taxoforge.v1 import common_pb2 as pb
 from taxoforge.v1 import taxonomy_pb2 as tpb
 from taxoforge.v1 import taxonomy_pb2_grpc
@@ -130,9 +128,11 @@ class TaxonomyServicer(taxonomy_pb2_grpc.TaxonomyServiceServicer):
             out.seeds.extend(plan.seeds)
         return out
 
-    async def ExpandTaxonomy(self, request: pb.ExpandRequest, context: Context) -> pb.Job:
+    async def PrepareExpansion(
+        self, request: tpb.PrepareExpansionRequest, context: Context
+    ) -> tpb.PreparedJob:
         spec = pb.ExpandRequest()
-        spec.CopyFrom(request)
+        spec.CopyFrom(request.spec)
         if not spec.model.model:
             raise PermanentError("model.model is required (the generator role's model)")
         spec.levels = spec.levels or 1
@@ -164,17 +164,18 @@ class TaxonomyServicer(taxonomy_pb2_grpc.TaxonomyServiceServicer):
             if nodes[node_id].node.kind == "session":
                 raise PermanentError(f"node {node_id!r} is a syllabus session; expand its subject")
         node_ids = list(dict.fromkeys(spec.node_ids))
-        job = self._new_job(JobKind.EXPAND, len(node_ids), base.version, spec.name)
+        job = _new_job(request.job_id, JobKind.EXPAND, len(node_ids), base.version, spec.name)
         job.expand.CopyFrom(spec)
-        await self._start(
-            job,
-            [pb.TaxonomyTask(job_id=job.id, node_id=n) for n in node_ids],
-            Stage.EXPAND,
-            node_ids,
+        return tpb.PreparedJob(
+            job=job,
+            stage=Stage.EXPAND.value,
+            tasks=[pb.TaxonomyTask(job_id=job.id, node_id=n) for n in node_ids],
+            item_ids=node_ids,
         )
-        return job
 
-    async def InduceTaxonomy(self, request: tpb.InduceTaxonomyRequest, context: Context) -> pb.Job:
+    async def PrepareInduction(
+        self, request: tpb.InduceTaxonomyRequest, context: Context
+    ) -> tpb.PreparedJob:
         spec = pb.InduceRequest()
         spec.CopyFrom(request.spec)
         instructions = [text.strip() for text in request.instructions if text.strip()]
@@ -197,44 +198,29 @@ class TaxonomyServicer(taxonomy_pb2_grpc.TaxonomyServiceServicer):
         spec.embedder.model = spec.embedder.model or "local/all-minilm-l6-v2"
         spec.instructions = len(instructions)
         chunks = (len(instructions) + CHUNK - 1) // CHUNK
-        job = self._new_job(JobKind.INDUCE, chunks, "", spec.name)
+        job = _new_job(request.job_id, JobKind.INDUCE, chunks, "", spec.name)
         spec.input_object = f"inputs/{job.id}.jsonl"
         body = "\n".join(json.dumps(text, ensure_ascii=False) for text in instructions) + "\n"
         await write_object(self._ctx.bus, spec.input_object, body.encode("utf-8"))
         job.induce.CopyFrom(spec)
-        tasks = [pb.TaxonomyTask(job_id=job.id, chunk=c) for c in range(chunks)]
-        await self._start(job, tasks, Stage.INDUCE, [chunk_id(c) for c in range(chunks)])
-        return job
-
-    def _new_job(self, kind: JobKind, planned: int, version: str, name: str) -> pb.Job:
-        created = now_ms()
-        job = pb.Job(
-            id=new_job_id(),
-            kind=kind.value,
-            state=pb.JOB_STATE_RUNNING,
-            planned=planned,
-            taxonomy_version=version,
-            created_at_ms=created,
-            updated_at_ms=created,
+        return tpb.PreparedJob(
+            job=job,
+            stage=Stage.INDUCE.value,
+            tasks=[pb.TaxonomyTask(job_id=job.id, chunk=c) for c in range(chunks)],
+            item_ids=[chunk_id(c) for c in range(chunks)],
         )
-        job.recipe.name = name or kind.value
-        return job
 
-    async def _start(
-        self, job: pb.Job, tasks: list[pb.TaxonomyTask], stage: Stage, item_ids: list[str]
-    ) -> None:
-        if not await self._ctx.jobs.create(job):
-            raise ConflictError(f"job {job.id} exists")
-        try:
-            for start in range(0, len(tasks), 256):
-                await asyncio.gather(
-                    *(
-                        publish_work(self._ctx.bus, stage, task, job.id, item)
-                        for task, item in zip(
-                            tasks[start : start + 256], item_ids[start : start + 256], strict=True
-                        )
-                    )
-                )
-        except Exception:
-            await self._ctx.jobs.delete(job.id)  # nothing half-created
-            raise
+
+def _new_job(job_id: str, kind: JobKind, planned: int, version: str, name: str) -> pb.Job:
+    """The job to record (the gateway stamps its tenant, limit and times as it records it)."""
+    if not job_id:
+        raise PermanentError("job_id is required: the id the job will be recorded under")
+    job = pb.Job(
+        id=job_id,
+        kind=kind.value,
+        state=pb.JOB_STATE_RUNNING,
+        planned=planned,
+        taxonomy_version=version,
+    )
+    job.recipe.name = name or kind.value
+    return job

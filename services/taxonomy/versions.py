@@ -24,7 +24,8 @@ from services.taxonomy.tree import counts, digest
 from taxoforge.bus import Bus
 from taxoforge.bus.topology import KV_TAXONOMIES, OBJ_TAXONOMIES
 from taxoforge.errors import ConflictError, NotFoundError
-from taxoforge.store import now_ms, scan
+from taxoforge.jobs.model import now_ms
+from taxoforge.store import scan
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["TaxonomyStore", "is_builtin"]

@@ -405,6 +405,9 @@ class InduceTaxonomyRequest(_message.Message):
 
     SPEC_FIELD_NUMBER: _builtins.int
     INSTRUCTIONS_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The id the job will have (its input is stored under it)."""
     @_builtins.property
     def spec(self) -> _common_pb2.InduceRequest: ...
     @_builtins.property
@@ -416,11 +419,73 @@ class InduceTaxonomyRequest(_message.Message):
         *,
         spec: _common_pb2.InduceRequest | None = ...,
         instructions: _abc.Iterable[_builtins.str] | None = ...,
+        job_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instructions", b"instructions", "spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instructions", b"instructions", "job_id", b"job_id", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___InduceTaxonomyRequest: _TypeAlias = InduceTaxonomyRequest  # noqa: Y015
+
+@_typing.final
+class PrepareExpansionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEC_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The id the job will have."""
+    @_builtins.property
+    def spec(self) -> _common_pb2.ExpandRequest: ...
+    def __init__(
+        self,
+        *,
+        spec: _common_pb2.ExpandRequest | None = ...,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PrepareExpansionRequest: _TypeAlias = PrepareExpansionRequest  # noqa: Y015
+
+@_typing.final
+class PreparedJob(_message.Message):
+    """A taxonomy job as it is to be recorded (not yet stored), and the work that starts it: one
+    task per item of its first stage.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    TASKS_FIELD_NUMBER: _builtins.int
+    ITEM_IDS_FIELD_NUMBER: _builtins.int
+    stage: _builtins.str
+    @_builtins.property
+    def job(self) -> _common_pb2.Job: ...
+    @_builtins.property
+    def tasks(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.TaxonomyTask]: ...
+    @_builtins.property
+    def item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Each task's item id, in the same order."""
+
+    def __init__(
+        self,
+        *,
+        job: _common_pb2.Job | None = ...,
+        stage: _builtins.str = ...,
+        tasks: _abc.Iterable[_common_pb2.TaxonomyTask] | None = ...,
+        item_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_ids", b"item_ids", "job", b"job", "stage", b"stage", "tasks", b"tasks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreparedJob: _TypeAlias = PreparedJob  # noqa: Y015

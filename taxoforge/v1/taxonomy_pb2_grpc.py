@@ -75,15 +75,15 @@ class TaxonomyServiceStub:
                 request_serializer=taxoforge_dot_v1_dot_taxonomy__pb2.PlanJobRequest.SerializeToString,
                 response_deserializer=taxoforge_dot_v1_dot_taxonomy__pb2.PlanJobResponse.FromString,
                 _registered_method=True)
-        self.ExpandTaxonomy = channel.unary_unary(
-                '/taxoforge.v1.TaxonomyService/ExpandTaxonomy',
-                request_serializer=taxoforge_dot_v1_dot_common__pb2.ExpandRequest.SerializeToString,
-                response_deserializer=taxoforge_dot_v1_dot_common__pb2.Job.FromString,
+        self.PrepareExpansion = channel.unary_unary(
+                '/taxoforge.v1.TaxonomyService/PrepareExpansion',
+                request_serializer=taxoforge_dot_v1_dot_taxonomy__pb2.PrepareExpansionRequest.SerializeToString,
+                response_deserializer=taxoforge_dot_v1_dot_taxonomy__pb2.PreparedJob.FromString,
                 _registered_method=True)
-        self.InduceTaxonomy = channel.unary_unary(
-                '/taxoforge.v1.TaxonomyService/InduceTaxonomy',
+        self.PrepareInduction = channel.unary_unary(
+                '/taxoforge.v1.TaxonomyService/PrepareInduction',
                 request_serializer=taxoforge_dot_v1_dot_taxonomy__pb2.InduceTaxonomyRequest.SerializeToString,
-                response_deserializer=taxoforge_dot_v1_dot_common__pb2.Job.FromString,
+                response_deserializer=taxoforge_dot_v1_dot_taxonomy__pb2.PreparedJob.FromString,
                 _registered_method=True)
 
 
@@ -143,15 +143,18 @@ class TaxonomyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ExpandTaxonomy(self, request, context):
-        """Start a GLAN expansion job (subjects, syllabi) over NATS; its result waits for review.
+    def PrepareExpansion(self, request, context):
+        """Check a GLAN expansion job (subjects, syllabi) and say its job and work; nothing is
+        stored or queued: the gateway records the job and queues the work (its result waits
+        for review).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def InduceTaxonomy(self, request, context):
-        """Start an induction job: a taxonomy from seed instructions (CodecLM encode + open tags).
+    def PrepareInduction(self, request, context):
+        """Check an induction job (a taxonomy from seed instructions: CodecLM encode + open tags),
+        store its input, and say its job and work; the gateway records and queues them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -200,15 +203,15 @@ def add_TaxonomyServiceServicer_to_server(servicer, server):
                     request_deserializer=taxoforge_dot_v1_dot_taxonomy__pb2.PlanJobRequest.FromString,
                     response_serializer=taxoforge_dot_v1_dot_taxonomy__pb2.PlanJobResponse.SerializeToString,
             ),
-            'ExpandTaxonomy': grpc.unary_unary_rpc_method_handler(
-                    servicer.ExpandTaxonomy,
-                    request_deserializer=taxoforge_dot_v1_dot_common__pb2.ExpandRequest.FromString,
-                    response_serializer=taxoforge_dot_v1_dot_common__pb2.Job.SerializeToString,
+            'PrepareExpansion': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrepareExpansion,
+                    request_deserializer=taxoforge_dot_v1_dot_taxonomy__pb2.PrepareExpansionRequest.FromString,
+                    response_serializer=taxoforge_dot_v1_dot_taxonomy__pb2.PreparedJob.SerializeToString,
             ),
-            'InduceTaxonomy': grpc.unary_unary_rpc_method_handler(
-                    servicer.InduceTaxonomy,
+            'PrepareInduction': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrepareInduction,
                     request_deserializer=taxoforge_dot_v1_dot_taxonomy__pb2.InduceTaxonomyRequest.FromString,
-                    response_serializer=taxoforge_dot_v1_dot_common__pb2.Job.SerializeToString,
+                    response_serializer=taxoforge_dot_v1_dot_taxonomy__pb2.PreparedJob.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -438,7 +441,7 @@ class TaxonomyService:
             _registered_method=True)
 
     @staticmethod
-    def ExpandTaxonomy(request,
+    def PrepareExpansion(request,
             target,
             options=(),
             channel_credentials=None,
@@ -451,9 +454,9 @@ class TaxonomyService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/taxoforge.v1.TaxonomyService/ExpandTaxonomy',
-            taxoforge_dot_v1_dot_common__pb2.ExpandRequest.SerializeToString,
-            taxoforge_dot_v1_dot_common__pb2.Job.FromString,
+            '/taxoforge.v1.TaxonomyService/PrepareExpansion',
+            taxoforge_dot_v1_dot_taxonomy__pb2.PrepareExpansionRequest.SerializeToString,
+            taxoforge_dot_v1_dot_taxonomy__pb2.PreparedJob.FromString,
             options,
             channel_credentials,
             insecure,
@@ -465,7 +468,7 @@ class TaxonomyService:
             _registered_method=True)
 
     @staticmethod
-    def InduceTaxonomy(request,
+    def PrepareInduction(request,
             target,
             options=(),
             channel_credentials=None,
@@ -478,9 +481,9 @@ class TaxonomyService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/taxoforge.v1.TaxonomyService/InduceTaxonomy',
+            '/taxoforge.v1.TaxonomyService/PrepareInduction',
             taxoforge_dot_v1_dot_taxonomy__pb2.InduceTaxonomyRequest.SerializeToString,
-            taxoforge_dot_v1_dot_common__pb2.Job.FromString,
+            taxoforge_dot_v1_dot_taxonomy__pb2.PreparedJob.FromString,
             options,
             channel_credentials,
             insecure,

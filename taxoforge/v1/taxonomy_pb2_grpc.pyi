@@ -45,10 +45,15 @@ class TaxonomyServiceStub:
     """Accept or reject proposed nodes: one new version per call."""
     PlanJob: _grpc.UnaryUnaryMultiCallable[_taxonomy_pb2.PlanJobRequest, _taxonomy_pb2.PlanJobResponse]
     """Turns a recipe into seeds without running anything (a dry run)."""
-    ExpandTaxonomy: _grpc.UnaryUnaryMultiCallable[_common_pb2.ExpandRequest, _common_pb2.Job]
-    """Start a GLAN expansion job (subjects, syllabi) over NATS; its result waits for review."""
-    InduceTaxonomy: _grpc.UnaryUnaryMultiCallable[_taxonomy_pb2.InduceTaxonomyRequest, _common_pb2.Job]
-    """Start an induction job: a taxonomy from seed instructions (CodecLM encode + open tags)."""
+    PrepareExpansion: _grpc.UnaryUnaryMultiCallable[_taxonomy_pb2.PrepareExpansionRequest, _taxonomy_pb2.PreparedJob]
+    """Check a GLAN expansion job (subjects, syllabi) and say its job and work; nothing is
+    stored or queued: the gateway records the job and queues the work (its result waits
+    for review).
+    """
+    PrepareInduction: _grpc.UnaryUnaryMultiCallable[_taxonomy_pb2.InduceTaxonomyRequest, _taxonomy_pb2.PreparedJob]
+    """Check an induction job (a taxonomy from seed instructions: CodecLM encode + open tags),
+    store its input, and say its job and work; the gateway records and queues them.
+    """
 
 @_typing.type_check_only
 class TaxonomyServiceAsyncStub(TaxonomyServiceStub):
@@ -66,10 +71,15 @@ class TaxonomyServiceAsyncStub(TaxonomyServiceStub):
     """Accept or reject proposed nodes: one new version per call."""
     PlanJob: _aio.UnaryUnaryMultiCallable[_taxonomy_pb2.PlanJobRequest, _taxonomy_pb2.PlanJobResponse]  # type: ignore[assignment]
     """Turns a recipe into seeds without running anything (a dry run)."""
-    ExpandTaxonomy: _aio.UnaryUnaryMultiCallable[_common_pb2.ExpandRequest, _common_pb2.Job]  # type: ignore[assignment]
-    """Start a GLAN expansion job (subjects, syllabi) over NATS; its result waits for review."""
-    InduceTaxonomy: _aio.UnaryUnaryMultiCallable[_taxonomy_pb2.InduceTaxonomyRequest, _common_pb2.Job]  # type: ignore[assignment]
-    """Start an induction job: a taxonomy from seed instructions (CodecLM encode + open tags)."""
+    PrepareExpansion: _aio.UnaryUnaryMultiCallable[_taxonomy_pb2.PrepareExpansionRequest, _taxonomy_pb2.PreparedJob]  # type: ignore[assignment]
+    """Check a GLAN expansion job (subjects, syllabi) and say its job and work; nothing is
+    stored or queued: the gateway records the job and queues the work (its result waits
+    for review).
+    """
+    PrepareInduction: _aio.UnaryUnaryMultiCallable[_taxonomy_pb2.InduceTaxonomyRequest, _taxonomy_pb2.PreparedJob]  # type: ignore[assignment]
+    """Check an induction job (a taxonomy from seed instructions: CodecLM encode + open tags),
+    store its input, and say its job and work; the gateway records and queues them.
+    """
 
 class TaxonomyServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -134,19 +144,24 @@ class TaxonomyServiceServicer(metaclass=_abc_1.ABCMeta):
         """Turns a recipe into seeds without running anything (a dry run)."""
 
     @_abc_1.abstractmethod
-    def ExpandTaxonomy(
+    def PrepareExpansion(
         self,
-        request: _common_pb2.ExpandRequest,
+        request: _taxonomy_pb2.PrepareExpansionRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_common_pb2.Job, _abc.Awaitable[_common_pb2.Job]]:
-        """Start a GLAN expansion job (subjects, syllabi) over NATS; its result waits for review."""
+    ) -> _typing.Union[_taxonomy_pb2.PreparedJob, _abc.Awaitable[_taxonomy_pb2.PreparedJob]]:
+        """Check a GLAN expansion job (subjects, syllabi) and say its job and work; nothing is
+        stored or queued: the gateway records the job and queues the work (its result waits
+        for review).
+        """
 
     @_abc_1.abstractmethod
-    def InduceTaxonomy(
+    def PrepareInduction(
         self,
         request: _taxonomy_pb2.InduceTaxonomyRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_common_pb2.Job, _abc.Awaitable[_common_pb2.Job]]:
-        """Start an induction job: a taxonomy from seed instructions (CodecLM encode + open tags)."""
+    ) -> _typing.Union[_taxonomy_pb2.PreparedJob, _abc.Awaitable[_taxonomy_pb2.PreparedJob]]:
+        """Check an induction job (a taxonomy from seed instructions: CodecLM encode + open tags),
+        store its input, and say its job and work; the gateway records and queues them.
+        """
 
 def add_TaxonomyServiceServicer_to_server(servicer: TaxonomyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

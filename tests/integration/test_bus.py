@@ -13,8 +13,9 @@ from taxoforge.bus import Bus, Stage, Worker, work_subject
 from taxoforge.bus.topology import DLQ_STREAM, KV_ITEMS, WORK_STREAM, dlq_subject
 from taxoforge.bus.worker import Delivery, Route
 from taxoforge.errors import PermanentError
+from taxoforge.jobs.store import JobStore
 from taxoforge.settings import BusSettings, ServiceSettings
-from taxoforge.store import ItemKind, ItemStore, JobStore
+from taxoforge.store import ItemKind, ItemStore
 from taxoforge.v1 import common_pb2 as pb
 
 pytestmark = pytest.mark.integration

@@ -3,6 +3,7 @@ and datasets; rate limits, job spend limits and body limits hold; keys never rea
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import textwrap
@@ -13,7 +14,10 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from taxoforge.bus import Bus
 from taxoforge.keys import hash_key, new_key
+from taxoforge.settings import BusSettings
+from taxoforge.v1 import common_pb2 as pb
 from taxoforge_cli.stack import Stack, StackConfig
 
 from .conftest import FAST_RETRIES, FakeControl
@@ -286,6 +290,42 @@ def test_a_job_stops_spending_at_its_tenants_limit(tenants: Tenants) -> None:
     time.sleep(2.0)
     assert fake.stats()["calls"] == calls, "model calls went on after the job stopped"
     fake.reset()
+
+
+async def _first_record(tenants: Tenants, path: str, body: dict[str, object]) -> pb.Job:
+    """The first record of the job a POST starts, as the job store saw it written."""
+    bus = await Bus.connect(BusSettings(nats_url=tenants.stack.nats_url), name="test-first")
+    try:
+        watcher = await (await bus.jobs_kv()).watch("job.*")
+        with tenants.client("capped") as capped:
+            made = await asyncio.to_thread(capped.post, path, json=body)
+        assert made.status_code == 201, made.text
+        key = f"job.{made.json()['id']}"
+        while True:
+            entry = await watcher.updates(timeout=10.0)
+            if entry is not None and entry.key == key and entry.value:
+                await watcher.stop()
+                return pb.Job.FromString(entry.value)
+    finally:
+        await bus.close()
+
+
+async def test_a_taxonomy_job_has_its_tenant_and_limit_before_any_work(tenants: Tenants) -> None:
+    with tenants.client("capped") as capped:
+        made = capped.post(
+            "/v1/taxonomies",
+            content=_taxonomy("capped-own"),
+            headers={"content-type": "application/yaml"},
+        )
+        assert made.status_code == 201, made.text
+    for path, body in [
+        ("/v1/taxonomies/capped-own:expand", {"nodes": ["capped-own-optics"], "samples": 1}),
+        ("/v1/inductions", {"taxonomy_id": "capped-induced", "instructions": ["Sort a list."]}),
+    ]:
+        job = await _first_record(tenants, path, body)
+        # Written once, whole, before its work was queued (not adopted after).
+        assert job.tenant == "capped", path
+        assert job.spend_limit.tokens == TOKEN_LIMIT, path
 
 
 def test_bodies_over_the_limits_are_refused_chunked_or_not(

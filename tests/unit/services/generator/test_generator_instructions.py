@@ -4,7 +4,7 @@ strategies, quality gates, duplicates and Self-Rubrics rounds."""
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from generator_stub import (
@@ -28,6 +28,7 @@ from services.generator.instructions import (
     Rubrics,
     clean_instruction,
 )
+from taxoforge.dedupe import DuplicateIndex
 from taxoforge.errors import PermanentError
 from taxoforge.llm import StructuredOutputError
 from taxoforge.markers import MARKER_SECRET
@@ -244,19 +245,27 @@ async def test_the_language_check_can_be_switched_off() -> None:
 
 async def test_a_duplicate_is_recorded_and_asked_again() -> None:
     seen: list[str] = []
+    thresholds: set[float] = set()
 
-    async def duplicates(text: str) -> pb.Rejection | None:
-        seen.append(text)
-        if text == EN[0]:
-            return pb.Rejection(reason="duplicate", text=text, detail="same text as i0000001")
-        return None
+    class Duplicates:
+        async def claim(
+            self, job_id: str, item_id: str, text: str, threshold: float
+        ) -> pb.Rejection | None:
+            seen.append(text)
+            thresholds.add(threshold)
+            if text == EN[0]:
+                return pb.Rejection(reason="duplicate", text=text, detail="same text as i0000001")
+            return None
 
     llm = StubLLM([f"Question: {EN[0]}", "", EN[1]])
 
-    instruction = await InstructionWriter(llm).instruction(make_seed(), make_recipe(), duplicates)  # type: ignore[arg-type]
+    instruction = await InstructionWriter(llm).instruction(  # type: ignore[arg-type]
+        make_seed(), make_recipe(), cast(DuplicateIndex, Duplicates())
+    )
 
     assert instruction.text == EN[1]
     assert seen == [EN[0], EN[1]], "only cleaned drafts that passed the gates are checked"
+    assert thresholds == {0.8}, "the default near-duplicate threshold"
     assert [(r.reason, r.text) for r in instruction.rejections] == [
         ("duplicate", EN[0]),
         ("empty", ""),
@@ -285,14 +294,17 @@ async def test_after_all_attempts_a_gate_failure_carries_every_rejection() -> No
 
 
 async def test_duplicates_to_the_end_fail_the_item() -> None:
-    async def always_taken(text: str) -> pb.Rejection:
-        return pb.Rejection(reason="near_duplicate", text=text, detail="0.91 similar to i1")
+    class AlwaysTaken:
+        async def claim(
+            self, job_id: str, item_id: str, text: str, threshold: float
+        ) -> pb.Rejection:
+            return pb.Rejection(reason="near_duplicate", text=text, detail="0.91 similar to i1")
 
     llm = StubLLM(EN[:2])
 
     with pytest.raises(GateFailure, match=r"in 2 tries \(near_duplicate\)") as raised:
         await InstructionWriter(llm).instruction(  # type: ignore[arg-type]
-            make_seed(), make_recipe(instruction_attempts=2), always_taken
+            make_seed(), make_recipe(instruction_attempts=2), cast(DuplicateIndex, AlwaysTaken())
         )
 
     assert [r.text for r in raised.value.instruction.rejections] == EN[:2]

@@ -151,14 +151,15 @@ async def test_the_strong_answer_is_the_best_scored_responder_candidate() -> Non
 async def test_a_failed_score_never_makes_the_strong_answer() -> None:
     broken, fine, target = _strong(10, 0), _strong(5, 1), _target(9)
 
-    async def score(instruction: pb.Instruction, response: pb.Response) -> pb.Score:
-        if response.id == broken.id:  # no valid verdict, and a stray value left on it
-            return pb.Score(response_id=broken.id, score=10, failed=True)
-        return pb.Score(response_id=response.id, score=5 if response.id == fine.id else 9)
-
+    scores = [
+        # no valid verdict, and a stray value left on it
+        pb.Score(response_id=broken.id, score=10, failed=True),
+        pb.Score(response_id=fine.id, score=5),
+        pb.Score(response_id=target.id, score=9),
+    ]
     candidates = pb.Candidates(instruction=_instruction(), responses=[broken, fine, target])
     judgment = await Panel(judge_of(StubLLM())).run(
-        candidates, CFG, pb.JudgeConfig(), 1.0, random.Random(0), contrastive=True, score=score
+        candidates, CFG, pb.JudgeConfig(), 1.0, random.Random(0), contrastive=True, scores=scores
     )
 
     assert judgment.contrastive.strong_id == fine.id

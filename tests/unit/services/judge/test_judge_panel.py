@@ -76,24 +76,20 @@ async def test_one_valid_score_and_a_failure_give_no_pair() -> None:
     assert judgment.usable  # the valid answer still makes an SFT record
 
 
-async def test_the_score_callback_replaces_the_panels_own_rubric_calls() -> None:
-    seen: list[str] = []
-
-    async def stored(instruction: pb.Instruction, response: pb.Response) -> pb.Score:
-        seen.append(response.id)
-        return pb.Score(response_id=response.id, score=len(seen) * 3)
+async def test_scores_given_replace_the_panels_own_rubric_calls() -> None:
+    stored = [pb.Score(response_id="i1.r0", score=3), pb.Score(response_id="i1.r1", score=6)]
 
     llm = StubLLM()
     candidates = pb.Candidates(
         instruction=INSTRUCTION, responses=[_response(0, "a"), _response(1, "b")]
     )
     judgment = await Panel(judge_of(llm)).run(
-        candidates, CFG, pb.JudgeConfig(), 1.0, random.Random(0), score=stored
+        candidates, CFG, pb.JudgeConfig(), 1.0, random.Random(0), scores=stored
     )
 
-    assert sorted(seen) == ["i1.r0", "i1.r1"]
     assert llm.calls == 0
     assert judgment.HasField("pair")
+    assert [s.score for s in judgment.scores] == [3, 6]
 
 
 # ---- pairwise mode ----

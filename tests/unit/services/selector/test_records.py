@@ -1,11 +1,12 @@
-"""A judged item's records: the SFT conversation and the preference pair, and their metadata."""
+"""A judged item as an example: the conversation to teach, the preference pair, and their
+metadata."""
 
 from __future__ import annotations
 
 import pytest
 
 from services.judge.panel import build_judgment
-from services.selector.records import preference_record, sft_record
+from services.selector.records import example_of
 from taxoforge.v1 import common_pb2 as pb
 
 
@@ -37,76 +38,76 @@ def _judgment(item: str, *scores: float, texts: list[str] | None = None, margin:
     return build_judgment(candidates, score_msgs, min_margin=margin)
 
 
-def _ids(records: list[dict]) -> list[str]:
-    return [r["id"] for r in records]
+# ---- the conversation to teach ----
 
 
-# ---- sft_record ----
+def test_an_example_is_a_conversation_with_the_best_response() -> None:
+    example = example_of(_judgment("i1", 4, 9, 6))
 
-
-def test_sft_record_is_a_conversation_with_the_best_response() -> None:
-    scored = sft_record(_judgment("i1", 4, 9, 6))
-
-    assert scored is not None
-    score, record = scored
-    assert score == 9
-    assert record["id"] == "job/i1"
-    assert record["messages"] == [
+    assert example is not None
+    assert example["id"] == "job/i1"
+    assert example["item_id"] == "i1"
+    assert example["shape"] == "generated"
+    assert example["messages"] == [
         {"role": "user", "content": "question i1"},
         {"role": "assistant", "content": "answer 1 to i1"},
     ]
-    assert record["score"] == 9
-    meta = record["metadata"]
+    assert example["query"] == "question i1"
+    assert example["response"] == "answer 1 to i1"
+    assert example["tokens"] > 0
+    assert example["judge_score"] == 90  # rubric's 1-10 on 1-100
+    assert (example["node"], example["language"]) == ("Science > Physics", "en")
+    meta = example["metadata"]
     assert meta["response_id"] == "i1.r1"
     assert meta["response_model"] == "resp-1"
     assert meta["judge_rationale"] == "why 1"
     assert meta["instruction_template"] == "instruction@1"
     assert meta["node_path"] == "Science > Physics"
+    assert [s["score"] for s in meta["verdicts"]["scores"]] == [4, 9, 6]
 
 
-def test_sft_record_skips_an_empty_best_response() -> None:
-    scored = sft_record(_judgment("i1", 9, 5, 7, texts=["   ", "five", "seven"]))
+def test_an_example_skips_an_empty_best_response() -> None:
+    example = example_of(_judgment("i1", 9, 5, 7, texts=["   ", "five", "seven"]))
 
-    assert scored is not None
-    score, record = scored
-    assert score == 7
-    assert record["messages"][1]["content"] == "seven"
-
-
-def test_sft_record_is_none_when_every_response_is_empty() -> None:
-    assert sft_record(_judgment("i1", 9, 5, texts=["", "  \n"])) is None
+    assert example is not None
+    assert example["judge_score"] == 70
+    assert example["response"] == "seven"
 
 
-def test_sft_record_tie_goes_to_the_smaller_response_id() -> None:
-    scored = sft_record(_judgment("i1", 8, 8))
-
-    assert scored is not None
-    assert scored[1]["metadata"]["response_id"] == "i1.r0"
+def test_no_example_when_every_response_is_empty() -> None:
+    assert example_of(_judgment("i1", 9, 5, texts=["", "  \n"])) is None
 
 
-# ---- preference_record ----
+def test_a_tie_goes_to_the_smaller_response_id() -> None:
+    example = example_of(_judgment("i1", 8, 8))
+
+    assert example is not None
+    assert example["metadata"]["response_id"] == "i1.r0"
 
 
-def test_preference_record_has_trl_shape() -> None:
-    record = preference_record(_judgment("i1", 3, 9))
-
-    assert record is not None
-    assert record["prompt"] == [{"role": "user", "content": "question i1"}]
-    assert record["chosen"] == [{"role": "assistant", "content": "answer 1 to i1"}]
-    assert record["rejected"] == [{"role": "assistant", "content": "answer 0 to i1"}]
-    assert record["score_chosen"] == 9
-    assert record["score_rejected"] == 3
-    assert record["score_chosen"] > record["score_rejected"]
-    assert record["margin"] == 6
-    assert record["metadata"]["chosen_rationale"] == "why 1"
-    assert record["metadata"]["rejected_model"] == "resp-0"
+# ---- the preference pair ----
 
 
-def test_preference_record_is_none_without_a_pair() -> None:
-    assert preference_record(_judgment("i1", 5, 5)) is None
+def test_the_preference_pair_has_trl_shape() -> None:
+    example = example_of(_judgment("i1", 3, 9))
+
+    assert example is not None
+    assert example["prompt"] == [{"role": "user", "content": "question i1"}]
+    assert example["chosen"] == [{"role": "assistant", "content": "answer 1 to i1"}]
+    assert example["rejected"] == [{"role": "assistant", "content": "answer 0 to i1"}]
+    assert example["score_chosen"] == 9
+    assert example["score_rejected"] == 3
+    assert example["margin"] == 6
+    preference = example["metadata"]["preference"]
+    assert preference["chosen_rationale"] == "why 1"
+    assert preference["rejected_model"] == "resp-0"
 
 
-# ---- select ----
+def test_no_preference_pair_without_a_judged_pair() -> None:
+    example = example_of(_judgment("i1", 5, 5))
+
+    assert example is not None
+    assert "chosen" not in example and "preference" not in example["metadata"]
 
 
 # ---- usable, contrastive filtering and failed scores ----
@@ -161,51 +162,48 @@ def _codeclm(
     return judgment
 
 
-def test_sft_teaches_the_strong_answer_contrastive_filtering_kept() -> None:
+def test_the_strong_answer_contrastive_filtering_kept_is_taught() -> None:
     # the target has the higher rubric score, but contrastive filtering kept the strong answer
-    scored = sft_record(_codeclm("keep_strong", strong=6, target=9))
+    example = example_of(_codeclm("keep_strong", strong=6, target=9))
 
-    assert scored is not None
-    score, record = scored
-    assert record["messages"][1]["content"] == "strong answer"
-    assert score == 6
-    assert record["metadata"]["response_id"] == "i1.r0"
-    assert record["metadata"]["judge_rationale"] == "why i1.r0"
+    assert example is not None
+    assert example["response"] == "strong answer"
+    assert example["judge_score"] == 60
+    assert example["metadata"]["response_id"] == "i1.r0"
+    assert example["metadata"]["judge_rationale"] == "why i1.r0"
 
 
-def test_sft_teaches_the_target_answer_on_keep_target() -> None:
-    scored = sft_record(_codeclm("keep_target", strong=9, target=4))
+def test_the_target_answer_is_taught_on_keep_target() -> None:
+    example = example_of(_codeclm("keep_target", strong=9, target=4))
 
-    assert scored is not None
-    score, record = scored
-    assert record["messages"][1]["content"] == "target answer"
-    assert score == 4
-    assert record["metadata"]["response_model"] == "tgt"
+    assert example is not None
+    assert example["response"] == "target answer"
+    assert example["judge_score"] == 40
+    assert example["metadata"]["response_model"] == "tgt"
 
 
 def test_a_kept_answer_without_a_score_takes_the_contrastive_score() -> None:
     # pairwise mode scores only the responders: the target has no Score of its own
-    scored = sft_record(_codeclm("keep_target", strong=60, target=None, mode="pairwise"))
+    example = example_of(_codeclm("keep_target", strong=60, target=None, mode="pairwise"))
 
-    assert scored is not None
-    score, record = scored
-    assert record["messages"][1]["content"] == "target answer"
-    assert score == 85  # the contrastive 1-10 score on pairwise mode's 1-100 scale
+    assert example is not None
+    assert example["response"] == "target answer"
+    assert example["judge_score"] == 85  # the contrastive 1-10 score on pairwise mode's 1-100
 
 
 @pytest.mark.parametrize("decision", ["refine", "exhausted", ""])
 def test_without_a_keep_decision_the_best_scored_answer_is_taught(decision: str) -> None:
-    scored = sft_record(_codeclm(decision, strong=6, target=9))
+    example = example_of(_codeclm(decision, strong=6, target=9))
 
-    assert scored is not None
-    assert scored[1]["messages"][1]["content"] == "target answer"
+    assert example is not None
+    assert example["response"] == "target answer"
 
 
 def test_an_empty_kept_answer_falls_back_to_the_best_scored_one() -> None:
-    scored = sft_record(_codeclm("keep_strong", strong=6, target=9, strong_text="  "))
+    example = example_of(_codeclm("keep_strong", strong=6, target=9, strong_text="  "))
 
-    assert scored is not None
-    assert scored[1]["messages"][1]["content"] == "target answer"
+    assert example is not None
+    assert example["response"] == "target answer"
 
 
 def test_failed_scores_are_never_the_best() -> None:
@@ -213,19 +211,19 @@ def test_failed_scores_are_never_the_best() -> None:
     judgment.scores[1].failed = True
     judgment.scores[1].score = 10  # a stray value on a failed score
 
-    scored = sft_record(judgment)
+    example = example_of(judgment)
 
-    assert scored is not None
-    assert scored[0] == 5
-    assert scored[1]["metadata"]["response_id"] == "i1.r0"
+    assert example is not None
+    assert example["judge_score"] == 50
+    assert example["metadata"]["response_id"] == "i1.r0"
 
 
-def test_no_sft_record_when_every_score_failed() -> None:
+def test_no_example_when_every_score_failed() -> None:
     judgment = _judgment("i1", 0, 0)
     for score in judgment.scores:
         score.failed = True
 
-    assert sft_record(judgment) is None
+    assert example_of(judgment) is None
 
 
 def test_a_kept_answer_with_a_failed_score_takes_the_contrastive_score() -> None:
@@ -236,23 +234,22 @@ def test_a_kept_answer_with_a_failed_score_takes_the_contrastive_score() -> None
     target.failed = True
     target.rationale = "judge reply did not match RubricVerdict after 3 attempts"
 
-    scored = sft_record(judgment)
+    example = example_of(judgment)
 
-    assert scored is not None
-    score, record = scored
-    assert record["messages"][1]["content"] == "target answer"
-    assert score == 8.5  # rubric mode: the contrastive 1-10 score as it is
-    assert "did not match" not in record["metadata"]["judge_rationale"]
+    assert example is not None
+    assert example["response"] == "target answer"
+    assert example["judge_score"] == 85  # rubric mode: the contrastive 1-10 score, x10
+    assert "did not match" not in example["metadata"]["judge_rationale"]
 
 
 def test_metadata_has_the_judge_mode_and_aspects() -> None:
     judgment = _judgment("i1", 4, 9)
     judgment.scores[1].aspects.update({"helpfulness": 9, "correctness": 8, "honesty": 10})
 
-    scored = sft_record(judgment)
+    example = example_of(judgment)
 
-    assert scored is not None
-    meta = scored[1]["metadata"]
+    assert example is not None
+    meta = example["metadata"]
     assert meta["judge_mode"] == "rubric"
     assert meta["aspects"] == {"helpfulness": 9, "correctness": 8, "honesty": 10}
     assert "contrastive" not in meta
@@ -263,19 +260,20 @@ def test_metadata_judge_mode_defaults_to_rubric_and_names_pairwise() -> None:
     old.mode = ""
     pairwise = _codeclm("", strong=80, target=None, mode="pairwise")
 
-    old_record, pairwise_record = sft_record(old), sft_record(pairwise)
+    old_example, pairwise_example = example_of(old), example_of(pairwise)
 
-    assert old_record is not None and pairwise_record is not None
-    assert old_record[1]["metadata"]["judge_mode"] == "rubric"
-    assert pairwise_record[1]["metadata"]["judge_mode"] == "pairwise"
-    assert pairwise_record[1]["metadata"]["aspects"] == {}
+    assert old_example is not None and pairwise_example is not None
+    assert old_example["metadata"]["judge_mode"] == "rubric"
+    assert pairwise_example["metadata"]["judge_mode"] == "pairwise"
+    assert pairwise_example["metadata"]["aspects"] == {}
+    assert pairwise_example["judge_score"] == 80  # pairwise scores are on 1-100 already
 
 
 def test_metadata_has_the_contrastive_history() -> None:
-    scored = sft_record(_codeclm("keep_strong"))
+    example = example_of(_codeclm("keep_strong"))
 
-    assert scored is not None
-    assert scored[1]["metadata"]["contrastive"] == [
+    assert example is not None
+    assert example["metadata"]["contrastive"] == [
         {"version": 0, "gap": 1.5, "decision": "refine"},
         {"version": 1, "gap": 6.5, "decision": "keep_strong"},
     ]

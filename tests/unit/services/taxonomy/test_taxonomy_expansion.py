@@ -13,6 +13,7 @@ from services.taxonomy.expansion import (
     SubjectItem,
     SubjectList,
     Syllabus,
+    graft_expansions,
     merge_subjects,
     session_nodes,
     slugify,
@@ -320,3 +321,19 @@ async def test_syllabus_does_not_change_the_subject() -> None:
     await Expander(llm).syllabus(subject, _discipline(), [], pb.ModelConfig(), 1, 5)
 
     assert "level" not in subject.attributes
+
+
+def test_grafted_children_get_unique_ids_and_a_pruned_node_is_passed_over() -> None:
+    root = pb.TaxonomyNode(id="root", children=[pb.TaxonomyNode(id="physics")])
+    root.children[0].children.add(id="physics.optics")
+    physics = pb.TaxonomyNode(id="physics", children=[pb.TaxonomyNode(id="physics.optics")])
+    physics.children[0].children.add(id="physics.optics.s1")
+    gone = pb.TaxonomyNode(id="chemistry", children=[pb.TaxonomyNode(id="chemistry.x")])
+
+    grafted = graft_expansions(root, [physics, gone])
+
+    ids = [c.id for c in grafted.children[0].children]
+    assert ids == ["physics.optics", "physics.optics-2"]
+    assert grafted.children[0].children[1].children[0].id == "physics.optics.s1"
+    assert [c.id for c in grafted.children] == ["physics"]
+    assert len(root.children[0].children) == 1, "the given tree is left as it was"

@@ -1,0 +1,104 @@
+"""The typed stage-handler base: what every stage handler does the same way.
+
+A handler names its stage and message type and writes ``run(job, message)``; the base decodes
+the delivery, binds the job's and item's ids to the log context, drops the message when its
+job has ended, and offers the rest every stage needs: a result made once and reused on
+redelivery, work published onward, and an item ended with its usage written first.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Generic, ParamSpec, TypeVar, get_args, get_origin
+
+import structlog
+from google.protobuf.message import Message
+
+from taxoforge.bus import Stage
+from taxoforge.bus.worker import Delivery, Route
+from taxoforge.pipeline import active_job, dead_letter_recorder, publish_work
+from taxoforge.service import ServiceContext
+from taxoforge.v1 import common_pb2 as pb
+
+__all__ = ["StageHandler", "stage_routes"]
+
+M = TypeVar("M", bound=Message)
+R = TypeVar("R", bound=Message)
+P = ParamSpec("P")
+
+
+class StageHandler(ABC, Generic[M]):
+    """One stage's messages, each decoded as ``message_type`` and run with its (live) job.
+
+    ``message_type`` is the class's type argument: ``class Tag(StageHandler[pb.TagTask])``
+    decodes ``TagTask`` messages.
+    """
+
+    stage: Stage
+    message_type: type[M]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in getattr(cls, "__orig_bases__", ()):
+            (arg, *_) = get_args(base) or (None,)
+            if get_origin(base) is StageHandler and isinstance(arg, type):
+                cls.message_type = arg
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    async def __call__(self, delivery: Delivery) -> None:
+        message = self.message_type.FromString(delivery.data)
+        job_id, item_id = self.ids(message)
+        context = {"job_id": job_id, "stage": self.stage.value}
+        if item_id:
+            context["item_id"] = item_id
+        structlog.contextvars.bind_contextvars(**context)
+        job = await self.job(job_id)
+        if job is None:
+            return
+        await self.run(job, message)
+
+    def ids(self, message: M) -> tuple[str, str]:
+        """The message's job id and item id ("" for a whole-job message)."""
+        return str(getattr(message, "job_id", "")), str(getattr(message, "item_id", ""))
+
+    async def job(self, job_id: str) -> pb.Job | None:
+        """The message's job, or None when its work is to be dropped (the job has ended)."""
+        return await active_job(self.ctx.jobs, job_id)
+
+    @abstractmethod
+    async def run(self, job: pb.Job, message: M) -> None:
+        """The stage's own work for one message of a live job."""
+
+    async def once(
+        self,
+        key: str,
+        message_type: type[R],
+        make: Callable[P, Awaitable[R]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """The result stored under ``key``, or ``make(*args, **kwargs)``'s result stored there:
+        a redelivered message reuses what was made and calls no model again."""
+        return await self.ctx.items.once(key, message_type, lambda: make(*args, **kwargs))
+
+    async def publish(
+        self, stage: Stage, message: Message, job: pb.Job, item_id: str = "", version: int = 0
+    ) -> None:
+        """Queue ``message`` as the job's work at ``stage`` (a republish is a no-op)."""
+        await publish_work(self.ctx.bus, stage, message, job.id, item_id, version)
+
+    async def finish(self, job: pb.Job, item_id: str) -> None:
+        """End the item as judged. Its usage is written first, so once the job's last item has
+        ended every process's usage for the job is in its figures."""
+        await self.ctx.usage.flush(job.id)
+        await self.ctx.items.end(job.id, item_id, pb.ItemOutcome(item_id=item_id, judged=True))
+
+
+def stage_routes(ctx: ServiceContext, *handlers: StageHandler[Any]) -> Mapping[Stage, Route]:
+    """A service's routes: each handler at its stage, a message given up on recorded as what
+    it means for its job (the item failed, or the whole job)."""
+    record = dead_letter_recorder(ctx.jobs, ctx.items)
+    return {handler.stage: Route(handler, record) for handler in handlers}

@@ -1,0 +1,105 @@
+"""The stage-handler base: a message reaches ``run`` decoded, with its live job and its ids in
+the log context; an ended job's message does not; a result is made once."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
+from typing import Any, cast
+
+import structlog
+
+from taxoforge.bus import Stage
+from taxoforge.bus.worker import Delivery
+from taxoforge.service import ServiceContext
+from taxoforge.stage import StageHandler, stage_routes
+from taxoforge.v1 import common_pb2 as pb
+
+
+class FakeJobs:
+    """Stands in for JobStore: one job, in the state the test sets."""
+
+    def __init__(self, job: pb.Job) -> None:
+        self.job = job
+        self.meter = None
+        self.secrets = SimpleNamespace(bind=lambda job_id: None)
+
+    async def get_cached(self, job_id: str) -> pb.Job | None:
+        return self.job if job_id == self.job.id else None
+
+
+class FakeItems:
+    """Stands in for ItemStore's ``once``: a dict of results."""
+
+    def __init__(self) -> None:
+        self.stored: dict[str, Any] = {}
+
+    async def once(
+        self, key: str, message_type: type[Any], make: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        if key not in self.stored:
+            self.stored[key] = await make()
+        return self.stored[key]
+
+
+class Tag(StageHandler[pb.TagTask]):
+    stage = Stage.TAG
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        super().__init__(ctx)
+        self.seen: list[tuple[str, pb.TagTask, dict[str, Any]]] = []
+
+    async def run(self, job: pb.Job, message: pb.TagTask) -> None:
+        self.seen.append((job.id, message, structlog.contextvars.get_contextvars()))
+
+
+def _ctx(state: int) -> ServiceContext:
+    job = pb.Job(id="j1", state=state)
+    return cast(ServiceContext, SimpleNamespace(jobs=FakeJobs(job), items=FakeItems()))
+
+
+def _delivery(task: pb.TagTask) -> Delivery:
+    return Delivery(Stage.TAG, "tf.work.tag", task.SerializeToString(), {}, 1, 1)
+
+
+def test_the_message_type_is_the_type_argument() -> None:
+    assert Tag.message_type is pb.TagTask
+
+
+async def test_a_live_jobs_message_is_run_decoded_with_its_ids_bound() -> None:
+    structlog.contextvars.clear_contextvars()
+    handler = Tag(_ctx(pb.JOB_STATE_SELECTING))
+    await handler(_delivery(pb.TagTask(job_id="j1", item_id="i7")))
+
+    [(job_id, task, context)] = handler.seen
+    assert job_id == "j1" and task.item_id == "i7"
+    assert context["job_id"] == "j1" and context["item_id"] == "i7" and context["stage"] == "tag"
+
+
+async def test_an_ended_jobs_message_is_dropped() -> None:
+    handler = Tag(_ctx(pb.JOB_STATE_CANCELLED))
+    await handler(_delivery(pb.TagTask(job_id="j1", item_id="i7")))
+    assert handler.seen == []
+
+
+async def test_a_result_is_made_once_and_reused() -> None:
+    handler = Tag(_ctx(pb.JOB_STATE_SELECTING))
+    calls: list[str] = []
+
+    async def make(text: str, *, suffix: str) -> pb.Tags:
+        calls.append(text)
+        return pb.Tags(item_id=text + suffix)
+
+    first = await handler.once("k", pb.Tags, make, "a", suffix="!")
+    again = await handler.once("k", pb.Tags, make, "b", suffix="?")
+    assert first.item_id == again.item_id == "a!"
+    assert calls == ["a"]
+
+
+def test_routes_put_each_handler_at_its_stage() -> None:
+    ctx = _ctx(pb.JOB_STATE_SELECTING)
+    handler = Tag(ctx)
+    routes = stage_routes(ctx, handler)
+    assert list(routes) == [Stage.TAG]
+    assert routes[Stage.TAG].handler is handler
+    assert routes[Stage.TAG].on_dead_letter is not None
