@@ -36,7 +36,6 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,10 +43,10 @@ from typing import Any
 import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
+from common import TERMINAL, fake_stack, file_chunks, memory_kib
 
-from taxoforge_cli.stack import Stack, StackConfig
+from taxoforge_cli.stack import Stack
 
-TERMINAL = {"succeeded", "failed", "cancelled"}
 BOUND_MB = 600
 NORMAL_ROWS = 40
 
@@ -97,20 +96,6 @@ def write_parquet(path: Path, rows: list[dict[str, Any]], dictionary: bool) -> N
 # ---- memory ----
 
 
-def _status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a process, in KiB."""
-    out: dict[str, int] = {}
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return out
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0])
-    return out
-
-
 def reset_peak(pid: int) -> bool:
     """Reset the process's VmHWM to its current RSS (Linux: clear_refs 5)."""
     try:
@@ -138,7 +123,7 @@ class Sampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak_kib = max(self.peak_kib, _status(self.pid).get("VmRSS", 0))
+            self.peak_kib = max(self.peak_kib, memory_kib(self.pid).get("VmRSS", 0))
             self._stop.wait(self.period_s)
 
 
@@ -165,19 +150,13 @@ class Outcome:
         return f"{'yes' if total == self.rows else 'NO'} ({self.exported}+{total - self.exported})"
 
 
-def _chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            yield chunk
-
-
 def run_one(api: httpx.Client, stack: Stack, name: str, path: Path, rows: int) -> Outcome:
     pid = dict(stack.processes())["selector"]
-    resp = api.post("/v1/uploads", params={"name": path.name}, content=_chunks(path))
+    resp = api.post("/v1/uploads", params={"name": path.name}, content=file_chunks(path))
     resp.raise_for_status()
     upload = resp.json()["upload"]
     time.sleep(0.5)
-    baseline = _status(pid).get("VmRSS", 0) / 1024
+    baseline = memory_kib(pid).get("VmRSS", 0) / 1024
     hwm_reset = reset_peak(pid)
     started = time.perf_counter()
     with Sampler(pid) as sampler:
@@ -195,7 +174,7 @@ def run_one(api: httpx.Client, stack: Stack, name: str, path: Path, rows: int) -
     wall = time.perf_counter() - started
     peak_kib = sampler.peak_kib
     if hwm_reset:
-        peak_kib = max(peak_kib, _status(pid).get("VmHWM", 0))
+        peak_kib = max(peak_kib, memory_kib(pid).get("VmHWM", 0))
     dropped: Counter[str] = Counter()
     exported = 0
     if job["state"] == "succeeded":
@@ -245,8 +224,10 @@ def main(argv: list[str] | None = None) -> int:
             ("parquet-20mb-cell", smaller, NORMAL_ROWS),
             ("gzip-bomb", bomb, NORMAL_ROWS + 1),
         ]
-        config = StackConfig(data_dir=work / "stack", llm="fake", sync_always=False)
-        with Stack(config) as stack, httpx.Client(base_url=stack.gateway_url, timeout=600) as api:
+        with (
+            fake_stack(work / "stack") as stack,
+            httpx.Client(base_url=stack.gateway_url, timeout=600) as api,
+        ):
             outcomes = [run_one(api, stack, *case) for case in cases]
     finally:
         if not args.keep:

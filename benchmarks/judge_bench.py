@@ -24,7 +24,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+from common import BenchError, FakeControl, StackRun, dead_processes, fake_stack, stack_cpu
 
 from taxoforge.bus import Bus, Stage
 from taxoforge.bus.topology import KV_JOBS, ended_subject
@@ -42,41 +41,12 @@ from taxoforge.pipeline import publish_work
 from taxoforge.settings import BusSettings
 from taxoforge.store import ItemKind, ItemStore
 from taxoforge.v1 import common_pb2 as pb
-from taxoforge_cli.stack import Stack, StackConfig
+from taxoforge_cli.stack import Stack
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 FAKE_PROC = "llm"  # the Stack's name for the model server process (here: the fake)
 JUDGE = "judge"  # the first judge process; replicas are judge-2, judge-3, ...
 CALLS_PER_PAIR = 2  # both orders (no_swap off); the "tie" policy makes no third call
 POLL_S = 0.1
-
-
-class BenchError(RuntimeError):
-    """A run failed, hung, or a process died."""
-
-
-# ---- measurements ----
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process (all its threads) from /proc/<pid>/stat, in seconds."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    rest = raw.rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
-
-
-def stack_cpu(stack: Stack) -> dict[str, float]:
-    """CPU seconds so far of every running stack process, by name."""
-    out: dict[str, float] = {}
-    for name, pid in stack.processes():
-        value = cpu_seconds(pid)
-        if value is not None:
-            out[name] = value
-    return out
 
 
 def is_judge(name: str) -> bool:
@@ -167,28 +137,6 @@ class Row:
         }
 
 
-# ---- the fake's control endpoints ----
-
-
-class FakeControl:
-    """GET /_fake/stats, POST /_fake/reset of the fake the stack runs."""
-
-    def __init__(self, api_base: str) -> None:
-        self.base = api_base.rstrip("/").removesuffix("/v1")
-
-    async def stats(self) -> dict[str, Any]:
-        async with httpx.AsyncClient(timeout=30) as client:
-            resp = await client.get(f"{self.base}/_fake/stats")
-        resp.raise_for_status()
-        data: dict[str, Any] = resp.json()
-        data.pop("by_request", None)  # one entry per distinct request: large and not needed
-        return data
-
-    async def reset(self) -> None:
-        async with httpx.AsyncClient(timeout=30) as client:
-            (await client.post(f"{self.base}/_fake/reset")).raise_for_status()
-
-
 # ---- one job ----
 
 
@@ -235,14 +183,6 @@ def make_candidates(job_id: str, index: int) -> tuple[str, pb.Candidates]:
         for k, text in enumerate(answers)
     ]
     return item_id, pb.Candidates(instruction=instruction, responses=responses)
-
-
-def _dead_processes(stack: Stack) -> list[str]:
-    return [
-        f"{name} (exit {proc.returncode})"
-        for name, proc in stack.procs.items()
-        if proc.poll() is not None
-    ]
 
 
 @dataclass
@@ -295,7 +235,7 @@ async def _wait_outcomes(
         now = time.perf_counter()
         if done >= pairs:
             return now - started
-        dead = _dead_processes(stack)
+        dead = dead_processes(stack)
         if dead:
             raise BenchError(f"processes died during the run: {', '.join(dead)}")
         if now - started > timeout_s:
@@ -334,9 +274,9 @@ async def measure(stack: Stack, replicas: int, args: argparse.Namespace) -> Row:
         items = ItemStore(bus)
         jobs = JobStore(bus)
         # One pair alone: how many of its calls does the fake see at once?
-        await fake.reset()
+        await fake.areset()
         probe = await run_job(stack, bus, jobs, items, 1, args.timeout_s)
-        probe_stats = await fake.stats()
+        probe_stats = await fake.astats()
         if int(probe_stats["calls"]) != CALLS_PER_PAIR:
             raise BenchError(f"one pair made {probe_stats['calls']} calls, not {CALLS_PER_PAIR}")
         at_once = int(probe_stats["max_inflight"])
@@ -346,12 +286,12 @@ async def measure(stack: Stack, replicas: int, args: argparse.Namespace) -> Row:
             warmup_s = (await run_job(stack, bus, jobs, items, warmup, args.timeout_s)).wall_s
         # A judge flushes its usage and acks after the outcome: let the last acks land.
         await asyncio.sleep(0.5)
-        await fake.reset()
+        await fake.areset()
         pids = dict(stack.processes())
         cpu_before = stack_cpu(stack)
         run = await run_job(stack, bus, jobs, items, args.pairs, args.timeout_s)
         cpu_after = stack_cpu(stack)
-        stats = await fake.stats()
+        stats = await fake.astats()
         judgments = await items.count(run.job_id, ItemKind.JUDGMENT)
         failed = await items.count_failed(run.job_id)
         by_pid = await calls_by_instance(bus, run.job_id)
@@ -386,21 +326,16 @@ async def measure(stack: Stack, replicas: int, args: argparse.Namespace) -> Row:
 
 def run_replicas(replicas: int, args: argparse.Namespace) -> Row:
     """A fresh stack with ``replicas`` judge processes, measured, then stopped."""
-    env = {"TAXOFORGE_LLM_MAX_CONCURRENCY": str(2 * args.inflight)}
-    if args.log_level:
-        env["TAXOFORGE_LOG_LEVEL"] = args.log_level
     data_dir = Path(tempfile.mkdtemp(prefix=f"taxoforge-judge-bench-r{replicas}-"))
-    config = StackConfig(
-        data_dir=data_dir,
-        llm="fake",
-        fake_latency_ms=args.latency_ms,
-        sync_always=False,
-        env=env,
+    stack = fake_stack(
+        data_dir,
+        latency_ms=args.latency_ms,
+        log_level=args.log_level,
+        env={"TAXOFORGE_LLM_MAX_CONCURRENCY": str(2 * args.inflight)},
         service_env={JUDGE: {"TAXOFORGE_WORKER_CONCURRENCY": str(args.inflight)}},
     )
-    stack = Stack(config)
-    failed = False
-    try:
+    failure = f"FAILED with {replicas} replicas"
+    with StackRun(stack, data_dir, args.keep, failure=failure) as session:
         t0 = time.perf_counter()
         stack.start(["nats", "llm", JUDGE])
         for _ in range(replicas - 1):
@@ -412,21 +347,8 @@ def run_replicas(replicas: int, args: argparse.Namespace) -> Row:
         )
         row = asyncio.run(measure(stack, replicas, args))
         if row.fake_calls != CALLS_PER_PAIR * row.pairs or row.judgments != row.pairs:
-            failed = True
+            session.failed = True
         return row
-    except BaseException:
-        failed = True
-        print(f"\nFAILED with {replicas} replicas", file=sys.stderr)
-        for name in list(stack.procs):
-            print(f"--- {name}: {stack.log_dir / (name + '.log')} ---", file=sys.stderr)
-            print(stack.tail(name, 30), file=sys.stderr)
-        raise
-    finally:
-        stack.stop()
-        if failed or args.keep:
-            print(f"  data dir kept: {data_dir}", file=sys.stderr)
-        else:
-            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 # ---- output ----

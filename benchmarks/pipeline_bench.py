@@ -21,7 +21,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -33,50 +32,30 @@ from typing import Any
 
 import aiohttp
 import httpx
+from common import (
+    TERMINAL,
+    BenchError,
+    FakeControl,
+    StackRun,
+    cpu_seconds,
+    dead_processes,
+    fake_stack,
+    print_tails,
+    stack_cpu,
+)
 from pydantic import SecretStr
 
 from taxoforge.llm import LLMClient
 from taxoforge.settings import LLMSettings
 from taxoforge.v1 import common_pb2 as pb
-from taxoforge_cli.stack import PARTS, Stack, StackConfig
+from taxoforge_cli.stack import Stack
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-TERMINAL = {"succeeded", "failed", "cancelled"}
 FAKE_PROC = "llm"  # the Stack's name for the model server process (here: the fake)
 LITELLM_MAX_CALLS = 2000
 # Every baseline sends the same small chat request (the fake answers it with a short text).
 MESSAGES = [{"role": "user", "content": "Say something short about benchmarks."}]
 MAX_TOKENS = 16
 TEMPERATURE = 0.7
-
-
-class BenchError(RuntimeError):
-    """The pipeline job failed, hung, or a process died."""
-
-
-# ---- measurements ----
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process (all its threads) from /proc/<pid>/stat, in seconds."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    rest = raw.rsplit(")", 1)[1].split()
-    utime, stime = int(rest[11]), int(rest[12])  # fields 14 and 15 of proc(5)
-    return (utime + stime) / CLK_TCK
-
-
-def stack_cpu(stack: Stack) -> dict[str, float]:
-    """CPU seconds so far of every running stack process, by name."""
-    out: dict[str, float] = {}
-    for name, pid in stack.processes():
-        value = cpu_seconds(pid)
-        if value is not None:
-            out[name] = value
-    return out
 
 
 @dataclass
@@ -134,23 +113,6 @@ class PipelineResult:
 # ---- the fake's control endpoints ----
 
 
-class FakeControl:
-    """GET /_fake/stats, POST /_fake/reset of the fake the stack runs."""
-
-    def __init__(self, api_base: str) -> None:
-        self.base = api_base.rstrip("/").removesuffix("/v1")
-
-    def stats(self) -> dict[str, Any]:
-        resp = httpx.get(f"{self.base}/_fake/stats", timeout=30)
-        resp.raise_for_status()
-        data: dict[str, Any] = resp.json()
-        data.pop("by_request", None)  # one entry per distinct request: large and not needed
-        return data
-
-    def reset(self) -> None:
-        httpx.post(f"{self.base}/_fake/reset", timeout=30).raise_for_status()
-
-
 # ---- the pipeline ----
 
 
@@ -169,14 +131,6 @@ def _stage_counts(job: dict[str, Any]) -> str:
 def _stage_total(job: dict[str, Any], stage: str) -> int:
     """Items a stage has finished, done or failed."""
     return sum(s["done"] + s["failed"] for s in job.get("stages", []) if s["stage"] == stage)
-
-
-def _dead_processes(stack: Stack) -> list[str]:
-    return [
-        f"{name} (exit {proc.returncode})"
-        for name, proc in stack.procs.items()
-        if proc.poll() is not None
-    ]
 
 
 def run_pipeline(
@@ -206,7 +160,7 @@ def run_pipeline(
         while job["state"] not in TERMINAL:
             time.sleep(0.5)
             now = time.perf_counter()
-            dead = _dead_processes(stack)
+            dead = dead_processes(stack)
             if dead:
                 raise BenchError(f"processes died during the job: {', '.join(dead)}")
             if now - started > args.timeout_s:
@@ -434,18 +388,6 @@ def print_breakdown(result: PipelineResult, pids: dict[str, int]) -> None:
     )
 
 
-def print_tails(stack: Stack) -> None:
-    """The end of every component's log, to stderr."""
-    for name in PARTS:
-        path = stack.log_dir / f"{name}.log"
-        if path.exists():
-            print(f"--- {name}: {path} ---", file=sys.stderr)
-            print(stack.tail(name, 30), file=sys.stderr)
-
-
-# ---- main ----
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--count", type=int, default=1000, help="instructions in the job (1000)")
@@ -479,16 +421,12 @@ def main(argv: list[str] | None = None) -> int:
     # Enough messages per process keep its half busy: the judge makes k calls per message.
     per_process = max(1, inflight // 2)
     concurrency = {"generator": per_process, "judge": math.ceil(per_process / k)}
-    env = {"TAXOFORGE_LLM_MAX_CONCURRENCY": str(per_process)}
-    if args.log_level:
-        env["TAXOFORGE_LOG_LEVEL"] = args.log_level
     data_dir = Path(tempfile.mkdtemp(prefix="taxoforge-bench-"))
-    config = StackConfig(
-        data_dir=data_dir,
-        llm="fake",
-        fake_latency_ms=args.latency_ms,
-        sync_always=False,
-        env=env,
+    stack = fake_stack(
+        data_dir,
+        latency_ms=args.latency_ms,
+        log_level=args.log_level,
+        env={"TAXOFORGE_LLM_MAX_CONCURRENCY": str(per_process)},
         service_env={
             name: {"TAXOFORGE_WORKER_CONCURRENCY": str(n)} for name, n in concurrency.items()
         },
@@ -519,11 +457,9 @@ def main(argv: list[str] | None = None) -> int:
         f"  note: generator and judge hold up to {per_process} calls each, so the fake sees at "
         f"most {2 * per_process} at once"
     )
-    stack = Stack(config)
-    failed = False
     result: PipelineResult | None = None
     rows: list[Row] = []
-    try:
+    with StackRun(stack, data_dir, args.keep) as session:
         t0 = time.perf_counter()
         stack.start()
         print(f"  stack started in {time.perf_counter() - t0:.1f}s; running the job ...")
@@ -532,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_pipeline(stack, fake, args, ideal)
         rows.append(result.row)
         if result.job["state"] != "succeeded":
-            failed = True
+            session.failed = True
             print(
                 f"\nJOB {result.job['state'].upper()}: {result.job.get('error')}", file=sys.stderr
             )
@@ -544,17 +480,6 @@ def main(argv: list[str] | None = None) -> int:
                     stack.llm_api_base, result.row.calls, inflight, fake, pids[FAKE_PROC], ideal
                 )
             )
-    except BaseException:
-        failed = True
-        print("\nFAILED", file=sys.stderr)
-        print_tails(stack)
-        raise
-    finally:
-        stack.stop()
-        if failed or args.keep:
-            print(f"  data dir kept: {data_dir}", file=sys.stderr)
-        else:
-            shutil.rmtree(data_dir, ignore_errors=True)
 
     assert result is not None
     job = result.job
@@ -621,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
             "rows": [r.summary() for r in rows],
         }
         print(json.dumps(summary))
-    return 1 if failed or not calls_ok else 0
+    return 1 if session.failed or not calls_ok else 0
 
 
 if __name__ == "__main__":

@@ -35,23 +35,32 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from common import (
+    CLK_TCK,
+    TERMINAL,
+    BenchError,
+    FakeControl,
+    StackRun,
+    cpu_by_process,
+    dead_processes,
+    fake_stack,
+    file_chunks,
+    memory_kib,
+    print_tails,
+)
 
-from taxoforge_cli.stack import PARTS, Stack, StackConfig
+from taxoforge_cli.stack import Stack
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-TERMINAL = {"succeeded", "failed", "cancelled"}
 STEPS = ("prepare", "tag", "cluster", "compare", "select")
 # The processes a selection job works in: shown first in the memory table.
 FOCUS = ("selector", "judge", "gateway")
 BENCHMARK = "bench"
-CHUNK = 1 << 20  # upload chunk size
 
 # Tags the topics draw 2-3 of (from any group), so that some tags are shared between topics.
 TAG_GROUPS = (
@@ -67,13 +76,6 @@ TAG_GROUPS = (
 )
 TAG_VOCAB = [tag for group in TAG_GROUPS for tag in group.split()]
 OPENERS = ("How do I", "Why does", "Can you explain", "What is the best way to", "Please help")
-
-
-class BenchError(RuntimeError):
-    """The selection job failed, hung, or a process died."""
-
-
-# ---- the synthetic dataset ----
 
 
 @dataclass
@@ -241,30 +243,6 @@ def generate(path: Path, items: int, seed: int) -> Planted:
 # ---- processes: RSS and CPU ----
 
 
-def _status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a process from /proc/<pid>/status, in KiB."""
-    out: dict[str, int] = {}
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return out
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0])
-    return out
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process (all its threads) from /proc/<pid>/stat, in seconds."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rest = raw.rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / CLK_TCK
-
-
 class Sampler:
     """A thread that reads every stack process's VmRSS each ``period_s`` and keeps the peak
     per process and per phase (the phase is whatever the main thread last set)."""
@@ -288,7 +266,7 @@ class Sampler:
     def sample(self) -> None:
         phase = self.phase
         for name, pid in self.pids.items():
-            rss = _status(pid).get("VmRSS")
+            rss = memory_kib(pid).get("VmRSS")
             if rss is not None:
                 key = (name, phase)
                 self.peak[key] = max(self.peak.get(key, 0), rss)
@@ -304,15 +282,6 @@ class Sampler:
             (v for (n, p), v in self.peak.items() if n == name and (phases is None or p in phases)),
             default=0,
         )
-
-
-def cpu_by_process(pids: dict[str, int]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for name, pid in pids.items():
-        value = cpu_seconds(pid)
-        if value is not None:
-            out[name] = value
-    return out
 
 
 def _busy_jiffies() -> tuple[int, int]:
@@ -423,16 +392,6 @@ def _stage_counts(job: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
     return {s["stage"]: (s["done"], s["failed"], s.get("planned", 0)) for s in job["stages"]}
 
 
-def _dead(stack: Stack) -> list[str]:
-    return [f"{n} (exit {p.returncode})" for n, p in stack.procs.items() if p.poll() is not None]
-
-
-def _file_chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            yield chunk
-
-
 def run(stack: Stack, args: argparse.Namespace, data: Path, planted: Planted) -> Result:
     pids = dict(stack.processes())
     sampler = Sampler(pids, args.poll_s)
@@ -445,7 +404,7 @@ def run(stack: Stack, args: argparse.Namespace, data: Path, planted: Planted) ->
                 raise BenchError(f"PUT /v1/benchmarks answered {resp.status_code}: {resp.text}")
             sampler.phase = "upload"
             started = time.perf_counter()
-            resp = api.post("/v1/uploads", params={"name": data.name}, content=_file_chunks(data))
+            resp = api.post("/v1/uploads", params={"name": data.name}, content=file_chunks(data))
             upload_s = time.perf_counter() - started
             if resp.status_code != 201:
                 raise BenchError(f"POST /v1/uploads answered {resp.status_code}: {resp.text}")
@@ -462,11 +421,11 @@ def run(stack: Stack, args: argparse.Namespace, data: Path, planted: Planted) ->
                 selection["compare"] = [m.strip() for m in args.compare.split(",") if m.strip()]
             body = {"name": "select-bench", "source": {"upload": upload["upload"]}}
             body["selection"] = selection
-            fake_base = stack.llm_api_base.removesuffix("/v1")
-            httpx.post(f"{fake_base}/_fake/reset", timeout=30).raise_for_status()
+            fake = FakeControl(stack.llm_api_base)
+            fake.reset()
             sampler.phase = "prepare"
             busy0, steal0 = _busy_jiffies()
-            stack0 = sum(cpu_by_process(pids).values())
+            stack0 = sum(cpu_by_process(pids.items()).values())
             own0 = time.process_time()
             started = time.perf_counter()
             resp = api.post("/v1/selections", json=body)
@@ -480,7 +439,7 @@ def run(stack: Stack, args: argparse.Namespace, data: Path, planted: Planted) ->
                 step = job.get("step") or ""
                 now = time.perf_counter() - started
                 if step and (not steps or steps[-1].step != step):
-                    cpu = cpu_by_process(pids)
+                    cpu = cpu_by_process(pids.items())
                     if steps:
                         steps[-1].end_s, steps[-1].cpu_end = now, cpu
                     steps.append(StepTiming(step, now, cpu_start=cpu, early=early.get(step, 0)))
@@ -493,7 +452,7 @@ def run(stack: Stack, args: argparse.Namespace, data: Path, planted: Planted) ->
                     break
                 if now > args.timeout_s:
                     raise BenchError(f"job {job['id']} still at {step} after {now:.0f}s")
-                dead = _dead(stack)
+                dead = dead_processes(stack)
                 if dead:
                     raise BenchError(f"processes died during the job: {', '.join(dead)}")
                 if time.perf_counter() - last_report >= 15:
@@ -507,14 +466,14 @@ def run(stack: Stack, args: argparse.Namespace, data: Path, planted: Planted) ->
                 polls += 1
             wall = time.perf_counter() - started
             busy1, steal1 = _busy_jiffies()
-            stack_cpu = sum(cpu_by_process(pids).values()) - stack0
+            stack_cpu = sum(cpu_by_process(pids.items()).values()) - stack0
             own_cpu = time.process_time() - own0
             if steps:
-                steps[-1].end_s, steps[-1].cpu_end = wall, cpu_by_process(pids)
+                steps[-1].end_s, steps[-1].cpu_end = wall, cpu_by_process(pids.items())
             sampler.sample()
-            hwm = {name: _status(pid).get("VmHWM", 0) for name, pid in pids.items()}
+            hwm = {name: memory_kib(pid).get("VmHWM", 0) for name, pid in pids.items()}
             fake_calls: int | None = None
-            stats = httpx.get(f"{fake_base}/_fake/stats", timeout=60)
+            stats = httpx.get(f"{fake.base}/_fake/stats", timeout=60)
             if stats.status_code == 200:
                 fake_calls = int(stats.json()["calls"])
     finally:
@@ -702,14 +661,6 @@ def print_probe(probe: tuple[int, float], r: Result, args: argparse.Namespace) -
         )
 
 
-def print_tails(stack: Stack) -> None:
-    for name in PARTS:
-        path = stack.log_dir / f"{name}.log"
-        if path.exists():
-            print(f"--- {name}: {path} ---", file=sys.stderr)
-            print(stack.tail(name, 30), file=sys.stderr)
-
-
 def summary(r: Result) -> dict[str, Any]:
     sel = r.job.get("selection") or {}
     return {
@@ -810,8 +761,6 @@ def main(argv: list[str] | None = None) -> int:
     env: dict[str, str] = {}
     if args.llm_concurrency:
         env["TAXOFORGE_LLM_MAX_CONCURRENCY"] = str(args.llm_concurrency)
-    if args.log_level:
-        env["TAXOFORGE_LOG_LEVEL"] = args.log_level
     service_env: dict[str, dict[str, str]] = {}
     if args.worker_concurrency:
         workers = {"TAXOFORGE_WORKER_CONCURRENCY": str(args.worker_concurrency)}
@@ -836,18 +785,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{planted.near_duplicates} near duplicates, {planted.contaminated} contaminated, "
         f"{planted.malformed} malformed"
     )
-    config = StackConfig(
-        data_dir=data_dir / "stack",
-        llm="fake",
-        fake_latency_ms=0.0,
-        sync_always=False,
-        env=env,
-        service_env=service_env,
+    stack = fake_stack(
+        data_dir / "stack", log_level=args.log_level, env=env, service_env=service_env
     )
-    stack = Stack(config)
-    failed = False
     result: Result | None = None
-    try:
+    with StackRun(stack, data_dir, args.keep, remove=False) as session:
         t0 = time.perf_counter()
         stack.start()
         print(f"  stack started in {time.perf_counter() - t0:.1f}s; logs in {stack.log_dir}")
@@ -856,29 +798,20 @@ def main(argv: list[str] | None = None) -> int:
             stack.log_dir / "selector.log", result.job
         )
         if result.job["state"] != "succeeded":
-            failed = True
+            session.failed = True
             print(
                 f"\nJOB {result.job['state'].upper()}: {result.job.get('error')}", file=sys.stderr
             )
             print_tails(stack)
-    except BaseException:
-        failed = True
-        print("\nFAILED", file=sys.stderr)
-        print_tails(stack)
-        raise
-    finally:
-        stack.stop()
-        if failed or args.keep:
-            print(f"  data dir kept: {data_dir}", file=sys.stderr)
     assert result is not None
     print_result(result, args)
     if args.embed_probe:
         print_probe(embed_probe(data, args.embed_probe), result, args)
-    if not (failed or args.keep):
+    if not (session.failed or args.keep):
         shutil.rmtree(data_dir, ignore_errors=True)
     if args.json:
         print(json.dumps(summary(result)))
-    return 1 if failed else 0
+    return 1 if session.failed else 0
 
 
 if __name__ == "__main__":

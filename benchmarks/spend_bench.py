@@ -17,11 +17,10 @@ import time
 from pathlib import Path
 
 import httpx
+from common import TERMINAL
 
 from taxoforge.keys import hash_key, new_key
 from taxoforge_cli.stack import Stack, StackConfig
-
-TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 def run(concurrency: int, args: argparse.Namespace, folder: Path) -> dict[str, object]:

@@ -13,8 +13,8 @@ from taxoforge.errors import JobStopped, NotFoundError
 from taxoforge.jobs.lifecycle import enter, fail
 from taxoforge.jobs.model import TERMINAL_STATES
 from taxoforge.jobs.store import JobStore
+from taxoforge.llm.metering import SPEND_CHECK
 from taxoforge.store import SELECTION_ITEM_STAGES, ItemStore
-from taxoforge.usage import SPEND_CHECK
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = [

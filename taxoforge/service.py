@@ -1,17 +1,22 @@
 """The lifecycle every service process shares: connect, serve gRPC, run workers, drain.
 
-A service module supplies only what is its own (servicers and stage routes) through
-``build(ctx) -> ServiceParts``; this module does the rest the same way for all of them.
+A service supplies only what is its own (servicers and stage routes) through
+``build(ctx) -> ServiceParts``, over a context it opens on the process's bus
+(:class:`taxoforge.context.ServiceContext`: the job and item stores, the model client, the
+usage meter); this module does the rest the same way for all of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import socket
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import grpc
 import structlog
@@ -19,33 +24,34 @@ import structlog
 from taxoforge.bus import Bus, Stage, Worker
 from taxoforge.bus.worker import Route
 from taxoforge.grpc_server import start_grpc_server
-from taxoforge.jobs.store import JobStore
-from taxoforge.llm import LLMClient
-from taxoforge.llm.cache import RequestCache
 from taxoforge.logging import configure_logging, secret_values
 from taxoforge.settings import ServiceSettings
-from taxoforge.store import ItemStore
-from taxoforge.usage import UsageMeter, instance_id
 
-__all__ = ["ServiceContext", "ServiceParts", "run_service", "serve"]
+__all__ = ["Runtime", "ServiceParts", "instance_id", "run", "serve"]
 
 log = structlog.get_logger(__name__)
 
 Background = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
-@dataclass
-class ServiceContext:
-    """Everything a service's servicer and handlers share, built once per process."""
+class Runtime(Protocol):
+    """What the lifecycle asks of the context a service is built on, besides its parts."""
 
-    name: str
-    settings: ServiceSettings
-    bus: Bus
-    jobs: JobStore
-    items: ItemStore
-    llm: LLMClient
-    usage: UsageMeter
-    instance: str
+    async def run(self, stop: asyncio.Event) -> None:
+        """Upkeep while the process serves, until ``stop``."""
+        ...
+
+    async def drain(self) -> None:
+        """Once the workers and background tasks have stopped, before gRPC stops."""
+        ...
+
+    async def close(self) -> None:
+        """Once gRPC has stopped, before the bus closes."""
+        ...
+
+
+C = TypeVar("C", bound=Runtime)
+S = TypeVar("S", bound=ServiceSettings)
 
 
 @dataclass
@@ -60,23 +66,31 @@ class ServiceParts:
     startup: Sequence[Background] = ()
 
 
-def run_service(
+def instance_id() -> str:
+    """A name for this process that no other process (or restart of this one) shares."""
+    host = socket.gethostname().split(".")[0][:24].replace("_", "-")
+    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def run(
     name: str,
-    build: Callable[[ServiceContext], ServiceParts],
-    settings_type: type[ServiceSettings] = ServiceSettings,
+    open_context: Callable[[str, S, Bus, str], C],
+    build: Callable[[C], ServiceParts],
+    settings_type: type[S],
 ) -> None:
     """Entry point of ``python -m services.<name>``: settings from env, then serve until SIGTERM."""
     settings = settings_type()
     configure_logging(
         settings.log_level, settings.log_format, service=name, secrets=secret_values(settings)
     )
-    asyncio.run(serve(name, build, settings))
+    asyncio.run(serve(name, open_context, build, settings))
 
 
 async def serve(
     name: str,
-    build: Callable[[ServiceContext], ServiceParts],
-    settings: ServiceSettings,
+    open_context: Callable[[str, S, Bus, str], C],
+    build: Callable[[C], ServiceParts],
+    settings: S,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Run one service until ``stop`` is set or SIGTERM/SIGINT arrives, then drain."""
@@ -89,17 +103,7 @@ async def serve(
     bus = await Bus.connect(settings.bus, name=f"taxoforge-{name}")
     await bus.ensure_topology()
     instance = instance_id()
-    jobs = JobStore(bus)
-    ctx = ServiceContext(
-        name=name,
-        settings=settings,
-        bus=bus,
-        jobs=jobs,
-        items=ItemStore(bus),
-        llm=LLMClient(settings.llm, cache=RequestCache(bus)),
-        usage=UsageMeter(jobs, instance),
-        instance=instance,
-    )
+    ctx = open_context(name, settings, bus, instance)
     parts = build(ctx)
     for step in parts.startup:
         await step(stop)
@@ -113,7 +117,7 @@ async def serve(
     log.info("service_ready", grpc_port=grpc_server.port, instance=instance)
 
     tasks: list[asyncio.Task[None]] = [
-        asyncio.create_task(ctx.usage.run(stop), name="usage"),
+        asyncio.create_task(ctx.run(stop), name="upkeep"),
         asyncio.create_task(_watch_connection(bus, grpc_server.set_ready, stop), name="readiness"),
     ]
     if parts.routes:
@@ -135,9 +139,9 @@ async def serve(
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
             failed = failed or result
-    await ctx.usage.flush()
+    await ctx.drain()
     await grpc_server.stop(grace_s=5.0)
-    await ctx.llm.close()
+    await ctx.close()
     await bus.close()
     log.info("service_stopped")
     if failed is not None:

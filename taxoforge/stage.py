@@ -17,8 +17,8 @@ from google.protobuf.message import Message
 
 from taxoforge.bus import Stage
 from taxoforge.bus.worker import Delivery, Route
+from taxoforge.context import ServiceContext
 from taxoforge.pipeline import active_job, dead_letter_recorder, publish_work
-from taxoforge.service import ServiceContext
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["StageHandler", "stage_routes"]

@@ -17,10 +17,10 @@ from nats.aio.msg import Msg
 
 from taxoforge.bus import Stage
 from taxoforge.bus.topology import ENDED_SUBJECTS
+from taxoforge.context import ServiceContext
 from taxoforge.jobs.lifecycle import select
 from taxoforge.jobs.model import JobKind, job_kind
 from taxoforge.pipeline import enter_step, publish_work
-from taxoforge.service import ServiceContext
 from taxoforge.store import SELECTION_RESULT, ItemKind
 from taxoforge.v1 import common_pb2 as pb
 

@@ -1,8 +1,9 @@
 """Token and cost accounting: per call on the item, per process and job while running.
 
 Every model call a process makes for a job is counted here, by the model client, against the
-job its handler bound (:data:`METER`): nothing else adds a job's usage, so nothing is counted
-twice and nothing is left out (a golden set judged over gRPC, a call that failed validation).
+job its handler bound (a :class:`JobMeter` in :data:`taxoforge.llm.metering.METER`): nothing
+else adds a job's usage, so nothing is counted twice and nothing is left out (a golden set
+judged over gRPC, a call that failed validation).
 
 A paid call is counted *before* its request leaves the process (write-ahead): a call still in
 flight when the process is killed is in the job's usage, and so is its redo. Writes are grouped:
@@ -15,52 +16,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
-import uuid
-from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
 
 from taxoforge.errors import TransientError
+from taxoforge.llm.metering import METER, add_usage
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = [
-    "METER",
-    "SPEND_CHECK",
     "JobMeter",
     "UsageMeter",
     "UsageNotRecorded",
     "UsageRecorder",
-    "add_usage",
     "at_least",
-    "instance_id",
 ]
 
 log = structlog.get_logger(__name__)
 
 
-# Set while a worker handles a message of a job with a spend limit: the model client awaits it
-# before every call it pays for, and it raises JobStopped once the job has spent its limit.
-SPEND_CHECK: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
-    "SPEND_CHECK", default=None
-)
-
-
 class UsageNotRecorded(TransientError):
     """A call could not be counted (the job store did not answer), so it was not made."""
-
-
-def add_usage(total: pb.Usage, part: pb.Usage) -> None:
-    """Add ``part`` into ``total`` in place."""
-    total.prompt_tokens += part.prompt_tokens
-    total.completion_tokens += part.completion_tokens
-    total.cost_usd += part.cost_usd
-    total.calls += part.calls
-    total.cached_calls += part.cached_calls
 
 
 def at_least(total: pb.Usage, floor: pb.Usage) -> None:
@@ -71,12 +48,6 @@ def at_least(total: pb.Usage, floor: pb.Usage) -> None:
     total.cost_usd = max(total.cost_usd, floor.cost_usd)
     total.calls = max(total.calls, floor.calls)
     total.cached_calls = max(total.cached_calls, floor.cached_calls)
-
-
-def instance_id() -> str:
-    """A name for this process that no other process (or restart of this one) shares."""
-    host = socket.gethostname().split(".")[0][:24].replace("_", "-")
-    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 @dataclass
@@ -263,7 +234,7 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
 @dataclass(frozen=True)
 class JobMeter:
     """A process's meter bound to the job a handler works for: what the model client counts
-    each call against."""
+    each call against (a :class:`taxoforge.llm.metering.CallMeter`)."""
 
     meter: UsageMeter
     job_id: str
@@ -284,8 +255,3 @@ class JobMeter:
     def cached(self) -> None:
         """A call was answered from the shared request cache: nothing was sent or spent."""
         self.meter.add(self.job_id, pb.Usage(cached_calls=1))
-
-
-# The job the current task's model calls are made for (set by a stage handler once it knows
-# its job, or by a servicer serving a job); None: calls are counted against no job.
-METER: ContextVar[JobMeter | None] = ContextVar("METER", default=None)

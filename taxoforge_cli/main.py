@@ -10,7 +10,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -313,6 +313,13 @@ def _parser() -> argparse.ArgumentParser:
             "or external when $TAXOFORGE_LLM_API_BASE is set",
         )
 
+    def job_command(name: str, summary: str, func: Callable[[argparse.Namespace], None]) -> None:
+        """A command on one job, by id, through the gateway."""
+        p = sub.add_parser(name, help=summary)
+        p.add_argument("job")
+        gateway_opt(p)
+        p.set_defaults(func=func)
+
     p = sub.add_parser("up", help="run nats-server, the model server, the services and the gateway")
     p.add_argument("--data-dir", default=".taxoforge", help="JetStream store and logs")
     p.add_argument("--port", type=int, default=8080, help="gateway port")
@@ -328,10 +335,7 @@ def _parser() -> argparse.ArgumentParser:
     gateway_opt(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("status", help="show a job")
-    p.add_argument("job")
-    gateway_opt(p)
-    p.set_defaults(func=cmd_status)
+    job_command("status", "show a job", cmd_status)
 
     p = sub.add_parser("export", help="download a finished job's dataset folder")
     p.add_argument("job")
@@ -368,10 +372,7 @@ def _parser() -> argparse.ArgumentParser:
     gateway_opt(p)
     p.set_defaults(func=cmd_benchmark)
 
-    p = sub.add_parser("cancel", help="cancel a job")
-    p.add_argument("job")
-    gateway_opt(p)
-    p.set_defaults(func=cmd_cancel)
+    job_command("cancel", "cancel a job", cmd_cancel)
 
     p = sub.add_parser("demo", help="start the embedded stack, run the quickstart, stop")
     p.add_argument("--recipe", default="examples/quickstart.yaml")

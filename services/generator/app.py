@@ -9,7 +9,8 @@ from services.generator.responses import ResponseWriter
 from services.generator.servicer import GeneratorServicer
 from services.generator.settings import GeneratorSettings
 from services.generator.worker import InstructHandler, RefineHandler, RespondHandler
-from taxoforge.service import ServiceContext, ServiceParts, run_service
+from taxoforge.context import ServiceContext, run_service
+from taxoforge.service import ServiceParts
 from taxoforge.stage import stage_routes
 from taxoforge.v1 import generator_pb2, generator_pb2_grpc
 

@@ -15,9 +15,9 @@ from taxoforge.dedupe import DuplicateIndex
 from taxoforge.errors import PermanentError
 from taxoforge.languages import language_name
 from taxoforge.llm import LLMClient, StructuredOutputError
+from taxoforge.llm.metering import add_usage
 from taxoforge.markers import fence_for
 from taxoforge.methods import MAX_SELF_RUBRICS_ROUNDS, sampling_seed
-from taxoforge.usage import add_usage
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = [

@@ -8,8 +8,8 @@ from services.generator.strategies import Prompter
 from taxoforge.errors import PermanentError
 from taxoforge.languages import language_name
 from taxoforge.llm import LLMClient
+from taxoforge.llm.metering import add_usage
 from taxoforge.methods import sampling_seed
-from taxoforge.usage import add_usage
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["ResponseWriter", "responder_for"]

@@ -8,8 +8,8 @@ import asyncio
 from services.generator.instructions import GateFailure, InstructionWriter
 from services.generator.responses import ResponseWriter
 from taxoforge.bus import Stage
+from taxoforge.context import ServiceContext
 from taxoforge.dedupe import DuplicateIndex
-from taxoforge.service import ServiceContext
 from taxoforge.stage import StageHandler
 from taxoforge.store import ItemKind, ItemStore
 from taxoforge.v1 import common_pb2 as pb

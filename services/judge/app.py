@@ -8,7 +8,8 @@ from services.judge.panel import Judge
 from services.judge.servicer import JudgeServicer
 from services.judge.settings import JudgeSettings
 from services.judge.worker import CompareHandler, JudgeHandler
-from taxoforge.service import ServiceContext, ServiceParts, run_service
+from taxoforge.context import ServiceContext, run_service
+from taxoforge.service import ServiceParts
 from taxoforge.stage import stage_routes
 from taxoforge.v1 import judge_pb2, judge_pb2_grpc
 

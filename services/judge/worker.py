@@ -11,8 +11,8 @@ import random
 
 from services.judge.panel import Judge, Panel
 from taxoforge.bus import Stage
+from taxoforge.context import ServiceContext
 from taxoforge.methods import sampling_seed
-from taxoforge.service import ServiceContext
 from taxoforge.stage import StageHandler
 from taxoforge.store import ItemKind, ItemStore
 from taxoforge.v1 import common_pb2 as pb

@@ -11,8 +11,9 @@ from services.selector.servicer import SelectorServicer
 from services.selector.settings import SelectorSettings
 from services.selector.worker import StepHandler, TagHandler
 from taxoforge.bus import Stage
+from taxoforge.context import ServiceContext, run_service
 from taxoforge.jobs.model import JobKind
-from taxoforge.service import ServiceContext, ServiceParts, run_service
+from taxoforge.service import ServiceParts
 from taxoforge.stage import stage_routes
 from taxoforge.tracker import CompletionTracker
 from taxoforge.v1 import selector_pb2, selector_pb2_grpc

@@ -28,6 +28,7 @@ from services.selector.methods.clusters import (
 from services.selector.spec import selection_spec
 from services.selector.workfiles import download, iter_jsonl, work_object
 from taxoforge.bus import Stage
+from taxoforge.context import ServiceContext
 from taxoforge.datasets import DatasetStore
 from taxoforge.embeddings import LOCAL_MODEL, Embedder, embedder_for
 from taxoforge.errors import TransientError
@@ -35,7 +36,6 @@ from taxoforge.jobs.lifecycle import record_report
 from taxoforge.labels import normalize_labels
 from taxoforge.llm.endpoints import ModelRegistry
 from taxoforge.pipeline import enter_step, publish_work
-from taxoforge.service import ServiceContext
 from taxoforge.store import ItemKind
 from taxoforge.v1 import common_pb2 as pb
 

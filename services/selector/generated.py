@@ -17,11 +17,11 @@ from services.selector.examples import Example
 from services.selector.records import contrastive_history, example_of
 from services.selector.report import count_items, golden_agreement, judge_health, usage_of
 from taxoforge.bus import Stage
+from taxoforge.context import ServiceContext
 from taxoforge.errors import TransientError
 from taxoforge.grpc_server import client_channel
-from taxoforge.service import ServiceContext
+from taxoforge.llm.metering import add_usage
 from taxoforge.store import ItemKind
-from taxoforge.usage import add_usage
 from taxoforge.v1 import common_pb2 as pb
 from taxoforge.v1 import judge_pb2 as jpb
 from taxoforge.v1 import judge_pb2_grpc

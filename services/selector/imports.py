@@ -754,27 +754,26 @@ def _preference(
 
 def _prompt(value: Any, name: str) -> list[Message]:
     """A preference prompt: the user's text, or the conversation's turns before the reply."""
-    if isinstance(value, str):
-        if not value.strip():
-            raise MalformedRowError(f"'{name}' is empty")
-        return [{"role": "user", "content": _text(value, f"'{name}'")}]
-    if not isinstance(value, list):
-        raise MalformedRowError(f"'{name}' is {_kind(value)}, not text or a list of messages")
-    turns = _turns(value, name)
-    _check_prompt(turns, f"'{name}'", name)
-    return turns
+    return _side(value, name, "user", lambda turns: _check_prompt(turns, f"'{name}'", name))
 
 
 def _reply(value: Any, name: str) -> list[Message]:
     """A preference reply: the assistant's text, or a list of turns ending with the reply."""
+    return _side(value, name, "assistant", lambda turns: _check_reply(turns, name))
+
+
+def _side(
+    value: Any, name: str, role: str, check: Callable[[list[Message]], None]
+) -> list[Message]:
+    """One side of a preference row: text (one ``role`` turn), or turns that ``check`` takes."""
     if isinstance(value, str):
         if not value.strip():
             raise MalformedRowError(f"'{name}' is empty")
-        return [{"role": "assistant", "content": _text(value, f"'{name}'")}]
+        return [{"role": role, "content": _text(value, f"'{name}'")}]
     if not isinstance(value, list):
         raise MalformedRowError(f"'{name}' is {_kind(value)}, not text or a list of messages")
     turns = _turns(value, name)
-    _check_reply(turns, name)
+    check(turns)
     return turns
 
 

@@ -39,12 +39,12 @@ from services.selector.screening import Tally, empty_reason, screen
 from services.selector.spec import SelectionDefaults, selection_spec
 from services.selector.workfiles import download, put_job_file, work_object
 from taxoforge.bus import Stage
+from taxoforge.context import ServiceContext
 from taxoforge.datasets import DatasetStore, benchmark_object
 from taxoforge.errors import NotFoundError, PermanentError
 from taxoforge.jobs.lifecycle import fail_job, record_report
 from taxoforge.jobs.model import JobKind, job_kind
 from taxoforge.pipeline import enter_step, publish_work
-from taxoforge.service import ServiceContext
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["Preparer"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from taxoforge.usage import add_usage
+from taxoforge.llm.metering import add_usage
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["cohen_kappa", "count_items", "golden_agreement", "judge_health", "usage_of"]

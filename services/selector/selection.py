@@ -42,12 +42,12 @@ from services.selector.generated import exact_usage
 from services.selector.spec import selection_spec
 from services.selector.workfiles import download, put_job_file, work_object
 from taxoforge.bus import Stage
+from taxoforge.context import ServiceContext
 from taxoforge.datasets import DatasetStore
 from taxoforge.errors import TransientError
 from taxoforge.jobs.lifecycle import succeed
 from taxoforge.jobs.model import JobKind, job_kind
 from taxoforge.protojson import to_dict
-from taxoforge.service import ServiceContext
 from taxoforge.store import ItemKind
 from taxoforge.v1 import common_pb2 as pb
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from taxoforge.context import ServiceContext
 from taxoforge.errors import ConflictError, NotFoundError
 from taxoforge.grpc_server import Context
 from taxoforge.jobs.model import state_name
-from taxoforge.service import ServiceContext
 from taxoforge.v1 import common_pb2 as pb
 from taxoforge.v1 import selector_pb2 as spb
 from taxoforge.v1 import selector_pb2_grpc

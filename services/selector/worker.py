@@ -9,8 +9,8 @@ import structlog
 
 from services.selector.tagging import Tagger
 from taxoforge.bus import Stage
+from taxoforge.context import ServiceContext
 from taxoforge.errors import TransientError
-from taxoforge.service import ServiceContext
 from taxoforge.stage import StageHandler
 from taxoforge.store import SELECTION_PHASES, ItemKind, ItemStore
 from taxoforge.v1 import common_pb2 as pb

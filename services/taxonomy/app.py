@@ -13,8 +13,9 @@ from services.taxonomy.settings import BUILTIN_DIR, TaxonomySettings
 from services.taxonomy.versions import TaxonomyStore
 from services.taxonomy.worker import ApplyHandler, ExpandHandler, InduceHandler, PlanHandler
 from taxoforge.bus import Stage
+from taxoforge.context import ServiceContext, run_service
 from taxoforge.jobs.model import JobKind
-from taxoforge.service import ServiceContext, ServiceParts, run_service
+from taxoforge.service import ServiceParts
 from taxoforge.stage import stage_routes
 from taxoforge.tracker import CompletionTracker
 from taxoforge.v1 import taxonomy_pb2, taxonomy_pb2_grpc

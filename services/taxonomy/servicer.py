@@ -12,11 +12,11 @@ from services.taxonomy.plan import plan_job
 from services.taxonomy.tree import index
 from services.taxonomy.versions import TaxonomyStore
 from taxoforge.bus import Stage
+from taxoforge.context import ServiceContext
 from taxoforge.datasets import write_object
 from taxoforge.errors import ConflictError, NotFoundError, PermanentError
 from taxoforge.grpc_server import Context
 from taxoforge.jobs.model import JobKind
-from taxoforge.service import ServiceContext
 from taxoforge.v1 import common_pb2 as pb
 from taxoforge.v1 import taxonomy_pb2 as tpb
 from taxoforge.v1 import taxonomy_pb2_grpc

@@ -24,12 +24,12 @@ from services.taxonomy.plan import plan_job
 from services.taxonomy.tree import attribute_text, index
 from services.taxonomy.versions import TaxonomyStore
 from taxoforge.bus import Stage
+from taxoforge.context import ServiceContext
 from taxoforge.datasets import read_object
 from taxoforge.embeddings import embedder_for
 from taxoforge.jobs import lifecycle
 from taxoforge.jobs.model import TERMINAL_STATES, JobKind, job_kind
 from taxoforge.llm import StructuredOutputError
-from taxoforge.service import ServiceContext
 from taxoforge.stage import StageHandler
 from taxoforge.store import ItemKind, ItemStore
 from taxoforge.v1 import common_pb2 as pb

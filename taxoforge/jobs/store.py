@@ -18,9 +18,10 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from taxoforge.bus.connection import Bus
 from taxoforge.bus.topology import KV_JOBS
 from taxoforge.jobs.model import TERMINAL_STATES, now_ms
+from taxoforge.llm.metering import add_usage
 from taxoforge.markers import JobSecrets
 from taxoforge.store import scan
-from taxoforge.usage import UsageMeter, add_usage
+from taxoforge.usage import UsageMeter
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["JobStore"]

@@ -17,10 +17,10 @@ from taxoforge.llm.cache import RequestCache, request_key
 from taxoforge.llm.endpoints import CHAT_ROLES, Endpoint, ModelChoiceError, ModelRegistry
 from taxoforge.llm.http_transport import HTTPTransport
 from taxoforge.llm.litellm_transport import LiteLLMTransport
+from taxoforge.llm.metering import METER, SPEND_CHECK, CallMeter, add_usage
 from taxoforge.llm.schema import json_schema_of
 from taxoforge.llm.types import ChatRequest, ChatResult, LLMFault, Messages, Transport
 from taxoforge.settings import LLMSettings
-from taxoforge.usage import METER, SPEND_CHECK, JobMeter, add_usage
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["LLMClient", "LLMRequestError", "StructuredOutputError", "json_schema_of"]
@@ -183,7 +183,7 @@ class LLMClient:
         return result.text, call
 
     async def _paid_call(
-        self, cfg: pb.ModelConfig, req: ChatRequest, meter: JobMeter | None
+        self, cfg: pb.ModelConfig, req: ChatRequest, meter: CallMeter | None
     ) -> ChatResult:
         """A call the model answers (and the job pays for), counted before it is sent."""
         check = SPEND_CHECK.get()
@@ -265,7 +265,7 @@ class LLMClient:
         )
 
     async def _call_with_retries(
-        self, cfg: pb.ModelConfig, req: ChatRequest, meter: JobMeter | None = None
+        self, cfg: pb.ModelConfig, req: ChatRequest, meter: CallMeter | None = None
     ) -> ChatResult:
         """Call the endpoint the operator declared under ``cfg.model``, with its own key.
 

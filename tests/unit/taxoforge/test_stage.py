@@ -11,7 +11,7 @@ import structlog
 
 from taxoforge.bus import Stage
 from taxoforge.bus.worker import Delivery
-from taxoforge.service import ServiceContext
+from taxoforge.context import ServiceContext
 from taxoforge.stage import StageHandler, stage_routes
 from taxoforge.v1 import common_pb2 as pb
 

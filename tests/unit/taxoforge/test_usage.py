@@ -7,7 +7,8 @@ import asyncio
 
 import pytest
 
-from taxoforge.usage import METER, UsageMeter, UsageNotRecorded, at_least
+from taxoforge.llm.metering import METER
+from taxoforge.usage import UsageMeter, UsageNotRecorded, at_least
 from taxoforge.v1 import common_pb2 as pb
 
 

@@ -1,0 +1,185 @@
+"""What the benchmarks share: reading a process's CPU and memory from /proc, the stack's
+processes and logs, and the fake model server's control endpoints.
+
+The benchmarks run as scripts (``.venv/bin/python benchmarks/x_bench.py``), so this folder is
+first on ``sys.path`` and they import this module as ``common``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from taxoforge_cli.stack import PARTS, Stack, StackConfig
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TERMINAL = {"succeeded", "failed", "cancelled"}  # the job states that end a job
+
+
+class BenchError(RuntimeError):
+    """A run failed, hung, or a process died."""
+
+
+# ---- processes: CPU and memory ----
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process (all its threads) from /proc/<pid>/stat, in seconds."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    rest = raw.rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
+
+
+def cpu_by_process(pids: Iterable[tuple[str, int]]) -> dict[str, float]:
+    """CPU seconds so far of every (name, pid) still running, by name."""
+    out: dict[str, float] = {}
+    for name, pid in pids:
+        value = cpu_seconds(pid)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def stack_cpu(stack: Stack) -> dict[str, float]:
+    """CPU seconds so far of every running stack process, by name."""
+    return cpu_by_process(stack.processes())
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of a process from /proc/<pid>/status, in KiB (empty once it is gone)."""
+    out: dict[str, int] = {}
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0])
+    return out
+
+
+# ---- the stack ----
+
+
+def fake_stack(
+    data_dir: Path,
+    *,
+    latency_ms: float = 0.0,
+    log_level: str | None = None,
+    env: dict[str, str] | None = None,
+    service_env: dict[str, dict[str, str]] | None = None,
+) -> Stack:
+    """A stack (not started) against the FAKE model server, NATS without an fsync per write;
+    ``log_level``, when given, is every process's TAXOFORGE_LOG_LEVEL."""
+    env = dict(env or {})
+    if log_level:
+        env["TAXOFORGE_LOG_LEVEL"] = log_level
+    config = StackConfig(
+        data_dir=data_dir,
+        llm="fake",
+        fake_latency_ms=latency_ms,
+        sync_always=False,
+        env=env,
+        service_env=service_env or {},
+    )
+    return Stack(config)
+
+
+def dead_processes(stack: Stack) -> list[str]:
+    """The stack's processes that have exited, with their exit codes."""
+    return [f"{n} (exit {p.returncode})" for n, p in stack.procs.items() if p.poll() is not None]
+
+
+def print_tails(stack: Stack, names: Iterable[str] = PARTS) -> None:
+    """The end of every component's log, to stderr."""
+    for name in names:
+        path = stack.log_dir / f"{name}.log"
+        if path.exists():
+            print(f"--- {name}: {path} ---", file=sys.stderr)
+            print(stack.tail(name, 30), file=sys.stderr)
+
+
+class StackRun:
+    """A benchmark's stack from start to stop, as ``with StackRun(...) as run:``.
+
+    On an exception it prints ``failure`` and the end of every log; at the end it stops the
+    stack and, unless the run failed (``run.failed``, also set by the caller for a failed job)
+    or ``keep``, removes ``data_dir`` (only when ``remove``: a caller that still reads from
+    it removes it itself).
+    """
+
+    def __init__(
+        self,
+        stack: Stack,
+        data_dir: Path,
+        keep: bool,
+        *,
+        failure: str = "FAILED",
+        remove: bool = True,
+    ) -> None:
+        self.stack, self.data_dir, self.keep = stack, data_dir, keep
+        self.failure, self.remove = failure, remove
+        self.failed = False
+
+    def __enter__(self) -> StackRun:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is not None:
+            self.failed = True
+            print(f"\n{self.failure}", file=sys.stderr)
+            print_tails(self.stack, list(self.stack.procs))
+        self.stack.stop()
+        if self.failed or self.keep:
+            print(f"  data dir kept: {self.data_dir}", file=sys.stderr)
+        elif self.remove:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def file_chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
+    """A file in chunks of ``size`` bytes, for a streamed upload."""
+    with path.open("rb") as fh:
+        while chunk := fh.read(size):
+            yield chunk
+
+
+# ---- the fake model server's control endpoints ----
+
+
+class FakeControl:
+    """GET /_fake/stats, POST /_fake/reset of the fake the stack runs (blocking or async)."""
+
+    def __init__(self, api_base: str) -> None:
+        self.base = api_base.rstrip("/").removesuffix("/v1")
+
+    @staticmethod
+    def _stats(resp: httpx.Response) -> dict[str, Any]:
+        resp.raise_for_status()
+        data: dict[str, Any] = resp.json()
+        data.pop("by_request", None)  # one entry per distinct request: large and not needed
+        return data
+
+    def stats(self) -> dict[str, Any]:
+        return self._stats(httpx.get(f"{self.base}/_fake/stats", timeout=30))
+
+    def reset(self) -> None:
+        httpx.post(f"{self.base}/_fake/reset", timeout=30).raise_for_status()
+
+    async def astats(self) -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return self._stats(await client.get(f"{self.base}/_fake/stats"))
+
+    async def areset(self) -> None:
+        async with httpx.AsyncClient(timeout=30) as client:
+            (await client.post(f"{self.base}/_fake/reset")).raise_for_status()
