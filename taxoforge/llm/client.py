@@ -90,8 +90,7 @@ class LLMClient:
             raise LLMRequestError(f"model {cfg.model!r} is an embedding model, not a chat model")
         return endpoint
 
-    def _transport(self, cfg: pb.ModelConfig) -> Transport:
-        endpoint = self._endpoint(cfg)
+    def _transport(self, endpoint: Endpoint) -> Transport:
         mode = self._settings.transport
         if mode == "http" or (
             mode == "auto" and endpoint.api_base and endpoint.model.startswith(_OPENAI_COMPATIBLE)
@@ -99,8 +98,7 @@ class LLMClient:
             return self._http
         return self._litellm
 
-    def _limit(self, cfg: pb.ModelConfig) -> asyncio.Semaphore:
-        endpoint = self._endpoint(cfg)
+    def _limit(self, endpoint: Endpoint) -> asyncio.Semaphore:
         sem = self._limits.get(endpoint.name)
         if sem is None:
             sem = asyncio.Semaphore(endpoint.max_concurrency or self._settings.max_concurrency)
@@ -133,6 +131,7 @@ class LLMClient:
         """
         if not cfg.model:
             raise LLMRequestError(f"no model is configured for the {role!r} role")
+        endpoint = self._endpoint(cfg)  # resolved once: an undeclared name fails here
         req = ChatRequest(
             messages=messages,
             temperature=_first(
@@ -156,13 +155,13 @@ class LLMClient:
             if meter is not None:
                 meter.cached()
         else:
-            result = await self._paid_call(cfg, req, meter)
+            result = await self._paid_call(endpoint, req, meter)
             if key is not None:
                 await self._remember(key, result)
         call = pb.LLMCall(
             role=role,
             # the model itself, not the operator's name for it: provenance outlives names
-            model=self._endpoint(cfg).model,
+            model=endpoint.model,
             prompt_sha256=prompt_sha256(messages),
             latency_s=result.latency_s,
             finish_reason=result.finish_reason,
@@ -175,7 +174,8 @@ class LLMClient:
             call.usage.prompt_tokens = result.prompt_tokens
             call.usage.completion_tokens = result.completion_tokens
             call.usage.calls = 1
-            call.usage.cost_usd = _cost(cfg, result)
+            # the endpoint's declared prices (applied when it answered), else litellm's map
+            call.usage.cost_usd = result.cost_usd or 0.0
             if meter is not None:
                 meter.answered(
                     call.usage.prompt_tokens, call.usage.completion_tokens, call.usage.cost_usd
@@ -183,13 +183,13 @@ class LLMClient:
         return result.text, call
 
     async def _paid_call(
-        self, cfg: pb.ModelConfig, req: ChatRequest, meter: CallMeter | None
+        self, endpoint: Endpoint, req: ChatRequest, meter: CallMeter | None
     ) -> ChatResult:
         """A call the model answers (and the job pays for), counted before it is sent."""
         check = SPEND_CHECK.get()
         if check is not None:
             await check()  # a job over its spend limit makes no more calls (JobStopped)
-        return await self._call_with_retries(cfg, req, meter)
+        return await self._call_with_retries(endpoint, req, meter)
 
     async def _cached(self, key: str | None) -> ChatResult | None:
         if key is None or self._cache is None:
@@ -265,9 +265,9 @@ class LLMClient:
         )
 
     async def _call_with_retries(
-        self, cfg: pb.ModelConfig, req: ChatRequest, meter: CallMeter | None = None
+        self, endpoint: Endpoint, req: ChatRequest, meter: CallMeter | None = None
     ) -> ChatResult:
-        """Call the endpoint the operator declared under ``cfg.model``, with its own key.
+        """Call an endpoint the operator declared, with its own key.
 
         Every request sent, retries included, is counted on ``meter`` once it holds a
         concurrency slot and before it leaves (write-ahead): a kill from then on leaves it
@@ -276,12 +276,11 @@ class LLMClient:
         Faults carry a status and a fixed description only; what the server answered goes to
         this process's log (truncated), never into the error a job or an API answer shows.
         """
-        endpoint = self._endpoint(cfg)
-        transport = self._transport(cfg)
+        transport = self._transport(endpoint)
         attempts = self._settings.retries + 1
         for attempt in range(attempts):
             try:
-                async with self._limit(cfg):
+                async with self._limit(endpoint):
                     if meter is not None:
                         await meter.sending()
                     result = await transport.chat(endpoint, req, self._settings.timeout_s)
@@ -332,12 +331,6 @@ def _first(*values: float | None) -> float:
         if value is not None:
             return float(value)
     raise ValueError("no value")
-
-
-def _cost(_cfg: pb.ModelConfig, result: ChatResult) -> float:
-    """What a call cost: the endpoint's declared prices (applied when it answered), else what
-    litellm's price map said, else nothing known."""
-    return result.cost_usd or 0.0
 
 
 def _parse(output: type[T], text: str) -> T:
