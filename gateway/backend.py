@@ -28,7 +28,8 @@ from taxoforge.pipeline import publish_work
 from taxoforge.store import ItemStore
 from taxoforge.v1 import common_pb2 as pb
 from taxoforge.v1 import judge_pb2 as jpb
-from taxoforge.v1 import judge_pb2_grpc, taxonomy_pb2_grpc
+from taxoforge.v1 import judge_pb2_grpc, selector_pb2_grpc, taxonomy_pb2_grpc
+from taxoforge.v1 import selector_pb2 as spb
 from taxoforge.v1 import taxonomy_pb2 as tpb
 
 __all__ = ["Backend"]
@@ -49,7 +50,9 @@ class Backend:
         self.jobs = JobStore(bus)
         self.items = ItemStore(bus)
         self.datasets = DatasetStore(bus)
-        self.files = JobFiles(bus, self.jobs, settings.max_upload_bytes)
+        self.files = JobFiles(
+            bus, self.jobs, settings.max_upload_bytes, check_benchmark=self._check_benchmark
+        )
         self.owners = Ownership(bus)
         self._channels = {
             name: client_channel(addr)
@@ -61,6 +64,7 @@ class Backend:
         }
         self._taxonomy = taxonomy_pb2_grpc.TaxonomyServiceStub(self._channels["taxonomy"])
         self._judge = judge_pb2_grpc.JudgeServiceStub(self._channels["judge"])
+        self._selector = selector_pb2_grpc.SelectorServiceStub(self._channels["selector"])
 
     @property
     def _timeout(self) -> float:
@@ -218,6 +222,16 @@ class Backend:
                 # The service lists every taxonomy id it knows; other tenants' among them.
                 error = NotFoundError(str(error).split("; known:")[0])
             raise error from exc
+
+    async def _check_benchmark(self, object_name: str) -> tuple[int, str]:
+        """The selector reads a stored benchmark file: (prompts, why none)."""
+        try:
+            resp: spb.CheckBenchmarkResponse = await self._selector.CheckBenchmark(
+                spb.CheckBenchmarkRequest(object_name=object_name), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, "the selector service") from exc
+        return int(resp.prompts), resp.refusal
 
     async def judge(self, request: jpb.JudgeBatchRequest) -> jpb.JudgeBatchResponse:
         """Judge now, through the judge service (the judge model's latency applies)."""

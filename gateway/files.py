@@ -4,11 +4,12 @@ job's files (datasets, dataset card, provenance), all streamed, never held whole
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,10 @@ from taxoforge.jobs.model import state_name
 from taxoforge.jobs.store import JobStore
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["JobFiles", "safe_name"]
+__all__ = ["BenchmarkCheck", "JobFiles", "safe_name"]
+
+# Reads a stored benchmark object as decontamination will: (prompts, why none) -- the selector's.
+BenchmarkCheck = Callable[[str], Awaitable[tuple[int, str]]]
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -37,11 +41,18 @@ def safe_name(name: str) -> str:
 class JobFiles:
     """Uploads, benchmarks and job files in the datasets object store."""
 
-    def __init__(self, bus: Bus, jobs: JobStore, max_upload_bytes: int) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        jobs: JobStore,
+        max_upload_bytes: int,
+        check_benchmark: BenchmarkCheck | None = None,
+    ) -> None:
         self._bus = bus
         self._jobs = jobs
         self._datasets = DatasetStore(bus)
         self._max = max_upload_bytes
+        self._check_benchmark = check_benchmark
 
     async def _spool(self, chunks: AsyncIterator[bytes], dest: Path) -> tuple[int, str]:
         digest, size = hashlib.sha256(), 0
@@ -73,13 +84,35 @@ class JobFiles:
     async def put_benchmark(
         self, name: str, chunks: AsyncIterator[bytes], tenant: Tenant
     ) -> dict[str, Any]:
-        """Register (or replace) a benchmark's prompts for decontamination."""
+        """Register (or replace) a benchmark's prompts for decontamination.
+
+        The file is first stored under a name no listing shows and read by the selector as
+        decontamination will read it; a file that yields no prompt is refused (and a
+        benchmark it would have replaced stays as it was): registered, it would silently
+        match nothing.
+        """
         with tempfile.TemporaryDirectory(prefix="taxoforge-bench-") as tmp:
             path = Path(tmp) / "benchmark"
             size, sha = await self._spool(chunks, path)
             object_name = benchmark_object(tenant.benchmark(name))
-            await self._datasets.put_file(object_name, "benchmark", path, 0)
-        return {"name": name, "bytes": size, "sha256": sha}
+            prompts = -1
+            if self._check_benchmark is not None:
+                # "~" is in no benchmark name, so the listing never shows the staged file.
+                staged = f"{object_name}~check-{sha[:16]}"
+                await self._datasets.put_file(staged, "benchmark", path, 0)
+                try:
+                    prompts, refusal = await self._check_benchmark(staged)
+                finally:
+                    store = await self._bus.datasets()
+                    with contextlib.suppress(JSNotFoundError, ObjectNotFoundError):
+                        await store.delete(staged)
+                if prompts <= 0:
+                    raise PermanentError(f"benchmark {name!r} is refused: {refusal}")
+            await self._datasets.put_file(object_name, "benchmark", path, max(prompts, 0))
+        info: dict[str, Any] = {"name": name, "bytes": size, "sha256": sha}
+        if prompts >= 0:
+            info["prompts"] = prompts
+        return info
 
     async def benchmarks(self, tenant: Tenant) -> list[dict[str, Any]]:
         """The tenant's registered benchmarks."""
@@ -160,9 +193,12 @@ class JobFiles:
         return info, self._datasets.stream(info.object_name)
 
     async def record(self, job_id: str, item_id: str, tenant: Tenant) -> dict[str, Any]:
-        """Where a record came from and why it was kept, or why it was dropped."""
+        """Where a record came from and why it was kept, or why it was dropped, with the
+        drafts and candidates the quality gates discarded on the way (``discarded``)."""
         job = await self._finished(job_id, tenant, listed=True)
         wanted = {item_id, f"{job_id}/{item_id}"}
+        found: dict[str, Any] | None = None
+        discarded: list[dict[str, Any]] = []
         for kind in ("provenance", "dropped"):
             info = next((d for d in job.datasets if d.kind == kind), None)
             if info is None:
@@ -171,9 +207,15 @@ class JobFiles:
                 if not any(w.encode() in line for w in wanted):
                     continue
                 record = json.loads(line)
-                if record.get("item_id") in wanted or record.get("id") in wanted:
-                    return {"status": "kept" if kind == "provenance" else "dropped", **record}
-        raise NotFoundError(f"job {job_id} has no record {item_id!r}")
+                if record.get("item_id") not in wanted and record.get("id") not in wanted:
+                    continue
+                if "candidate" in record:
+                    discarded.append(record)
+                elif found is None:
+                    found = {"status": "kept" if kind == "provenance" else "dropped", **record}
+        if found is None:
+            raise NotFoundError(f"job {job_id} has no record {item_id!r}")
+        return {**found, "discarded": discarded}
 
 
 async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

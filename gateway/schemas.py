@@ -284,6 +284,14 @@ class RecipeSpec(BaseModel):
         default=0, ge=0, lt=2**63, description="Records kept per dataset; 0 keeps all."
     )
     seed: int = Field(default=0, ge=0, lt=2**63)
+    max_candidates: float = Field(
+        default=2.0,
+        ge=1.0,
+        le=20.0,
+        description="Items the job may generate to fill every plan cell, as a factor of count: "
+        "cells whose items fail or give no record get replacement seeds until full or this "
+        "is spent (1: no replacements).",
+    )
     min_margin: float | None = Field(
         default=None,
         ge=0,
@@ -419,6 +427,7 @@ def recipe_to_proto(spec: RecipeSpec, models: ModelRegistry) -> pb.Recipe:
         instruction_attempts=spec.instruction_attempts,
         near_duplicate=spec.near_duplicate,
         contrastive=spec.contrastive,
+        max_candidates=spec.max_candidates,
     )
     if spec.selection is not None:
         recipe.selection.CopyFrom(spec.selection.to_proto())

@@ -54,7 +54,17 @@ class SelectionSpecModel(BaseModel):
     min_tag_frequency: int = Field(default=2, ge=1, le=1000)
     tag_merge_threshold: float = Field(default=0.85, gt=0, le=1)
     near_duplicate: float = Field(
-        default=0.8, ge=0, le=1, description="Query Jaccard of near-duplicates; 0: exact only."
+        default=0.8,
+        ge=0,
+        le=1,
+        description="Exact word-shingle Jaccard from which two records are near duplicates "
+        "(every compared part: instruction, its input, and in record mode the answer); 0: "
+        "exact only.",
+    )
+    dedup: Literal["record", "query"] = Field(
+        default="record",
+        description="record: duplicates share query and answer (several answers to one "
+        "prompt all reach quality selection); query: the query alone.",
     )
     decontaminate: list[str] = Field(
         default_factory=list, description="Registered benchmarks (PUT /v1/benchmarks/{name})."
@@ -101,5 +111,6 @@ class SelectionSpecModel(BaseModel):
             exports=self.exports or [],
             seed=self.seed,
             license=self.license,
+            dedup=self.dedup,
         )
         return spec

@@ -120,6 +120,44 @@ class SelectionView(BaseModel):
     methods: list[dict[str, Any]]
 
 
+class CellView(BaseModel):
+    """One plan cell: its target, what the datasets hold, and why any of it is missing."""
+
+    node: str
+    language: str
+    # Empty when the recipe does not control the dimension.
+    difficulty: str
+    task_type: str
+    planned: int
+    sft: int
+    # Preference pairs (0 when the job's exports promise none).
+    preference: int
+    # Items generated for the cell, replacement seeds included.
+    candidates: int
+    short: bool
+    # Why items of the cell were not delivered ("gate:echo", "failed:instruct", "no_pair").
+    reasons: dict[str, int]
+
+
+class CompositionView(BaseModel):
+    """A generation job's plan against its delivery, cell by cell."""
+
+    short: bool
+    planned: int
+    sft: int
+    preference: int
+    preference_promised: bool
+    # Items the job could generate and did, and the top-up rounds that replaced failures.
+    max_candidates: int
+    candidates: int
+    rounds: int
+    # Why generation stopped with cells short, when it did.
+    stopped: str | None
+    cells: list[CellView]
+    # The short cells alone (every cell is in ``cells``).
+    short_cells: list[CellView]
+
+
 class DatasetView(BaseModel):
     kind: str
     format: str
@@ -165,6 +203,10 @@ class JobView(BaseModel):
     source: dict[str, Any] | None
     # Where the job stops spending (the tenant's job limit); None: no limit.
     spend_limit: dict[str, Any] | None = None
+    # Generation: the datasets hold less than the plan in some cell (see composition).
+    short: bool = False
+    # Generation: plan against delivery per cell (None until the job's review has run).
+    composition: CompositionView | None = None
 
 
 class ErrorDetailView(BaseModel):
@@ -237,6 +279,38 @@ _STATES: dict[int, JobState] = {
 }
 
 
+def _composition(c: pb.Composition) -> CompositionView:
+    cells = [
+        CellView(
+            node=cell.node_id,
+            language=cell.language,
+            difficulty=cell.difficulty,
+            task_type=cell.task_type,
+            planned=cell.planned,
+            sft=cell.sft,
+            preference=cell.preference,
+            candidates=cell.candidates,
+            short=cell.sft < cell.planned
+            or (c.preference_promised and cell.preference < cell.planned),
+            reasons=dict(cell.reasons),
+        )
+        for cell in c.cells
+    ]
+    return CompositionView(
+        short=c.short,
+        planned=c.planned,
+        sft=c.sft,
+        preference=c.preference,
+        preference_promised=c.preference_promised,
+        max_candidates=c.max_candidates,
+        candidates=c.candidates,
+        rounds=c.rounds,
+        stopped=c.stopped or None,
+        cells=cells,
+        short_cells=[cell for cell in cells if cell.short],
+    )
+
+
 def job_view(progress: pb.JobProgress) -> JobView:
     """Map the contract's JobProgress to the REST shape."""
     job = progress.job
@@ -303,6 +377,10 @@ def job_view(progress: pb.JobProgress) -> JobView:
         recipe=_recipe(job) if kind in (JobKind.GENERATE, JobKind.SELECT) else _spec(job),
         source=_source(job) if job.HasField("source") else None,
         spend_limit=to_dict(job.spend_limit) or None,
+        short=job.short,
+        composition=_composition(job.selection.composition)
+        if job.selection.HasField("composition")
+        else None,
     )
 
 

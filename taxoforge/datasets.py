@@ -19,6 +19,7 @@ __all__ = [
     "DatasetStore",
     "benchmark_object",
     "read_object",
+    "work_object",
     "write_object",
 ]
 
@@ -27,6 +28,11 @@ _CHUNK_TIMEOUT_S = 30.0
 
 # Registered benchmarks (prompts selection decontaminates against) live under this prefix.
 BENCHMARK_PREFIX = "benchmarks/"
+
+
+def work_object(job_id: str, name: str) -> str:
+    """The object name of one of a job's work files (not part of its dataset folder)."""
+    return f"{job_id}/work/{name}"
 
 
 def benchmark_object(name: str) -> str:

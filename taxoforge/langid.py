@@ -9,7 +9,7 @@ from typing import Any
 
 from taxoforge.languages import LANGUAGES
 
-__all__ = ["LanguageVerdict", "check_language"]
+__all__ = ["LanguageVerdict", "MixedVerdict", "check_language", "check_segments"]
 
 # Texts with fewer letters than this are too short to tell; they pass.
 _MIN_LETTERS = 24
@@ -18,6 +18,57 @@ _SURE = 0.5
 # A text in which the asked language scores at least this is accepted (mixed or ambiguous).
 _ENOUGH = 0.2
 _CODE = re.compile(r"```.*?```|`[^`]*`|https?://\S+", re.DOTALL)
+# Quoted text may rightly be in another language (a sentence to translate, a cited title).
+_QUOTED = re.compile(
+    r"«[^»]*»|“[^”]*”|„[^“”]*[“”]|「[^」]*」|『[^』]*』|\"[^\"\n]*\"|\u2018[^\u2019]*\u2019|(?<!\w)'[^'\n]{2,}'(?!\w)"
+)
+# Sentences end at ., !, ? (and their full-width forms, after which no space follows).
+_SENTENCE = re.compile(r"(?<=[.!?;:])\s+|(?<=[。\uff01\uff1f\uff1b])")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+# A segment the detector gives to another language still counts as the asked language when it
+# holds this many of that language's function words: loanwords ("le machine learning est un
+# domaine") fool a detector on one sentence, grammar words do not lie.
+_FUNCTION_WORDS_ENOUGH = 2
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Languages not written in the Latin alphabet (a sentence in one of them inside a Latin-script
+# text, or the reverse, is told by its letters).
+_OTHER_SCRIPTS = _words(
+    "ar be bg bn el fa gu he hi hy ja ka kk ko mk mn mr pa ru sr ta te th uk ur zh"
+)
+
+
+_FUNCTION_WORDS: dict[str, frozenset[str]] = {
+    "en": _words(
+        "a an and are be can do does for how in is it its of on or that the these this to "
+        "was were what which who why with you your"
+    ),
+    "fr": _words(
+        "à au aux avec ce ces cette comment dans de des du elle en est et il la le les ne nous "
+        "ou pas pour pourquoi que quel quelle qui sa ses son sont sur un une vous"
+    ),
+    "de": _words(
+        "auch auf das dem den der des die ein eine einem einen für ihr im in ist mit "
+        "nicht oder sie sind und von warum was welche wie zu zum zur"
+    ),
+    "es": _words(
+        "al con cómo de del el en es esta este la las los no o para por que qué se son su "
+        "sus un una unas unos y"
+    ),
+    "it": _words(
+        "al che come con del della di e gli i il in la le lo non o per perché questa "
+        "questo si sono un una è"
+    ),
+    "pt": _words(
+        "a as com como da das de do dos e em esta este na no não o os ou para por que se "
+        "são um uma é"
+    ),
+    "nl": _words("dat de die een en het hoe in is met niet of ook op te van voor waarom wat zijn"),
+}
 
 _detector: Any = None
 _by_code: dict[str, Any] = {}
@@ -72,3 +123,70 @@ def check_language(text: str, expected: str) -> LanguageVerdict:
     asked = next((float(v.value) for v in values if v.language == target), 0.0)
     ok = asked >= _ENOUGH or float(top.value) < _SURE
     return LanguageVerdict(ok, detected, float(top.value))
+
+
+@dataclass(frozen=True)
+class MixedVerdict:
+    """Sentence by sentence: ``ok``, else the first sentence in another language and what it
+    looked like."""
+
+    ok: bool
+    segment: str = ""
+    detected: str = ""
+    confidence: float = 0.0
+
+
+def _grammar(words: list[str], function_words: frozenset[str]) -> int:
+    return sum(w in function_words for w in words)
+
+
+def _weight(text: str) -> int:
+    # A CJK character carries about a word's worth of a syllable-script text: counted twice.
+    return sum(ch.isalpha() for ch in text) + len(_CJK.findall(text))
+
+
+def _segments(text: str) -> list[str]:
+    prose = _QUOTED.sub(" ", _CODE.sub(" ", text))
+    out: list[str] = []
+    for line in prose.splitlines():
+        out.extend(s.strip() for s in _SENTENCE.split(line) if s.strip())
+    return out
+
+
+def check_segments(
+    text: str, expected: str, min_letters: int = 40, sure: float = 0.9
+) -> MixedVerdict:
+    """Whether every sentence (and line) of ``text`` is in ``expected``: a whole sentence in
+    another language fails the text even when the text as a whole reads as ``expected``.
+    Sentences shorter than ``min_letters`` (CJK characters count twice), code, URLs and quoted
+    text are not judged; a sentence fails when the detector gives another language at least
+    ``sure`` and the asked one almost nothing, it holds few of the asked language's function
+    words and, for languages whose function words we know, several of the detected one's."""
+    detector = _load()
+    target = _by_code.get(expected.lower())
+    if target is None:
+        return MixedVerdict(True)  # a language the detector does not know
+    grammar = _FUNCTION_WORDS.get(expected.lower())
+    for segment in _segments(text):
+        if _weight(segment) < min_letters:
+            continue
+        values = detector.compute_language_confidence_values(segment)
+        if not values or values[0].language == target:
+            continue
+        top = values[0]
+        asked = next((float(v.value) for v in values if v.language == target), 0.0)
+        if float(top.value) < sure or asked >= 1.0 - sure:
+            continue
+        detected = top.language.iso_code_639_1.name.lower()
+        words = re.findall(r"[^\W\d_]+", segment.casefold())
+        if grammar is not None and _grammar(words, grammar) >= _FUNCTION_WORDS_ENOUGH:
+            continue
+        # Two languages of one script: the detector must be backed by the other language's
+        # grammar, which a sentence has and a list of nouns ("morning village letter garden")
+        # or names has not. Across scripts the letters themselves tell.
+        if expected.lower() not in _OTHER_SCRIPTS and detected not in _OTHER_SCRIPTS:
+            other = _FUNCTION_WORDS.get(detected)
+            if other is None or _grammar(words, other) < _FUNCTION_WORDS_ENOUGH:
+                continue
+        return MixedVerdict(False, segment[:160], detected, float(top.value))
+    return MixedVerdict(True)

@@ -90,11 +90,15 @@ class StageHandler(ABC, Generic[M]):
         """Queue ``message`` as the job's work at ``stage`` (a republish is a no-op)."""
         await publish_work(self.ctx.bus, stage, message, job.id, item_id, version)
 
-    async def finish(self, job: pb.Job, item_id: str) -> None:
-        """End the item as judged. Its usage is written first, so once the job's last item has
-        ended every process's usage for the job is in its figures."""
+    async def finish(
+        self, job: pb.Job, item_id: str, *, sft: bool = False, preference: bool = False
+    ) -> None:
+        """End the item as judged, with what it gives the datasets (an SFT record, a
+        preference pair). Its usage is written first, so once the job's last item has ended
+        every process's usage for the job is in its figures."""
         await self.ctx.usage.flush(job.id)
-        await self.ctx.items.end(job.id, item_id, pb.ItemOutcome(item_id=item_id, judged=True))
+        outcome = pb.ItemOutcome(item_id=item_id, judged=True, sft=sft, preference=preference)
+        await self.ctx.items.end(job.id, item_id, outcome)
 
 
 def stage_routes(ctx: ServiceContext, *handlers: StageHandler[Any]) -> Mapping[Stage, Route]:

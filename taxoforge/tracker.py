@@ -1,6 +1,6 @@
 """Completion: a running job whose items have all ended is queued for its finishing stage
-(selection for generation jobs, applying the result for taxonomy jobs); a selecting job whose
-per-item step (tag, compare) has every result is queued for its next step.
+(a review of its plan cells for generation jobs, applying the result for taxonomy jobs); a
+selecting job whose per-item step (tag, compare) has every result is queued for its next step.
 
 Every replica of the service that finishes a kind of job runs this check; the CAS on the job's
 state and the finishing message's id make it happen once.
@@ -99,6 +99,14 @@ class CompletionTracker:
         ended = await self._ctx.items.count(job_id, ItemKind.OUTCOME)
         if ended < job.planned:
             return False
+        if stage is Stage.PLAN:
+            # A generation job is reviewed, round by round: its plan stage tops up short cells
+            # or hands it to selection. The round's message id makes a repeat a no-op.
+            review = job.rounds + 1
+            await publish_work(
+                self._ctx.bus, stage, pb.JobRef(job_id=job_id, round=review), job_id, "", review
+            )
+            return True
         # Queued before the job moves, so a crash in between leaves a job that the next sweep
         # moves (the second publish is dropped by its message id); the step's handler waits
         # for the move if it gets the message first.

@@ -94,6 +94,9 @@ def print_summary(job: dict[str, Any], paths: list[Path], out: Path | None = Non
         f"model calls {usage['calls']}, tokens in {usage['prompt_tokens']} "
         f"out {usage['completion_tokens']}, cost ${usage['cost_usd']:.4f}"
     )
+    composition = job.get("composition")
+    if composition:
+        print_composition(composition)
     if job.get("error"):
         console.print(f"[red]error:[/red] {job['error']}")
     if out is not None and job["datasets"]:
@@ -103,6 +106,48 @@ def print_summary(job: dict[str, Any], paths: list[Path], out: Path | None = Non
             parts.append(f"data/ ({len(paths)} formats, JSON Lines and Parquet)")
         parts += sorted(p for p in written if p.startswith("meta/"))
         console.print(f"wrote {out}: {', '.join(parts)}")
+
+
+def print_composition(composition: dict[str, Any]) -> None:
+    """Plan against delivery per language and difficulty, the short cells, and why items
+    were not delivered."""
+    pairs = composition["preference_promised"]
+    table = Table(title="plan vs delivered", show_header=True)
+    for col in ("language", "difficulty", "planned", "sft", *(["preference"] if pairs else [])):
+        table.add_column(col)
+    groups: dict[tuple[str, str], list[int]] = {}
+    reasons: dict[str, int] = {}
+    for cell in composition["cells"]:
+        row = groups.setdefault((cell["language"], cell["difficulty"] or "-"), [0, 0, 0])
+        row[0] += cell["planned"]
+        row[1] += cell["sft"]
+        row[2] += cell["preference"]
+        for reason, n in cell["reasons"].items():
+            reasons[reason] = reasons.get(reason, 0) + n
+    for (language, difficulty), (planned, sft, preference) in sorted(groups.items()):
+        cols = [language, difficulty, str(planned), str(sft)]
+        table.add_row(*cols, *([str(preference)] if pairs else []))
+    table.add_row(
+        "all",
+        "",
+        str(composition["planned"]),
+        str(composition["sft"]),
+        *([str(composition["preference"])] if pairs else []),
+    )
+    console.print(table)
+    console.print(
+        f"items generated {composition['candidates']} of at most "
+        f"{composition['max_candidates']} ({composition['rounds']} top-up rounds)"
+    )
+    if reasons:
+        top = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+        console.print("not delivered, by reason: " + ", ".join(f"{r} {n}" for r, n in top))
+    if composition["short"]:
+        short = composition["short_cells"]
+        console.print(
+            f"[yellow]short:[/yellow] {len(short)} of {len(composition['cells'])} cells below "
+            f"plan" + (f"; {composition['stopped']}" if composition.get("stopped") else "")
+        )
 
 
 def print_samples(paths: list[Path], n: int = 2) -> None:
@@ -247,8 +292,11 @@ def cmd_benchmark(ns: argparse.Namespace) -> None:
     if not ns.file:
         raise CLIError("benchmark add needs a file of prompts")
     data = Path(ns.file).read_bytes()
+    # A file that yields no prompt is refused (422, saying why): the CLIError prints it.
     info = request("PUT", f"{gateway}/v1/benchmarks/{ns.name}", content=data).json()
-    console.print(f"registered {info['name']} ({info['bytes']} bytes)")
+    prompts = info.get("prompts")
+    counted = f"{prompts} prompts, " if isinstance(prompts, int) else ""
+    console.print(f"registered {info['name']} ({counted}{info['bytes']} bytes)")
 
 
 def cmd_cancel(ns: argparse.Namespace) -> None:

@@ -51,9 +51,12 @@ async def upload(
 async def put_benchmark(
     name: BenchmarkName, request: Request, backend: BackendDep, tenant: TenantDep
 ) -> dict[str, Any]:
-    """The body is the benchmark: JSON Lines or Parquet rows (a conversation, or an object
-    with a prompt/question/instruction/query/input/text field), or plain text, one prompt per
-    line. A selection lists it in ``selection.decontaminate``."""
+    """The body is the benchmark: JSON Lines, a JSON array or Parquet rows (MT-Bench's
+    ``turns``, each turn a prompt; a conversation's user turns under ``messages`` or
+    ``conversations``; ``instruction`` with its ``input``; or a prompt/question/problem/query/
+    input/text field), or plain text, one prompt per line. Returns the prompts it holds; a
+    file that yields no prompt is refused with 422 saying why (and the keys it found). A
+    selection lists it in ``selection.decontaminate``."""
     return await backend.files.put_benchmark(name, request.stream(), tenant)
 
 

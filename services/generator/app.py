@@ -22,9 +22,13 @@ SERVICE_NAME = generator_pb2.DESCRIPTOR.services_by_name["GeneratorService"].ful
 def build(ctx: ServiceContext) -> ServiceParts:
     """The generator servicer and the instruct and respond stages."""
     settings = ctx.settings
-    attempts = settings.instruction_attempts if isinstance(settings, GeneratorSettings) else 4
-    instructions = InstructionWriter(ctx.llm, attempts)
-    responses = ResponseWriter(ctx.llm)
+    if not isinstance(settings, GeneratorSettings):
+        settings = GeneratorSettings()
+    thresholds = settings.thresholds()
+    instructions = InstructionWriter(ctx.llm, settings.instruction_attempts, thresholds)
+    responses = ResponseWriter(
+        ctx.llm, settings.response_attempts, settings.candidate_redraws, thresholds
+    )
     servicer = GeneratorServicer(instructions, responses)
 
     def register(server: grpc.aio.Server) -> None:

@@ -1,14 +1,34 @@
 """Quality gates a draft must pass: not empty, not cut off, not a refusal, in the asked
-language. Duplicates are checked against the job's other instructions (``taxoforge.dedupe``)."""
+language (``check_draft``); then the degenerate-record gates of ``taxoforge.degenerate``, before
+any judge sees the text: an instruction must be a request, leak none of our prompt, not loop and
+not switch language mid-way (``check_instruction``); a response must not restate its
+instruction, be only chatter, leak our prompt, loop or switch language (``check_response``).
+Duplicates are checked against the job's other instructions (``taxoforge.dedupe``),
+near-identical candidates against each other (``responses``)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
+from taxoforge.degenerate import (
+    DEFAULT,
+    Finding,
+    PromptSource,
+    Thresholds,
+    echo,
+    mixed_language,
+    no_answer,
+    not_a_request,
+    prompt_leak,
+    prompt_source,
+    repetition,
+)
 from taxoforge.langid import check_language
+from taxoforge.prompts import PromptTemplate
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["check_draft", "looks_refused"]
+__all__ = ["check_draft", "check_instruction", "check_response", "looks_refused", "source_of"]
 
 # Refusals and non-answers in the languages drafts are most often written in.
 _REFUSAL = re.compile(
@@ -50,3 +70,63 @@ def check_draft(
                 f"({verdict.confidence:.2f})",
             )
     return None
+
+
+def source_of(
+    template: PromptTemplate,
+    messages: Sequence[dict[str, str]] = (),
+    paths: Sequence[str] = (),
+    extra: Sequence[str] = (),
+) -> PromptSource:
+    """What a reply of ``template`` rendered into ``messages`` must not leak: the template's
+    fixed wording and ``extra`` wording our code put in its fields, its delimiters and markers,
+    and the taxonomy ``paths`` it was given."""
+    source = prompt_source(template.system, template.user, messages, paths)
+    return PromptSource(
+        wording=source.wording + tuple(e for e in extra if e.strip()),
+        tags=source.tags,
+        markers=source.markers,
+        paths=source.paths,
+    )
+
+
+def _rejection(finding: Finding | None, text: str) -> pb.Rejection | None:
+    if finding is None:
+        return None
+    return pb.Rejection(reason=finding.reason, text=text, detail=finding.detail)
+
+
+def check_instruction(
+    text: str,
+    source: PromptSource,
+    language: str,
+    check_lang: bool,
+    thresholds: Thresholds = DEFAULT,
+) -> pb.Rejection | None:
+    """Why an instruction that passed ``check_draft`` is still degenerate, or None."""
+    return _rejection(
+        not_a_request(text)
+        or prompt_leak(text, source, thresholds)
+        or repetition(text, thresholds)
+        or (mixed_language(text, language, thresholds) if check_lang else None),
+        text,
+    )
+
+
+def check_response(
+    instruction: str,
+    text: str,
+    source: PromptSource,
+    language: str,
+    check_lang: bool,
+    thresholds: Thresholds = DEFAULT,
+) -> pb.Rejection | None:
+    """Why a response that passed ``check_draft`` is still degenerate, or None."""
+    return _rejection(
+        echo(instruction, text, thresholds)
+        or no_answer(text)
+        or prompt_leak(text, source, thresholds)
+        or repetition(text, thresholds)
+        or (mixed_language(text, language, thresholds) if check_lang else None),
+        text,
+    )

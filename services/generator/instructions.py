@@ -9,9 +9,10 @@ import re
 
 from pydantic import BaseModel, Field
 
-from services.generator.gates import check_draft
-from services.generator.strategies import Draft, Prompter, codeclm_metadata
+from services.generator.gates import check_draft, check_instruction, source_of
+from services.generator.strategies import FIELD_WORDING, Draft, Prompter, codeclm_metadata
 from taxoforge.dedupe import DuplicateIndex
+from taxoforge.degenerate import DEFAULT, Thresholds
 from taxoforge.errors import PermanentError
 from taxoforge.languages import language_name
 from taxoforge.llm import LLMClient, StructuredOutputError
@@ -77,9 +78,12 @@ def clean_instruction(text: str) -> str:
 class InstructionWriter:
     """Instruction writing for one process's LLM client."""
 
-    def __init__(self, llm: LLMClient, instruction_attempts: int = 4) -> None:
+    def __init__(
+        self, llm: LLMClient, instruction_attempts: int = 4, thresholds: Thresholds = DEFAULT
+    ) -> None:
         self._llm = llm
         self._attempts = instruction_attempts
+        self._thresholds = thresholds
         self._prompts = Prompter()
 
     async def instruction(
@@ -115,9 +119,13 @@ class InstructionWriter:
             )
             add_usage(out.usage, call.usage)
             text = clean_instruction(raw)
-            rejection = check_draft(
-                text, call.finish_reason, seed.language, not recipe.no_language_check
-            )
+            check_lang = not recipe.no_language_check
+            rejection = check_draft(text, call.finish_reason, seed.language, check_lang)
+            if rejection is None:
+                source = source_of(draft.template, draft.messages, [seed.node_path], FIELD_WORDING)
+                rejection = check_instruction(
+                    text, source, seed.language, check_lang, self._thresholds
+                )
             if rejection is None and out.strategy == "codeclm":
                 text, rejection = await self._self_rubrics(out, draft, text, recipe, attempt)
             if rejection is None and duplicates is not None:
@@ -197,9 +205,14 @@ class InstructionWriter:
             out.seed, text, rubric.action, recipe, number, attempt, version=out.version
         )
         add_usage(out.usage, call.usage)
-        rejection = check_draft(
-            improved, call.finish_reason, out.seed.language, not recipe.no_language_check
-        )
+        check_lang = not recipe.no_language_check
+        rejection = check_draft(improved, call.finish_reason, out.seed.language, check_lang)
+        if rejection is None:
+            # The rewrite must not carry the improve prompt's delimiters or wording either.
+            source = source_of(self._prompts.improve, paths=[out.seed.node_path])
+            rejection = check_instruction(
+                improved, source, out.seed.language, check_lang, self._thresholds
+            )
         if rejection is not None:
             return text, rejection
         out.rounds.append(

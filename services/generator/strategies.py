@@ -21,7 +21,14 @@ from taxoforge.languages import language_name
 from taxoforge.prompts import PromptTemplate, load_template
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["DIFFICULTY_TEXT", "Draft", "Prompter", "codeclm_metadata", "sample_glan"]
+__all__ = [
+    "DIFFICULTY_TEXT",
+    "FIELD_WORDING",
+    "Draft",
+    "Prompter",
+    "codeclm_metadata",
+    "sample_glan",
+]
 
 _PROMPTS = Path(__file__).parent / "prompts"
 
@@ -32,6 +39,11 @@ DIFFICULTY_TEXT = {
     "hard": "hard: several steps or concepts, needing real expertise",
     "expert": "expert-level: open-ended, several interacting ideas",
 }
+_GUIDANCE = "A good one:"
+_EXAMPLE = "An example of the kind (another topic):"
+_SESSION = "Class session:"
+# Our own wording that reaches prompts through fields: a reply must not repeat it either.
+FIELD_WORDING = (*DIFFICULTY_TEXT.values(), _GUIDANCE, _EXAMPLE, _SESSION)
 
 
 @dataclass
@@ -107,7 +119,7 @@ class Prompter:
         difficulty = DIFFICULTY_TEXT.get(seed.difficulty, DIFFICULTY_TEXT[""])
         if seed.strategy == "glan":
             sessions, concepts = sample_glan(seed, rng)
-            listed = "\n".join(f"Class session: {s.title}" for s in sessions)
+            listed = "\n".join(f"{_SESSION} {s.title}" for s in sessions)
             messages = self.glan.render(
                 subject=seed.node_title,
                 path=seed.node_path,
@@ -131,14 +143,12 @@ class Prompter:
         messages = self.tap.render(
             task=seed.task_title or "a question that asks for an explanation",
             task_description=seed.task_description,
-            guidance=f"A good one: {guidance.text}" if guidance and guidance.text else "",
+            guidance=f"{_GUIDANCE} {guidance.text}" if guidance and guidance.text else "",
             subject=seed.node_title,
             path=seed.node_path,
             description=seed.node_description or seed.node_title,
             difficulty=difficulty,
-            example=f"An example of the kind (another topic): {example.text}"
-            if example and example.text
-            else "",
+            example=f"{_EXAMPLE} {example.text}" if example and example.text else "",
             language=language,
         )
         return Draft(self.tap, messages)

@@ -3,7 +3,7 @@ redelivery."""
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable, Callable
 
 from services.generator.instructions import GateFailure, InstructionWriter
 from services.generator.responses import ResponseWriter
@@ -15,8 +15,6 @@ from taxoforge.store import ItemKind, ItemStore
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["InstructHandler", "RefineHandler", "RespondHandler"]
-
-_DEFAULT_K = 2
 
 
 class InstructHandler(StageHandler[pb.Seed]):
@@ -63,23 +61,14 @@ class RespondHandler(StageHandler[pb.Instruction]):
         await self.publish(Stage.JUDGE, candidates, job, item_id, version)
 
     async def _candidates(self, job: pb.Job, instruction: pb.Instruction) -> pb.Candidates:
-        recipe = job.recipe
-        k = recipe.responses_per_instruction or _DEFAULT_K
-        # Each candidate is stored on its own, so a retry redoes only the missing ones.
-        parts = [self._response(job, instruction, c, False) for c in range(k)]
-        if recipe.contrastive and recipe.models.target.model:
-            parts.append(self._response(job, instruction, k, True))
-        responses = await asyncio.gather(*parts)
-        return pb.Candidates(instruction=instruction, responses=responses)
+        # Each draw of each candidate is stored on its own, so a retry redoes only the missing
+        # ones; candidates the gates discard are redrawn and listed on ``rejected``.
+        async def once(part: str, write: Callable[[], Awaitable[pb.Response]]) -> pb.Response:
+            versioned = ItemStore.versioned(part, instruction.version)
+            key = ItemStore.key(job.id, ItemKind.RESPONSE, instruction.item_id, versioned)
+            return await self.once(key, pb.Response, write)
 
-    async def _response(
-        self, job: pb.Job, instruction: pb.Instruction, c: int, target: bool
-    ) -> pb.Response:
-        part = ItemStore.versioned("t" if target else f"r{c}", instruction.version)
-        key = ItemStore.key(job.id, ItemKind.RESPONSE, instruction.item_id, part)
-        return await self.once(
-            key, pb.Response, self._responses.response, instruction, job.recipe, c, target=target
-        )
+        return await self._responses.candidates(instruction, job.recipe, once)
 
 
 class RefineHandler(StageHandler[pb.Instruction]):

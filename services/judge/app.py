@@ -20,7 +20,8 @@ SERVICE_NAME = judge_pb2.DESCRIPTOR.services_by_name["JudgeService"].full_name
 
 def build(ctx: ServiceContext) -> ServiceParts:
     """The judge servicer, the judge stage and TACOS comparative scoring."""
-    judge = Judge(ctx.llm)
+    settings = ctx.settings if isinstance(ctx.settings, JudgeSettings) else JudgeSettings()
+    judge = Judge(ctx.llm, settings.verdict_rules())
     servicer = JudgeServicer(judge, ctx.jobs)
 
     def register(server: grpc.aio.Server) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.judge.verdicts import PROMPTS, TenVerdict, ask_on_responses
+from services.judge.verdicts import PROMPTS, TenVerdict, VerdictRules, ask_on_responses, checked
 from taxoforge.llm import LLMClient
 from taxoforge.prompts import load_template
 from taxoforge.v1 import common_pb2 as pb
@@ -18,9 +18,10 @@ DEFAULT_GAP = 3.0
 class Contrastive:
     """The contrastive model calls: both answers, in both orders."""
 
-    def __init__(self, llm: LLMClient) -> None:
+    def __init__(self, llm: LLMClient, rules: VerdictRules | None = None) -> None:
         self._llm = llm
         self._template = load_template(PROMPTS / "contrastive.yaml")
+        self._verdict = checked(TenVerdict, rules or VerdictRules())
 
     async def contrastive(
         self,
@@ -36,10 +37,10 @@ class Contrastive:
         another Self-Rubrics round while rounds are left."""
         (s1, t1, _, first), (t2, s2, _, second) = await asyncio.gather(
             ask_on_responses(
-                self._llm, self._template, TenVerdict, cfg, instruction, strong, target
+                self._llm, self._template, self._verdict, cfg, instruction, strong, target
             ),
             ask_on_responses(
-                self._llm, self._template, TenVerdict, cfg, instruction, target, strong
+                self._llm, self._template, self._verdict, cfg, instruction, target, strong
             ),
         )
         out = pb.ContrastiveRound(

@@ -8,18 +8,22 @@ import random
 from collections.abc import Awaitable, Sequence
 from itertools import combinations
 
+from services.judge.allowance import Allowance, AllowanceSpent, Tally
 from services.judge.rubric import pick_pair
 from services.judge.verdicts import (
     MAX_RATIONALE,
     PROMPTS,
     PairVerdict,
     Verdict,
+    VerdictRules,
     ask_on_responses,
     ask_two,
+    checked,
     verdict_of,
 )
 from taxoforge.languages import language_name
 from taxoforge.llm import LLMClient, StructuredOutputError
+from taxoforge.llm.metering import METER
 from taxoforge.prompts import load_template
 from taxoforge.v1 import common_pb2 as pb
 
@@ -37,44 +41,78 @@ DEFAULT_DISAGREEMENT = 30.0
 class Pairwise:
     """The pairwise model calls: a pair of candidates, or a sample and its reference."""
 
-    def __init__(self, llm: LLMClient) -> None:
+    def __init__(self, llm: LLMClient, rules: VerdictRules | None = None) -> None:
         self._llm = llm
         self._pairwise = load_template(PROMPTS / "pairwise.yaml")
         self._samples = load_template(PROMPTS / "samples.yaml")
+        self._verdict = checked(PairVerdict, rules or VerdictRules())
 
     async def compare_samples(
-        self, sample: pb.Sample, reference: pb.Sample, cfg: pb.ModelConfig, language: str
+        self,
+        sample: pb.Sample,
+        reference: pb.Sample,
+        cfg: pb.ModelConfig,
+        language: str,
+        max_calls: int = 0,
     ) -> pb.Comparison:
         """TACOS comparative scoring: a sample (A) against its cluster's reference (B) as
         training data, 1-100, in both orders at once; the orders' means are the scores. A judge
-        that never answers validly gives a failed comparison, never a score."""
-        out = pb.Comparison(a_id=sample.id, b_id=reference.id, swapped=True)
+        that never answers validly gives a failed comparison, never a score.
 
-        def ask(first: pb.Sample, second: pb.Sample) -> Awaitable[Verdict]:
-            return ask_two(
-                self._llm,
-                self._samples,
-                PairVerdict,
-                cfg,
-                (self._samples.name, first.id, second.id),
-                language=language_name(language or "en"),
-                query_1=first.query,
-                response_1=first.response,
-                query_2=second.query,
-                response_2=second.response,
-            )
+        ``max_calls``: requests both orders may send together, retries included (0: no
+        limit); the one that would go past it is not sent and the comparison fails. Each
+        order's call records every request it sent, so the comparison's calls are what the
+        model served for it."""
+        out = pb.Comparison(a_id=sample.id, b_id=reference.id, swapped=True)
+        allowance = Allowance(max(0, max_calls))
+
+        async def ask(first: pb.Sample, second: pb.Sample) -> Verdict:
+            # This order's own task (gather runs it in one), so the meter is this order's.
+            tally = Tally(allowance, METER.get())
+            METER.set(tally)
+            try:
+                a, b, why, call = await ask_two(
+                    self._llm,
+                    self._samples,
+                    self._verdict,
+                    cfg,
+                    (self._samples.name, first.id, second.id),
+                    language=language_name(language or "en"),
+                    query_1=first.query,
+                    response_1=first.response,
+                    query_2=second.query,
+                    response_2=second.response,
+                )
+            except StructuredOutputError as exc:
+                exc.call.usage.CopyFrom(tally.usage)
+                raise
+            except AllowanceSpent as exc:
+                # Every reply this order got was invalid (a valid one would have ended it).
+                spent = self._samples.stamp(pb.LLMCall(role="judge", invalid_replies=tally.replies))
+                spent.usage.CopyFrom(tally.usage)
+                raise StructuredOutputError(
+                    f"no valid judge reply within the comparison's calls: {exc}", spent
+                ) from exc
+            call.usage.CopyFrom(tally.usage)  # transient retries were sent too
+            return a, b, why, call
 
         ab, ba = await asyncio.gather(
             ask(sample, reference), ask(reference, sample), return_exceptions=True
         )
-        calls = [r[3] for r in (ab, ba) if isinstance(r, tuple)]
         for result in (ab, ba):
-            if isinstance(result, StructuredOutputError):
-                out.failed, out.verdict, out.error = True, "tie", str(result)[:MAX_RATIONALE]
-                out.calls.extend([*calls, result.call])
-                return out
-            if isinstance(result, BaseException):
+            if isinstance(result, BaseException) and not isinstance(result, StructuredOutputError):
                 raise result
+        errors = [r for r in (ab, ba) if isinstance(r, StructuredOutputError)]
+        if errors:
+            # Both orders' calls were paid for, the failed ones too.
+            for result in (ab, ba):
+                if isinstance(result, tuple):
+                    out.calls.append(result[3])
+                elif isinstance(result, StructuredOutputError):
+                    out.calls.append(result.call)
+            out.failed, out.verdict = True, "tie"
+            out.error = "; ".join(str(e) for e in errors)[:MAX_RATIONALE]
+            return out
         assert isinstance(ab, tuple) and isinstance(ba, tuple)
         _record_both_orders(out, ab, ba, DEFAULT_DISAGREEMENT)
         out.verdict = verdict_of(out.a - out.b)
@@ -148,7 +186,7 @@ class Pairwise:
         again: bool = False,
     ) -> Awaitable[Verdict]:
         return ask_on_responses(
-            self._llm, self._pairwise, PairVerdict, cfg, instruction, first, second, again
+            self._llm, self._pairwise, self._verdict, cfg, instruction, first, second, again
         )
 
 

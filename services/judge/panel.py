@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from services.judge.contrastive import DEFAULT_GAP, Contrastive
 from services.judge.pairwise import Pairwise, all_pairs, pairwise_scores, rank_pair
 from services.judge.rubric import Rubric, pick_pair
+from services.judge.verdicts import VerdictRules
 from taxoforge.llm import LLMClient
 from taxoforge.methods import MAX_SELF_RUBRICS_ROUNDS
 from taxoforge.v1 import common_pb2 as pb
@@ -20,8 +21,10 @@ __all__ = ["Judge", "Panel", "build_judgment"]
 class Judge:
     """The judge's model calls, one verdict each, whatever the mode."""
 
-    def __init__(self, llm: LLMClient) -> None:
-        rubric, pairwise, contrastive = Rubric(llm), Pairwise(llm), Contrastive(llm)
+    def __init__(self, llm: LLMClient, rules: VerdictRules | None = None) -> None:
+        rules = rules or VerdictRules()
+        rubric, pairwise = Rubric(llm, rules), Pairwise(llm, rules)
+        contrastive = Contrastive(llm, rules)
         self.score = rubric.score
         self.compare = pairwise.compare
         self.compare_samples = pairwise.compare_samples

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.judge.verdicts import MAX_RATIONALE, PROMPTS, RubricVerdict
+from services.judge.verdicts import MAX_RATIONALE, PROMPTS, RubricVerdict, VerdictRules, checked
 from taxoforge.languages import language_name
 from taxoforge.llm import LLMClient, StructuredOutputError
 from taxoforge.markers import fence_for
@@ -20,9 +20,10 @@ ASPECTS = ("helpfulness", "correctness", "instruction_following", "honesty", "la
 class Rubric:
     """The rubric's model call, one verdict per candidate."""
 
-    def __init__(self, llm: LLMClient) -> None:
+    def __init__(self, llm: LLMClient, rules: VerdictRules | None = None) -> None:
         self._llm = llm
         self._template = load_template(PROMPTS / "rubric.yaml")
+        self._verdict = checked(RubricVerdict, rules or VerdictRules())
 
     async def score(
         self, instruction: pb.Instruction, response: pb.Response, cfg: pb.ModelConfig
@@ -38,7 +39,7 @@ class Rubric:
         )
         try:
             verdict, call = await self._llm.structured(
-                "judge", cfg, messages, RubricVerdict, max_tokens=320, cache=marker.stable
+                "judge", cfg, messages, self._verdict, max_tokens=320, cache=marker.stable
             )
         except StructuredOutputError as exc:
             return pb.Score(

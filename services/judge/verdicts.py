@@ -6,14 +6,22 @@ authors cannot know (:mod:`taxoforge.markers`: derived from the job's secret and
 ids, so the same verdict asked again is the same request, answered from the request cache),
 removes that code from the texts, and tells the judge they are data. A reply that never
 validates is recorded as a judge failure, never as a score.
+
+A reply is checked for substance as well as shape (:class:`VerdictRules`): a rationale with no
+words in it (``"]["``), or rubric aspect scores that contradict the overall score, makes the
+reply invalid, so the client asks again and counts it as an invalid reply, as it does a reply
+that is not JSON. Identical scores for two answers are not invalid by themselves: a judge may
+find two answers equally good, and only a contradiction inside one reply is certain.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ClassVar, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from taxoforge.languages import language_name
 from taxoforge.llm import LLMClient
@@ -28,8 +36,10 @@ __all__ = [
     "RubricVerdict",
     "TenVerdict",
     "Verdict",
+    "VerdictRules",
     "ask_on_responses",
     "ask_two",
+    "checked",
     "verdict_of",
 ]
 
@@ -46,8 +56,56 @@ Hundred = Annotated[
 ]
 
 
-class RubricVerdict(BaseModel):
+@dataclass(frozen=True)
+class VerdictRules:
+    """What makes a well-formed reply a usable one.
+
+    ``aspect_tolerance``: how far (1-10 points) a rubric's overall score may lie outside the
+    range of its aspect scores; an overall of 1 with every aspect at 10 is a contradiction,
+    an overall a little under the lowest aspect is a judgement call. ``min_rationale_letters``:
+    letters a rationale needs (any script), so punctuation or a bare number is no rationale.
+    """
+
+    aspect_tolerance: float = 2.0
+    min_rationale_letters: int = 2
+
+
+class _Checked(BaseModel):
+    """A reply whose substance is checked against ``rules`` (see :func:`checked`)."""
+
+    rules: ClassVar[VerdictRules] = VerdictRules()
+
+    @model_validator(mode="after")
+    def _has_a_rationale(self) -> _Checked:
+        rationale = str(getattr(self, "rationale", ""))
+        letters = sum(ch.isalpha() for ch in rationale)
+        if letters < self.rules.min_rationale_letters:
+            raise ValueError(
+                f"the rationale {rationale.strip()[:40]!r} gives no reason "
+                f"({letters} letters; at least {self.rules.min_rationale_letters})"
+            )
+        return self
+
+
+V = TypeVar("V", bound=_Checked)
+
+
+@cache
+def checked(output: type[V], rules: VerdictRules) -> type[V]:
+    """``output`` validated under ``rules``: a subclass of the same name and schema, so the
+    request (and its cache entry) is the same whatever the rules."""
+    if rules == output.rules:
+        return output
+    namespace = {"rules": rules, "__module__": output.__module__, "__doc__": output.__doc__}
+    return type(output.__name__, (output,), namespace)
+
+
+class RubricVerdict(_Checked):
     """The rubric reply: a short rationale, a score per aspect, an overall score, all 1-10."""
+
+    # (The docstring is the schema's description, which the model reads.) The overall score
+    # must agree with the aspects: at most the rules' tolerance below the lowest aspect or
+    # above the highest, since one bad aspect may rightly pull the overall down to it.
 
     # The length is a hint for constrained decoders (it makes a small model stop); replies that
     # run longer are kept and cut, not refused.
@@ -59,8 +117,26 @@ class RubricVerdict(BaseModel):
     language_match: Ten
     score: Ten
 
+    @model_validator(mode="after")
+    def _agrees_with_aspects(self) -> RubricVerdict:
+        aspects = [
+            self.helpfulness,
+            self.correctness,
+            self.instruction_following,
+            self.honesty,
+            self.language_match,
+        ]
+        low, high = min(aspects), max(aspects)
+        tolerance = self.rules.aspect_tolerance
+        if self.score < low - tolerance or self.score > high + tolerance:
+            raise ValueError(
+                f"the overall score {self.score} contradicts the aspect scores "
+                f"({low}-{high}, tolerance {tolerance:g})"
+            )
+        return self
 
-class PairVerdict(BaseModel):
+
+class PairVerdict(_Checked):
     """The pairwise reply: a rationale and both answers' scores, 1-100."""
 
     rationale: str = Field(json_schema_extra={"maxLength": 400})
@@ -68,7 +144,7 @@ class PairVerdict(BaseModel):
     score_2: Hundred
 
 
-class TenVerdict(BaseModel):
+class TenVerdict(_Checked):
     """The contrastive reply (CodecLM's pairwise template): both answers' scores, 1-10."""
 
     rationale: str = Field(json_schema_extra={"maxLength": 300})

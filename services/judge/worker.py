@@ -11,6 +11,7 @@ import random
 
 from services.judge.panel import Judge, Panel
 from taxoforge.bus import Stage
+from taxoforge.composition import delivers
 from taxoforge.context import ServiceContext
 from taxoforge.methods import sampling_seed
 from taxoforge.stage import StageHandler
@@ -46,7 +47,8 @@ class JudgeHandler(StageHandler[pb.Candidates]):
             await self.publish(Stage.REFINE, again, job, item_id, version + 1)
             return
         await self.ctx.items.put_once(ItemStore.key(job.id, ItemKind.JUDGMENT, item_id), judged)
-        await self.finish(job, item_id)
+        sft, preference = delivers(judged)
+        await self.finish(job, item_id, sft=sft, preference=preference)
 
     async def _judge_version(self, job: pb.Job, candidates: pb.Candidates) -> pb.Judgment:
         recipe = job.recipe
@@ -99,5 +101,6 @@ class CompareHandler(StageHandler[pb.CompareTask]):
             task.reference,
             job.recipe.models.judge,
             task.language,
+            task.max_calls,
         )
         await self.ctx.items.announce(job.id)

@@ -12,7 +12,6 @@ from services.selector.settings import SelectorSettings
 from services.selector.worker import StepHandler, TagHandler
 from taxoforge.bus import Stage
 from taxoforge.context import ServiceContext, run_service
-from taxoforge.jobs.model import JobKind
 from taxoforge.service import ServiceParts
 from taxoforge.stage import stage_routes
 from taxoforge.tracker import CompletionTracker
@@ -31,14 +30,16 @@ def build(ctx: ServiceContext) -> ServiceParts:
     preparer = Preparer(ctx, settings.selection_defaults(), settings.judge_addr)
     clusterer = Clusterer(ctx)
     runner = SelectionRunner(ctx)
-    servicer = SelectorServicer(ctx)
+    servicer = SelectorServicer(ctx, settings.selection_defaults().import_limits)
 
     def register(server: grpc.aio.Server) -> None:
         selector_pb2_grpc.add_SelectorServiceServicer_to_server(servicer, server)
 
+    # Generation jobs come to selection from their review (the taxonomy service); this
+    # tracker moves selecting jobs from step to step.
     tracker = CompletionTracker(
         ctx,
-        {JobKind.GENERATE: Stage.PREPARE},
+        {},
         settings.tracker_period_s,
         steps={Stage.TAG: Stage.CLUSTER, Stage.COMPARE: Stage.SELECT},
     )

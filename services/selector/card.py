@@ -25,6 +25,8 @@ from taxoforge.selection import EXPORT_FORMATS, PREFERENCE_FORMATS, SFT_FORMATS
 __all__ = [
     "BUCKETS",
     "CardInput",
+    "benchmark_name",
+    "cluster_bars",
     "histogram",
     "markdown_cell",
     "size_category",
@@ -35,8 +37,12 @@ __all__ = [
 BUCKETS: tuple[str, ...] = tuple(f"{10 * i + 1}-{10 * (i + 1)}" for i in range(10))
 # Rows a composition table shows before summing up the rest.
 MAX_TABLE_ROWS = 50
-# Clusters a chart labels one by one; beyond, the axis shows ranks only.
-MAX_CLUSTER_LABELS = 40
+# Clusters the cluster chart shows one bar each (largest first); the rest share one "other" bar.
+MAX_CLUSTER_BARS = 30
+# Characters of a cluster label shown on the chart (the whole label is in the tables).
+MAX_LABEL_CHARS = 40
+# Short cells the plan-vs-delivered section lists one by one.
+MAX_SHORT_CELLS = 100
 _SIZES: tuple[tuple[int, str], ...] = (
     (1_000, "n<1K"),
     (10_000, "1K<n<10K"),
@@ -171,6 +177,28 @@ def _records(n: int) -> str:
     return f"{n:,} record" + ("" if n == 1 else "s")
 
 
+def benchmark_name(name: str) -> str:
+    """A benchmark as its tenant named it: registry names are "<tenant>~<name>", and "~" is in
+    no name a tenant can give."""
+    return name.rsplit("~", 1)[-1]
+
+
+def _imported(card: CardInput) -> bool:
+    """Whether the records were imported (a selection job) rather than generated."""
+    return bool(card.report.get("imported"))
+
+
+def _public_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings as the tenant gave them: benchmark names without the registry's prefix."""
+    shown = dict(settings)
+    selection = shown.get("selection")
+    if isinstance(selection, Mapping) and selection.get("decontaminate"):
+        selection = dict(selection)
+        selection["decontaminate"] = [benchmark_name(str(n)) for n in selection["decontaminate"]]
+        shown["selection"] = selection
+    return shown
+
+
 @dataclass
 class _Formats:
     """Per export format: its records and its files' relative paths."""
@@ -201,7 +229,7 @@ class _Formats:
 
 def _header(card: CardInput, formats: _Formats, n: int) -> dict[str, Any]:
     """The YAML metadata the Hub reads."""
-    tags = ["synthetic", "taxoforge"]
+    tags = ["taxoforge"] if _imported(card) else ["synthetic", "taxoforge"]
     if any(formats.records.get(f) for f in SFT_FORMATS):
         tags.append("sft")
     if any(formats.records.get(f) for f in PREFERENCE_FORMATS):
@@ -232,11 +260,17 @@ def _summary(card: CardInput, formats: _Formats, n: int) -> list[str]:
     candidates = card.report.get("candidates")
     of = f" out of {candidates:,} candidates" if isinstance(candidates, int) else ""
     method = f" by the `{card.method}` selection method" if card.method else ""
+    if _imported(card):
+        imported = card.report.get("imported")
+        source = imported.get("name") if isinstance(imported, Mapping) else ""
+        origin = f" from `{_one_line(str(source))}`" if source else ""
+        what = f"Fine-tuning data imported{origin} and selected with taxoforge"
+    else:
+        what = "Synthetic fine-tuning data generated and selected with taxoforge"
     lines = [
         f"# {_one_line(card.name) or card.job_id}",
         "",
-        "Synthetic fine-tuning data generated and selected with taxoforge"
-        f" (job `{card.job_id}`): {_records(n)} chosen{method}{of}.",
+        f"{what} (job `{card.job_id}`): {_records(n)} chosen{method}{of}.",
     ]
     if card.languages:
         lines += ["", "Languages: " + ", ".join(f"`{lang}`" for lang in card.languages) + "."]
@@ -258,6 +292,19 @@ def _summary(card: CardInput, formats: _Formats, n: int) -> list[str]:
             " of `sft` (and of `sharegpt`), and line *i* of `openai-dpo` is the *i*-th record of"
             " `preference`. `alpaca` holds the single-turn records only.",
         ]
+        empty = [
+            f for f in sorted(formats.paths, key=EXPORT_FORMATS.index) if not formats.records[f]
+        ]
+        if empty:
+            lines += [
+                "",
+                "No record went to "
+                + ", ".join(f"`{f}`" for f in empty)
+                + ": "
+                + ("its" if len(empty) == 1 else "their")
+                + " files are kept, empty but loadable (the Parquet file holds the schema and"
+                " no rows; the JSON Lines file no line).",
+            ]
     return lines
 
 
@@ -296,6 +343,99 @@ def _composition(card: CardInput) -> list[str]:
             rows.append([f"({len(rest)} more)", more, f"{100 * more / total:.1f}%"])
         title = _one_line(name[:1].upper() + name[1:])
         lines += ["", f"### {title}", "", *_table([title, "Records", "Share"], rows, right=2)]
+    return lines
+
+
+_CELL_DIMENSIONS = (
+    ("node_id", "Taxonomy node"),
+    ("language", "Language"),
+    ("difficulty", "Difficulty"),
+    ("task_type", "Task type"),
+)
+
+
+def _count(value: object) -> int:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def _plan_vs_delivered(report: Mapping[str, Any]) -> list[str]:
+    """The plan's cells against what the datasets hold (report.composition): totals per
+    dimension, and each short cell with why. Nothing when there was no plan (selection)."""
+    composition = report.get("composition")
+    if not isinstance(composition, Mapping):
+        return []
+    cells = [c for c in composition.get("cells") or [] if isinstance(c, Mapping)]
+    if not cells and not _count(composition.get("planned")):
+        return []
+    pref = bool(composition.get("preference_promised"))
+    planned = _count(composition.get("planned")) or sum(_count(c.get("planned")) for c in cells)
+    sft = _count(composition.get("sft")) or sum(_count(c.get("sft")) for c in cells)
+    preference = _count(composition.get("preference")) or sum(
+        _count(c.get("preference")) for c in cells
+    )
+
+    def short_by(cell: Mapping[str, Any]) -> int:
+        want = _count(cell.get("planned"))
+        got = [_count(cell.get("sft"))] + ([_count(cell.get("preference"))] if pref else [])
+        return max(0, want - min(got))
+
+    shorts = [c for c in cells if short_by(c) > 0]
+    delivered = f"{sft:,} SFT records" + (f" and {preference:,} preference pairs" if pref else "")
+    lines = ["## Plan vs delivered", "", f"Planned {planned:,} records; delivered {delivered}."]
+    if shorts or composition.get("short"):
+        lines[-1] += f" {len(shorts):,} of {len(cells):,} cells are short of their plan."
+    else:
+        lines[-1] += f" Every one of the {len(cells):,} cells is full."
+    spend = []
+    if _count(composition.get("candidates")):
+        limit = _count(composition.get("max_candidates"))
+        spend.append(
+            f"{_count(composition['candidates']):,} candidates generated"
+            + (f" of at most {limit:,}" if limit else "")
+        )
+    if _count(composition.get("rounds")):
+        spend.append(f"{_count(composition['rounds']):,} top-up rounds")
+    if spend:
+        lines += ["", "; ".join(spend).capitalize() + "."]
+    if composition.get("stopped"):
+        lines += ["", f"Generation stopped: {_one_line(str(composition['stopped']))}."]
+    header = ["Planned", "SFT"] + (["Preference"] if pref else [])
+    for key, title in _CELL_DIMENSIONS:
+        values = [str(c.get(key) or "") for c in cells]
+        if not any(values):
+            continue  # the recipe does not control this dimension
+        totals: dict[str, list[int]] = {}
+        for cell, value in zip(cells, values, strict=True):
+            row = totals.setdefault(value or "(none)", [0, 0, 0])
+            row[0] += _count(cell.get("planned"))
+            row[1] += _count(cell.get("sft"))
+            row[2] += _count(cell.get("preference"))
+        rows = [[v, *t[: len(header)]] for v, t in totals.items()]
+        lines += ["", f"### {title}", "", *_table([title, *header], rows, right=len(header))]
+    if shorts:
+        named = [(k, t) for k, t in _CELL_DIMENSIONS if any(c.get(k) for c in cells)]
+        rows = []
+        for cell in shorts[:MAX_SHORT_CELLS]:
+            given = cell.get("reasons")
+            reasons: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
+            why = ", ".join(
+                f"{r}: {_count(n)}"
+                for r, n in sorted(reasons.items(), key=lambda kv: (-_count(kv[1]), str(kv[0])))
+            )
+            rows.append(
+                [
+                    *(cell.get(k) or "-" for k, _ in named),
+                    _count(cell.get("planned")),
+                    _count(cell.get("sft")),
+                    *([_count(cell.get("preference"))] if pref else []),
+                    _count(cell.get("candidates")),
+                    why or "-",
+                ]
+            )
+        columns = [t for _, t in named] + header + ["Candidates", "Why short"]
+        lines += ["", "### Short cells", "", *_table(columns, rows)]
+        if len(shorts) > MAX_SHORT_CELLS:
+            lines += ["", f"({len(shorts) - MAX_SHORT_CELLS:,} more short cells.)"]
     return lines
 
 
@@ -343,7 +483,8 @@ def _dedup(report: Mapping[str, Any]) -> list[str]:
     contaminated = report.get("contaminated")
     if isinstance(contaminated, Mapping):
         rows.extend(
-            [f"Contaminated ({bench}) removed", _value(n)] for bench, n in contaminated.items()
+            [f"Contaminated ({benchmark_name(str(bench))}) removed", _value(n)]
+            for bench, n in contaminated.items()
         )
     if "selected" in report:
         rows.append(["Selected", _value(report["selected"])])
@@ -402,24 +543,51 @@ def _quality_chart(path: Path, selected: Sequence[float], candidates: Sequence[f
     figure.savefig(path, format="png", dpi=100, metadata={"Software": None})
 
 
+def _short_label(label: str) -> str:
+    text = _one_line(label) or "(none)"
+    return text if len(text) <= MAX_LABEL_CHARS else text[: MAX_LABEL_CHARS - 1] + "\u2026"
+
+
+def cluster_bars(
+    sizes: Counter[str], selected: Counter[str], top: int = MAX_CLUSTER_BARS
+) -> list[tuple[str, int, int]]:
+    """(label, size, selected) per bar, largest cluster first: the ``top`` largest one by one,
+    the rest summed as one "other (N clusters)" bar last."""
+    clusters = sorted(set(sizes) | set(selected), key=lambda c: (-sizes[c], -selected[c], c))
+    bars = [(_short_label(c), sizes[c], selected[c]) for c in clusters[:top]]
+    rest = clusters[top:]
+    if rest:
+        bars.append(
+            (
+                f"other ({len(rest):,} clusters)",
+                sum(sizes[c] for c in rest),
+                sum(selected[c] for c in rest),
+            )
+        )
+    return bars
+
+
 def _cluster_chart(path: Path, sizes: Counter[str], selected: Counter[str]) -> None:
-    """Candidates and selected records per cluster, largest cluster first."""
+    """Candidates and selected records per cluster as horizontal bars, largest on top, one
+    label a row (so labels never overlap); past ``MAX_CLUSTER_BARS`` the rest share a bar."""
     from matplotlib.figure import Figure
 
-    clusters = sorted(set(sizes) | set(selected), key=lambda c: (-sizes[c], -selected[c], c))
-    figure = Figure(figsize=(max(6.0, min(0.3 * len(clusters), 20.0)), 4), layout="constrained")
+    bars = cluster_bars(sizes, selected)
+    figure = Figure(figsize=(9.0, max(2.5, 0.3 * len(bars) + 1.2)), layout="constrained")
     axes = figure.add_subplot()
-    positions = list(range(len(clusters)))
+    positions = list(range(len(bars)))
     if sizes:
-        axes.bar(positions, [sizes[c] for c in clusters], width=0.8, alpha=0.45, label="Size")
-    axes.bar(positions, [selected[c] for c in clusters], width=0.5, alpha=0.85, label="Selected")
-    if len(clusters) <= MAX_CLUSTER_LABELS:
-        axes.set_xticks(positions, clusters)
-        axes.set_xlabel("Cluster")
-    else:
-        axes.set_xlabel(f"Clusters ({len(clusters)}, largest first)")
-    axes.set_ylabel("Records")
-    axes.legend()
+        axes.barh(positions, [b[1] for b in bars], height=0.8, alpha=0.45, label="Size")
+    axes.barh(positions, [b[2] for b in bars], height=0.5, alpha=0.85, label="Selected")
+    axes.set_yticks(positions, [b[0] for b in bars], fontsize=8)
+    axes.invert_yaxis()  # the largest cluster on top
+    axes.set_xlabel("Records")
+    total = len(set(sizes) | set(selected))
+    title = f"Clusters ({total:,})"
+    if total > MAX_CLUSTER_BARS:
+        title += f": the {MAX_CLUSTER_BARS} largest, the rest as other"
+    axes.set_title(title)
+    axes.legend(loc="lower right")
     figure.savefig(path, format="png", dpi=100, metadata={"Software": None})
 
 
@@ -453,12 +621,13 @@ def write_card(out_dir: Path, card: CardInput) -> list[Path]:
     sections = [
         _summary(card, formats, n),
         _loading(card, formats),
+        _plan_vs_delivered(card.report),
         _composition(card),
         _quality(card, images),
         _clusters(images),
         _dedup(card.report),
         _methods(card.report, card.method),
-        _settings(card.settings),
+        _settings(_public_settings(card.settings)),
     ]
     body = "\n\n".join("\n".join(section) for section in sections if section)
     (out_dir / "README.md").write_text(f"---\n{header}---\n\n{body}\n", encoding="utf-8")

@@ -15,7 +15,12 @@ from pathlib import Path
 import numpy as np
 import structlog
 
-from services.selector.cluster_plan import ClusterPlan, comparison_plan
+from services.selector.cluster_plan import (
+    SPARE_CALLS,
+    ClusterPlan,
+    comparison_calls,
+    comparison_plan,
+)
 from services.selector.examples import Candidate, candidate_of
 from services.selector.methods.clusters import (
     ClusterResult,
@@ -85,7 +90,9 @@ class Clusterer:
             tags = await self._tags(job, spec, candidates, report.tacos)
             result = await self._cluster(job, spec, candidates, tags)
             refs = references(result, None, int(spec.seed))
-            compared = comparison_plan(spec, candidates, result, refs)
+            spare = int(getattr(self._ctx.settings, "comparison_spare_calls", SPARE_CALLS))
+            compared = comparison_plan(spec, candidates, result, refs, spare)
+            max_calls, rule = comparison_calls(int(spec.comparison_budget), len(compared))
             plan = ClusterPlan(
                 assignment=[int(c) for c in result.assignment],
                 labels=list(result.labels),
@@ -106,6 +113,9 @@ class Clusterer:
                 reference_id=plan.references[cluster],
             )
         report.tacos.comparison_budget = spec.comparison_budget
+        report.tacos.planned_comparisons = len(compared)
+        report.tacos.calls_per_comparison = max_calls
+        report.tacos.budget_rule = rule if compared else ""
         await record_report(self._ctx.jobs, job.id, Stage.CLUSTER, report)
         log.info("clustered", clusters=len(plan.labels), compared=len(compared))
         if not compared:
@@ -123,6 +133,7 @@ class Clusterer:
                 sample=pb.Sample(id=sample.item_id, query=sample.query, response=sample.response),
                 reference=pb.Sample(id=ref.item_id, query=ref.query, response=ref.response),
                 language=sample.language,
+                max_calls=max_calls,
             )
             async with sem:
                 await publish_work(self._ctx.bus, Stage.COMPARE, task, job.id, sample.item_id)

@@ -1,8 +1,8 @@
 """Duplicates inside an import, and overlap with benchmark prompts, in memory.
 
-``Deduplicator`` finds exact duplicates (the same normalized text) and near duplicates
-(word-bigram MinHash signatures, the ones :mod:`taxoforge.dedupe` uses for generated
-instructions, candidates from an LSH index, confirmed by the signatures' Jaccard estimate).
+``Deduplicator`` finds exact duplicates (the same normalized record) and near duplicates
+(candidates from a MinHash LSH index tuned for recall, each confirmed by the exact word-shingle
+Jaccard of :func:`taxoforge.dedupe.exact_jaccard` before anything is dropped).
 ``Decontaminator`` finds training texts that share word n-grams with registered benchmark
 prompts, the GLAN/GPT-3 style of decontamination.
 """
@@ -17,36 +17,43 @@ import numpy as np
 from datasketch import MinHash, MinHashLSH
 from numpy.typing import NDArray
 
-from taxoforge.dedupe import jaccard, normalize_text, signature
+from taxoforge.dedupe import exact_jaccard, normalize_text, shingle_hashes, shingles
 
-__all__ = ["Contamination", "Decontaminator", "Deduplicator"]
+__all__ = ["DEDUP_MODES", "Contamination", "Decontaminator", "Deduplicator"]
 
-# How the LSH bands are chosen for a threshold: the (bands, rows) that minimize 0.1 x the
-# false-positive area + 0.9 x the false-negative area of the banding's S-curve (datasketch's
-# criterion, with recall-heavy weights: every candidate is confirmed by its Jaccard estimate,
-# so a false positive costs one comparison while a false negative is a missed duplicate), with
-# 2 to 10 bands. Equal weights would find only 36% of the pairs at Jaccard 0.8 (5 bands of 11
-# rows); these find 85%, and 95% at 0.85 (8 bands of 7 rows). Memory grows with the bands,
-# hence the cap (taxoforge.dedupe uses 10 bands too).
-_FALSE_POSITIVE_WEIGHT = 0.1
-_MIN_BANDS = 2
-_MAX_BANDS = 10
+# What makes two records the same: the whole record (query and answer: a dataset holding two
+# answers per prompt keeps both for quality selection to choose from), or the query alone.
+DEDUP_MODES = ("record", "query")
+
+# Permutations of the LSH signatures. The LSH only proposes candidates: every one is confirmed
+# by the exact Jaccard, so the estimate's error never drops a pair below the threshold; what the
+# permutations and bands decide is how rarely a pair at the threshold is missed.
+_PERMUTATIONS = 128
+_SEED = 7
+# The banding misses a pair exactly at the threshold at most this often (more often than not
+# far less: pairs above it are found more surely still); among the bandings that do, the one
+# with the fewest false candidates below the threshold (each costs one exact comparison).
+_MAX_MISS_AT_THRESHOLD = 1e-3
+# The parts of a record compared apart, tagged so that their shingles never meet in the index.
+_PARTS = ("instruction", "input", "response")
 
 
 def _bands(threshold: float, width: int) -> tuple[int, int]:
-    """The LSH (bands, rows per band) for ``threshold`` and ``width`` permutations."""
+    """The LSH (bands, rows per band) for ``threshold`` and ``width`` permutations: the fewest
+    false candidates (area under the S-curve below the threshold) among the bandings that miss
+    a pair at the threshold at most ``_MAX_MISS_AT_THRESHOLD`` of the time (if none can, the
+    one that misses least)."""
     below = np.linspace(0.0, threshold, 201)
-    above = np.linspace(threshold, 1.0, 201)
-    best: tuple[float, int, int] | None = None
-    for bands in range(_MIN_BANDS, _MAX_BANDS + 1):
-        for rows in range(1, width // bands + 1):
-            false_pos = float(np.trapezoid(1.0 - (1.0 - below**rows) ** bands, below))
-            false_neg = float(np.trapezoid((1.0 - above**rows) ** bands, above))
-            error = _FALSE_POSITIVE_WEIGHT * false_pos + (1.0 - _FALSE_POSITIVE_WEIGHT) * false_neg
-            if best is None or error < best[0] - 1e-12:
-                best = (error, bands, rows)
+    best: tuple[float, float, int, int] | None = None
+    for rows in range(1, width // 2 + 1):  # datasketch wants 2 bands at least
+        bands = width // rows
+        miss = (1.0 - threshold**rows) ** bands
+        false_pos = float(np.trapezoid(1.0 - (1.0 - below**rows) ** bands, below))
+        key = (max(miss, _MAX_MISS_AT_THRESHOLD), false_pos, bands, rows)
+        if best is None or key[:2] < best[:2]:
+            best = key
     assert best is not None
-    return best[1], best[2]
+    return best[2], best[3]
 
 
 def _digest(text: str) -> bytes:
@@ -54,52 +61,62 @@ def _digest(text: str) -> bytes:
 
 
 class Deduplicator:
-    """Exact and near-duplicate queries over a batch (a whole import), in memory.
+    """Exact and near-duplicate records over a batch (a whole import), in memory.
 
-    Exact: the SHA-256 of :func:`taxoforge.dedupe.normalize_text`, so case, punctuation and
-    spacing do not matter. Near: datasketch's MinHashLSH over the word-bigram MinHash
-    signatures of :func:`taxoforge.dedupe.signature` (its 60 permutations; 2 to 10 bands
-    chosen for the threshold, favouring recall), each candidate confirmed by the signatures' Jaccard
-    estimate >= the threshold. The first text of a group is new; later ones are its duplicates
-    and are not remembered.
+    A record is compared part by part: its instruction, the input it is about when the row
+    gives one apart (Alpaca's ``input``), and in "record" mode its answer. Exact: the same
+    normalized parts (:func:`taxoforge.dedupe.normalize_text`: case, punctuation and spacing do
+    not matter). Near: every part at least ``near_threshold`` similar by the exact Jaccard of
+    its word shingles, so two tasks on the same long input (different instructions) are not
+    near duplicates, nor are two answers to one prompt in "record" mode. Candidates come from a
+    MinHash LSH over all the parts' tagged shingles (whose Jaccard is at least the smallest
+    part's, so no candidate that could pass is left out by it). The first record of a group is
+    new; later ones are its duplicates and are not remembered.
     """
 
-    def __init__(self, near_threshold: float) -> None:
-        """``near_threshold`` in (0, 1]: Jaccard similarity at which two texts are near
-        duplicates; 0 finds exact duplicates only."""
+    def __init__(self, near_threshold: float, mode: str = "record") -> None:
+        """``near_threshold`` in (0, 1]: Jaccard similarity at which two records are near
+        duplicates; 0 finds exact duplicates only. ``mode``: "record" or "query"."""
         if not 0.0 <= near_threshold <= 1.0:
             raise ValueError(f"near_threshold must be in [0, 1], got {near_threshold}")
+        if mode not in DEDUP_MODES:
+            raise ValueError(f"dedup mode must be one of {', '.join(DEDUP_MODES)}, got {mode!r}")
         self.near_threshold = near_threshold
+        self.mode = mode
         self._exact: dict[bytes, int] = {}
         self._ids: list[str] = []
+        self._parts: list[tuple[NDArray[np.uint64], ...]] = []
         self._lsh: MinHashLSH | None = None
         self._template: MinHash | None = None
-        self._signatures = np.empty((0, 0), dtype=np.uint64)
         if near_threshold > 0:
-            width = len(signature(""))
             self._lsh = MinHashLSH(
-                threshold=near_threshold, num_perm=width, params=_bands(near_threshold, width)
+                threshold=near_threshold,
+                num_perm=_PERMUTATIONS,
+                params=_bands(near_threshold, _PERMUTATIONS),
             )
-            # Made like taxoforge.dedupe's MinHash, so its hash scheme (and the dtype its hash
-            # values fit) is the signatures' one; its permutations are shared by the MinHash
-            # objects that hand signatures to the index.
-            self._template = MinHash(num_perm=width)
-            dtype = self._template.hashvalues.dtype
-            self._signatures = np.empty((1024, width), dtype=dtype)
+            self._template = MinHash(num_perm=_PERMUTATIONS, seed=_SEED)
 
     def __len__(self) -> int:
-        """How many distinct texts are remembered."""
+        """How many distinct records are remembered."""
         return len(self._ids)
 
-    def check(self, item_id: str, text: str) -> tuple[str, str] | None:
-        """None if ``text`` is new (it is remembered from now on); else (reason, detail).
+    def check(
+        self, item_id: str, text: str, response: str | None = None, context: str = ""
+    ) -> tuple[str, str] | None:
+        """None if the record is new (it is remembered from now on); else (reason, detail).
 
-        reason is "duplicate" (detail "same text as <item_id>") or "near_duplicate" (detail
-        "<similarity> similar to <item_id>"), naming the earlier item it repeats; among
-        several near ones, the most similar (ties: the earliest). Checking a remembered item
-        again under its own id is not a duplicate.
+        ``text`` is the instruction (the query without ``context``, the input it is about);
+        ``response`` the answer, compared in "record" mode only. reason is "duplicate"
+        (detail "same text as <item_id>") or "near_duplicate" (detail "<exact Jaccard>
+        similar to <item_id> (...)", the smallest of the parts' exact word-shingle Jaccard,
+        each part's listed), naming the earlier record it repeats; among several near ones,
+        the most similar (ties: the earliest). Checking a remembered item again under its own
+        id is not a duplicate.
         """
-        key = _digest(normalize_text(text))
+        parts = [text, context]
+        if self.mode == "record":
+            parts.append(response or "")
+        key = _digest("\x00".join(normalize_text(p) for p in parts))
         owner = self._exact.get(key)
         if owner is not None:
             if self._ids[owner] == item_id:
@@ -107,35 +124,51 @@ class Deduplicator:
             return "duplicate", f"same text as {self._ids[owner]}"
         index = len(self._ids)
         if self._lsh is not None and self._template is not None:
-            sig = signature(text)
-            minhash = MinHash(
-                hashvalues=sig,
-                permutations=self._template.permutations,
-                scheme=self._template.scheme,
-            )
-            found = self._near(sig, minhash)
+            hashed = tuple(shingle_hashes(p) for p in parts)
+            minhash = self._template.copy()
+            tagged = [
+                f"{name}:{shingle}".encode()
+                for name, part in zip(_PARTS, parts, strict=False)
+                for shingle in shingles(part)
+            ]
+            minhash.update_batch(tagged or [b""])
+            found = self._near(hashed, minhash)
             if found is not None:
-                other, similarity = found
-                return "near_duplicate", f"{similarity:.2f} similar to {self._ids[other]}"
-            if index == len(self._signatures):
-                grown = np.empty((2 * index, sig.size), dtype=self._signatures.dtype)
-                grown[:index] = self._signatures
-                self._signatures = grown
-            self._signatures[index] = minhash.hashvalues
+                other, similarity, each = found
+                theirs = self._parts[other]
+                shown = ", ".join(
+                    f"{name} {value:.3f}"
+                    for i, (name, value) in enumerate(zip(_PARTS, each, strict=False))
+                    if hashed[i].size or theirs[i].size  # a part neither record has: unsaid
+                )
+                return (
+                    "near_duplicate",
+                    f"{similarity:.3f} similar to {self._ids[other]} (exact word-shingle "
+                    f"Jaccard; {shown}; threshold {self.near_threshold:g})",
+                )
+            self._parts.append(hashed)
             self._lsh.insert(index, minhash, check_duplication=False)
         self._exact[key] = index
         self._ids.append(item_id)
         return None
 
-    def _near(self, sig: NDArray[np.uint64], minhash: MinHash) -> tuple[int, float] | None:
-        """The most similar remembered text at or above the threshold (ties: earliest)."""
+    def _near(
+        self, parts: tuple[NDArray[np.uint64], ...], minhash: MinHash
+    ) -> tuple[int, float, list[float]] | None:
+        """The most similar remembered record with every part at or above the threshold by
+        exact Jaccard (ties: the earliest): (index, smallest part's Jaccard, each part's)."""
         assert self._lsh is not None
-        candidates = sorted(int(c) for c in self._lsh.query(minhash))
-        best: tuple[int, float] | None = None
-        for other in candidates:
-            similarity = jaccard(sig, self._signatures[other])
-            if similarity >= self.near_threshold and (best is None or similarity > best[1]):
-                best = (other, similarity)
+        best: tuple[int, float, list[float]] | None = None
+        for other in sorted(int(c) for c in self._lsh.query(minhash)):
+            each: list[float] = []
+            for mine, theirs in zip(parts, self._parts[other], strict=True):
+                each.append(exact_jaccard(mine, theirs))
+                if each[-1] < self.near_threshold:
+                    break
+            else:
+                similarity = min(each)
+                if best is None or similarity > best[1]:
+                    best = (other, similarity, each)
         return best
 
 

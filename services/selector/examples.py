@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, NotRequired, TypedDict
 
+from taxoforge.composition import cell_key
 from taxoforge.selection import IMPORT_SHAPES
 
 __all__ = ["SHAPES", "Candidate", "Example", "Message", "Shape", "candidate_of"]
@@ -45,6 +46,9 @@ class Example(TypedDict):
     messages: list[Message]
     # What is tagged, deduplicated and compared: the user turns, joined by a blank line.
     query: str
+    # The input the query's instruction is about, when the row gives it apart (Alpaca's
+    # "input", the end of ``query``): dedup compares instructions without it.
+    context: NotRequired[str]
     # The reply that is taught: the last assistant turn of ``messages``.
     response: str
     # o200k_base tokens of ``messages`` (taxoforge.tokens.messages_tokens).
@@ -88,6 +92,8 @@ class Candidate:
     cluster: int = -1
     # TACOS comparative score against its cluster's reference, 1-100; None when not compared.
     comparative: float | None = None
+    # Generated examples: the plan cell (taxoforge.composition.cell_key) it was made for.
+    cell: str = ""
 
     @property
     def quality(self) -> float | None:
@@ -106,4 +112,18 @@ def candidate_of(example: Example) -> Candidate:
         language=example.get("language", ""),
         has_preference="chosen" in example,
         judge_score=example.get("judge_score"),
+        cell=_cell(example),
+    )
+
+
+def _cell(example: Example) -> str:
+    """A generated example's plan cell; "" for imported rows."""
+    if example.get("shape") != "generated":
+        return ""
+    meta = example.get("metadata", {})
+    return cell_key(
+        str(meta.get("node_id", "")),
+        example.get("language", ""),
+        example.get("difficulty", ""),
+        example.get("task_type", ""),
     )

@@ -9,22 +9,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import structlog
 
 from services.selector.dropped import Dropped
 from services.selector.examples import Example
+from services.selector.golden import judge_golden
 from services.selector.records import contrastive_history, example_of
-from services.selector.report import count_items, golden_agreement, judge_health, usage_of
+from services.selector.report import count_items, judge_health, usage_of
 from taxoforge.bus import Stage
 from taxoforge.context import ServiceContext
-from taxoforge.errors import TransientError
-from taxoforge.grpc_server import client_channel
+from taxoforge.datasets import read_object, work_object
+from taxoforge.errors import NotFoundError, TransientError
 from taxoforge.llm.metering import add_usage
 from taxoforge.store import ItemKind
 from taxoforge.v1 import common_pb2 as pb
-from taxoforge.v1 import judge_pb2 as jpb
-from taxoforge.v1 import judge_pb2_grpc
 
 __all__ = ["exact_usage", "generated_examples", "read_generated"]
 
@@ -33,7 +31,6 @@ log = structlog.get_logger(__name__)
 _TOP_REASONS = 5
 # Characters of a failure's reason kept in its dropped.jsonl line.
 _DETAIL_CHARS = 1000
-_GOLDEN_TIMEOUT_S = 600.0
 
 
 def _unusable(judgment: pb.Judgment, why: str) -> Dropped:
@@ -44,6 +41,24 @@ def _unusable(judgment: pb.Judgment, why: str) -> Dropped:
         extra["contrastive"] = history
         extra["rubric_rounds"] = len(judgment.instruction.rounds)
     return Dropped(judgment.item_id, Stage.JUDGE.value, "unusable", why, extra)
+
+
+def _discarded(
+    item_id: str, stage: Stage, made: pb.Instruction | pb.Candidates
+) -> Iterator[Dropped]:
+    """A line per draft or candidate the quality gates turned down (``candidate`` names it;
+    the item's own line, kept or dropped, is elsewhere)."""
+    rejections = made.rejections if isinstance(made, pb.Instruction) else made.rejected
+    version = made.version if isinstance(made, pb.Instruction) else made.instruction.version
+    for n, rejection in enumerate(rejections):
+        name = rejection.candidate or f"{item_id}.draft{n}"
+        if version:
+            name += f".v{version}"
+        extra: dict[str, Any] = {"candidate": name, "gate": rejection.reason}
+        if rejection.attempt:
+            extra["attempt"] = rejection.attempt
+        text = rejection.text or rejection.detail
+        yield Dropped(item_id, stage.value, "rejected_candidate", text[:300], extra)
 
 
 def read_generated(path: Path) -> Iterator[Example | Dropped]:
@@ -107,7 +122,24 @@ async def generated_examples(
                 detail = failure.reason[:_DETAIL_CHARS] if failure else ""
                 extra = {"deliveries": failure.deliveries} if failure else {}
                 _drop(Dropped(outcome.item_id, stage, "failed", detail, extra))
+        # Every candidate a gate discarded (instruction drafts, response candidates), each
+        # with its gate, whether its item was kept or not.
+        for judgment in judgments:
+            for drop in _discarded(judgment.item_id, Stage.INSTRUCT, judgment.instruction):
+                _drop(drop)
+        async for turned_down in items.scan(job.id, ItemKind.REJECTED, pb.Instruction):
+            for drop in _discarded(turned_down.item_id, Stage.INSTRUCT, turned_down):
+                _drop(drop)
+        async for candidates in items.scan(job.id, ItemKind.CANDIDATES, pb.Candidates):
+            item_id = candidates.instruction.item_id
+            for drop in _discarded(item_id, Stage.RESPOND, candidates):
+                _drop(drop)
 
+    try:  # the plan's cells as generation delivered them (the select step counts the kept)
+        data = await read_object(ctx.bus, work_object(job.id, "composition.pb"))
+        report.composition.ParseFromString(data)
+    except NotFoundError:
+        pass
     report.judged = len(judgments)
     report.failed = len(outcomes) - len(judged)
     for stage, n in Counter(o.failed_stage for o in outcomes if not o.judged).items():
@@ -119,12 +151,12 @@ async def generated_examples(
             report.rejections[rejection.reason] += 1
     versions = [v async for v in items.scan(job.id, ItemKind.JUDGED, pb.Judgment)]
     report.judge.CopyFrom(judge_health(judgments, versions))
-    if job.recipe.judging.golden:
-        await _golden(job, report.judge, judge_addr)
     reasons = Counter((f.stage, f.reason[:300]) for f in failures.values())
     for (stage, reason), n in reasons.most_common(_TOP_REASONS):
         report.failure_reasons.add(stage=stage, reason=reason, items=n)
     report.usage.CopyFrom(await _generation_usage(ctx, job.id, rejected, versions))
+    # After the usage: the golden set's calls are added to it and to the judge's health.
+    await judge_golden(job, report, judge_addr)
     return dest
 
 
@@ -157,35 +189,3 @@ async def exact_usage(ctx: ServiceContext, job_id: str, base: pb.Usage) -> pb.Us
             if not call.cached:
                 add_usage(total, call.usage)
     return total
-
-
-async def _golden(job: pb.Job, health: pb.JudgeHealth, judge_addr: str) -> None:
-    """The judge on the job's labelled pairs: accuracy and Cohen's kappa."""
-    config = pb.JudgeConfig()
-    config.CopyFrom(job.recipe.judging)
-    config.mode, config.inconsistent = "pairwise", "tie"
-    del config.golden[:]
-    requests = []
-    for i, pair in enumerate(job.recipe.judging.golden):
-        instruction = pb.Instruction(text=pair.instruction, item_id=f"golden{i}")
-        instruction.seed.language = job.recipe.languages[0].code if job.recipe.languages else "en"
-        candidates = pb.Candidates(
-            instruction=instruction,
-            responses=[pb.Response(id="a", text=pair.a), pb.Response(id="b", text=pair.b)],
-        )
-        requests.append(
-            jpb.JudgeCandidatesRequest(
-                candidates=candidates, judge=job.recipe.models.judge, config=config
-            )
-        )
-    try:
-        async with client_channel(judge_addr) as channel:
-            stub = judge_pb2_grpc.JudgeServiceStub(channel)
-            resp = await stub.JudgeBatch(
-                jpb.JudgeBatchRequest(requests=requests, job_id=job.id), timeout=_GOLDEN_TIMEOUT_S
-            )
-    except grpc.aio.AioRpcError as exc:
-        log.warning("golden_set_not_judged", error=exc.details())
-        return
-    predicted = [j.comparisons[0].verdict if j.comparisons else "tie" for j in resp.judgments]
-    golden_agreement(health, predicted, [p.preferred for p in job.recipe.judging.golden])

@@ -542,6 +542,8 @@ class _Parsed:
     chosen: list[Message] | None = None
     rejected: list[Message] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The input the instruction is about, given apart (Alpaca's "input").
+    context: str = ""
 
 
 def to_example(obj: Any, row: int, job_id: str, shape: str = "auto") -> Example:
@@ -605,6 +607,8 @@ def _example(parsed: _Parsed, fields: dict[str, Any], row: int, job_id: str) -> 
         "tokens": messages_tokens(cast("list[dict[str, Any]]", messages)),
         "metadata": {},
     }
+    if parsed.context:
+        example["context"] = parsed.context
     if parsed.prompt is not None and parsed.chosen is not None and parsed.rejected is not None:
         example["prompt"] = parsed.prompt
         example["chosen"] = parsed.chosen
@@ -677,7 +681,10 @@ def _parse_alpaca(fields: dict[str, Any]) -> _Parsed:
     user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
     turns: list[Message] = [{"role": "system", "content": system}] if system.strip() else []
     turns += [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
-    return _Parsed("alpaca", turns, ("instruction", "input", "output", "system"))
+    parsed = _Parsed("alpaca", turns, ("instruction", "input", "output", "system"))
+    if extra.strip():
+        parsed.context = extra
+    return parsed
 
 
 def _parse_explicit(fields: dict[str, Any]) -> _Parsed:

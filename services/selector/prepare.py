@@ -68,7 +68,12 @@ class Preparer:
         with tempfile.TemporaryDirectory(prefix="taxoforge-prepare-") as tmp:
             work = Path(tmp)
             decontam = await self._decontaminator(spec, work)
-            dedup = Deduplicator(spec.near_duplicate if spec.HasField("near_duplicate") else 0.8)
+            try:
+                dedup = Deduplicator(
+                    spec.near_duplicate if spec.HasField("near_duplicate") else 0.8, spec.dedup
+                )
+            except ValueError as exc:  # a recipe that did not come through the gateway
+                raise PermanentError(f"selection: {exc}") from exc
             examples_path, dropped_path = work / "examples.jsonl", work / "dropped.jsonl"
             dropped_path.touch()
             report = pb.SelectionReport()

@@ -9,7 +9,15 @@ from collections.abc import Iterable, Sequence
 from taxoforge.llm.metering import add_usage
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["cohen_kappa", "count_items", "golden_agreement", "judge_health", "usage_of"]
+__all__ = [
+    "add_comparisons",
+    "cohen_kappa",
+    "count_items",
+    "golden_agreement",
+    "judge_health",
+    "merge_health",
+    "usage_of",
+]
 
 
 def count_items(report: pb.SelectionReport, judgments: Iterable[pb.Judgment]) -> None:
@@ -34,6 +42,55 @@ def _calls(judgment: pb.Judgment) -> list[pb.LLMCall]:
     return calls
 
 
+def _add_comparison(health: pb.JudgeHealth, comparison: pb.Comparison) -> None:
+    """One comparison's verdict in ``health`` (its calls are counted apart)."""
+    if comparison.failed:
+        health.judge_failures += 1
+        return
+    health.comparisons += 1
+    health.inconsistent += comparison.inconsistent
+    raws = [comparison.a_first_a, comparison.a_first_b]
+    if comparison.swapped:
+        raws += [comparison.b_first_a, comparison.b_first_b]
+    for raw in raws:
+        health.histogram[min(int(raw) // 10 * 10, 90)] += 1  # 100 joins 90-99
+
+
+def _rates(health: pb.JudgeHealth) -> None:
+    # Every attempt is a call (invalid ones too): the rate is invalid replies over all calls.
+    health.parse_failure_rate = health.invalid_replies / health.calls if health.calls else 0.0
+    health.swap_disagreement_rate = (
+        health.inconsistent / health.comparisons if health.comparisons else 0.0
+    )
+
+
+def add_comparisons(health: pb.JudgeHealth, comparisons: Iterable[pb.Comparison]) -> None:
+    """Comparisons made outside any item's judging (TACOS comparative scoring) in ``health``:
+    their calls, invalid replies, verdicts, swap disagreement and score histogram."""
+    for comparison in comparisons:
+        for call in comparison.calls:
+            health.calls += call.usage.calls
+            health.invalid_replies += call.invalid_replies
+        _add_comparison(health, comparison)
+    _rates(health)
+
+
+def merge_health(health: pb.JudgeHealth, part: pb.JudgeHealth) -> None:
+    """Add ``part``'s counts (calls, verdicts, histogram) into ``health``; rates recomputed.
+    Golden-set figures are not counts of the job's judging and are left alone."""
+    health.calls += part.calls
+    health.invalid_replies += part.invalid_replies
+    health.judge_failures += part.judge_failures
+    health.comparisons += part.comparisons
+    health.inconsistent += part.inconsistent
+    for bucket, n in part.histogram.items():
+        health.histogram[bucket] += n
+    health.contrastive_kept += part.contrastive_kept
+    health.contrastive_refined += part.contrastive_refined
+    health.contrastive_exhausted += part.contrastive_exhausted
+    _rates(health)
+
+
 def judge_health(finals: Sequence[pb.Judgment], versions: Sequence[pb.Judgment]) -> pb.JudgeHealth:
     """Health numbers over a job's judgments (``versions``: every judged version, refined ones
     included; ``finals``: the judgment each item ended with)."""
@@ -44,8 +101,6 @@ def judge_health(finals: Sequence[pb.Judgment], versions: Sequence[pb.Judgment])
             health.invalid_replies += call.invalid_replies
         if judgment.contrastive.decision == "refine":
             health.contrastive_refined += 1
-    # Every attempt is a call (invalid ones too): the rate is invalid replies over all calls.
-    health.parse_failure_rate = health.invalid_replies / health.calls if health.calls else 0.0
     for judgment in finals:
         for score in judgment.scores:
             if score.failed:
@@ -53,21 +108,11 @@ def judge_health(finals: Sequence[pb.Judgment], versions: Sequence[pb.Judgment])
             elif judgment.mode != "pairwise":
                 health.histogram[round(score.score)] += 1
         for comparison in judgment.comparisons:
-            if comparison.failed:
-                health.judge_failures += 1
-                continue
-            health.comparisons += 1
-            health.inconsistent += comparison.inconsistent
-            raws = [comparison.a_first_a, comparison.a_first_b]
-            if comparison.swapped:
-                raws += [comparison.b_first_a, comparison.b_first_b]
-            for raw in raws:
-                health.histogram[min(int(raw) // 10 * 10, 90)] += 1  # 100 joins 90-99
+            _add_comparison(health, comparison)
         decision = judgment.contrastive.decision
         health.contrastive_kept += decision in ("keep_strong", "keep_target")
         health.contrastive_exhausted += decision == "exhausted"
-    if health.comparisons:
-        health.swap_disagreement_rate = health.inconsistent / health.comparisons
+    _rates(health)
     return health
 
 

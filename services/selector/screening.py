@@ -1,6 +1,7 @@
-"""Screening a job's examples before any model sees them: malformed and oversized rows,
-exact and near-duplicate queries, and records that overlap a registered benchmark are dropped
-(each written to the dropped file with its reason); the rest are kept."""
+"""Screening a job's examples before any model sees them: malformed and oversized rows, exact
+and near-duplicate records (query and answer; the query alone in "query" mode), and records
+that overlap a registered benchmark are dropped (each written to the dropped file with its
+reason); the rest are kept."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from services.selector.dropped import Dropped, drop_record
 from services.selector.examples import Example
 from services.selector.imports import ImportLimits, MalformedRow, TooLargeRow
 
-__all__ = ["Tally", "empty_reason", "screen"]
+__all__ = ["Tally", "dedup_parts", "empty_reason", "screen"]
 
 # Malformed rows shown in the report (all of them are in dropped.jsonl).
 _REPORTED_ERRORS = 100
@@ -81,7 +82,8 @@ def screen(
                 )
                 continue
             tally.shapes[example["shape"]] = tally.shapes.get(example["shape"], 0) + 1
-            duplicate = dedup.check(example["item_id"], example["query"])
+            instruction, context, answer = dedup_parts(example)
+            duplicate = dedup.check(example["item_id"], instruction, answer, context)
             if duplicate is not None:
                 reason, detail = duplicate
                 if reason == "duplicate":
@@ -105,6 +107,23 @@ def screen(
             tally.kept += 1
             kept.write(json.dumps(example, ensure_ascii=False) + "\n")
     return tally
+
+
+def dedup_parts(example: Example) -> tuple[str, str, str]:
+    """What dedup compares of an example: its instruction (the query without the input it is
+    about, when the row gives that apart), that input, and its answer (a preference row's
+    rejected reply too: two rows that prefer the same reply to different ones differ)."""
+    query, context = example["query"], example.get("context", "")
+    instruction = query
+    if context and query.endswith(context):
+        instruction = query[: len(query) - len(context)].rstrip()
+    else:
+        context = ""
+    answer = example["response"]
+    rejected = example.get("rejected")
+    if rejected:
+        answer += "\n\n" + "\n\n".join(m["content"] for m in rejected)
+    return instruction, context, answer
 
 
 def empty_reason(tally: Tally) -> str:

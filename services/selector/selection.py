@@ -21,6 +21,7 @@ import structlog
 from numpy.typing import NDArray
 
 from services.selector.card import CardInput, write_card
+from services.selector.cells import count_delivered, fit_cells, quotas_of
 from services.selector.choice import (
     Comparisons,
     Loaded,
@@ -39,13 +40,14 @@ from services.selector.dropped import drop_record, iter_drops
 from services.selector.examples import Candidate, Example
 from services.selector.exports import ExportWriter
 from services.selector.generated import exact_usage
+from services.selector.report import add_comparisons
 from services.selector.spec import selection_spec
-from services.selector.workfiles import download, put_job_file, work_object
+from services.selector.workfiles import download, put_job_file
 from taxoforge.bus import Stage
 from taxoforge.context import ServiceContext
-from taxoforge.datasets import DatasetStore
-from taxoforge.errors import TransientError
-from taxoforge.jobs.lifecycle import succeed
+from taxoforge.datasets import DatasetStore, read_object, work_object
+from taxoforge.errors import NotFoundError, TransientError
+from taxoforge.jobs.lifecycle import fail, succeed
 from taxoforge.jobs.model import JobKind, job_kind
 from taxoforge.protojson import to_dict
 from taxoforge.store import ItemKind
@@ -88,6 +90,9 @@ class SelectionRunner:
             tacos.comparisons = len(comparisons.by_item) - comparisons.failed
             tacos.comparison_failures = comparisons.failed
             tacos.judge_calls = comparisons.calls
+            # TACOS's judge calls are the job's judge's too (a generation job's health
+            # holds its item judging already).
+            add_comparisons(report.judge, comparisons.by_item.values())
             tacos.unscored = sum(c.quality is None for c in cands)
 
             embedded: list[int] = []  # texts embedded per block DEITA reached
@@ -108,6 +113,14 @@ class SelectionRunner:
                     chosen=m.method == spec.method,
                 )
             chosen, quota_by_cluster = choice.chosen, choice.quota_by_cluster
+            composition = await self._composition(job)
+            left: dict[int, str] = {}
+            if composition is not None:  # the plan's cells, each kept at its quota
+                chosen, left = fit_cells(
+                    chosen, cands, quotas_of(composition), composition.preference_promised
+                )
+                count_delivered(composition, chosen, cands)  # before the card is written
+                report.composition.CopyFrom(composition)
             report.method = spec.method
             report.selected = len(chosen)
             report.selected_tokens = sum(cands[i].tokens for i in chosen)
@@ -129,6 +142,7 @@ class SelectionRunner:
                 plan,
                 comparisons,
                 quota_by_cluster,
+                left,
                 report,
                 prepared,
                 out,
@@ -140,7 +154,18 @@ class SelectionRunner:
                 for f in written.files
             ]
 
-        await succeed(self._ctx.jobs, job.id, datasets=datasets, selection=report)
+        if job_kind(job) is JobKind.GENERATE and report.sft_records == 0:
+            # Nothing delivered is not a success; the folder still says why for every item.
+            await fail(
+                self._ctx.jobs,
+                job.id,
+                "delivered no records; meta/dropped.jsonl gives each item's reason",
+                datasets=datasets,
+                selection=report,
+            )
+            return datasets, report
+        short = composition is not None and composition.short
+        await succeed(self._ctx.jobs, job.id, datasets=datasets, selection=report, short=short)
         log.info(
             "job_selected",
             method=spec.method,
@@ -151,6 +176,17 @@ class SelectionRunner:
             deita_embedded=sum(embedded),
         )
         return datasets, report
+
+    async def _composition(self, job: pb.Job) -> pb.Composition | None:
+        """A generation job's plan cells and what generation delivered (its review wrote
+        them); None for selection jobs."""
+        if job_kind(job) is not JobKind.GENERATE:
+            return None
+        try:
+            data = await read_object(self._ctx.bus, work_object(job.id, "composition.pb"))
+        except NotFoundError:
+            return None
+        return pb.Composition.FromString(data)
 
     async def _clusters(self, job_id: str, work: Path, cands: list[Candidate]) -> dict[str, Any]:
         """clusters.json, applied to the candidates (cluster and tags)."""
@@ -198,6 +234,7 @@ class SelectionRunner:
         plan: dict[str, Any],
         comparisons: Comparisons,
         quota_by_cluster: dict[int, tuple[int, int]],
+        left: dict[int, str],
         report: pb.SelectionReport,
         prepared_drops: Path,
         out: Path,
@@ -220,7 +257,8 @@ class SelectionRunner:
             # Malformed, duplicate, contaminated, failed and unusable items go first.
             for drop in iter_drops(prepared_drops, job.id):
                 writer.write_extra("dropped", drop)
-                accounted.add(drop["item_id"])
+                if "candidate" not in drop:  # a discarded draft or candidate, not its item
+                    accounted.add(drop["item_id"])
             for i in order:
                 fh.seek(loaded.offsets[i])
                 example: Example = json.loads(fh.readline())
@@ -246,7 +284,9 @@ class SelectionRunner:
             selected = set(chosen)
             for i, cand in enumerate(cands):
                 if i not in selected:
-                    detail = not_kept(spec.method, i, cands, labels, quota_by_cluster)
+                    detail = left.get(i) or not_kept(
+                        spec.method, i, cands, labels, quota_by_cluster
+                    )
                     writer.write_extra(
                         "dropped", drop_record(job.id, cand.item_id, "not_selected", detail=detail)
                     )

@@ -1,8 +1,17 @@
-"""SelectorService over gRPC: a job's datasets and selection report; logic is in the steps."""
+"""SelectorService over gRPC: a job's datasets and selection report, and a benchmark file's
+check before it is registered; logic is in the steps and in ``benchmarks``."""
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
+from pathlib import Path
+
+from services.selector.benchmarks import scan_benchmark
+from services.selector.imports import ImportLimits
+from services.selector.workfiles import download
 from taxoforge.context import ServiceContext
+from taxoforge.datasets import DatasetStore
 from taxoforge.errors import ConflictError, NotFoundError
 from taxoforge.grpc_server import Context
 from taxoforge.jobs.model import state_name
@@ -16,8 +25,21 @@ __all__ = ["SelectorServicer"]
 class SelectorServicer(selector_pb2_grpc.SelectorServiceServicer):
     """Reports a job's selection."""
 
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, limits: ImportLimits | None = None) -> None:
         self._ctx = ctx
+        self._limits = limits or ImportLimits()
+
+    async def CheckBenchmark(
+        self, request: spb.CheckBenchmarkRequest, context: Context
+    ) -> spb.CheckBenchmarkResponse:
+        """Read the stored file as decontamination will, and say what it yields."""
+        with tempfile.TemporaryDirectory(prefix="taxoforge-bench-check-") as tmp:
+            path = Path(tmp) / "benchmark"
+            await download(DatasetStore(self._ctx.bus), request.object_name, path)
+            scan = await asyncio.to_thread(scan_benchmark, path, self._limits)
+        return spb.CheckBenchmarkResponse(
+            prompts=scan.prompts, rows=scan.rows, refusal=scan.refusal() or ""
+        )
 
     async def SelectJob(
         self, request: spb.SelectJobRequest, context: Context

@@ -34,6 +34,11 @@ class SelectorSettings(ServiceSettings):
     import_max_decompressed_bytes: int = Field(default=20 << 30, gt=0)
     import_max_compression_ratio: float = Field(default=100.0, ge=1)
     import_max_page_bytes: int = Field(default=32 << 20, gt=0)
+    # Retries a TACOS comparison may send beyond its two orders, within the comparison budget
+    # (TAXOFORGE_COMPARISON_SPARE_CALLS): a budget of B calls plans B // (2 + this)
+    # comparisons. 1: one invalid reply per comparison can be asked again, at a third fewer
+    # comparisons than none would allow.
+    comparison_spare_calls: int = Field(default=1, ge=0, le=8)
 
     def selection_defaults(self) -> SelectionDefaults:
         """What the prepare step needs of these settings."""

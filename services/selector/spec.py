@@ -50,6 +50,7 @@ def selection_spec(job: pb.Job) -> pb.SelectionSpec:
         spec.exports.extend(EXPORT_FORMATS)
     spec.seed = spec.seed or recipe.seed
     spec.license = spec.license or "other"
+    spec.dedup = spec.dedup or "record"
     return spec
 
 

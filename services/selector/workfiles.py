@@ -12,15 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from taxoforge.datasets import DatasetStore
+from taxoforge.datasets import DatasetStore, work_object
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["download", "iter_jsonl", "put_job_file", "work_object"]
-
-
-def work_object(job_id: str, name: str) -> str:
-    """The object name of one of a job's work files."""
-    return f"{job_id}/work/{name}"
 
 
 async def download(datasets: DatasetStore, name: str, dest: Path) -> int:

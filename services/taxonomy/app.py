@@ -41,8 +41,11 @@ def build(ctx: ServiceContext) -> ServiceParts:
         # Files not imported before become versions (every replica may try; each file lands once).
         await store.import_files(folders)
 
+    # Generation jobs are reviewed here (their plan's cells topped up, then selected).
     tracker = CompletionTracker(
-        ctx, {JobKind.EXPAND: Stage.APPLY, JobKind.INDUCE: Stage.APPLY}, 1.0
+        ctx,
+        {JobKind.GENERATE: Stage.PLAN, JobKind.EXPAND: Stage.APPLY, JobKind.INDUCE: Stage.APPLY},
+        1.0,
     )
     return ServiceParts(
         register=register,

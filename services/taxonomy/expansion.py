@@ -9,18 +9,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
 from pydantic import BaseModel, Field
 
 from services.taxonomy.tree import SESSION, attribute_text, index, walk
+from taxoforge.degenerate import label_problem, schema_wording, template_wording
 from taxoforge.labels import canonical
 from taxoforge.llm import LLMClient
 from taxoforge.llm.schema import string_list
-from taxoforge.prompts import load_template
+from taxoforge.prompts import PromptTemplate, load_template
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["Expander", "SubjectItem", "graft_expansions", "merge_subjects", "slugify"]
+__all__ = [
+    "Expander",
+    "SubjectItem",
+    "graft_expansions",
+    "merge_subjects",
+    "screen_subjects",
+    "screen_syllabus",
+    "slugify",
+]
 
 _PROMPTS = Path(__file__).parent / "prompts"
+log = structlog.get_logger(__name__)
 
 
 class SubjectItem(BaseModel):
@@ -99,6 +110,55 @@ def merge_subjects(
     return [(m.item, m.votes) for m in merged[:limit]]
 
 
+def _wording(template: PromptTemplate, schema: type[BaseModel]) -> tuple[list[str], list[str]]:
+    wording, _ = template_wording(template.system, template.user)
+    own, names = schema_wording(schema.model_json_schema())
+    return [*wording, *own], [*names, *(w for w in own if len(w.split()) <= 3)]
+
+
+def screen_subjects(
+    subjects: Sequence[SubjectItem], template: PromptTemplate, data: str
+) -> list[SubjectItem]:
+    """Subjects whose title is a real label: not copied from the prompt that asked for them
+    (its wording, its schema) nor malformed ("Subject 1:", braces, empty)."""
+    wording, names = _wording(template, SubjectList)
+    out = []
+    for item in subjects:
+        finding = label_problem(item.title, wording, data, names)
+        if finding is None:
+            out.append(item)
+        else:
+            log.info("label_dropped", kind="subject", label=item.title[:80], reason=finding.reason)
+    return out
+
+
+def screen_syllabus(
+    sessions: Sequence[SessionItem], template: PromptTemplate, data: str
+) -> list[SessionItem]:
+    """Sessions with real titles and key concepts: copied or malformed ones ("Key Concepts:
+    ...", a field description, stray braces) are dropped, and a session left with no key
+    concept with them."""
+    wording, names = _wording(template, Syllabus)
+    out = []
+    for session in sessions:
+        problem = label_problem(session.title, wording, data, names)
+        concepts = []
+        for concept in session.key_concepts:
+            found = label_problem(concept, wording, f"{data} {session.title}", names)
+            if found is None:
+                concepts.append(concept.strip())
+            else:
+                log.info(
+                    "label_dropped", kind="key_concept", label=concept[:80], reason=found.reason
+                )
+        if problem is not None or not concepts:
+            reason = problem.reason if problem is not None else "no key concept left"
+            log.info("label_dropped", kind="session", label=session.title[:80], reason=reason)
+            continue
+        out.append(SessionItem(title=session.title.strip(), key_concepts=concepts))
+    return out
+
+
 class Expander:
     """The model calls of an expansion; results are turned into proposed nodes."""
 
@@ -132,7 +192,8 @@ class Expander:
             seed=1000 + sample,
             max_tokens=2048,
         )
-        return reply.subjects, self._subjects.stamp(call)
+        data = " ".join([node.title, *path, node.description])
+        return screen_subjects(reply.subjects, self._subjects, data), self._subjects.stamp(call)
 
     async def syllabus(
         self,
@@ -156,7 +217,11 @@ class Expander:
         reply, call = await self._llm.structured(
             "generator", cfg, messages, Syllabus, max_tokens=3072
         )
-        return reply.sessions[:max_sessions], self._syllabus.stamp(call)
+        data = " ".join(
+            [subject.title, subject.description, discipline.title, *path, discipline.description]
+        )
+        sessions = screen_syllabus(reply.sessions, self._syllabus, data)
+        return sessions[:max_sessions], self._syllabus.stamp(call)
 
 
 def subject_node(

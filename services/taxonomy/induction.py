@@ -15,6 +15,13 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from services.taxonomy.expansion import slugify
+from taxoforge.degenerate import (
+    Finding,
+    copied_examples,
+    label_problem,
+    schema_wording,
+    template_wording,
+)
 from taxoforge.embeddings import Embedder
 from taxoforge.labels import Normalized, normalize_labels
 from taxoforge.llm import LLMClient
@@ -23,7 +30,7 @@ from taxoforge.markers import fence_for
 from taxoforge.prompts import load_template
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["CHUNK", "Encoder", "InstructionMeta", "build_induced", "chunk_id"]
+__all__ = ["CHUNK", "Encoder", "InstructionMeta", "build_induced", "chunk_id", "screen_labels"]
 
 _PROMPTS = Path(__file__).parent / "prompts"
 _EXAMPLES = 3
@@ -75,6 +82,70 @@ class Encoder:
         )
 
 
+def _encode_wording() -> tuple[list[str], list[str]]:
+    """What the encode prompt says on its own (its fixed wording, examples and JSON schema)
+    and its field names: a label that is only these was copied, not induced."""
+    template = load_template(_PROMPTS / "encode.yaml")
+    wording, _ = template_wording(template.system, template.user)
+    schema, names = schema_wording(InstructionMeta.model_json_schema())
+    titles = [w for w in schema if len(w.split()) <= 3]
+    return [*wording, *schema], [*names, *titles]
+
+
+def _form(label: str) -> str:
+    # One label however it is cased or punctuated ("Debugging Python code").
+    return " ".join(label.casefold().split())
+
+
+def screen_labels(
+    encodings: Sequence[pb.InstructionEncoding],
+) -> tuple[list[pb.InstructionEncoding], Counter[tuple[str, str, str]]]:
+    """The encodings without labels copied from the encode prompt or malformed (stray braces,
+    "Skills:" prefixes, field names, empty), and each dropped (kind, label, reason) counted.
+
+    A label the prompt also shows (say its example "debugging python code") is kept when one
+    instruction it labels supports it: the copy is the label no instruction bears out."""
+    wording, names = _encode_wording()
+    verdicts: dict[tuple[str, str], list[Finding | None]] = defaultdict(list)
+    for e in encodings:
+        labelled = [("use_case", e.use_case)] if e.use_case else []
+        labelled += [("skill", s) for s in e.skills] + [("tag", t) for t in e.tags]
+        for kind, label in labelled:
+            verdict = label_problem(label, wording, e.instruction, names)
+            verdicts[(kind, _form(label))].append(verdict)
+    dropped: Counter[tuple[str, str, str]] = Counter()
+    bad: set[tuple[str, str]] = set()
+    for (kind, form), found in verdicts.items():
+        if all(f is not None for f in found):
+            first = next(f for f in found if f is not None)
+            dropped[(kind, form, f"{first.reason}: {first.detail}")] += len(found)
+            bad.add((kind, form))
+    out = []
+    for e in encodings:
+        # A reply that lists the prompt's examples back loses them, wherever else they fit.
+        listed = {_form(x) for x in copied_examples([e.use_case, *e.skills, *e.tags], wording)}
+        for kind, label in [("use_case", e.use_case), *(("skill", s) for s in e.skills)]:
+            if _form(label) in listed and (kind, _form(label)) not in bad:
+                dropped[(kind, _form(label), "label_copied: the prompt's examples listed")] += 1
+        for t in e.tags:
+            if _form(t) in listed and ("tag", _form(t)) not in bad:
+                dropped[("tag", _form(t), "label_copied: the prompt's examples listed")] += 1
+
+        def keep(kind: str, label: str, listed: set[str] = listed) -> bool:
+            return (kind, _form(label)) not in bad and _form(label) not in listed
+
+        clean = pb.InstructionEncoding()
+        clean.CopyFrom(e)
+        if not keep("use_case", e.use_case):
+            clean.use_case = ""
+        del clean.skills[:]
+        clean.skills.extend(s for s in e.skills if keep("skill", s))
+        del clean.tags[:]
+        clean.tags.extend(t for t in e.tags if keep("tag", t))
+        out.append(clean)
+    return out, dropped
+
+
 def _report(kind: str, normalized: Normalized, report: pb.InductionReport) -> None:
     for into, merged in sorted(normalized.merges.items()):
         report.merges.add(kind=kind, into=into, merged=sorted(merged))
@@ -92,9 +163,10 @@ async def build_induced(
     origin: str,
 ) -> tuple[pb.TaxonomyNode, pb.InductionReport]:
     """The induced tree (use cases > skills, weighted by frequency) and what was merged or
-    dropped on the way."""
+    dropped on the way (labels copied from the prompt or malformed first of all)."""
+    encodings, screened = screen_labels(encodings)
     use_cases = await normalize_labels(
-        [e.use_case for e in encodings], embedder, min_frequency, threshold
+        [e.use_case for e in encodings if e.use_case], embedder, min_frequency, threshold
     )
     skills = await normalize_labels(
         [s for e in encodings for s in e.skills], embedder, min_frequency, threshold
@@ -108,6 +180,8 @@ async def build_induced(
         skills=len(skills.counts),
         tags=len(tags.counts),
     )
+    for (kind, label, reason), count in sorted(screened.items()):
+        report.dropped.add(kind=kind, label=label, count=count, reason=reason)
     _report("use_case", use_cases, report)
     _report("skill", skills, report)
     _report("tag", tags, report)

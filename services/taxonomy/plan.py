@@ -2,10 +2,12 @@
 
 Every dimension a recipe asks for gets its exact total: leaves (by weight, uniformly, or by
 explicit per-node counts), languages, difficulty levels and task types, each by largest
-remainder. Leaf x language cells are rounded together so both totals hold (controlled
-rounding); difficulties and task types are then laid over the seeds in evenly spread
-sequences, each within the strata of the dimensions before it, so every combination gets close
-to its proportional share. A seed (``recipe.seed``) fixes the order: same recipe, same plan.
+remainder. The seeds fall in joint cells (leaf x language x difficulty x task type, the
+dimensions the recipe controls): leaf x language is rounded so both totals hold (controlled
+rounding), and so are language x difficulty and language x task type, whose counts are then
+rounded over each language's leaves and cells the same way (``_Layout.joint``). Strategies
+are spread evenly over the seeds. A seed (``recipe.seed``) fixes the order: same recipe, same
+plan. The joint cells are the targets a job fills (``taxoforge.composition``).
 
 A plan's cells and totals follow from the per-dimension counts alone, so a dry run or a
 submission costs the same for ten seeds as for a million. The seeds themselves are laid out as
@@ -162,28 +164,57 @@ class _Layout:
     strategies: list[int]  # per strategy; one entry: all the same
     seed: int
 
+    def joint(self) -> list[tuple[int, int, int, int, int]]:
+        """The joint cells (leaf, language, difficulty, task type; -1 for a dimension not
+        asked) with their counts, each dimension's totals exact.
+
+        The language x difficulty and language x task type tables are controlled roundings of
+        their totals (as the leaf x language table is), so each language gets its exact share of
+        every difficulty and task type; within a language, its difficulties are rounded over its
+        leaves, and its task types over its (leaf, difficulty) cells, the same way. So every
+        two-way table with the language, and the leaf x language x difficulty cells, hold the
+        plan's proportions to within one seed.
+        """
+        n_leaves = len(self.table)
+        n_langs = len(self.table[0]) if self.table else 0
+        per_lang = [sum(self.table[i][j] for i in range(n_leaves)) for j in range(n_langs)]
+        by_level = (
+            controlled_rounding(per_lang, self.difficulties)
+            if self.difficulties
+            else [[n] for n in per_lang]
+        )
+        by_task = controlled_rounding(per_lang, self.tasks) if self.tasks else []
+        out: list[tuple[int, int, int, int, int]] = []
+        for j in range(n_langs):
+            leaf_counts = [self.table[i][j] for i in range(n_leaves)]
+            levels = controlled_rounding(leaf_counts, by_level[j])
+            cells = [
+                (i, d if self.difficulties else -1, n)
+                for i in range(n_leaves)
+                for d, n in enumerate(levels[i])
+                if n
+            ]
+            if not self.tasks:
+                out.extend((i, j, d, -1, n) for i, d, n in cells)
+                continue
+            tasks = controlled_rounding([n for _, _, n in cells], by_task[j])
+            for (i, d, _), row in zip(cells, tasks, strict=True):
+                out.extend((i, j, d, t, n) for t, n in enumerate(row) if n)
+        out.sort()
+        return out
+
     def rows(self) -> npt.NDArray[np.int32]:
         """(n, 5) rows of leaf, language, difficulty, task type and strategy indices (-1 for
-        none), in plan order: the arithmetic of the list-of-rows version, as arrays."""
-        flat = [n for row in self.table for n in row]
-        n_cols = len(self.table[0]) if self.table else 0
-        cells = np.arange(len(flat), dtype=np.int64)
-        leaf = np.repeat(cells // max(n_cols, 1), flat).astype(np.int32)
-        lang = np.repeat(cells % max(n_cols, 1), flat).astype(np.int32)
+        none), in plan order: the joint cells' seeds, strategies spread evenly over them,
+        shuffled by the recipe's seed."""
+        joint = np.asarray(self.joint(), dtype=np.int64).reshape(-1, 5)
+        counts = joint[:, 4]
+        leaf, lang, difficulty, task = (
+            np.repeat(joint[:, k], counts).astype(np.int32) for k in range(4)
+        )
         count = len(leaf)
-        difficulty = np.full(count, -1, dtype=np.int32)
-        task = np.full(count, -1, dtype=np.int32)
         strategy = np.zeros(count, dtype=np.int32)
-        if self.difficulties:
-            difficulty = _even_positions(self.difficulties)
-        if self.tasks:
-            # Stable by the keys before it: the current order breaks ties.
-            order = np.lexsort((np.arange(count), lang, leaf, difficulty))
-            leaf, lang, difficulty = leaf[order], lang[order], difficulty[order]
-            task = _even_positions(self.tasks)
         if len(self.strategies) > 1:
-            order = np.lexsort((np.arange(count), lang, leaf, difficulty, task))
-            leaf, lang, difficulty, task = leaf[order], lang[order], difficulty[order], task[order]
             strategy = _even_positions(self.strategies)
         # random.shuffle of the rows moves them by the positions it draws; draw those alone.
         shuffled = list(range(count))
@@ -241,10 +272,70 @@ class Seeds(Sequence[pb.Seed]):
         for n in range(self._count):
             yield self._seed(n)
 
-    def _seed(self, n: int) -> pb.Seed:
+    def rows(self) -> npt.NDArray[np.int32]:
+        """(n, 5) leaf, language, difficulty, task type and strategy indices, in plan order."""
         if self._rows is None:
             self._rows = self._layout.rows()
-        li, lj, di, ti, si = (int(x) for x in self._rows[n])
+        return self._rows
+
+    def cells(self) -> tuple[list[pb.CellCount], npt.NDArray[np.int64]]:
+        """The plan's joint cells (leaf x language x difficulty x task type, the dimensions
+        the recipe controls) with their counts, in the order their first seed is planned,
+        and each seed's cell index."""
+        joint = self.rows()[:, :4].astype(np.int64)
+        # One integer per cell, sized by each dimension's values (-1: not asked, hence +1).
+        sizes = [len(self._leaves), len(self._languages), len(self._difficulties) + 1]
+        sizes.append(len(self._tasks) + 1)
+        code = ((joint[:, 0] * sizes[1] + joint[:, 1]) * sizes[2] + joint[:, 2] + 1) * sizes[3] + (
+            joint[:, 3] + 1
+        )
+        _, first, inverse, counts = np.unique(
+            code, return_index=True, return_inverse=True, return_counts=True
+        )
+        order = np.argsort(first, kind="stable")  # cells by their first seed
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        out = []
+        for c in order.tolist():
+            li, lj, di, ti = (int(x) for x in joint[first[c]])
+            out.append(
+                pb.CellCount(
+                    node_id=self._leaves[li][0].id,
+                    language=self._languages[lj],
+                    difficulty=self._difficulties[di] if di >= 0 else "",
+                    task_type=self._tasks[ti][0].id if ti >= 0 else "",
+                    planned=int(counts[c]),
+                )
+            )
+        return out, rank[inverse.reshape(-1)].astype(np.int64)
+
+    def replacements(
+        self, cell_seeds: npt.NDArray[np.int64], asks: Sequence[int], start: int
+    ) -> Iterator[pb.Seed]:
+        """New seeds for cells: ``asks[c]`` for cell ``c``, numbered from ``start`` on.
+
+        A replacement takes the dimensions of its cell's seeds in turn (so a cell's mix of
+        strategies holds) but a new index and item id, so it is a new seed (new sampling,
+        new concepts), not a retry of a failed one.
+        """
+        members: dict[int, npt.NDArray[np.int64]] = {}
+        wanted = {c for c, n in enumerate(asks) if n}
+        if wanted:
+            order = np.argsort(cell_seeds, kind="stable")
+            bounds = np.searchsorted(cell_seeds[order], np.arange(len(asks) + 1))
+            members = {c: order[bounds[c] : bounds[c + 1]] for c in wanted}
+        n = start
+        for c, ask in enumerate(asks):
+            for k in range(ask):
+                proto = members[c]
+                seed = self._seed(int(proto[k % len(proto)]))
+                seed.item_id = item_id(n)
+                seed.index = n
+                n += 1
+                yield seed
+
+    def _seed(self, n: int) -> pb.Seed:
+        li, lj, di, ti, si = (int(x) for x in self.rows()[n])
         seed = pb.Seed()
         seed.CopyFrom(self._leaf_seed(li))
         if ti >= 0:

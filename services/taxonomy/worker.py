@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import structlog
 
@@ -21,11 +21,21 @@ from services.taxonomy.expansion import (
 )
 from services.taxonomy.induction import CHUNK, Encoder, build_induced, chunk_id
 from services.taxonomy.plan import plan_job
+from services.taxonomy.review import (
+    MAX_ROUNDS,
+    Review,
+    budget_quotas,
+    composition_of,
+    record_round,
+    round_cells,
+    tally,
+)
 from services.taxonomy.tree import attribute_text, index
 from services.taxonomy.versions import TaxonomyStore
 from taxoforge.bus import Stage
+from taxoforge.composition import candidate_budget, cell_of, preference_promised, top_up
 from taxoforge.context import ServiceContext
-from taxoforge.datasets import read_object
+from taxoforge.datasets import read_object, work_object, write_object
 from taxoforge.embeddings import embedder_for
 from taxoforge.jobs import lifecycle
 from taxoforge.jobs.model import TERMINAL_STATES, JobKind, job_kind
@@ -44,7 +54,9 @@ _CANCEL_CHECK = 16 * _PUBLISH_BATCH
 
 
 class PlanHandler(StageHandler[pb.JobRef]):
-    """Plans a generation job and queues one instruct message per seed; safe to run twice."""
+    """Plans a generation job and queues one instruct message per seed; then reviews it each
+    time its items have all ended (``JobRef.round`` >= 1): short cells get replacement seeds,
+    or the job goes on to selection with its composition. Safe to run twice."""
 
     stage = Stage.PLAN
 
@@ -59,18 +71,93 @@ class PlanHandler(StageHandler[pb.JobRef]):
         tasks = None
         if recipe.task_taxonomy_id:
             tasks = await self._store.get(recipe.task_taxonomy_id, recipe.task_taxonomy_version)
+        if message.round:
+            await self._review(job, message.round, taxonomy, tasks)
+            return
         plan = plan_job(recipe, taxonomy, job.id, tasks)
-        seeds = plan.seeds  # made batch by batch as they are queued, never all at once
-
         # Record the count before queueing, so completion is never judged against a partial plan.
-        await lifecycle.plan(self.ctx.jobs, job.id, len(seeds))
+        await lifecycle.plan(self.ctx.jobs, job.id, len(plan.seeds))
+        await self._queue(job, plan.seeds)  # made batch by batch, never all at once
+        log.info("job_planned", seeds=len(plan.seeds), cells=len(plan.cells))
+
+    async def _queue(self, job: pb.Job, seeds: Sequence[pb.Seed]) -> None:
         for start in range(0, len(seeds), _PUBLISH_BATCH):
             if start and start % _CANCEL_CHECK == 0 and await self._ended(job.id):
                 log.info("plan_stopped", queued=start, seeds=len(seeds))  # cancelled meanwhile
                 return
             batch = seeds[start : start + _PUBLISH_BATCH]
             await asyncio.gather(*(self.publish(Stage.INSTRUCT, s, job, s.item_id) for s in batch))
-        log.info("job_planned", seeds=len(seeds), cells=len(plan.cells))
+
+    async def _review(
+        self, job: pb.Job, round_: int, taxonomy: pb.Taxonomy, tasks: pb.Taxonomy | None
+    ) -> None:
+        """Review round ``round_``: top up short cells, or hand the job to selection."""
+        if job.state != pb.JOB_STATE_RUNNING or job.rounds > round_ or job.rounds < round_ - 1:
+            return  # decided and moved on, or a stale round
+        recipe = job.recipe
+        review = Review.of(recipe, taxonomy, job.id, tasks)
+        rounds = [await self._round(job.id, r) for r in range(1, job.rounds + 1)]
+        if job.rounds == round_:  # decided before a crash: queue its seeds again
+            record = rounds[-1]
+            await self._queue(job, list(self._seeds(review, record)))
+            return
+        promised = preference_promised(recipe.selection.exports)
+        unit = recipe.selection.budget_unit or "records"
+        budget = (recipe.selection.budget or recipe.budget) if unit == "records" else 0
+        targets = budget_quotas(review.cells, int(budget))
+        extra = round_cells(rounds, review.cells)
+        outcomes = [o async for o in self.ctx.items.scan(job.id, ItemKind.OUTCOME, pb.ItemOutcome)]
+        gates: dict[str, list[str]] = {}
+        async for rejected in self.ctx.items.scan(job.id, ItemKind.REJECTED, pb.Instruction):
+            gates[rejected.item_id] = [r.reason for r in rejected.rejections]
+        tallies = tally(review, targets, extra, job.planned, outcomes, gates, promised)
+        limit = candidate_budget(recipe)
+        asks, cut = top_up(tallies, promised, limit - int(job.planned))
+        if round_ > MAX_ROUNDS:
+            asks = [0] * len(asks)
+        if any(asks):
+            record = record_round(review.cells, asks, int(job.planned))
+            await write_object(
+                self.ctx.bus, work_object(job.id, f"round-{round_}.pb"), record.SerializeToString()
+            )
+            if not await lifecycle.top_up(self.ctx.jobs, job.id, round_, sum(asks)):
+                return
+            seeds = list(self._seeds(review, record))
+            await self._queue(job, seeds)
+            log.info("job_topped_up", round=round_, seeds=len(seeds), cells=sum(map(bool, asks)))
+            return
+        short = [t for t in tallies if t.need(promised)]
+        stopped = ""
+        if short:
+            stopped = (
+                f"top-up stopped after {round_ - 1} rounds"
+                if round_ > MAX_ROUNDS
+                else f"candidate budget spent: {job.planned} of {limit} items generated"
+                if cut or job.planned >= limit
+                else ""
+            )
+        composition = composition_of(review, tallies, promised, job, limit, stopped)
+        await write_object(
+            self.ctx.bus, work_object(job.id, "composition.pb"), composition.SerializeToString()
+        )
+        # Queued before the job moves (as the completion tracker does): a crash in between
+        # leaves a running job whose next review queues it again under the same message id.
+        await self.publish(Stage.PREPARE, pb.JobRef(job_id=job.id), job)
+        await lifecycle.select(self.ctx.jobs, job.id, Stage.PREPARE)
+        log.info("job_reviewed", rounds=round_ - 1, short_cells=len(short))
+
+    async def _round(self, job_id: str, round_: int) -> pb.Composition:
+        data = await read_object(self.ctx.bus, work_object(job_id, f"round-{round_}.pb"))
+        return pb.Composition.FromString(data)
+
+    @staticmethod
+    def _seeds(review: Review, record: pb.Composition) -> Iterator[pb.Seed]:
+        """The replacement seeds ``record`` asked for (cells in plan order)."""
+        position = {cell_of(c): i for i, c in enumerate(review.cells)}
+        asks = [0] * len(review.cells)
+        for cell in record.cells:
+            asks[position[cell_of(cell)]] = int(cell.candidates)
+        return review.plan.seeds.replacements(review.seed_cells, asks, int(record.planned))
 
     async def _ended(self, job_id: str) -> bool:
         job = await self.ctx.jobs.get_cached(job_id)

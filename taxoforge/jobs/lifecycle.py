@@ -27,6 +27,7 @@ __all__ = [
     "select",
     "submit",
     "succeed",
+    "top_up",
 ]
 
 
@@ -90,10 +91,17 @@ def fail_job(reason: str) -> Callable[[pb.Job], bool]:
 
 
 async def fail(
-    jobs: JobStore, job_id: str, reason: str, *, induction: pb.InductionReport | None = None
+    jobs: JobStore,
+    job_id: str,
+    reason: str,
+    *,
+    induction: pb.InductionReport | None = None,
+    datasets: Sequence[pb.DatasetInfo] | None = None,
+    selection: pb.SelectionReport | None = None,
 ) -> pb.Job | None:
-    """Fail a job that has not ended with ``reason`` (and an induction's report); None if
-    there is no such job."""
+    """Fail a job that has not ended with ``reason`` (and what it wrote all the same: an
+    induction's report, a dataset folder listing why nothing was kept, its selection report);
+    None if there is no such job."""
     failing = fail_job(reason)
 
     def _fail(job: pb.Job) -> bool:
@@ -101,6 +109,11 @@ async def fail(
             return False
         if induction is not None:
             job.induction.CopyFrom(induction)
+        if datasets is not None:
+            del job.datasets[:]
+            job.datasets.extend(datasets)
+        if selection is not None:
+            job.selection.CopyFrom(selection)
         return True
 
     return await jobs.update(job_id, _fail)
@@ -162,6 +175,24 @@ async def plan(jobs: JobStore, job_id: str, planned: int) -> bool:
     return moved
 
 
+async def top_up(jobs: JobStore, job_id: str, round_: int, seeds: int) -> bool:
+    """A running generation job's review ``round_`` adds ``seeds`` replacement items (False:
+    the round was already decided, or the job no longer runs)."""
+    moved = False
+
+    def _top_up(job: pb.Job) -> bool:
+        nonlocal moved
+        if job.state != pb.JOB_STATE_RUNNING or job.rounds != round_ - 1:
+            return False
+        job.rounds = round_
+        job.planned += seeds
+        moved = True
+        return True
+
+    await jobs.update(job_id, _top_up)
+    return moved
+
+
 async def select(jobs: JobStore, job_id: str, step: Stage) -> bool:
     """Every item of a running job has ended: it is selecting, from ``step`` on (False: it
     was no longer running)."""
@@ -204,15 +235,18 @@ async def succeed(
     selection: pb.SelectionReport | None = None,
     taxonomy_version: str = "",
     induction: pb.InductionReport | None = None,
+    short: bool = False,
 ) -> pb.Job | None:
     """A job that has not ended succeeds, with what it made: its datasets and selection
-    report, or the taxonomy version it wrote (and an induction's report)."""
+    report, or the taxonomy version it wrote (and an induction's report); ``short`` when the
+    datasets hold less than the plan (the report's composition says where and why)."""
 
     def _succeed(job: pb.Job) -> bool:
         if job.state in TERMINAL_STATES:
             return False
         job.state = pb.JOB_STATE_SUCCEEDED
         job.phase = ""
+        job.short = short
         if datasets is not None:
             del job.datasets[:]
             job.datasets.extend(datasets)

@@ -16,6 +16,15 @@ follow the request's schema, and its behaviour can be steered while it runs:
   request, so planted data clusters as planned.
 - ``wrong_language_pattern``: requests containing it are answered in English. Otherwise text
   replies are in the language the prompt asks for ("... in French"), for en/fr/de/es.
+- ``degrade_fraction`` / ``degrade_kinds``: that fraction of text replies (instructions,
+  Self-Rubrics rewrites, responses; never JSON replies, so the judge's stay well-formed) is
+  degenerate, chosen by a hash of the request (messages, temperature, seed), so the same
+  request degrades the same way every time and a redraw with another seed gets a fresh draw:
+  ``empty``, ``echo`` (the prompt's last user message word for word), ``wrong_language``,
+  ``mixed_language`` (one whole sentence in another language), ``chatter`` (assistant voice:
+  "I'm ready to help...", "Sure! Here is...", a link to follow), ``delimiter`` (a prompt
+  delimiter fragment). CLI: ``--degrade-fraction 0.2 [--degrade-kinds empty,echo]``, or the
+  environment's ``FAKE_LLM_DEGRADE_FRACTION`` / ``FAKE_LLM_DEGRADE_KINDS``.
 
 ``POST /_fake/config`` changes these, ``GET /_fake/stats`` reports calls, ``POST /_fake/reset``
 clears the counters. Run: ``python -m taxoforge.testing.fake_llm --port 8099 --latency-ms 100``.
@@ -27,6 +36,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -34,7 +44,22 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["FakeConfig", "FakeLLM", "build_app", "main"]
+__all__ = ["DEGRADE_KINDS", "FakeConfig", "FakeLLM", "build_app", "degraded", "main"]
+
+# The ways a degraded text reply goes wrong (``FakeConfig.degrade_kinds``).
+DEGRADE_KINDS = ("empty", "echo", "wrong_language", "mixed_language", "chatter", "delimiter")
+_CHATTER = [
+    "I'm ready to help with your homework question.",
+    "Sure! Here is the question you asked for.",
+    "Please go to the following link to see the full exercise.",
+    "Je suis prêt à vous aider avec votre question.",
+    "Ich helfe Ihnen gerne bei Ihrer Frage.",
+]
+# A whole sentence in another language than asked, for ``mixed_language``.
+_OTHER_SENTENCE = {
+    "English": "Veuillez aussi répondre à cette partie en donnant deux exemples concrets.",
+    "other": "Please also answer this part in English and give two concrete examples.",
+}
 
 _WORDS = [
     "energy",
@@ -159,6 +184,10 @@ class FakeConfig:
     # or only the first ``wrong_language_times`` times the same messages come.
     wrong_language_pattern: str | None = None
     wrong_language_times: int = 0
+    # This fraction (0 to 1) of text replies is degenerate, one of ``degrade_kinds`` each,
+    # chosen by the request's hash (JSON replies, the judge's, never are).
+    degrade_fraction: float = 0.0
+    degrade_kinds: list[str] = field(default_factory=lambda: list(DEGRADE_KINDS))
 
 
 @dataclass
@@ -218,6 +247,12 @@ def _judge_by_markers(
     """Judge replies follow the quality markers in the answers (fake judging, for tests)."""
     marks = [float(m) for m in _QUALITY.findall(blob)]
     if not marks:
+        if "score" in value and "rationale" in value:
+            # A rubric: its aspects agree with its overall score, as a sound judge's do (the
+            # judge refuses a reply whose aspects contradict it).
+            for name in value:
+                if name != "rationale" and isinstance(value[name], int):
+                    value[name] = value["score"]
         return
     if "score_1" in value and "score_2" in value and len(marks) >= 2:
         value["score_1"] = _scale(schema, "score_1", marks[0] + position_bias)
@@ -239,6 +274,39 @@ def _text_reply(messages: list[dict[str, Any]], seed: bytes, english: bool = Fal
     filler = _FILLER[language]
     tail = " ".join(filler[b % len(filler)] for b in h[5:11])
     return f"{phrase} ({tail} {h.hex()[:8]})"
+
+
+def degraded(
+    messages: list[dict[str, Any]], seed: bytes, fraction: float, kinds: list[str]
+) -> str | None:
+    """The degenerate reply the request gets, or None when it is not one of the ``fraction``
+    degraded (decided by the request's hash ``seed``)."""
+    usable = [k for k in kinds if k in DEGRADE_KINDS]
+    h = hashlib.sha256(b"degrade" + seed).digest()
+    if not usable or int.from_bytes(h[:4], "big") / 2**32 >= fraction:
+        return None
+    kind = usable[h[4] % len(usable)]
+    blob = " ".join(str(m.get("content", "")) for m in messages)
+    asked = _ASKED.search(blob)
+    language = asked.group(1) if asked is not None else "English"
+    if kind == "empty":
+        return ""
+    if kind == "echo":
+        users = [str(m.get("content", "")) for m in messages if m.get("role") == "user"]
+        return users[-1] if users else blob
+    if kind == "chatter":
+        return _CHATTER[h[5] % len(_CHATTER)]
+    normal = _text_reply(messages, seed)
+    if kind == "wrong_language":
+        if language != "English":
+            return _text_reply(messages, seed, english=True)
+        french = _PHRASES["French"]
+        words = " ".join(_FILLER["French"][b % len(_FILLER["French"])] for b in h[6:9])
+        return french[h[5] % len(french)].format(w=f"modèle {words}")
+    if kind == "mixed_language":
+        other = _OTHER_SENTENCE["English" if language == "English" else "other"]
+        return f"{normal}\n{other}"
+    return f"{normal} <</instruction-{h.hex()[:12]}>>"
 
 
 class FakeLLM:
@@ -326,6 +394,9 @@ class FakeLLM:
                 self._wrong_seen[blob] += 1
                 english = self._wrong_seen[blob] <= cfg.wrong_language_times
             content = _text_reply(messages, seed, english)
+            bad = degraded(messages, seed, cfg.degrade_fraction, cfg.degrade_kinds)
+            if bad is not None:
+                content = bad
             temperature = body.get("temperature")
             for at, quality in cfg.quality_by_temperature:
                 if temperature is not None and abs(float(temperature) - at) < 1e-6:
@@ -392,8 +463,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099)
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--degrade-fraction",
+        type=float,
+        default=float(os.environ.get("FAKE_LLM_DEGRADE_FRACTION") or 0.0),
+        help="fraction of text replies made degenerate (by request hash)",
+    )
+    parser.add_argument(
+        "--degrade-kinds",
+        default=os.environ.get("FAKE_LLM_DEGRADE_KINDS") or ",".join(DEGRADE_KINDS),
+        help=f"comma-separated, of: {', '.join(DEGRADE_KINDS)}",
+    )
     ns = parser.parse_args(argv)
-    fake = FakeLLM(FakeConfig(latency_ms=ns.latency_ms))
+    kinds = [k.strip() for k in ns.degrade_kinds.split(",") if k.strip()]
+    unknown = sorted(set(kinds) - set(DEGRADE_KINDS))
+    if unknown or not 0.0 <= ns.degrade_fraction <= 1.0:
+        parser.error(f"--degrade-fraction must be 0 to 1 and kinds of {DEGRADE_KINDS}: {unknown}")
+    fake = FakeLLM(
+        FakeConfig(
+            latency_ms=ns.latency_ms, degrade_fraction=ns.degrade_fraction, degrade_kinds=kinds
+        )
+    )
     web.run_app(build_app(fake), host=ns.host, port=ns.port, print=None, access_log=None)
 
 

@@ -569,6 +569,7 @@ class Recipe(_message.Message):
     CONTRASTIVE_FIELD_NUMBER: _builtins.int
     JUDGING_FIELD_NUMBER: _builtins.int
     SELECTION_FIELD_NUMBER: _builtins.int
+    MAX_CANDIDATES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     taxonomy_id: _builtins.str
     count: _builtins.int
@@ -605,6 +606,10 @@ class Recipe(_message.Message):
     """
     contrastive: _builtins.bool
     """CodecLM contrastive filtering: the target model answers too, and the judge compares."""
+    max_candidates: _builtins.float
+    """Items (seeds) the job may generate to fill its plan, as a factor of count: failed or short
+    cells get replacement seeds until full or this is spent. Unset: 2.0; 1.0: no top-up.
+    """
     @_builtins.property
     def languages(self) -> _containers.RepeatedCompositeFieldContainer[Global___LanguageShare]: ...
     @_builtins.property
@@ -664,15 +669,20 @@ class Recipe(_message.Message):
         contrastive: _builtins.bool = ...,
         judging: Global___JudgeConfig | None = ...,
         selection: Global___SelectionSpec | None = ...,
+        max_candidates: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_near_duplicate", b"_near_duplicate", "_rubric_rounds", b"_rubric_rounds", "judging", b"judging", "models", b"models", "near_duplicate", b"near_duplicate", "rubric_rounds", b"rubric_rounds", "selection", b"selection"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_candidates", b"_max_candidates", "_near_duplicate", b"_near_duplicate", "_rubric_rounds", b"_rubric_rounds", "judging", b"judging", "max_candidates", b"max_candidates", "models", b"models", "near_duplicate", b"near_duplicate", "rubric_rounds", b"rubric_rounds", "selection", b"selection"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_near_duplicate", b"_near_duplicate", "_rubric_rounds", b"_rubric_rounds", "budget", b"budget", "contrastive", b"contrastive", "count", b"count", "difficulties", b"difficulties", "distribution", b"distribution", "instruction_attempts", b"instruction_attempts", "judging", b"judging", "languages", b"languages", "min_margin", b"min_margin", "models", b"models", "name", b"name", "near_duplicate", b"near_duplicate", "no_cache", b"no_cache", "no_language_check", b"no_language_check", "node_counts", b"node_counts", "nodes", b"nodes", "responses_per_instruction", b"responses_per_instruction", "rubric_rounds", b"rubric_rounds", "seed", b"seed", "selection", b"selection", "strategies", b"strategies", "task_taxonomy_id", b"task_taxonomy_id", "task_taxonomy_version", b"task_taxonomy_version", "task_types", b"task_types", "taxonomy_id", b"taxonomy_id", "taxonomy_version", b"taxonomy_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_candidates", b"_max_candidates", "_near_duplicate", b"_near_duplicate", "_rubric_rounds", b"_rubric_rounds", "budget", b"budget", "contrastive", b"contrastive", "count", b"count", "difficulties", b"difficulties", "distribution", b"distribution", "instruction_attempts", b"instruction_attempts", "judging", b"judging", "languages", b"languages", "max_candidates", b"max_candidates", "min_margin", b"min_margin", "models", b"models", "name", b"name", "near_duplicate", b"near_duplicate", "no_cache", b"no_cache", "no_language_check", b"no_language_check", "node_counts", b"node_counts", "nodes", b"nodes", "responses_per_instruction", b"responses_per_instruction", "rubric_rounds", b"rubric_rounds", "seed", b"seed", "selection", b"selection", "strategies", b"strategies", "task_taxonomy_id", b"task_taxonomy_id", "task_taxonomy_version", b"task_taxonomy_version", "task_types", b"task_types", "taxonomy_id", b"taxonomy_id", "taxonomy_version", b"taxonomy_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_candidates: _TypeAlias = _typing.Literal["max_candidates"]  # noqa: Y015
+    _WhichOneofArgType__max_candidates: _TypeAlias = _typing.Literal["_max_candidates", b"_max_candidates"]  # noqa: Y015
     _WhichOneofReturnType__near_duplicate: _TypeAlias = _typing.Literal["near_duplicate"]  # noqa: Y015
     _WhichOneofArgType__near_duplicate: _TypeAlias = _typing.Literal["_near_duplicate", b"_near_duplicate"]  # noqa: Y015
     _WhichOneofReturnType__rubric_rounds: _TypeAlias = _typing.Literal["rubric_rounds"]  # noqa: Y015
     _WhichOneofArgType__rubric_rounds: _TypeAlias = _typing.Literal["_rubric_rounds", b"_rubric_rounds"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_candidates) -> _WhichOneofReturnType__max_candidates | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__near_duplicate) -> _WhichOneofReturnType__near_duplicate | None: ...
     @_typing.overload
@@ -706,6 +716,7 @@ class SelectionSpec(_message.Message):
     EXPORTS_FIELD_NUMBER: _builtins.int
     SEED_FIELD_NUMBER: _builtins.int
     LICENSE_FIELD_NUMBER: _builtins.int
+    DEDUP_FIELD_NUMBER: _builtins.int
     method: _builtins.str
     """"tacos" (the default), "deita", "alpagasus", "random", "longest" or "score" (best judge
     score first, no clusters).
@@ -752,6 +763,10 @@ class SelectionSpec(_message.Message):
     """Seeds the random choices (random method, references, k-means); default: the recipe's."""
     license: _builtins.str
     """The dataset card's license (default "other")."""
+    dedup: _builtins.str
+    """What makes two records duplicates: "record" (the default: query and answer, so several
+    answers to one prompt all reach quality selection) or "query" (the query alone).
+    """
     @_builtins.property
     def decontaminate(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Benchmarks (names in the registry) whose prompts no selected record may overlap."""
@@ -789,10 +804,11 @@ class SelectionSpec(_message.Message):
         exports: _abc.Iterable[_builtins.str] | None = ...,
         seed: _builtins.int = ...,
         license: _builtins.str = ...,
+        dedup: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_near_duplicate", b"_near_duplicate", "near_duplicate", b"near_duplicate"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_near_duplicate", b"_near_duplicate", "budget", b"budget", "budget_unit", b"budget_unit", "cluster_by", b"cluster_by", "clusters", b"clusters", "compare", b"compare", "comparison_budget", b"comparison_budget", "contamination_overlap", b"contamination_overlap", "decontaminate", b"decontaminate", "diversity_threshold", b"diversity_threshold", "exports", b"exports", "license", b"license", "method", b"method", "min_tag_frequency", b"min_tag_frequency", "near_duplicate", b"near_duplicate", "ngram", b"ngram", "quota", b"quota", "score_threshold", b"score_threshold", "scoring", b"scoring", "seed", b"seed", "tag_merge_threshold", b"tag_merge_threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_near_duplicate", b"_near_duplicate", "budget", b"budget", "budget_unit", b"budget_unit", "cluster_by", b"cluster_by", "clusters", b"clusters", "compare", b"compare", "comparison_budget", b"comparison_budget", "contamination_overlap", b"contamination_overlap", "decontaminate", b"decontaminate", "dedup", b"dedup", "diversity_threshold", b"diversity_threshold", "exports", b"exports", "license", b"license", "method", b"method", "min_tag_frequency", b"min_tag_frequency", "near_duplicate", b"near_duplicate", "ngram", b"ngram", "quota", b"quota", "score_threshold", b"score_threshold", "scoring", b"scoring", "seed", b"seed", "tag_merge_threshold", b"tag_merge_threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__near_duplicate: _TypeAlias = _typing.Literal["near_duplicate"]  # noqa: Y015
     _WhichOneofArgType__near_duplicate: _TypeAlias = _typing.Literal["_near_duplicate", b"_near_duplicate"]  # noqa: Y015
@@ -981,6 +997,8 @@ class Job(_message.Message):
     PHASE_PLANNED_FIELD_NUMBER: _builtins.int
     TENANT_FIELD_NUMBER: _builtins.int
     SPEND_LIMIT_FIELD_NUMBER: _builtins.int
+    SHORT_FIELD_NUMBER: _builtins.int
+    ROUNDS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     state: Global___JobState.ValueType
     created_at_ms: _builtins.int
@@ -1003,6 +1021,12 @@ class Job(_message.Message):
     """Who submitted the job (the gateway's tenant; empty when the gateway runs without keys).
     Another tenant's requests see no such job.
     """
+    short: _builtins.bool
+    """Generation: the datasets hold fewer records than the plan in some cell (see
+    selection.composition); the state is still SUCCEEDED when anything was delivered.
+    """
+    rounds: _builtins.int
+    """Generation: top-up rounds that have run (each may add replacement seeds to planned)."""
     @_builtins.property
     def recipe(self) -> Global___Recipe: ...
     @_builtins.property
@@ -1051,10 +1075,12 @@ class Job(_message.Message):
         phase_planned: _builtins.int = ...,
         tenant: _builtins.str = ...,
         spend_limit: Global___SpendLimit | None = ...,
+        short: _builtins.bool = ...,
+        rounds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expand", b"expand", "induce", b"induce", "induction", b"induction", "recipe", b"recipe", "selection", b"selection", "source", b"source", "spend_limit", b"spend_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at_ms", b"created_at_ms", "datasets", b"datasets", "error", b"error", "expand", b"expand", "finished_at_ms", b"finished_at_ms", "id", b"id", "induce", b"induce", "induction", b"induction", "kind", b"kind", "phase", b"phase", "phase_planned", b"phase_planned", "planned", b"planned", "recipe", b"recipe", "result_taxonomy_version", b"result_taxonomy_version", "selection", b"selection", "source", b"source", "spend_limit", b"spend_limit", "state", b"state", "taxonomy_version", b"taxonomy_version", "tenant", b"tenant", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at_ms", b"created_at_ms", "datasets", b"datasets", "error", b"error", "expand", b"expand", "finished_at_ms", b"finished_at_ms", "id", b"id", "induce", b"induce", "induction", b"induction", "kind", b"kind", "phase", b"phase", "phase_planned", b"phase_planned", "planned", b"planned", "recipe", b"recipe", "result_taxonomy_version", b"result_taxonomy_version", "rounds", b"rounds", "selection", b"selection", "short", b"short", "source", b"source", "spend_limit", b"spend_limit", "state", b"state", "taxonomy_version", b"taxonomy_version", "tenant", b"tenant", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1545,6 +1571,7 @@ class SelectionReport(_message.Message):
     TACOS_FIELD_NUMBER: _builtins.int
     CLUSTERS_FIELD_NUMBER: _builtins.int
     METHODS_FIELD_NUMBER: _builtins.int
+    COMPOSITION_FIELD_NUMBER: _builtins.int
     judged: _builtins.int
     failed: _builtins.int
     sft_records: _builtins.int
@@ -1597,6 +1624,10 @@ class SelectionReport(_message.Message):
     def clusters(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClusterInfo]: ...
     @_builtins.property
     def methods(self) -> _containers.RepeatedCompositeFieldContainer[Global___MethodReport]: ...
+    @_builtins.property
+    def composition(self) -> Global___Composition:
+        """Generation jobs: the plan's cells against what the datasets hold."""
+
     def __init__(
         self,
         *,
@@ -1625,14 +1656,145 @@ class SelectionReport(_message.Message):
         tacos: Global___TacosReport | None = ...,
         clusters: _abc.Iterable[Global___ClusterInfo] | None = ...,
         methods: _abc.Iterable[Global___MethodReport] | None = ...,
+        composition: Global___Composition | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["imported", b"imported", "judge", b"judge", "tacos", b"tacos", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["composition", b"composition", "imported", b"imported", "judge", b"judge", "tacos", b"tacos", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_language", b"by_language", "by_strategy", b"by_strategy", "candidates", b"candidates", "clusters", b"clusters", "contaminated", b"contaminated", "duplicates", b"duplicates", "failed", b"failed", "failure_reasons", b"failure_reasons", "failures_by_stage", b"failures_by_stage", "imported", b"imported", "judge", b"judge", "judged", b"judged", "method", b"method", "methods", b"methods", "near_duplicates", b"near_duplicates", "over_budget", b"over_budget", "preference_records", b"preference_records", "rejections", b"rejections", "selected", b"selected", "selected_tokens", b"selected_tokens", "sft_records", b"sft_records", "tacos", b"tacos", "ties", b"ties", "unusable", b"unusable", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by_language", b"by_language", "by_strategy", b"by_strategy", "candidates", b"candidates", "clusters", b"clusters", "composition", b"composition", "contaminated", b"contaminated", "duplicates", b"duplicates", "failed", b"failed", "failure_reasons", b"failure_reasons", "failures_by_stage", b"failures_by_stage", "imported", b"imported", "judge", b"judge", "judged", b"judged", "method", b"method", "methods", b"methods", "near_duplicates", b"near_duplicates", "over_budget", b"over_budget", "preference_records", b"preference_records", "rejections", b"rejections", "selected", b"selected", "selected_tokens", b"selected_tokens", "sft_records", b"sft_records", "tacos", b"tacos", "ties", b"ties", "unusable", b"unusable", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SelectionReport: _TypeAlias = SelectionReport  # noqa: Y015
+
+@_typing.final
+class CellCount(_message.Message):
+    """One plan cell: its target, what the datasets deliver, and why any of it is missing."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ReasonsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    LANGUAGE_FIELD_NUMBER: _builtins.int
+    DIFFICULTY_FIELD_NUMBER: _builtins.int
+    TASK_TYPE_FIELD_NUMBER: _builtins.int
+    PLANNED_FIELD_NUMBER: _builtins.int
+    SFT_FIELD_NUMBER: _builtins.int
+    PREFERENCE_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    language: _builtins.str
+    difficulty: _builtins.str
+    """Empty when the recipe does not control the dimension."""
+    task_type: _builtins.str
+    planned: _builtins.int
+    """Records the plan asks for (the budget's quota when a budget is set)."""
+    sft: _builtins.int
+    """Records in the SFT datasets, and preference pairs (when the job promises them)."""
+    preference: _builtins.int
+    candidates: _builtins.int
+    """Items generated for the cell (replacement seeds included)."""
+    @_builtins.property
+    def reasons(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Why items of the cell were not delivered: reason ("gate:echo", "failed:instruct",
+        "no_pair", ...) -> items.
+        """
+
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        language: _builtins.str = ...,
+        difficulty: _builtins.str = ...,
+        task_type: _builtins.str = ...,
+        planned: _builtins.int = ...,
+        sft: _builtins.int = ...,
+        preference: _builtins.int = ...,
+        candidates: _builtins.int = ...,
+        reasons: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "difficulty", b"difficulty", "language", b"language", "node_id", b"node_id", "planned", b"planned", "preference", b"preference", "reasons", b"reasons", "sft", b"sft", "task_type", b"task_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CellCount: _TypeAlias = CellCount  # noqa: Y015
+
+@_typing.final
+class Composition(_message.Message):
+    """A generation job's plan against its delivery, cell by cell."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CELLS_FIELD_NUMBER: _builtins.int
+    SHORT_FIELD_NUMBER: _builtins.int
+    PLANNED_FIELD_NUMBER: _builtins.int
+    SFT_FIELD_NUMBER: _builtins.int
+    PREFERENCE_FIELD_NUMBER: _builtins.int
+    PREFERENCE_PROMISED_FIELD_NUMBER: _builtins.int
+    MAX_CANDIDATES_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    ROUNDS_FIELD_NUMBER: _builtins.int
+    STOPPED_FIELD_NUMBER: _builtins.int
+    short: _builtins.bool
+    """The datasets hold fewer records than planned in at least one cell."""
+    planned: _builtins.int
+    sft: _builtins.int
+    preference: _builtins.int
+    preference_promised: _builtins.bool
+    """Whether the job's exports promise preference pairs (each cell's target counts for both)."""
+    max_candidates: _builtins.int
+    """Items the job could generate (max_candidates) and how many it did."""
+    candidates: _builtins.int
+    rounds: _builtins.int
+    """Top-up rounds run (replacement seeds for short cells)."""
+    stopped: _builtins.str
+    """Why the job stopped generating for a short cell ("candidate budget spent", ...)."""
+    @_builtins.property
+    def cells(self) -> _containers.RepeatedCompositeFieldContainer[Global___CellCount]:
+        """Joint cells of the dimensions the recipe controls, in plan order."""
+
+    def __init__(
+        self,
+        *,
+        cells: _abc.Iterable[Global___CellCount] | None = ...,
+        short: _builtins.bool = ...,
+        planned: _builtins.int = ...,
+        sft: _builtins.int = ...,
+        preference: _builtins.int = ...,
+        preference_promised: _builtins.bool = ...,
+        max_candidates: _builtins.int = ...,
+        candidates: _builtins.int = ...,
+        rounds: _builtins.int = ...,
+        stopped: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "cells", b"cells", "max_candidates", b"max_candidates", "planned", b"planned", "preference", b"preference", "preference_promised", b"preference_promised", "rounds", b"rounds", "sft", b"sft", "short", b"short", "stopped", b"stopped"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Composition: _TypeAlias = Composition  # noqa: Y015
 
 @_typing.final
 class MalformedRow(_message.Message):
@@ -1741,6 +1903,9 @@ class TacosReport(_message.Message):
     JUDGE_CALLS_FIELD_NUMBER: _builtins.int
     COMPARISON_BUDGET_FIELD_NUMBER: _builtins.int
     UNSCORED_FIELD_NUMBER: _builtins.int
+    CALLS_PER_COMPARISON_FIELD_NUMBER: _builtins.int
+    PLANNED_COMPARISONS_FIELD_NUMBER: _builtins.int
+    BUDGET_RULE_FIELD_NUMBER: _builtins.int
     tagged: _builtins.int
     tag_failures: _builtins.int
     raw_tags: _builtins.int
@@ -1752,6 +1917,12 @@ class TacosReport(_message.Message):
     comparison_budget: _builtins.int
     unscored: _builtins.int
     """Samples with no comparative score (over the comparison budget): ranked after the scored."""
+    calls_per_comparison: _builtins.int
+    """Judge calls each comparison may send, retries included; comparisons planned to keep
+    every call within the budget, and how the budget was spent.
+    """
+    planned_comparisons: _builtins.int
+    budget_rule: _builtins.str
     @_builtins.property
     def merges(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelMerge]: ...
     @_builtins.property
@@ -1770,10 +1941,13 @@ class TacosReport(_message.Message):
         judge_calls: _builtins.int = ...,
         comparison_budget: _builtins.int = ...,
         unscored: _builtins.int = ...,
+        calls_per_comparison: _builtins.int = ...,
+        planned_comparisons: _builtins.int = ...,
+        budget_rule: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["comparison_budget", b"comparison_budget", "comparison_failures", b"comparison_failures", "comparisons", b"comparisons", "dropped_tags", b"dropped_tags", "judge_calls", b"judge_calls", "kept_tags", b"kept_tags", "merges", b"merges", "raw_tags", b"raw_tags", "tag_failures", b"tag_failures", "tagged", b"tagged", "unscored", b"unscored"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_rule", b"budget_rule", "calls_per_comparison", b"calls_per_comparison", "comparison_budget", b"comparison_budget", "comparison_failures", b"comparison_failures", "comparisons", b"comparisons", "dropped_tags", b"dropped_tags", "judge_calls", b"judge_calls", "kept_tags", b"kept_tags", "merges", b"merges", "planned_comparisons", b"planned_comparisons", "raw_tags", b"raw_tags", "tag_failures", b"tag_failures", "tagged", b"tagged", "unscored", b"unscored"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1959,9 +2133,14 @@ class CompareTask(_message.Message):
     SAMPLE_FIELD_NUMBER: _builtins.int
     REFERENCE_FIELD_NUMBER: _builtins.int
     LANGUAGE_FIELD_NUMBER: _builtins.int
+    MAX_CALLS_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     item_id: _builtins.str
     language: _builtins.str
+    max_calls: _builtins.int
+    """Judge calls this comparison may send, retries included (the cluster step's share of the
+    comparison budget); 0: no limit.
+    """
     @_builtins.property
     def sample(self) -> Global___Sample: ...
     @_builtins.property
@@ -1974,10 +2153,11 @@ class CompareTask(_message.Message):
         sample: Global___Sample | None = ...,
         reference: Global___Sample | None = ...,
         language: _builtins.str = ...,
+        max_calls: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["reference", b"reference", "sample", b"sample"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_id", b"item_id", "job_id", b"job_id", "language", b"language", "reference", b"reference", "sample", b"sample"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_id", b"item_id", "job_id", b"job_id", "language", b"language", "max_calls", b"max_calls", "reference", b"reference", "sample", b"sample"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2018,15 +2198,19 @@ class JobRef(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_ID_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
+    round: _builtins.int
+    """Generation jobs: the top-up round this message checks (0: the plan itself)."""
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
+        round: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "round", b"round"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2260,20 +2444,31 @@ class Rejection(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
+    CANDIDATE_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
-    """"empty", "truncated", "refused", "wrong_language", "duplicate", "near_duplicate"."""
+    """"empty", "truncated", "refused", "wrong_language", "duplicate", "near_duplicate",
+    "not_a_request", "prompt_leak", "repetition", "mixed_language", "echo", "near_identical".
+    """
     text: _builtins.str
     detail: _builtins.str
+    candidate: _builtins.str
+    """A discarded response candidate: the slot's response id ("i0000003.r1") and the sampling
+    attempt that wrote it (text is then a short excerpt).
+    """
+    attempt: _builtins.int
     def __init__(
         self,
         *,
         reason: _builtins.str = ...,
         text: _builtins.str = ...,
         detail: _builtins.str = ...,
+        candidate: _builtins.str = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "reason", b"reason", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "candidate", b"candidate", "detail", b"detail", "reason", b"reason", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2431,19 +2626,27 @@ class Candidates(_message.Message):
 
     INSTRUCTION_FIELD_NUMBER: _builtins.int
     RESPONSES_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def instruction(self) -> Global___Instruction: ...
     @_builtins.property
     def responses(self) -> _containers.RepeatedCompositeFieldContainer[Global___Response]: ...
+    @_builtins.property
+    def rejected(self) -> _containers.RepeatedCompositeFieldContainer[Global___Rejection]:
+        """Every candidate the gates discarded before judging (each redrawn), in the order drawn:
+        reason ("echo", "near_identical", "prompt_leak", ...), candidate id, attempt, excerpt.
+        """
+
     def __init__(
         self,
         *,
         instruction: Global___Instruction | None = ...,
         responses: _abc.Iterable[Global___Response] | None = ...,
+        rejected: _abc.Iterable[Global___Rejection] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["instruction", b"instruction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instruction", b"instruction", "responses", b"responses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instruction", b"instruction", "rejected", b"rejected", "responses", b"responses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2716,6 +2919,8 @@ class JudgeHealth(_message.Message):
     CONTRASTIVE_KEPT_FIELD_NUMBER: _builtins.int
     CONTRASTIVE_REFINED_FIELD_NUMBER: _builtins.int
     CONTRASTIVE_EXHAUSTED_FIELD_NUMBER: _builtins.int
+    GOLDEN_FAILURES_FIELD_NUMBER: _builtins.int
+    GOLDEN_ERROR_FIELD_NUMBER: _builtins.int
     calls: _builtins.int
     invalid_replies: _builtins.int
     parse_failure_rate: _builtins.float
@@ -2729,6 +2934,11 @@ class JudgeHealth(_message.Message):
     contrastive_kept: _builtins.int
     contrastive_refined: _builtins.int
     contrastive_exhausted: _builtins.int
+    golden_failures: _builtins.int
+    """Golden pairs the judge gave no valid verdict for (counted as misses), and why the set, or
+    part of it, could not be judged.
+    """
+    golden_error: _builtins.str
     @_builtins.property
     def histogram(self) -> _containers.ScalarMap[_builtins.int, _builtins.int]:
         """Rubric: score 1..10 -> count; pairwise: bucket 0-9, 10-19, ... -> count (key: lower bound)."""
@@ -2750,10 +2960,12 @@ class JudgeHealth(_message.Message):
         contrastive_kept: _builtins.int = ...,
         contrastive_refined: _builtins.int = ...,
         contrastive_exhausted: _builtins.int = ...,
+        golden_failures: _builtins.int = ...,
+        golden_error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "comparisons", b"comparisons", "contrastive_exhausted", b"contrastive_exhausted", "contrastive_kept", b"contrastive_kept", "contrastive_refined", b"contrastive_refined", "golden_accuracy", b"golden_accuracy", "golden_kappa", b"golden_kappa", "golden_pairs", b"golden_pairs", "histogram", b"histogram", "inconsistent", b"inconsistent", "invalid_replies", b"invalid_replies", "judge_failures", b"judge_failures", "parse_failure_rate", b"parse_failure_rate", "swap_disagreement_rate", b"swap_disagreement_rate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "comparisons", b"comparisons", "contrastive_exhausted", b"contrastive_exhausted", "contrastive_kept", b"contrastive_kept", "contrastive_refined", b"contrastive_refined", "golden_accuracy", b"golden_accuracy", "golden_error", b"golden_error", "golden_failures", b"golden_failures", "golden_kappa", b"golden_kappa", "golden_pairs", b"golden_pairs", "histogram", b"histogram", "inconsistent", b"inconsistent", "invalid_replies", b"invalid_replies", "judge_failures", b"judge_failures", "parse_failure_rate", b"parse_failure_rate", "swap_disagreement_rate", b"swap_disagreement_rate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2801,20 +3013,27 @@ class ItemOutcome(_message.Message):
     ITEM_ID_FIELD_NUMBER: _builtins.int
     JUDGED_FIELD_NUMBER: _builtins.int
     FAILED_STAGE_FIELD_NUMBER: _builtins.int
+    SFT_FIELD_NUMBER: _builtins.int
+    PREFERENCE_FIELD_NUMBER: _builtins.int
     item_id: _builtins.str
     judged: _builtins.bool
     failed_stage: _builtins.str
     """Set when the item failed: the stage it failed at."""
+    sft: _builtins.bool
+    """Judged items: whether the item gives an SFT record and a preference pair (margin met)."""
+    preference: _builtins.bool
     def __init__(
         self,
         *,
         item_id: _builtins.str = ...,
         judged: _builtins.bool = ...,
         failed_stage: _builtins.str = ...,
+        sft: _builtins.bool = ...,
+        preference: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed_stage", b"failed_stage", "item_id", b"item_id", "judged", b"judged"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed_stage", b"failed_stage", "item_id", b"item_id", "judged", b"judged", "preference", b"preference", "sft", b"sft"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from taxoforge.v1 import common_pb2 as taxoforge_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btaxoforge/v1/selector.proto\x12\x0ctaxoforge.v1\x1a\x19taxoforge/v1/common.proto\"\"\n\x10SelectJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"o\n\x11SelectJobResponse\x12+\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x19.taxoforge.v1.DatasetInfo\x12-\n\x06report\x18\x02 \x01(\x0b\x32\x1d.taxoforge.v1.SelectionReport2_\n\x0fSelectorService\x12L\n\tSelectJob\x12\x1e.taxoforge.v1.SelectJobRequest\x1a\x1f.taxoforge.v1.SelectJobResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btaxoforge/v1/selector.proto\x12\x0ctaxoforge.v1\x1a\x19taxoforge/v1/common.proto\"\"\n\x10SelectJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"o\n\x11SelectJobResponse\x12+\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x19.taxoforge.v1.DatasetInfo\x12-\n\x06report\x18\x02 \x01(\x0b\x32\x1d.taxoforge.v1.SelectionReport\",\n\x15\x43heckBenchmarkRequest\x12\x13\n\x0bobject_name\x18\x01 \x01(\t\"H\n\x16\x43heckBenchmarkResponse\x12\x0f\n\x07prompts\x18\x01 \x01(\x03\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x0f\n\x07refusal\x18\x03 \x01(\t2\xbc\x01\n\x0fSelectorService\x12L\n\tSelectJob\x12\x1e.taxoforge.v1.SelectJobRequest\x1a\x1f.taxoforge.v1.SelectJobResponse\x12[\n\x0e\x43heckBenchmark\x12#.taxoforge.v1.CheckBenchmarkRequest\x1a$.taxoforge.v1.CheckBenchmarkResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SELECTJOBREQUEST']._serialized_end=106
   _globals['_SELECTJOBRESPONSE']._serialized_start=108
   _globals['_SELECTJOBRESPONSE']._serialized_end=219
-  _globals['_SELECTORSERVICE']._serialized_start=221
-  _globals['_SELECTORSERVICE']._serialized_end=316
+  _globals['_CHECKBENCHMARKREQUEST']._serialized_start=221
+  _globals['_CHECKBENCHMARKREQUEST']._serialized_end=265
+  _globals['_CHECKBENCHMARKRESPONSE']._serialized_start=267
+  _globals['_CHECKBENCHMARKRESPONSE']._serialized_end=339
+  _globals['_SELECTORSERVICE']._serialized_start=342
+  _globals['_SELECTORSERVICE']._serialized_end=530
 # @@protoc_insertion_point(module_scope)

@@ -61,3 +61,49 @@ class SelectJobResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SelectJobResponse: _TypeAlias = SelectJobResponse  # noqa: Y015
+
+@_typing.final
+class CheckBenchmarkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECT_NAME_FIELD_NUMBER: _builtins.int
+    object_name: _builtins.str
+    def __init__(
+        self,
+        *,
+        object_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["object_name", b"object_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckBenchmarkRequest: _TypeAlias = CheckBenchmarkRequest  # noqa: Y015
+
+@_typing.final
+class CheckBenchmarkResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROMPTS_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
+    prompts: _builtins.int
+    """Prompts the file yields, and the rows (or text lines) it holds."""
+    rows: _builtins.int
+    refusal: _builtins.str
+    """Empty when prompts > 0; else why the file yields no prompt (naming the keys it found)."""
+    def __init__(
+        self,
+        *,
+        prompts: _builtins.int = ...,
+        rows: _builtins.int = ...,
+        refusal: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["prompts", b"prompts", "refusal", b"refusal", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckBenchmarkResponse: _TypeAlias = CheckBenchmarkResponse  # noqa: Y015

@@ -39,6 +39,11 @@ class SelectorServiceStub:
                 request_serializer=taxoforge_dot_v1_dot_selector__pb2.SelectJobRequest.SerializeToString,
                 response_deserializer=taxoforge_dot_v1_dot_selector__pb2.SelectJobResponse.FromString,
                 _registered_method=True)
+        self.CheckBenchmark = channel.unary_unary(
+                '/taxoforge.v1.SelectorService/CheckBenchmark',
+                request_serializer=taxoforge_dot_v1_dot_selector__pb2.CheckBenchmarkRequest.SerializeToString,
+                response_deserializer=taxoforge_dot_v1_dot_selector__pb2.CheckBenchmarkResponse.FromString,
+                _registered_method=True)
 
 
 class SelectorServiceServicer:
@@ -51,6 +56,14 @@ class SelectorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckBenchmark(self, request, context):
+        """Read a benchmark file (an object in the datasets store) as decontamination will: how many
+        prompts it yields, or why it yields none (the gateway refuses to register such a file).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SelectorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -58,6 +71,11 @@ def add_SelectorServiceServicer_to_server(servicer, server):
                     servicer.SelectJob,
                     request_deserializer=taxoforge_dot_v1_dot_selector__pb2.SelectJobRequest.FromString,
                     response_serializer=taxoforge_dot_v1_dot_selector__pb2.SelectJobResponse.SerializeToString,
+            ),
+            'CheckBenchmark': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckBenchmark,
+                    request_deserializer=taxoforge_dot_v1_dot_selector__pb2.CheckBenchmarkRequest.FromString,
+                    response_serializer=taxoforge_dot_v1_dot_selector__pb2.CheckBenchmarkResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +105,33 @@ class SelectorService:
             '/taxoforge.v1.SelectorService/SelectJob',
             taxoforge_dot_v1_dot_selector__pb2.SelectJobRequest.SerializeToString,
             taxoforge_dot_v1_dot_selector__pb2.SelectJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckBenchmark(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taxoforge.v1.SelectorService/CheckBenchmark',
+            taxoforge_dot_v1_dot_selector__pb2.CheckBenchmarkRequest.SerializeToString,
+            taxoforge_dot_v1_dot_selector__pb2.CheckBenchmarkResponse.FromString,
             options,
             channel_credentials,
             insecure,

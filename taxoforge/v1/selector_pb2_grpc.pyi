@@ -33,12 +33,20 @@ class SelectorServiceStub:
     def __new__(cls, channel: _aio.Channel) -> SelectorServiceAsyncStub: ...
     SelectJob: _grpc.UnaryUnaryMultiCallable[_selector_pb2.SelectJobRequest, _selector_pb2.SelectJobResponse]
     """A succeeded job's datasets and selection report (selection runs as the job's steps)."""
+    CheckBenchmark: _grpc.UnaryUnaryMultiCallable[_selector_pb2.CheckBenchmarkRequest, _selector_pb2.CheckBenchmarkResponse]
+    """Read a benchmark file (an object in the datasets store) as decontamination will: how many
+    prompts it yields, or why it yields none (the gateway refuses to register such a file).
+    """
 
 @_typing.type_check_only
 class SelectorServiceAsyncStub(SelectorServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     SelectJob: _aio.UnaryUnaryMultiCallable[_selector_pb2.SelectJobRequest, _selector_pb2.SelectJobResponse]  # type: ignore[assignment]
     """A succeeded job's datasets and selection report (selection runs as the job's steps)."""
+    CheckBenchmark: _aio.UnaryUnaryMultiCallable[_selector_pb2.CheckBenchmarkRequest, _selector_pb2.CheckBenchmarkResponse]  # type: ignore[assignment]
+    """Read a benchmark file (an object in the datasets store) as decontamination will: how many
+    prompts it yields, or why it yields none (the gateway refuses to register such a file).
+    """
 
 class SelectorServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -48,5 +56,15 @@ class SelectorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_selector_pb2.SelectJobResponse, _abc.Awaitable[_selector_pb2.SelectJobResponse]]:
         """A succeeded job's datasets and selection report (selection runs as the job's steps)."""
+
+    @_abc_1.abstractmethod
+    def CheckBenchmark(
+        self,
+        request: _selector_pb2.CheckBenchmarkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_selector_pb2.CheckBenchmarkResponse, _abc.Awaitable[_selector_pb2.CheckBenchmarkResponse]]:
+        """Read a benchmark file (an object in the datasets store) as decontamination will: how many
+        prompts it yields, or why it yields none (the gateway refuses to register such a file).
+        """
 
 def add_SelectorServiceServicer_to_server(servicer: SelectorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -94,6 +94,7 @@ class FakeControl:
             wrong_language_times=0,
             position_bias=0,
             quality_by_temperature=[],
+            degrade_fraction=0.0,
         )
 
 

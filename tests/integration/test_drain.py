@@ -184,7 +184,7 @@ def test_a_stopped_replica_finishes_its_work_and_leaves(
     fake.configure(slow_pattern=slow_prompt, slow_ms=400)
     count = 24
     with httpx.Client(base_url=stack.gateway_url, timeout=30) as api:
-        job_id = submit(api, count=count, seed=seed)["id"]
+        job_id = submit(api, count=count, seed=seed, max_candidates=1.0)["id"]
         _wait_progress(api, job_id, stage, 3)
 
         stopped = time.monotonic()
@@ -211,7 +211,7 @@ def test_work_that_outlasts_the_drain_timeout_is_handed_back(two_replicas: Stack
     fake.configure(slow_pattern="Grade the answer", slow_ms=slow_s * 1000)
     count = 6
     with httpx.Client(base_url=stack.gateway_url, timeout=30) as api:
-        job_id = submit(api, count=count, seed=43)["id"]
+        job_id = submit(api, count=count, seed=43, max_candidates=1.0)["id"]
         # Generation done, and both replicas busy: each holds two items, whose two slow score
         # calls are all the model is doing.
         _wait_progress(api, job_id, "respond", count)

@@ -54,10 +54,14 @@ def _ledger(api: httpx.Client, job: dict[str, Any]) -> tuple[list[str], list[dic
     paths = {d["path"] for d in job["datasets"]}
     assert {"meta/provenance.jsonl", "meta/dropped.jsonl"} <= paths, paths
     kept = [p["item_id"] for p in jsonl(api, f"/v1/jobs/{job['id']}/files/meta/provenance.jsonl")]
-    dropped = jsonl(api, f"/v1/jobs/{job['id']}/files/meta/dropped.jsonl")
-    for drop in dropped:
+    lines = jsonl(api, f"/v1/jobs/{job['id']}/files/meta/dropped.jsonl")
+    for drop in lines:
         assert drop["stage"] and drop["reason"] and drop["id"] == f"{job['id']}/{drop['item_id']}"
-    return kept, dropped
+    # Drafts and candidates the gates discarded are listed too, each with its gate.
+    discarded = [d for d in lines if "candidate" in d]
+    for line in discarded:
+        assert line["reason"] == "rejected_candidate" and line["gate"], line
+    return kept, [d for d in lines if "candidate" not in d]
 
 
 def _record(api: httpx.Client, job_id: str, item: str) -> dict[str, Any]:
@@ -89,7 +93,9 @@ def test_a_generation_job_with_failures_lists_every_item_it_did_not_keep(
         malformed_pattern="catalysts and enzymes in the kitchen",
     )
     # The default budget (0: keep everything), so the select step itself drops nothing.
-    job = wait(api, submit(api, **recipe, instruction_attempts=1)["id"], limit_s=120)
+    job = wait(
+        api, submit(api, **recipe, instruction_attempts=1, max_candidates=1.0)["id"], limit_s=120
+    )
     assert job["state"] == "succeeded", job
     assert job["selection"]["failed"] == 5
 
@@ -124,8 +130,9 @@ def test_a_job_that_keeps_no_record_still_lists_every_item(
 ) -> None:
     # No judge reply is ever JSON: every item is judged with no valid score, none is kept.
     fake.configure(malformed_pattern="Grade the answer")
-    job = wait(api, submit(api, count=4, seed=6)["id"], limit_s=120)
-    assert job["state"] == "succeeded", job
+    job = wait(api, submit(api, count=4, seed=6, max_candidates=1.0)["id"], limit_s=120)
+    # Nothing delivered: not a success, but the folder lists every item.
+    assert job["state"] == "failed" and "delivered no records" in job["error"], job
     assert job["selection"]["sft_records"] == 0
 
     kept, dropped = _ledger(api, job)
@@ -140,7 +147,7 @@ def test_a_job_whose_items_all_fail_lists_them_with_its_failure(
     api: httpx.Client, fake: FakeControl
 ) -> None:
     fake.configure(fail_pattern="Grade the answer", fail_status=500)
-    job = wait(api, submit(api, count=3, seed=7)["id"])
+    job = wait(api, submit(api, count=3, seed=7, max_candidates=1.0)["id"])
     assert job["state"] == "failed" and "every item failed" in job["error"]
 
     assert [d["path"] for d in job["datasets"]] == ["meta/dropped.jsonl"]

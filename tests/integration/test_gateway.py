@@ -154,7 +154,7 @@ def test_health_readiness_and_docs(api: httpx.Client) -> None:
 
 
 def test_progress_streams_as_server_sent_events(api: httpx.Client) -> None:
-    job_id = submit(api, count=3)["id"]
+    job_id = submit(api, count=3, max_candidates=1.0)["id"]
     events: list[tuple[str, dict[str, object]]] = []
     with api.stream("GET", f"/v1/jobs/{job_id}/events", params={"interval_s": 0.2}) as resp:
         assert resp.status_code == 200

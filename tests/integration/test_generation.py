@@ -45,6 +45,7 @@ def test_strategies_and_languages_are_planned_and_recorded(
         difficulties=["easy", "hard"],
         rubric_rounds=2,
         seed=8,
+        max_candidates=1.0,  # the plan as planned: no replacements for pairs that tie
     )
     job = wait(api, job["id"], limit_s=120)
     assert job["state"] == "succeeded", job
@@ -95,7 +96,7 @@ def test_duplicate_instructions_are_dropped_and_reported(
 ) -> None:
     # Every instruction prompt gets the same answer: one item keeps it, the others cannot.
     fake.configure(replies=[["Its topic:", "What is the boiling point of water at sea level?"]])
-    job = wait(api, submit(api, count=3, instruction_attempts=2, seed=4)["id"])
+    job = wait(api, submit(api, count=3, instruction_attempts=2, seed=4, max_candidates=1.0)["id"])
     assert job["state"] == "succeeded", job
     report = job["selection"]
     assert report["judged"] == 1 and report["failed"] == 2
@@ -118,12 +119,24 @@ def test_near_duplicates_are_caught_too(api: httpx.Client, fake: FakeControl) ->
     )
     job = wait(
         api,
-        submit(api, count=2, nodes=["physics", "mathematics"], instruction_attempts=1)["id"],
+        submit(
+            api,
+            count=2,
+            nodes=["physics", "mathematics"],
+            instruction_attempts=1,
+            max_candidates=1.0,
+        )["id"],
     )
     report = job["selection"]
     assert report["judged"] == 1 and report["rejections"] == {"near_duplicate": 1}
     off = api.post(
-        "/v1/jobs", json={"count": 2, "nodes": ["physics", "mathematics"], "near_duplicate": 0}
+        "/v1/jobs",
+        json={
+            "count": 2,
+            "nodes": ["physics", "mathematics"],
+            "near_duplicate": 0,
+            "max_candidates": 1.0,
+        },
     ).json()
     assert wait(api, off["id"])["selection"]["judged"] == 2
 
@@ -137,6 +150,7 @@ def test_k_candidates_and_the_target_reach_the_judge(
         responses_per_instruction=3,
         contrastive=True,
         models={"target": {"temperature": 0.9}},
+        max_candidates=1.0,
     )
     job = wait(api, job["id"])
     assert job["state"] == "succeeded", job
@@ -163,7 +177,7 @@ def two_generators(tmp_path: Path) -> Iterator[Stack]:
 def test_the_request_cache_is_shared_by_replicas(two_generators: Stack) -> None:
     stack = two_generators
     fake = FakeControl(stack.llm_api_base)
-    recipe = {"count": 4, "seed": 12, "languages": ["en"]}
+    recipe = {"count": 4, "seed": 12, "languages": ["en"], "max_candidates": 1.0}
     with httpx.Client(base_url=stack.gateway_url, timeout=30) as api:
         first = wait(api, submit(api, **recipe)["id"])
         assert first["state"] == "succeeded"

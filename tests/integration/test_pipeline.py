@@ -25,7 +25,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_a_job_runs_end_to_end(stack: Stack, api: httpx.Client, fake: FakeControl) -> None:
-    job = submit(api, name="e2e", count=12, languages=["en", "fr"], seed=3)
+    # No replacement seeds (max_candidates 1): the counts below are the plan's alone.
+    job = submit(api, name="e2e", count=12, languages=["en", "fr"], seed=3, max_candidates=1.0)
     assert job["state"] in ("pending", "running") and job["id"].startswith("j-")
     job = wait(api, job["id"])
 
@@ -106,7 +107,7 @@ def test_redelivered_messages_do_not_repeat_work(
     held = seeds[0].node_title  # its item stays in the judge, so the job keeps running
     finished = [s.item_id for s in seeds if s.node_title != held]
     fake.configure(slow_pattern=f"Its topic: {held} (", slow_ms=4000)
-    job_id = submit(api, count=4, seed=21)["id"]
+    job_id = submit(api, count=4, seed=21, max_candidates=1.0)["id"]
     wait_for_stage(api, job_id, "judge", len(finished))
 
     async def redeliver() -> None:
@@ -166,7 +167,7 @@ def test_a_message_that_always_fails_is_dead_lettered_and_reported(
             await bus.close()
 
     before = asyncio.run(dead_letters_before())
-    job = wait(api, submit(api, count=30, seed=11)["id"])
+    job = wait(api, submit(api, count=30, seed=11, max_candidates=1.0)["id"])
 
     assert job["state"] == "succeeded"
     assert stages(job)["instruct"] == (30 - failing, failing)

@@ -40,7 +40,7 @@ def test_killing_the_judge_mid_job_loses_and_duplicates_nothing(slow_judge_stack
     fake = FakeControl(stack.llm_api_base)
     fake.configure(slow_pattern="Grade the answer", slow_ms=300)
     with httpx.Client(base_url=stack.gateway_url, timeout=30) as api:
-        job_id = submit(api, count=16, seed=5)["id"]
+        job_id = submit(api, count=16, seed=5, max_candidates=1.0)["id"]
         deadline = time.monotonic() + 60
         while stages(api.get(f"/v1/jobs/{job_id}").json())["judge"][0] < 3:
             assert time.monotonic() < deadline
@@ -81,7 +81,7 @@ def test_a_restarted_service_picks_up_queued_work(slow_judge_stack: Stack) -> No
     stack = slow_judge_stack
     with httpx.Client(base_url=stack.gateway_url, timeout=30) as api:
         stack.stop_process("generator")  # SIGTERM: drains and leaves
-        job_id = submit(api, count=5)["id"]
+        job_id = submit(api, count=5, max_candidates=1.0)["id"]
         time.sleep(2.0)
         job = api.get(f"/v1/jobs/{job_id}").json()
         assert job["state"] == "running" and stages(job)["instruct"] == (0, 0)

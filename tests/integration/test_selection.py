@@ -129,9 +129,11 @@ def planted_rows(seed: int = 7) -> tuple[list[Any], dict[str, int]]:
             )
             quality[f"r{len(rows):07d}"] = q
     first = rows[0]["messages"]
-    # An exact duplicate (case and punctuation aside) and a near duplicate of the first query.
-    rows.append({"instruction": first[0]["content"].upper() + "!!", "input": "", "output": "Same."})
-    rows.append({"instruction": first[0]["content"] + " please", "input": "", "output": "Nearly."})
+    # An exact duplicate (case and punctuation aside) and a near duplicate of the first record
+    # (dedup compares query and answer: another answer to the same query is not one).
+    answer = first[1]["content"]
+    rows.append({"instruction": first[0]["content"].upper() + "!!", "input": "", "output": answer})
+    rows.append({"instruction": first[0]["content"] + " please", "input": "", "output": answer})
     # Two records that contain a benchmark prompt.
     for prompt in BENCHMARK:
         rows.append(
@@ -359,8 +361,9 @@ def test_the_comparison_budget_bounds_the_judge_calls(
     )
     assert job["state"] == "succeeded", job
     tacos = job["selection"]["tacos"]
-    assert tacos["judge_calls"] <= 20
-    assert tacos["comparisons"] == 10
+    assert tacos["judge_calls"] <= 20 and job["selection"]["judge"]["calls"] <= 20
+    # 20 calls pay for 6 comparisons with a retry each (3 calls), never for more calls
+    assert tacos["comparisons"] == 6 and tacos["calls_per_comparison"] == 3
     assert tacos["unscored"] > 0  # the rest rank after the scored, by a seeded order
     assert job["selection"]["selected"] == 10
 
@@ -458,6 +461,7 @@ def test_a_generation_job_can_be_selected_with_open_tags_and_comparisons(
             count=8,
             seed=41,
             selection={"cluster_by": "tags", "scoring": "comparative", "budget": 4},
+            max_candidates=1.0,
         )["id"],
         limit_s=120,
     )

@@ -38,7 +38,7 @@ def _usage_once_written(api: httpx.Client, fake: FakeControl, job_id: str) -> di
 def test_a_jobs_calls_are_what_the_model_served_and_cached_replies_are_apart(
     api: httpx.Client, fake: FakeControl
 ) -> None:
-    recipe = {"count": 4, "seed": 7301, "languages": ["en"]}
+    recipe = {"count": 4, "seed": 7301, "languages": ["en"], "max_candidates": 1.0}
     first = wait(api, submit(api, **recipe)["id"])
     assert first["state"] == "succeeded", first
     usage = _usage_once_written(api, fake, first["id"])
@@ -89,7 +89,12 @@ def test_a_golden_set_judged_for_a_job_counts_in_its_usage(
         {"instruction": QUESTION, "a": POOR, "b": GOOD, "preferred": "b"},
     ]
     job = submit(
-        api, count=2, seed=7303, languages=["en"], judging={"mode": "pairwise", "golden": golden}
+        api,
+        count=2,
+        seed=7303,
+        languages=["en"],
+        judging={"mode": "pairwise", "golden": golden},
+        max_candidates=1.0,
     )
     job = wait(api, job["id"])
     assert job["state"] == "succeeded", job

@@ -60,11 +60,14 @@ def plan_comparisons(
     calls_budget: int,
     priors: Sequence[float | None],
     seed: int,
+    calls_per_comparison: int = 2,
 ) -> list[int]:
-    """Which items to compare with their cluster's reference (2 judge calls each: both orders).
+    """Which items to compare with their cluster's reference (2 judge calls each, both orders,
+    plus the retries ``calls_per_comparison`` leaves room for).
 
     ``calls_budget`` 0 compares every item but the references. Otherwise at most
-    ``calls_budget // 2`` comparisons, shared between clusters in proportion to their quota
+    ``calls_budget // calls_per_comparison`` comparisons, so that every call they may send,
+    retries included, fits the budget; shared between clusters in proportion to their quota
     (largest remainder, water-filled; a cluster with quota 0 gets none, one never gets more
     than its non-reference members). Inside a cluster, the highest ``priors`` first (the judge
     score when known); items with no prior follow in a seeded random order, which also breaks
@@ -78,6 +81,8 @@ def plan_comparisons(
         raise ValueError(f"{len(priors)} priors for {n} items")
     if calls_budget < 0:
         raise ValueError(f"calls_budget must be >= 0, got {calls_budget}")
+    if calls_per_comparison < 2:
+        raise ValueError(f"a comparison is at least 2 calls, got {calls_per_comparison}")
     ref_set = {r for r in refs if r >= 0}
     members: list[list[int]] = [[] for _ in range(result.k)]
     for i, c in enumerate(result.assignment.tolist()):
@@ -87,7 +92,9 @@ def plan_comparisons(
         return sorted(i for group in members for i in group)
     shares = _as_list(quotas_by_cluster)
     weights = [float(shares[c]) if c < len(shares) else 0.0 for c in range(result.k)]
-    alloc = capped_largest_remainder(weights, [len(m) for m in members], calls_budget // 2)
+    alloc = capped_largest_remainder(
+        weights, [len(m) for m in members], calls_budget // calls_per_comparison
+    )
     tiebreak = np.random.default_rng(seed).permutation(n)
     chosen: list[int] = []
     for group, take in zip(members, alloc, strict=True):

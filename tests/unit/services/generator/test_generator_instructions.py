@@ -520,3 +520,48 @@ async def test_improve_guards_the_marker_and_cleans_the_reply(
     assert "in French" in prompt
     assert sent["cache"] is False
     assert sent["seed"] == sampling_seed(42, 3, "round", 2, 1)
+
+
+# ---- the degenerate-record gates on drafts and rounds ----
+
+
+async def test_degenerate_drafts_are_recorded_by_gate_and_asked_again() -> None:
+    mixed = (
+        f"{EN[1]} {EN[3]} {EN[4]}\n"
+        "Répondez en français et donnez deux exemples concrets de luges sur la neige."
+    )
+    llm = StubLLM(
+        [
+            "I'm ready to help with your homework question.",
+            "Please go to the following link…",
+            "Describe the motion of a sled (Natural Sciences > Physics) on a snowy hill.",
+            "Write the request in English, as a user would write it, about sleds.",
+            mixed,
+            EN[2],
+        ]
+    )
+
+    instruction = await InstructionWriter(llm).instruction(  # type: ignore[arg-type]
+        make_seed(language="en"), make_recipe(instruction_attempts=6)
+    )
+
+    assert instruction.text == EN[2]
+    assert [r.reason for r in instruction.rejections] == [
+        "not_a_request",
+        "not_a_request",
+        "prompt_leak",
+        "prompt_leak",
+        "mixed_language",
+    ]
+
+
+async def test_a_round_that_leaks_the_improve_delimiter_turns_the_draft_down() -> None:
+    llm = StubLLM([EN[0], f"{EN[1]} <</instruction-…>", EN[2], EN[3]], [RUBRICS])
+
+    instruction = await InstructionWriter(llm).instruction(  # type: ignore[arg-type]
+        make_seed("codeclm"), make_recipe(instruction_attempts=2)
+    )
+
+    assert [r.reason for r in instruction.rejections] == ["prompt_leak"]
+    assert "<</instruction" not in instruction.text
+    assert instruction.text == EN[3]

@@ -243,7 +243,9 @@ def test_rubric_verdict_has_the_five_aspects_and_an_overall_score() -> None:
 
 @pytest.mark.parametrize("score", [1, 5, 10])
 def test_rubric_verdict_accepts_integer_scores_one_to_ten(score: int) -> None:
-    verdict = RubricVerdict.model_validate_json(json.dumps(_rubric(score=score)))
+    # aspects that agree with the overall score (a contradiction is refused; see below)
+    reply = _rubric(score=score, **dict.fromkeys(ASPECTS, score))
+    verdict = RubricVerdict.model_validate_json(json.dumps(reply))
 
     assert verdict.score == score
     assert verdict.rationale == "ok"
@@ -345,7 +347,7 @@ async def test_score_records_the_aspects_the_judge_gave() -> None:
         "language_match": 10.0,
     }
     assert score.rationale == "Right, but terse."
-    assert (score.call.template, score.call.template_version) == ("rubric", "2")
+    assert (score.call.template, score.call.template_version) == ("rubric", "3")
     assert score.call.model == "judge-model"
     assert score.call.usage.calls == 1
     assert llm.outputs == [RubricVerdict]
@@ -381,7 +383,7 @@ async def test_a_malformed_reply_is_a_failed_score_not_a_score() -> None:
     # what the attempts cost, and how many replies were invalid, are kept
     assert score.call.invalid_replies == 3
     assert score.call.usage == FAILED_USAGE
-    assert (score.call.template, score.call.template_version) == ("rubric", "2")
+    assert (score.call.template, score.call.template_version) == ("rubric", "3")
 
 
 async def test_a_failed_scores_rationale_is_cut_too() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from services.selector.decontam import Contamination, Decontaminator, Deduplicator
@@ -50,8 +52,8 @@ def test_near_duplicates_are_found_at_0_8_and_unrelated_texts_are_not():
     assert found is not None
     reason, detail = found
     assert reason == "near_duplicate"
-    assert detail.endswith("similar to r1")
-    assert float(detail.split()[0]) >= 0.8
+    # the exact figure: 34 of the 36 bigrams of the two texts are shared
+    assert detail.startswith(f"{34 / 36:.3f} similar to r1 (exact word-shingle Jaccard")
     unrelated = (
         "Write a short poem about autumn leaves falling on a quiet river at dusk while the "
         "town lights come on one by one"
@@ -75,27 +77,32 @@ def test_near_threshold_0_finds_exact_duplicates_only():
 
 def test_near_duplicate_names_the_most_similar_earlier_text():
     words = [f"w{i}" for i in range(40)]
-    # "far" changes the first 6 words (Jaccard estimate 0.70 with the query), "close" the last
-    # 3 (0.83); they are 0.57 similar to each other, so both are remembered.
+    # "far" changes the first 6 words (exact Jaccard 33/45 = 0.733 with the query), "close"
+    # the last 3 (36/42 = 0.857); they are 30/48 = 0.625 similar to each other, so both are
+    # remembered.
     far = " ".join(f"x{i}" if i < 6 else w for i, w in enumerate(words))
     close = " ".join(f"y{i}" if i >= 37 else w for i, w in enumerate(words))
-    dedup = Deduplicator(0.6)
+    dedup = Deduplicator(0.7)
     assert dedup.check("far", far) is None
     assert dedup.check("close", close) is None
-    assert dedup.check("query", " ".join(words)) == ("near_duplicate", "0.83 similar to close")
+    found = dedup.check("query", " ".join(words))
+    assert found is not None and found[0] == "near_duplicate"
+    assert found[1].startswith(f"{36 / 42:.3f} similar to close")
 
 
 def test_near_threshold_1_flags_only_texts_with_the_same_word_pairs():
     dedup = Deduplicator(1.0)
     assert dedup.check("a", "x y x y") is None
-    assert dedup.check("b", "y x y x y") == ("near_duplicate", "1.00 similar to a")
+    found = dedup.check("b", "y x y x y")
+    assert found is not None and found[1].startswith("1.000 similar to a")
     assert dedup.check("c", "x y x z") is None
 
 
 def test_a_low_near_threshold_still_confirms_each_candidate():
     dedup = Deduplicator(0.05)
     assert dedup.check("a", "x y z w") is None
-    assert dedup.check("b", "x y z w v") == ("near_duplicate", "0.75 similar to a")
+    found = dedup.check("b", "x y z w v")
+    assert found is not None and found[1].startswith("0.750 similar to a")
     assert dedup.check("c", "p q r s") is None
 
 
@@ -230,3 +237,82 @@ def test_decontaminator_rejects_bad_settings():
         Decontaminator(ngram=0)
     with pytest.raises(ValueError):
         Decontaminator(overlap=1.5)
+
+
+# ---- record vs query, shared inputs, exact confirmation ----
+
+
+def _bigrams(text: str) -> set[str]:
+    words = text.split()
+    return {f"{a} {b}" for a, b in itertools.pairwise(words)}
+
+
+def _pairs(lo: float, hi: float, count: int, seed: int) -> list[tuple[str, str, float]]:
+    """``count`` pairs of texts (each pair with its own words) whose word-bigram Jaccard, as a
+    set computation here, is in [lo, hi)."""
+    import random
+
+    rng = random.Random(seed)
+    pairs: list[tuple[str, str, float]] = []
+    while len(pairs) < count:
+        n = len(pairs)
+        words = [f"s{seed}p{n}w{i}" for i in range(rng.randint(25, 80))]
+        changed = list(words)
+        for i in rng.sample(range(len(words)), rng.randint(1, 8)):
+            changed[i] = f"s{seed}p{n}x{i}"
+        a, b = " ".join(words), " ".join(changed)
+        inter, union = _bigrams(a) & _bigrams(b), _bigrams(a) | _bigrams(b)
+        similarity = len(inter) / len(union)
+        if lo <= similarity < hi:
+            pairs.append((a, b, similarity))
+    return pairs
+
+
+def test_pairs_just_below_the_threshold_are_kept_and_just_above_are_dropped_by_exact_figure():
+    below = _pairs(0.69, 0.80, 150, seed=1)
+    above = _pairs(0.80, 0.86, 150, seed=2)
+    dedup = Deduplicator(0.8)
+    for n, (a, _, _) in enumerate(below + above):
+        assert dedup.check(f"a{n}", a) is None
+    for n, (_, b, similarity) in enumerate(below + above):
+        found = dedup.check(f"b{n}", b)
+        if similarity < 0.8:
+            assert found is None, (similarity, found)  # no drop below the threshold
+        else:
+            assert found is not None, similarity  # no pair at or above it is missed
+            assert found[0] == "near_duplicate"
+            assert found[1].startswith(f"{similarity:.3f} similar to a{n} (exact")
+
+
+def test_two_answers_to_one_prompt_are_both_kept_by_record_and_one_by_query():
+    prompt = "Explain why the sky is blue to a ten year old child in three sentences"
+    good = "Sunlight is made of colours; the air scatters blue light the most, so we see blue."
+    bad = "The sky is blue because it reflects the ocean, which is blue."
+    record = Deduplicator(0.8)
+    assert record.check("r1", prompt, good) is None
+    assert record.check("r2", prompt, bad) is None
+    assert record.check("r3", prompt.upper(), good + "!") == ("duplicate", "same text as r1")
+    near = record.check("r4", prompt, good + " Indeed")
+    assert near is not None and near[0] == "near_duplicate" and "response" in near[1]
+
+    query = Deduplicator(0.8, mode="query")
+    assert query.check("r1", prompt, good) is None
+    assert query.check("r2", prompt, bad) == ("duplicate", "same text as r1")
+
+
+def test_different_tasks_on_one_long_input_are_not_near_duplicates():
+    article = " ".join(f"sentence{i} about the harbour and its boats" for i in range(40))
+    dedup = Deduplicator(0.8, mode="query")
+    assert dedup.check("r1", "Summarize the article in two sentences.", context=article) is None
+    assert dedup.check("r2", "List every boat the article names.", context=article) is None
+    # the same task on the same input, reworded a little, is one (instruction 6/7 = 0.857)
+    again = dedup.check("r3", "Summarize the article in two sentences please.", context=article)
+    assert again is not None and again[0] == "near_duplicate" and "similar to r1" in again[1]
+    # the same instruction on another input is another task
+    other = " ".join(f"line{i} about a mountain village" for i in range(40))
+    assert dedup.check("r4", "Summarize the article in two sentences.", context=other) is None
+
+
+def test_an_unknown_dedup_mode_is_refused():
+    with pytest.raises(ValueError, match="dedup mode"):
+        Deduplicator(0.8, mode="answer")

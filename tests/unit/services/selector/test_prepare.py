@@ -81,3 +81,52 @@ def test_why_nothing_is_left_names_the_first_malformed_rows() -> None:
     assert empty_reason(Tally(rows=3, duplicates=3)) == (
         "nothing is left after dedup and decontamination"
     )
+
+
+def _screen_rows(tmp_path: Path, rows: list[Any], mode: str) -> tuple[list[str], list[Any]]:
+    source = tmp_path / f"rows-{mode}.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out, dropped = tmp_path / f"kept-{mode}.jsonl", tmp_path / f"dropped-{mode}.jsonl"
+    screen(
+        read_examples(source, "jsonl", "auto", "job"),
+        "job",
+        Deduplicator(0.8, mode),
+        None,
+        out,
+        dropped,
+    )
+    return [e["item_id"] for e in _lines(out)], _lines(dropped)
+
+
+def test_two_answers_per_prompt_both_reach_selection_unless_dedup_is_by_query(
+    tmp_path: Path,
+) -> None:
+    rows = [
+        _sft("Why is the sky blue?", "Rayleigh scattering of sunlight by the air."),
+        _sft("Why is the sky blue?", "Because it reflects the sea."),
+        _sft("why is the sky BLUE", "Rayleigh scattering of sunlight by the air!"),
+    ]
+
+    kept, dropped = _screen_rows(tmp_path, rows, "record")
+    assert kept == ["r0000001", "r0000002"]
+    assert [(d["item_id"], d["reason"]) for d in dropped] == [("r0000003", "duplicate")]
+
+    kept, dropped = _screen_rows(tmp_path, rows, "query")
+    assert kept == ["r0000001"]
+    assert {d["item_id"] for d in dropped} == {"r0000002", "r0000003"}
+
+
+def test_alpaca_tasks_on_one_long_input_are_compared_without_it(tmp_path: Path) -> None:
+    article = " ".join(
+        f"Sentence {i} tells of the harbour, its boats and its fishers." for i in range(30)
+    )
+    rows = [
+        {"instruction": "Summarize the text in one paragraph.", "input": article, "output": "A."},
+        {"instruction": "List the boats the text names.", "input": article, "output": "B."},
+        {"instruction": "Translate the text into French.", "input": article, "output": "C."},
+    ]
+
+    kept, dropped = _screen_rows(tmp_path, rows, "query")
+
+    # Their queries are over 0.9 similar (the article dominates); their tasks are not.
+    assert kept == ["r0000001", "r0000002", "r0000003"] and dropped == []

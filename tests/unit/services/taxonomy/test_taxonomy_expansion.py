@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from services.taxonomy import expansion
 from services.taxonomy.document import SLUG
 from services.taxonomy.expansion import (
     Expander,
@@ -15,11 +17,14 @@ from services.taxonomy.expansion import (
     Syllabus,
     graft_expansions,
     merge_subjects,
+    screen_subjects,
+    screen_syllabus,
     session_nodes,
     slugify,
     subject_node,
 )
 from services.taxonomy.tree import SESSION
+from taxoforge.prompts import load_template
 from taxoforge.v1 import common_pb2 as pb
 
 
@@ -337,3 +342,38 @@ def test_grafted_children_get_unique_ids_and_a_pruned_node_is_passed_over() -> N
     assert grafted.children[0].children[1].children[0].id == "physics.optics.s1"
     assert [c.id for c in grafted.children] == ["physics"]
     assert len(root.children[0].children) == 1, "the given tree is left as it was"
+
+
+# ---- labels copied from the prompt or malformed never reach the taxonomy ----
+
+_SYLLABUS_PROMPT = load_template(Path(expansion.__file__).parent / "prompts" / "syllabus.yaml")
+_SUBJECTS_PROMPT = load_template(Path(expansion.__file__).parent / "prompts" / "subjects.yaml")
+
+
+def test_copied_or_malformed_key_concepts_and_sessions_are_dropped() -> None:
+    sessions = [
+        SessionItem(
+            title="Newton's laws",
+            key_concepts=["inertia", "Key Concepts: force", "{mass}", "a few words", "momentum"],
+        ),
+        SessionItem(title="Key Concepts: energy", key_concepts=["work"]),
+        SessionItem(title="Short title", key_concepts=["power"]),
+        SessionItem(title="Waves", key_concepts=["about five key concepts", "   "]),
+    ]
+
+    kept = screen_syllabus(sessions, _SYLLABUS_PROMPT, "Mechanics Physics Forces and motion")
+
+    assert [(s.title, s.key_concepts) for s in kept] == [("Newton's laws", ["inertia", "momentum"])]
+
+
+def test_copied_or_malformed_subjects_are_dropped() -> None:
+    subjects = [
+        SubjectItem(title="Classical Mechanics", level="introductory", description="Forces."),
+        SubjectItem(title="Subject 2: Optics", level="intermediate", description="Light."),
+        SubjectItem(title="short title", level="advanced", description="x"),
+        SubjectItem(title="{title}", level="advanced", description="x"),
+    ]
+
+    kept = screen_subjects(subjects, _SUBJECTS_PROMPT, "Physics Natural Sciences")
+
+    assert [s.title for s in kept] == ["Classical Mechanics"]

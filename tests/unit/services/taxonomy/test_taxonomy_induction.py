@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from services.taxonomy.document import SLUG
-from services.taxonomy.induction import Encoder, InstructionMeta, build_induced
+from services.taxonomy.induction import Encoder, InstructionMeta, build_induced, screen_labels
 from services.taxonomy.tree import walk
 from taxoforge.v1 import common_pb2 as pb
 
@@ -147,8 +147,10 @@ async def test_the_report_counts_and_names_merges_and_drops() -> None:
 
 async def test_a_rare_pairing_of_kept_labels_is_left_out() -> None:
     encodings = [
-        _enc(0, "a", "email writing", ["tone"], ["x"]),
-        _enc(1, "b", "email writing", ["tone"], ["x"]),
+        # Instructions that bear their labels out: a label only the prompt's examples give is
+        # dropped as copied (see test_labels_copied_from_the_encode_prompt_are_dropped).
+        _enc(0, "Write an email to a client", "email writing", ["tone"], ["x"]),
+        _enc(1, "Email my landlord about the heating", "email writing", ["tone"], ["x"]),
         _enc(2, "c", "debugging", ["grammar"], ["x"]),
         _enc(3, "d", "debugging", ["grammar", "tone"], ["x"]),
     ]
@@ -260,3 +262,56 @@ async def test_encode_uses_a_fresh_nonce_per_instruction() -> None:
     first, second = (c["messages"][-1]["content"].split("\n")[0] for c in llm.calls)
     assert first.startswith("<<instruction-")
     assert first != second
+
+
+# ---- labels copied from the encode prompt or malformed ----
+
+
+async def test_labels_copied_from_the_encode_prompt_are_dropped() -> None:
+    copied = "the one use case it serve as a short noun phrase"
+    encodings = [
+        _enc(0, "Why do apples fall to the ground?", copied, ["gravity"], ["physics"]),
+        _enc(1, "Why does the moon orbit the earth?", copied, ["gravity"], ["physics"]),
+        _enc(2, "How fast does a stone fall?", "physics questions", ["Key Concepts: gravity"], []),
+        # The encode prompt's examples listed back as tags.
+        _enc(
+            3,
+            "Why is the sky blue?",
+            "physics questions",
+            ["{optics}"],
+            ["email writing", "debugging python code"],
+        ),
+        _enc(
+            4,
+            "What makes a rainbow?",
+            "physics questions",
+            ["optics"],
+            ["email writing", "debugging python code"],
+        ),
+    ]
+
+    root, report = await _induce(min_frequency=1, encodings=encodings)
+
+    # Only the real use case is left, with its real skills.
+    assert [(c.title, [s.title for s in c.children]) for c in root.children] == [
+        ("physics question", ["optics"])
+    ]
+    dropped = {(d.kind, d.label): (d.count, d.reason) for d in report.dropped}
+    assert dropped[("use_case", copied)] == (2, dropped[("use_case", copied)][1])
+    assert dropped[("use_case", copied)][1].startswith("label_copied")
+    assert dropped[("skill", "key concepts: gravity")][1].startswith("label_malformed")
+    assert dropped[("skill", "{optics}")][1].startswith("label_malformed")
+    assert dropped[("tag", "email writing")] == (2, "label_copied: the prompt's examples listed")
+    assert "{optics}" not in str(root) and "Key Concepts" not in str(root)
+
+
+def test_the_prompts_example_is_kept_when_one_instruction_bears_it_out() -> None:
+    encodings = [
+        _enc(0, "Fix this Python bug", "debugging python code", ["python"], []),
+        _enc(1, "Why does my loop never end?", "Debugging Python code", ["loops"], []),
+    ]
+
+    screened, dropped = screen_labels(encodings)
+
+    assert [e.use_case for e in screened] == ["debugging python code", "Debugging Python code"]
+    assert not dropped

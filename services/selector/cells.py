@@ -1,0 +1,81 @@
+"""A generation job's datasets in its plan's shape: each plan cell keeps exactly its quota.
+
+The review (taxonomy service) writes the job's composition: every cell's quota (its plan
+target, or its share of a record budget) and what generation delivered. Selection ranks a
+cell's candidates by the job's method (its chosen records first, in its order, then the rest
+best first) and keeps the first ``quota`` of them, records with a preference pair first when
+the job promises preference data, so both datasets fill where the candidates allow. The
+composition is then counted from what was kept.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from services.selector.examples import Candidate
+from taxoforge.composition import cell_of
+from taxoforge.v1 import common_pb2 as pb
+
+__all__ = ["count_delivered", "fit_cells", "quotas_of"]
+
+
+def quotas_of(composition: pb.Composition) -> dict[str, int]:
+    """Cell key -> the records the datasets should hold."""
+    return {cell_of(c): int(c.planned) for c in composition.cells}
+
+
+def fit_cells(
+    chosen: Sequence[int],
+    cands: Sequence[Candidate],
+    quotas: dict[str, int],
+    promised: bool,
+) -> tuple[list[int], dict[int, str]]:
+    """The records kept per cell, and why each other candidate was left out.
+
+    A candidate whose cell is not in the plan is left out (it cannot happen for a job's own
+    items; an old job without a composition is not fitted at all).
+    """
+    picked = set(chosen)
+    rest = sorted(
+        (i for i in range(len(cands)) if i not in picked),
+        key=lambda i: (cands[i].quality is None, -(cands[i].quality or 0.0), cands[i].item_id),
+    )
+    ranked = [*chosen, *rest]
+    if promised:  # stable: within each group the method's order holds
+        ranked.sort(key=lambda i: not cands[i].has_preference)
+    taken: Counter[str] = Counter()
+    kept: list[int] = []
+    left: dict[int, str] = {}
+    for i in ranked:
+        cell = cands[i].cell
+        quota = quotas.get(cell)
+        if quota is None:
+            left[i] = "not in the plan's cells"
+        elif taken[cell] < quota:
+            taken[cell] += 1
+            kept.append(i)
+        else:
+            left[i] = f"its plan cell is full ({quota} records)"
+    return kept, left
+
+
+def count_delivered(
+    composition: pb.Composition,
+    kept: Sequence[int],
+    cands: Sequence[Candidate],
+) -> None:
+    """Fill ``composition`` with what the datasets hold: SFT records and preference pairs
+    per cell, the totals, and whether any cell is short."""
+    sft: Counter[str] = Counter(cands[i].cell for i in kept)
+    pairs: Counter[str] = Counter(cands[i].cell for i in kept if cands[i].has_preference)
+    promised = composition.preference_promised
+    for cell in composition.cells:
+        key = cell_of(cell)
+        cell.sft = sft[key]
+        cell.preference = pairs[key] if promised else 0
+    composition.sft = sum(c.sft for c in composition.cells)
+    composition.preference = sum(c.preference for c in composition.cells)
+    composition.short = any(
+        c.sft < c.planned or (promised and c.preference < c.planned) for c in composition.cells
+    )

@@ -1,0 +1,557 @@
+"""Checks that stop degenerate model output before anyone scores it, whatever the model.
+
+Pure functions over text, shared by the generator (instructions and responses) and the taxonomy
+service (labels from induction and expansion). Each check returns a ``Finding`` (a named reason
+and a detail a user can read) or None. The rules are general, not tuned to one model:
+
+- ``echo``: a response that restates its instruction (near-identical, or the instruction
+  nearly whole, opening and close, in an answer not much longer than it);
+- ``not_a_request``: an instruction in the assistant's voice (an offer to help, an answer's
+  preamble, a greeting with no task) or one that only points at a link;
+- ``prompt_leak``: our own prompt in the output: delimiter markers, the job's per-prompt
+  markers, a long run of a template's fixed wording, the taxonomy path the prompt gave;
+- ``no_answer``: a short response that is only such chatter;
+- ``near_identical``: two candidates of one instruction that hardly differ;
+- ``repetition``: a runaway loop (an n-gram or a line repeated over and over);
+- ``mixed_language``: a whole sentence or line in another language than asked;
+- ``label_malformed`` / ``label_copied``: taxonomy labels that are template fragments, stray
+  markup, "Key Concepts:" prefixes, or wording copied from the prompt that asked for them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from difflib import SequenceMatcher
+from typing import Any
+
+from taxoforge.langid import check_segments
+
+__all__ = [
+    "DEFAULT",
+    "Finding",
+    "PromptSource",
+    "Thresholds",
+    "copied_examples",
+    "echo",
+    "excerpt",
+    "label_problem",
+    "mixed_language",
+    "near_identical",
+    "no_answer",
+    "not_a_request",
+    "prompt_examples",
+    "prompt_leak",
+    "prompt_source",
+    "repetition",
+    "schema_wording",
+    "similarity",
+    "template_wording",
+    "tokens",
+]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Where each check draws its line (services expose these as settings)."""
+
+    # echo: the response holds this share of the instruction's tokens, in order, including
+    # this share of its opening and of its close...
+    echo_containment: float = 0.8
+    # ...and is at most this many times as long (a longer text answers something).
+    echo_length_factor: float = 1.5
+    # near_identical: two candidates at least this similar (token sequence ratio) are one.
+    near_identical: float = 0.9
+    # prompt_leak: a run of this many tokens of a template's fixed wording is a leak.
+    leak_ngram: int = 6
+    # repetition: tokens covered by n-grams (this long) that occur 3 times or more...
+    repeat_ngram: int = 4
+    # ...at or above this share of the text is a loop.
+    repeat_coverage: float = 0.4
+    # repetition: a line (3 tokens or more) repeated this many times in a row is a loop.
+    repeat_lines: int = 4
+    # mixed_language: sentences with fewer letters are not judged (CJK characters count 2).
+    mixed_min_letters: int = 40
+    # mixed_language: how sure the detector must be that a sentence is in another language.
+    mixed_sure: float = 0.9
+
+
+DEFAULT = Thresholds()
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Why a text is degenerate: a gate reason and a readable detail."""
+
+    reason: str
+    detail: str
+
+
+_CJK_CLASS = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
+# A CJK character is a token of its own (those scripts put no spaces between words).
+_TOKEN = re.compile(rf"[{_CJK_CLASS}]|[^\W_{_CJK_CLASS}]+")
+_CJK_CHAR = re.compile(f"[{_CJK_CLASS}]")
+_EXCERPT = 200
+
+
+def tokens(text: str) -> list[str]:
+    """Case-folded word tokens (each CJK character one token); punctuation is not a token."""
+    return _TOKEN.findall(unicodedata.normalize("NFKC", text).casefold())
+
+
+def excerpt(text: str, limit: int = _EXCERPT) -> str:
+    """A short excerpt of ``text`` for a report."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+# ---- similarity: echo, near-identical candidates ----
+
+_MAX_COMPARED = 3000
+
+
+def similarity(a: str | Sequence[str], b: str | Sequence[str]) -> float:
+    """How alike two texts are, 0 to 1, on their token sequences (punctuation and case do not
+    count)."""
+    ta = tokens(a) if isinstance(a, str) else list(a)
+    tb = tokens(b) if isinstance(b, str) else list(b)
+    if not ta and not tb:
+        return 1.0
+    if not ta or not tb:
+        return 0.0
+    bound = 2 * min(len(ta), len(tb)) / (len(ta) + len(tb))
+    if bound < 0.5:
+        return bound  # the lengths alone say they differ; no need to align them
+    ta, tb = ta[:_MAX_COMPARED], tb[:_MAX_COMPARED]
+    return SequenceMatcher(None, ta, tb, autojunk=False).ratio()
+
+
+def near_identical(
+    text: str, others: Iterable[tuple[str, str]], t: Thresholds = DEFAULT
+) -> Finding | None:
+    """Whether ``text`` hardly differs from one of ``others`` ((id, text) pairs): two
+    candidates of one instruction must differ for a pair to mean anything."""
+    mine = tokens(text)
+    for other_id, other in others:
+        score = similarity(mine, tokens(other))
+        if score >= t.near_identical:
+            return Finding("near_identical", f"{score:.2f} similar to {other_id}")
+    return None
+
+
+def _covered(source: list[str], target: list[str]) -> list[bool]:
+    """Which tokens of ``source`` appear, in order, in ``target`` (runs of 2 tokens or more,
+    or single tokens when the source is that short)."""
+    matcher = SequenceMatcher(None, source, target, autojunk=False)
+    least = 1 if len(source) < 4 else 2
+    covered = [False] * len(source)
+    for block in matcher.get_matching_blocks():
+        if block.size >= least:
+            for i in range(block.a, block.a + block.size):
+                covered[i] = True
+    return covered
+
+
+def echo(instruction: str, response: str, t: Thresholds = DEFAULT) -> Finding | None:
+    """Whether ``response`` restates ``instruction`` instead of answering it.
+
+    The response must hold nearly all of the instruction, its opening and its close included,
+    and be not much longer: an edit task's answer (the text corrected, without the request)
+    or an answer that quotes the question and then answers it is not an echo.
+    """
+    ti, tr = tokens(instruction), tokens(response)
+    if not ti or not tr:
+        return None
+    if len(tr) > t.echo_length_factor * len(ti) + 2:
+        return None
+    covered = _covered(ti, tr)
+    share = sum(covered) / len(ti)
+    edge = min(12, len(ti))
+    head = sum(covered[:edge]) / edge
+    tail = sum(covered[-edge:]) / edge
+    if min(share, head, tail) >= t.echo_containment:
+        return Finding("echo", f"restates the instruction ({share:.0%} of it, in order)")
+    return None
+
+
+# ---- instructions that are not requests ----
+
+_APOSTROPHE = str.maketrans({"\u2019": "'", "\u02bc": "'", "\u2018": "'"})
+# An assistant offering help: first person + ready/happy to help, "how can I help", "let me
+# know", "feel free to ask", in the languages drafts are most often written in.
+_OFFER = re.compile(
+    r"\b(?:i'?m|i am|we'?re|we are)\s+(?:\w+\s+)?(?:ready|happy|glad|here|delighted|pleased|"
+    r"available)\s+to\s+(?:help|assist|answer|support|guide)"
+    r"|\bhow (?:can|may|could|shall) (?:i|we) (?:help|assist|be of)"
+    r"|\b(?:i|we)(?:'d| would) (?:be )?(?:happy|glad|delighted|love) to (?:help|assist|answer)"
+    r"|\b(?:i|we) (?:can|will|'ll|could) (?:certainly |gladly )?(?:help|assist) you"
+    r"|\blet me know (?:if|what|how|when|which)"
+    r"|\bfeel free to (?:ask|reach|share|send)"
+    r"|\bwhat (?:would|do) you (?:like|want|need) (?:me )?(?:to|help)"
+    r"|\bje suis (?:\w+ )?(?:prête?|là|heureux|heureuse|ravie?|disponible) (?:à|de|pour) "
+    r"(?:vous |t'|te )?(?:aider|répondre|assister|accompagner)"
+    r"|\bcomment (?:puis-je|pourrais-je|est-ce que je peux) (?:vous |t'|te )?aider"
+    r"|\bje (?:peux|pourrais|vais) (?:vous|t'|te) aider"
+    r"|\bn'hésitez pas à"
+    r"|\bich (?:bin|stehe) (?:\w+ ){0,3}(?:bereit|hier|da|zur verfügung)\b[^.!?]{0,40}\bhelfen"
+    r"|\bich helfe (?:ihnen|dir|euch)"
+    r"|\bwie kann ich (?:ihnen|dir|euch) (?:\w+ )?helfen"
+    r"|\b(?:ihnen|dir|euch) (?:gerne |gern )(?:zu )?helfen"
+    r"|\bzögern sie nicht"
+    r"|\bestoy (?:\w+ )?(?:list[oa]|aquí|encantad[oa]|disponible) (?:para|de|a) "
+    r"(?:ayudar|responder)"
+    r"|\ben qué (?:te |le )?puedo ayudar|\bpuedo ayudarte|\bno dudes en"
+    r"|\bsono (?:\w+ )?(?:pront[oa]|qui|felice|disponibile) (?:a|ad|per) (?:aiutar|rispondere)"
+    r"|\bcome posso (?:aiutar|esserti)"
+    r"|\bestou (?:\w+ )?(?:pront[oa]|aqui|feliz|disponível) (?:para|a|em) (?:ajudar|responder)"
+    r"|\bcomo posso (?:te |lhe )?ajudar"
+    r"|(?:我|我们)(?:很|非常)?(?:乐意|高兴|可以|愿意|随时|准备好|将)[^。\uff01\uff1f?]{0,8}(?:帮助|帮忙|协助|回答|解答)"
+    r"|有什么(?:可以|能|我能)?(?:帮|为)(?:您|你)"
+    r"|(?:请|欢迎)随时(?:提问|告诉我|联系)"
+    r"|(?:お手伝い|サポート)(?:します|いたします|できます|させて)",
+    re.IGNORECASE,
+)
+# An answer's preamble: an acknowledgment that opens a reply, not a request.
+_ACKNOWLEDGE = re.compile(
+    r"^\W*(?:sure|certainly|of course|absolutely|no problem|gladly|bien sûr|certainement|"
+    r"avec plaisir|volontiers|natürlich|gerne|gern|selbstverständlich|claro|por supuesto|"
+    r"desde luego|certo|certamente|com certeza|当然|好的|没问题|もちろん|かしこまりました)"
+    r"(?:\s*(?:[!,.:;\uff01\uff0c。\uff1a]|$)|\s+(?:here|voici|hier|aquí|ecco|aqui))",
+    re.IGNORECASE,
+)
+# "Here is your question:" and its kin: the assistant presenting what it was asked to write.
+_PRESENT = re.compile(
+    r"^\W*(?:here(?:'s| is| are)|below (?:is|are)|voici|voilà|hier (?:ist|sind)|"
+    r"aquí (?:tienes|tiene|está|están)|ecco|aqui (?:está|estão)|以下是|这是|下面是)"
+    r"[^.?!\n]{0,60}?(?:question|request|instruction|prompt|exercise|task|homework|problem|"
+    r"answer|response|devoir|exercice|consigne|réponse|frage|aufgabe|antwort|übung|pregunta|"
+    r"tarea|respuesta|ejercicio|domanda|compito|risposta|pergunta|resposta|问题|题目|作业|指令|回答)",
+    re.IGNORECASE,
+)
+# A "request" that only sends the reader elsewhere.
+_LINK = re.compile(
+    r"\b(?:go to|visit|click|open|follow|check out|refer to|allez sur|cliquez|consultez|"
+    r"besuchen sie|klicken sie|gehen sie zu|visita|haz clic|ve a)\b[^.?!\n]{0,40}?"
+    r"\b(?:link|url|website|web ?site|site|page|lien|webseite|seite|enlace|sitio|página)"
+    r"|(?:访问|点击|打开)[^。\uff01\uff1f]{0,10}(?:链接|网站|网页)",
+    re.IGNORECASE,
+)
+_GREETING = re.compile(
+    r"^\W*(?:hello|hi|hey|greetings|good (?:morning|afternoon|evening)|bonjour|salut|bonsoir|"
+    r"hallo|guten (?:morgen|tag|abend)|hola|buenos días|ciao|buongiorno|olá|bom dia|你好|您好|"
+    r"こんにちは)\b",
+    re.IGNORECASE,
+)
+_QUESTION = re.compile(r"[?\uff1f]")
+_SHORT_CHATTER = 12
+
+
+def not_a_request(text: str) -> Finding | None:
+    """Whether an instruction is not a request: the assistant's voice (an offer to help, an
+    answer's preamble, presenting "your question"), a greeting with no question, or a pointer
+    to a link. A request may still start with "Hello" or say "help me"."""
+    plain = text.translate(_APOSTROPHE).strip()
+    if (found := _OFFER.search(plain)) is not None:
+        return Finding("not_a_request", f"the assistant's voice: {found.group(0)!r}")
+    if (found := _ACKNOWLEDGE.match(plain)) is not None:
+        return Finding("not_a_request", f"opens like an answer: {found.group(0).strip()!r}")
+    if (found := _PRESENT.match(plain)) is not None:
+        return Finding("not_a_request", f"presents an answer: {found.group(0).strip()!r}")
+    if (found := _LINK.search(plain)) is not None:
+        return Finding("not_a_request", f"points to a link: {found.group(0)!r}")
+    if (
+        _GREETING.match(plain)
+        and not _QUESTION.search(plain)
+        and len(tokens(plain)) <= _SHORT_CHATTER
+    ):
+        return Finding("not_a_request", "a greeting with no task")
+    return None
+
+
+_NO_ANSWER_TOKENS = 25
+
+
+def no_answer(text: str) -> Finding | None:
+    """Whether a response is only the assistant's chatter ("I'm ready to help with your
+    question.", "Please go to the following link"): short, and nothing but an offer, a
+    preamble or a pointer. A long answer that opens with "Sure!" answers."""
+    if len(tokens(text)) > _NO_ANSWER_TOKENS:
+        return None
+    found = not_a_request(text)
+    if found is None:
+        return None
+    return Finding("no_answer", found.detail)
+
+
+# ---- our own prompts in the output ----
+
+_FIELD = re.compile(r"\$\{\w+\}")
+_TAG_NAME = re.compile(r"<</?([A-Za-z_][\w]*)-\$\{\w+\}>>")
+_MARKER_IN_PROMPT = re.compile(r"<</?[A-Za-z_][\w]*-([0-9A-Za-z]{6,})>>")
+# Delimiters no answer needs: "<</x", "<<word>>", "<<word-...", chat-template tokens.
+_DELIMITER = re.compile(
+    r"<</\s*[A-Za-z]|<<[A-Za-z_][\w]*>>|<<[A-Za-z_][\w]*-[0-9a-f]{4,}|"
+    r"<\|[A-Za-z_]+\|>|\[/?INST\]|<</?SYS>>|</?s>"
+)
+
+
+@dataclass(frozen=True)
+class PromptSource:
+    """What a reply was prompted with, for ``prompt_leak``: the template's fixed wording (field
+    values cut out, so a seed's own subject words never count), the tag names and per-prompt
+    markers its delimiters carried, and taxonomy paths given to it."""
+
+    wording: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    markers: tuple[str, ...] = ()
+    paths: tuple[str, ...] = ()
+    _ngrams: dict[int, frozenset[tuple[str, ...]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def ngrams(self, n: int) -> frozenset[tuple[str, ...]]:
+        """The fixed wording's n-grams (never across a field)."""
+        if n not in self._ngrams:
+            grams: set[tuple[str, ...]] = set()
+            for part in self.wording:
+                words = tokens(part)
+                grams.update(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+            self._ngrams[n] = frozenset(grams)
+        return self._ngrams[n]
+
+
+def template_wording(*texts: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A template's fixed wording (its texts cut at each ``${field}``) and its delimiter tag
+    names ("instruction" for ``<<instruction-${nonce}>>``)."""
+    parts: list[str] = []
+    names: set[str] = set()
+    for text in texts:
+        names.update(_TAG_NAME.findall(text))
+        parts.extend(p for p in _FIELD.split(_TAG_NAME.sub(" ", text)) if p.strip())
+    return tuple(parts), tuple(sorted(names))
+
+
+def prompt_source(
+    system: str, user: str, messages: Sequence[dict[str, str]] = (), paths: Sequence[str] = ()
+) -> PromptSource:
+    """The ``PromptSource`` of a template (``system`` and ``user`` texts) as rendered into
+    ``messages`` (whose delimiters carry the per-prompt markers)."""
+    wording, tags = template_wording(system, user)
+    rendered = "\n".join(m.get("content", "") for m in messages)
+    markers = tuple(sorted(set(_MARKER_IN_PROMPT.findall(rendered))))
+    return PromptSource(
+        wording=wording, tags=tags, markers=markers, paths=tuple(p for p in paths if p)
+    )
+
+
+def _path_pairs(path: str) -> list[str]:
+    parts = [" ".join(p.split()).casefold() for p in path.split(">") if p.strip()]
+    return [f"{a} > {b}" for a, b in itertools.pairwise(parts)]
+
+
+def prompt_leak(text: str, source: PromptSource, t: Thresholds = DEFAULT) -> Finding | None:
+    """Whether ``text`` holds our own prompt: a delimiter, a per-prompt marker, a run of
+    ``leak_ngram`` tokens of the template's fixed wording, or a step of a taxonomy path."""
+    if (found := _DELIMITER.search(text)) is not None:
+        return Finding("prompt_leak", f"a prompt delimiter: {found.group(0)!r}")
+    for name in source.tags:
+        if re.search(rf"<<\s*/?\s*{re.escape(name)}\b|\b{re.escape(name)}-[0-9a-f]{{6,}}", text):
+            return Finding("prompt_leak", f"the prompt's {name!r} delimiter")
+    for marker in source.markers:
+        if marker in text:
+            return Finding("prompt_leak", "the prompt's marker")
+    flat = " ".join(text.split()).casefold()
+    for path in source.paths:
+        for pair in _path_pairs(path):
+            if pair in flat:
+                return Finding("prompt_leak", f"the taxonomy path {pair!r}")
+    grams = source.ngrams(t.leak_ngram)
+    if grams:
+        words = tokens(text)
+        n = t.leak_ngram
+        for i in range(len(words) - n + 1):
+            gram = tuple(words[i : i + n])
+            if gram in grams:
+                return Finding("prompt_leak", f"the prompt's wording: {' '.join(gram)!r}")
+    return None
+
+
+# ---- runaway repetition ----
+
+_FENCED = re.compile(r"```.*?```", re.DOTALL)
+_MIN_TOKENS = 24
+_REPEATED = 3
+_MIN_LINE_TOKENS = 3
+
+
+def repetition(text: str, t: Thresholds = DEFAULT) -> Finding | None:
+    """Whether ``text`` runs away in a loop: the same line ``repeat_lines`` times in a row, or
+    n-grams repeated 3 times or more covering ``repeat_coverage`` of its prose (code, where
+    repeats are normal, is left out of that share)."""
+    run, last = 0, None
+    for line in text.splitlines():
+        words = tokens(line)
+        if not words:
+            continue
+        if len(words) >= _MIN_LINE_TOKENS and words == last:
+            run += 1
+            if run >= t.repeat_lines:
+                return Finding("repetition", f"a line repeated {run} times: {excerpt(line, 80)!r}")
+        else:
+            run = 1
+        last = words
+    words = tokens(_FENCED.sub(" ", text))
+    if len(words) < _MIN_TOKENS:
+        return None
+    # Character-token scripts need longer n-grams for the same span of text.
+    cjk = sum(len(w) == 1 and bool(_CJK_CHAR.match(w)) for w in words)
+    n = t.repeat_ngram * (2 if cjk > len(words) / 2 else 1)
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    counts = Counter(grams)
+    covered = [False] * len(words)
+    for i, gram in enumerate(grams):
+        if counts[gram] >= _REPEATED:
+            for j in range(i, i + n):
+                covered[j] = True
+    share = sum(covered) / len(words)
+    if share >= t.repeat_coverage:
+        top, times = counts.most_common(1)[0]
+        return Finding(
+            "repetition", f"{share:.0%} of the text repeats; {' '.join(top)!r} {times} times"
+        )
+    return None
+
+
+# ---- mixed language ----
+
+
+def mixed_language(text: str, language: str, t: Thresholds = DEFAULT) -> Finding | None:
+    """Whether a whole sentence or line of ``text`` is in another language than ``language``
+    (judged sentence by sentence; quotes and code may be in any language)."""
+    if not language:
+        return None
+    verdict = check_segments(text, language, t.mixed_min_letters, t.mixed_sure)
+    if verdict.ok:
+        return None
+    return Finding(
+        "mixed_language",
+        f"asked {language}, a sentence looks like {verdict.detected} "
+        f"({verdict.confidence:.2f}): {excerpt(verdict.segment, 80)!r}",
+    )
+
+
+# ---- taxonomy labels ----
+
+_MARKUP = re.compile(r"[{}<>|\\]|\$\{|\*\*|^#|`")
+# "Key Concepts: x", "Skill 2 - x", "use_case: x": a field name the model wrote into a value.
+_PREFIX = re.compile(r"^\s*[\w][\w ]{0,30}?\s*\d*\s*[:\uff1a]\s*\S")
+_SCHEMA_NAME = re.compile(r"^[a-z]+(?:_[a-z]+)+$")
+_LABEL_WORDS = 12
+_COPIED_RUN = 3
+# A label at least this well supported by the data (share of its content words) is its own.
+_SUPPORTED = 0.5
+_QUOTED = re.compile(r'"([^"]{2,80})"|“([^”]{2,80})”')
+
+
+def label_problem(
+    label: str,
+    prompt_wording: Sequence[str],
+    data: str = "",
+    field_names: Iterable[str] = (),
+) -> Finding | None:
+    """Why a taxonomy label (use case, skill, tag, subject, session, key concept) cannot be
+    kept, or None.
+
+    Malformed: empty, no letters, markup or stray braces, a "Key Concepts:" style prefix, a
+    field name ("use_case"), or a sentence rather than a label. Copied: the label is wording of
+    the prompt that asked for it (its field descriptions, its examples, its JSON schema) and
+    the data the prompt was about (``data``: the instruction, the discipline) does not support
+    it, so "email writing" stays for an email task but not for a physics question.
+    """
+    text = " ".join(label.split())
+    words = tokens(text)
+    if not words:
+        return Finding("label_malformed", f"no words: {text!r}")
+    if _MARKUP.search(text):
+        return Finding("label_malformed", f"markup or braces: {excerpt(text, 60)!r}")
+    if _PREFIX.match(text):
+        return Finding("label_malformed", f"a field prefix: {excerpt(text, 60)!r}")
+    names = {n.casefold() for n in field_names}
+    if _SCHEMA_NAME.match(text) or text.casefold() in names or "_".join(words) in names:
+        return Finding("label_malformed", f"a field name: {text!r}")
+    if len(words) > _LABEL_WORDS:
+        return Finding("label_malformed", f"a sentence, not a label: {excerpt(text, 60)!r}")
+    content = [_stem(w) for w in words if len(w) > 3 or _CJK_CHAR.match(w)]
+    if not content:
+        return None
+    supported = {_stem(w) for w in tokens(data)}
+    share = sum(w in supported for w in content) / len(content)
+    if words in prompt_examples(prompt_wording) or words in [tokens(n) for n in field_names]:
+        # The prompt's own example or field title: the right label for some data, whatever
+        # words that data uses ("debugging python code" for a traceback); one label alone
+        # cannot tell, so ``copied_examples`` judges the labels of one reply together.
+        if share == 0 and words in [tokens(n) for n in field_names]:
+            return Finding("label_copied", f"the prompt's field: {excerpt(text, 60)!r}")
+        return None
+    if share >= _SUPPORTED or len(words) == 1:
+        return None  # one word is in any prompt; only a quoted example or title counts
+    run = min(len(words), _COPIED_RUN)
+    for part in prompt_wording:
+        if _contains_run(tokens(part), words, run):
+            return Finding("label_copied", f"the prompt's wording: {excerpt(text, 60)!r}")
+    return None
+
+
+def prompt_examples(prompt_wording: Sequence[str]) -> list[list[str]]:
+    """The quoted examples of a prompt's wording, as tokens."""
+    return [
+        tokens(m.group(1) or m.group(2)) for part in prompt_wording for m in _QUOTED.finditer(part)
+    ]
+
+
+def copied_examples(labels: Sequence[str], prompt_wording: Sequence[str]) -> list[str]:
+    """The labels of one reply that are the prompt's examples, when the reply gives two or more
+    of them: a model listing the examples back, not describing its data."""
+    examples = prompt_examples(prompt_wording)
+    hits = [label for label in labels if tokens(label) in examples]
+    return hits if len({" ".join(tokens(h)) for h in hits}) >= 2 else []
+
+
+def schema_wording(schema: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """A JSON schema's own wording (titles and descriptions) and its property names: labels
+    must not be either."""
+    wording: list[str] = []
+    names: list[str] = []
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if key in ("title", "description") and isinstance(value, str):
+                    wording.append(value)
+                elif key == "properties" and isinstance(value, Mapping):
+                    names.extend(str(k) for k in value)
+                    stack.extend(value.values())
+                else:
+                    stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return wording, names
+
+
+def _stem(word: str) -> str:
+    # A crude stem: "explaining" and "explain" meet; enough to tell support from none.
+    return word[:5]
+
+
+def _contains_run(haystack: list[str], words: list[str], run: int) -> bool:
+    """Whether a run of ``run`` consecutive tokens of ``words`` appears in ``haystack`` (a
+    label shorter than ``run`` must appear whole)."""
+    if not haystack or not words:
+        return False
+    grams = {tuple(haystack[i : i + run]) for i in range(len(haystack) - run + 1)}
+    return any(tuple(words[i : i + run]) in grams for i in range(len(words) - run + 1))
