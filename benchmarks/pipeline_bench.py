@@ -144,6 +144,8 @@ def run_pipeline(
         "count": args.count,
         "responses_per_instruction": k,
         "languages": ["en"],
+        # The calls per item are fixed: no replacement seeds for pairs the fake judge ties.
+        "max_candidates": 1.0,
     }
     fake.reset()
     fake_pid = stack.procs[FAKE_PROC].pid
@@ -213,33 +215,39 @@ def run_pipeline(
 # ---- baselines (in this process, against the same fake) ----
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """How every baseline is measured: calls, how many at once, and the fake that serves them
+    (its process, for its CPU) with the ideal rate its latency allows."""
+
+    calls: int
+    inflight: int
+    fake: FakeControl
+    fake_pid: int
+    ideal: float
+
+
 async def _timed(
-    name: str,
-    one: Callable[[], Awaitable[None]],
-    calls: int,
-    inflight: int,
-    fake: FakeControl,
-    fake_pid: int,
-    ideal: float,
-    note: str = "",
+    name: str, one: Callable[[], Awaitable[None]], run: Baseline, calls: int, note: str = ""
 ) -> Row:
-    """Warm up with ``inflight`` calls, then time ``calls`` calls at most ``inflight`` at once."""
-    sem = asyncio.Semaphore(inflight)
+    """Warm up with ``run.inflight`` calls, then time ``calls`` calls, at most ``inflight`` at
+    once."""
+    sem = asyncio.Semaphore(run.inflight)
 
     async def bounded() -> None:
         async with sem:
             await one()
 
-    await asyncio.gather(*(bounded() for _ in range(min(inflight, calls))))  # pool, imports
-    await asyncio.to_thread(fake.reset)
-    fake_before = cpu_seconds(fake_pid) or 0.0
+    await asyncio.gather(*(bounded() for _ in range(min(run.inflight, calls))))  # pool, imports
+    await asyncio.to_thread(run.fake.reset)
+    fake_before = cpu_seconds(run.fake_pid) or 0.0
     cpu_before = time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(bounded() for _ in range(calls)))
     wall = time.perf_counter() - started
     cpu = time.process_time() - cpu_before
-    fake_cpu = (cpu_seconds(fake_pid) or 0.0) - fake_before
-    stats = await asyncio.to_thread(fake.stats)
+    fake_cpu = (cpu_seconds(run.fake_pid) or 0.0) - fake_before
+    stats = await asyncio.to_thread(run.fake.stats)
     if int(stats["calls"]) != calls:
         note = f"{note}; fake counted {stats['calls']} calls".lstrip("; ")
     return Row(
@@ -249,14 +257,12 @@ async def _timed(
         cpu_s=cpu,
         fake_cpu_s=fake_cpu,
         fake_max_inflight=int(stats["max_inflight"]),
-        ideal_calls_per_s=ideal,
+        ideal_calls_per_s=run.ideal,
         note=note,
     )
 
 
-async def bare_aiohttp(
-    api_base: str, calls: int, inflight: int, fake: FakeControl, fake_pid: int, ideal: float
-) -> Row:
+async def bare_aiohttp(api_base: str, run: Baseline) -> Row:
     """The floor: one aiohttp session, a semaphore, POST and read."""
     url = f"{api_base.rstrip('/')}/chat/completions"
     body = {
@@ -274,71 +280,41 @@ async def bare_aiohttp(
                     raise BenchError(f"fake answered {resp.status}: {data[:200]!r}")
                 json.loads(data)
 
-        return await _timed("bare aiohttp", one, calls, inflight, fake, fake_pid, ideal)
+        return await _timed("bare aiohttp", one, run, run.calls)
 
 
 async def llm_client(
-    name: str,
-    settings: LLMSettings,
-    api_base: str,
-    calls: int,
-    inflight: int,
-    fake: FakeControl,
-    fake_pid: int,
-    ideal: float,
-    note: str = "",
+    name: str, settings: LLMSettings, run: Baseline, calls: int, note: str = ""
 ) -> Row:
-    """The project's LLMClient.complete(), limited by its own per-model semaphore."""
+    """The project's LLMClient.complete() (its settings' "default" model is the fake),
+    limited by its own per-model semaphore."""
     client = LLMClient(settings)
-    del api_base  # the settings' "default" model is the fake at that address
     cfg = pb.ModelConfig(model="default", temperature=TEMPERATURE, max_tokens=MAX_TOKENS)
 
     async def one() -> None:
         await client.complete("bench", cfg, MESSAGES)
 
     try:
-        return await _timed(name, one, calls, inflight, fake, fake_pid, ideal, note)
+        return await _timed(name, one, run, calls, note)
     finally:
         await client.close()
 
 
-async def run_baselines(
-    api_base: str, calls: int, inflight: int, fake: FakeControl, fake_pid: int, ideal: float
-) -> list[Row]:
-    rows = [await bare_aiohttp(api_base, calls, inflight, fake, fake_pid, ideal)]
+async def run_baselines(api_base: str, run: Baseline) -> list[Row]:
+    rows = [await bare_aiohttp(api_base, run)]
     common: dict[str, Any] = {
         "model": "openai/fake",
         "api_base": api_base,
         "api_key": SecretStr("x"),
-        "max_concurrency": inflight,
+        "max_concurrency": run.inflight,
         "retries": 0,
     }
-    rows.append(
-        await llm_client(
-            "LLMClient http",
-            LLMSettings(transport="http", **common),
-            api_base,
-            calls,
-            inflight,
-            fake,
-            fake_pid,
-            ideal,
-        )
-    )
-    lite_calls = min(calls, LITELLM_MAX_CALLS)
-    rows.append(
-        await llm_client(
-            "LLMClient litellm",
-            LLMSettings(transport="litellm", **common),
-            api_base,
-            lite_calls,
-            inflight,
-            fake,
-            fake_pid,
-            ideal,
-            note=f"limited to {lite_calls} calls" if lite_calls < calls else "",
-        )
-    )
+    http = LLMSettings(transport="http", **common)
+    rows.append(await llm_client("LLMClient http", http, run, run.calls))
+    lite_calls = min(run.calls, LITELLM_MAX_CALLS)
+    note = f"limited to {lite_calls} calls" if lite_calls < run.calls else ""
+    lite = LLMSettings(transport="litellm", **common)
+    rows.append(await llm_client("LLMClient litellm", lite, run, lite_calls, note))
     return rows
 
 
@@ -475,11 +451,8 @@ def main(argv: list[str] | None = None) -> int:
             print_tails(stack)
         if not args.skip_baselines:
             print("  pipeline done; running the baselines against the same fake ...")
-            rows += asyncio.run(
-                run_baselines(
-                    stack.llm_api_base, result.row.calls, inflight, fake, pids[FAKE_PROC], ideal
-                )
-            )
+            run = Baseline(result.row.calls, inflight, fake, pids[FAKE_PROC], ideal)
+            rows += asyncio.run(run_baselines(stack.llm_api_base, run))
 
     assert result is not None
     job = result.job

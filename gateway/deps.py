@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.backend import Backend
 from gateway.tenants import LOCAL, RateLimiter, Tenant, TenantRegistry
+from taxoforge.llm.endpoints import ModelRegistry
 
 __all__ = [
     "ApiError",
     "Auth",
     "BackendDep",
     "IdempotencyKey",
+    "Submission",
+    "SubmissionDep",
     "TenantDep",
     "authenticated",
 ]
@@ -91,5 +95,31 @@ def _tenant(
 
 BackendDep = Annotated[Backend, Depends(_backend)]
 TenantDep = Annotated[Tenant, Depends(_tenant)]
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What every job submission route needs besides its spec: the backend, the tenant, the
+    operator's models (names in the spec resolve there), the Idempotency-Key header and the
+    response (a replayed submission answers 200, not 201)."""
+
+    backend: Backend
+    tenant: Tenant
+    models: ModelRegistry
+    key: str | None
+    response: Response
+
+
+def _submission(
+    request: Request,
+    response: Response,
+    backend: BackendDep,
+    tenant: TenantDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Submission:
+    return Submission(backend, tenant, request.app.state.models, idempotency_key, response)
+
+
+SubmissionDep = Annotated[Submission, Depends(_submission)]
 # For a router: every route under it needs a key (FastAPI resolves _tenant once per request).
 authenticated = [Depends(_tenant)]

@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
-from gateway.deps import BackendDep, IdempotencyKey, TenantDep, authenticated
+from gateway.deps import BackendDep, SubmissionDep, TenantDep, authenticated
 from gateway.schemas import RecipeSpec, recipe_to_proto
 from gateway.views import ERROR_RESPONSES, REPLAYED_RESPONSE, JobView, job_view, submitted_view
 from taxoforge.errors import NotFoundError, PermanentError
@@ -38,19 +38,13 @@ JobId = Annotated[str, Path(pattern=r"^j-[0-9a-f]{6,40}$", description="A job id
     summary="Submit a job",
     responses=REPLAYED_RESPONSE,
 )
-async def create_job(
-    spec: RecipeSpec,
-    request: Request,
-    response: Response,
-    backend: BackendDep,
-    tenant: TenantDep,
-    idempotency_key: IdempotencyKey = None,
-) -> JobView:
+async def create_job(spec: RecipeSpec, submission: SubmissionDep) -> JobView:
     """Validate the recipe, record the job and queue it. With an ``Idempotency-Key`` header a
     retried submission returns the job it already created (200) instead of a second one."""
-    recipe = recipe_to_proto(spec, request.app.state.models)
-    progress, created = await backend.create_job(recipe, idempotency_key, tenant)
-    return submitted_view(progress, created, response)
+    recipe = recipe_to_proto(spec, submission.models)
+    backend, tenant = submission.backend, submission.tenant
+    progress, created = await backend.create_job(recipe, submission.key, tenant)
+    return submitted_view(progress, created, submission.response)
 
 
 @router.get("/jobs/{job_id}", response_model=JobView, summary="A job's state and progress")

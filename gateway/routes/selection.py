@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from gateway.deps import BackendDep, IdempotencyKey, TenantDep, authenticated
+from gateway.deps import BackendDep, SubmissionDep, TenantDep, authenticated
 from gateway.selection_schemas import SelectJobSpec
 from gateway.selection_spec import BENCHMARK_NAME
 from gateway.views import ERROR_RESPONSES, REPLAYED_RESPONSE, JobView, submitted_view
@@ -100,18 +100,12 @@ async def delete_benchmark(name: BenchmarkName, backend: BackendDep, tenant: Ten
     summary="Select from an imported dataset (dedup, decontamination, TACOS, exports)",
     responses=REPLAYED_RESPONSE,
 )
-async def create_selection(
-    spec: SelectJobSpec,
-    request: Request,
-    response: Response,
-    backend: BackendDep,
-    tenant: TenantDep,
-    idempotency_key: IdempotencyKey = None,
-) -> JobView:
+async def create_selection(spec: SelectJobSpec, submission: SubmissionDep) -> JobView:
     """Imports the source, drops malformed rows (reported with their row numbers), duplicates
     and benchmark overlaps, tags and clusters the rest, scores each sample against its
     cluster's reference through the judge, selects for the budget and writes the exports and
     the dataset card. Watch it like any job (GET /v1/jobs/{id}, .../events)."""
-    recipe, source = spec.to_proto(request.app.state.models)
-    progress, created = await backend.create_select_job(recipe, source, idempotency_key, tenant)
-    return submitted_view(progress, created, response)
+    recipe, source = spec.to_proto(submission.models)
+    backend, tenant = submission.backend, submission.tenant
+    progress, created = await backend.create_select_job(recipe, source, submission.key, tenant)
+    return submitted_view(progress, created, submission.response)

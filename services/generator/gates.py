@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from taxoforge.degenerate import (
     DEFAULT,
@@ -28,7 +29,14 @@ from taxoforge.langid import check_language
 from taxoforge.prompts import PromptTemplate
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["check_draft", "check_instruction", "check_response", "looks_refused", "source_of"]
+__all__ = [
+    "Written",
+    "check_draft",
+    "check_instruction",
+    "check_response",
+    "looks_refused",
+    "source_of",
+]
 
 # Refusals and non-answers in the languages drafts are most often written in.
 _REFUSAL = re.compile(
@@ -96,37 +104,35 @@ def _rejection(finding: Finding | None, text: str) -> pb.Rejection | None:
     return pb.Rejection(reason=finding.reason, text=text, detail=finding.detail)
 
 
-def check_instruction(
-    text: str,
-    source: PromptSource,
-    language: str,
-    check_lang: bool,
-    thresholds: Thresholds = DEFAULT,
-) -> pb.Rejection | None:
+@dataclass(frozen=True)
+class Written:
+    """What model text is checked against: the prompt it came from, the language asked for
+    (checked per sentence unless the recipe turned language checks off), the thresholds."""
+
+    source: PromptSource
+    language: str
+    check_lang: bool
+    thresholds: Thresholds = DEFAULT
+
+    def finding(self, text: str) -> Finding | None:
+        """What is wrong with any text a model wrote for us: our prompt in it, runaway
+        repetition, or a sentence in another language."""
+        t = self.thresholds
+        return (
+            prompt_leak(text, self.source, t)
+            or repetition(text, t)
+            or (mixed_language(text, self.language, t) if self.check_lang else None)
+        )
+
+
+def check_instruction(text: str, written: Written) -> pb.Rejection | None:
     """Why an instruction that passed ``check_draft`` is still degenerate, or None."""
-    return _rejection(
-        not_a_request(text)
-        or prompt_leak(text, source, thresholds)
-        or repetition(text, thresholds)
-        or (mixed_language(text, language, thresholds) if check_lang else None),
-        text,
-    )
+    return _rejection(not_a_request(text) or written.finding(text), text)
 
 
-def check_response(
-    instruction: str,
-    text: str,
-    source: PromptSource,
-    language: str,
-    check_lang: bool,
-    thresholds: Thresholds = DEFAULT,
-) -> pb.Rejection | None:
+def check_response(instruction: str, text: str, written: Written) -> pb.Rejection | None:
     """Why a response that passed ``check_draft`` is still degenerate, or None."""
-    return _rejection(
-        echo(instruction, text, thresholds)
-        or no_answer(text)
-        or prompt_leak(text, source, thresholds)
-        or repetition(text, thresholds)
-        or (mixed_language(text, language, thresholds) if check_lang else None),
-        text,
+    finding = (
+        echo(instruction, text, written.thresholds) or no_answer(text) or written.finding(text)
     )
+    return _rejection(finding, text)

@@ -9,7 +9,7 @@ import re
 
 from pydantic import BaseModel, Field
 
-from services.generator.gates import check_draft, check_instruction, source_of
+from services.generator.gates import Written, check_draft, check_instruction, source_of
 from services.generator.strategies import FIELD_WORDING, Draft, Prompter, codeclm_metadata
 from taxoforge.dedupe import DuplicateIndex
 from taxoforge.degenerate import DEFAULT, Thresholds
@@ -123,9 +123,8 @@ class InstructionWriter:
             rejection = check_draft(text, call.finish_reason, seed.language, check_lang)
             if rejection is None:
                 source = source_of(draft.template, draft.messages, [seed.node_path], FIELD_WORDING)
-                rejection = check_instruction(
-                    text, source, seed.language, check_lang, self._thresholds
-                )
+                written = Written(source, seed.language, check_lang, self._thresholds)
+                rejection = check_instruction(text, written)
             if rejection is None and out.strategy == "codeclm":
                 text, rejection = await self._self_rubrics(out, draft, text, recipe, attempt)
             if rejection is None and duplicates is not None:
@@ -210,9 +209,8 @@ class InstructionWriter:
         if rejection is None:
             # The rewrite must not carry the improve prompt's delimiters or wording either.
             source = source_of(self._prompts.improve, paths=[out.seed.node_path])
-            rejection = check_instruction(
-                improved, source, out.seed.language, check_lang, self._thresholds
-            )
+            written = Written(source, out.seed.language, check_lang, self._thresholds)
+            rejection = check_instruction(improved, written)
         if rejection is not None:
             return text, rejection
         out.rounds.append(

@@ -13,7 +13,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-from services.generator.gates import check_draft, check_response, source_of
+from services.generator.gates import Written, check_draft, check_response, source_of
 from services.generator.strategies import Prompter
 from taxoforge.degenerate import DEFAULT, Thresholds, excerpt, near_identical
 from taxoforge.errors import PermanentError
@@ -225,7 +225,7 @@ class ResponseWriter:
                 refusals=False,  # declining can be the right answer (safety-sensitive tasks)
                 truncation=False,  # a long answer cut at the limit is still an answer
             ) or check_response(
-                instruction.text, out.text, source, language, check_lang, self._thresholds
+                instruction.text, out.text, Written(source, language, check_lang, self._thresholds)
             )
             if rejection is None:
                 return out
