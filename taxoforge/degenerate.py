@@ -175,6 +175,13 @@ def echo(instruction: str, response: str, t: Thresholds = DEFAULT) -> Finding | 
     tail = sum(covered[-edge:]) / edge
     if min(share, head, tail) >= t.echo_containment:
         return Finding("echo", f"restates the instruction ({share:.0%} of it, in order)")
+    # Nearly all of it, from its opening or to its close, with little of its own around it
+    # (a preamble such as "Alright! Here it is:"): a restatement too.
+    own = 1.0 - sum(_covered(tr, ti)) / len(tr)
+    if share >= t.echo_containment and max(head, tail) >= t.echo_containment and own <= 0.3:
+        return Finding(
+            "echo", f"restates the instruction ({share:.0%} of it, {own:.0%} of its own)"
+        )
     return None
 
 
@@ -309,6 +316,9 @@ class PromptSource:
     tags: tuple[str, ...] = ()
     markers: tuple[str, ...] = ()
     paths: tuple[str, ...] = ()
+    # The field values the prompt was given as names (node and task titles, key concepts,
+    # sessions, use case, skills): words a reply may use, but never as a line of their own.
+    labels: tuple[str, ...] = ()
     _ngrams: dict[int, frozenset[tuple[str, ...]]] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -369,6 +379,8 @@ def prompt_leak(text: str, source: PromptSource, t: Thresholds = DEFAULT) -> Fin
         for pair in _path_pairs(path):
             if pair in flat:
                 return Finding("prompt_leak", f"the taxonomy path {pair!r}")
+    if source.labels and (line := _label_line(text, source)) is not None:
+        return Finding("prompt_leak", f"the prompt's fields as a line of their own: {line!r}")
     grams = source.ngrams(t.leak_ngram)
     if grams:
         words = tokens(text)
@@ -377,6 +389,27 @@ def prompt_leak(text: str, source: PromptSource, t: Thresholds = DEFAULT) -> Fin
             gram = tuple(words[i : i + n])
             if gram in grams:
                 return Finding("prompt_leak", f"the prompt's wording: {' '.join(gram)!r}")
+    return None
+
+
+def _label_key(text: str) -> str:
+    return " ".join(tokens(text)).casefold()
+
+
+def _label_line(text: str, source: PromptSource) -> str | None:
+    """A line that is nothing but the prompt's field values (a node or task title, a list of
+    its key concepts, a path step): the model copying its brief as a heading."""
+    known = {_label_key(label) for label in source.labels if label.strip()}
+    for path in source.paths:
+        known.update(_label_key(p) for p in path.split(">") if p.strip())
+    known.discard("")
+    for line in text.splitlines():
+        stripped = line.strip().strip("#*-:•").strip()
+        if not stripped:
+            continue
+        parts = [p for p in re.split(r"[,;/|>]| - ", stripped) if p.strip()]
+        if parts and all(_label_key(p) in known for p in parts):
+            return stripped[:80]
     return None
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "check_instruction",
     "check_response",
     "looks_refused",
+    "seed_labels",
     "source_of",
 ]
 
@@ -85,17 +86,29 @@ def source_of(
     messages: Sequence[dict[str, str]] = (),
     paths: Sequence[str] = (),
     extra: Sequence[str] = (),
+    labels: Sequence[str] = (),
 ) -> PromptSource:
     """What a reply of ``template`` rendered into ``messages`` must not leak: the template's
     fixed wording and ``extra`` wording our code put in its fields, its delimiters and markers,
-    and the taxonomy ``paths`` it was given."""
+    the taxonomy ``paths`` it was given, and its field ``labels`` as lines of their own."""
     source = prompt_source(template.system, template.user, messages, paths)
     return PromptSource(
         wording=source.wording + tuple(e for e in extra if e.strip()),
         tags=source.tags,
         markers=source.markers,
         paths=source.paths,
+        labels=tuple(label for label in labels if label.strip()),
     )
+
+
+def seed_labels(seed: pb.Seed, *more: str) -> list[str]:
+    """The names a seed gives a prompt (its node, path, task type, syllabus and concepts)."""
+    out = [seed.node_title, seed.task_title, seed.task_type, seed.node_id, *more]
+    out.extend(p for p in seed.node_path.split(">"))
+    for session in seed.syllabus:
+        out.append(session.title)
+        out.extend(session.key_concepts)
+    return [label.strip() for label in out if label.strip()]
 
 
 def _rejection(finding: Finding | None, text: str) -> pb.Rejection | None:

@@ -9,7 +9,13 @@ import re
 
 from pydantic import BaseModel, Field
 
-from services.generator.gates import Written, check_draft, check_instruction, source_of
+from services.generator.gates import (
+    Written,
+    check_draft,
+    check_instruction,
+    seed_labels,
+    source_of,
+)
 from services.generator.strategies import FIELD_WORDING, Draft, Prompter, codeclm_metadata
 from taxoforge.dedupe import DuplicateIndex
 from taxoforge.degenerate import DEFAULT, Thresholds
@@ -122,7 +128,11 @@ class InstructionWriter:
             check_lang = not recipe.no_language_check
             rejection = check_draft(text, call.finish_reason, seed.language, check_lang)
             if rejection is None:
-                source = source_of(draft.template, draft.messages, [seed.node_path], FIELD_WORDING)
+                labels = seed_labels(seed, draft.use_case, *draft.concepts, *draft.skills)
+                labels += [s.title for s in draft.sessions]
+                source = source_of(
+                    draft.template, draft.messages, [seed.node_path], FIELD_WORDING, labels
+                )
                 written = Written(source, seed.language, check_lang, self._thresholds)
                 rejection = check_instruction(text, written)
             if rejection is None and out.strategy == "codeclm":
@@ -208,7 +218,8 @@ class InstructionWriter:
         rejection = check_draft(improved, call.finish_reason, out.seed.language, check_lang)
         if rejection is None:
             # The rewrite must not carry the improve prompt's delimiters or wording either.
-            source = source_of(self._prompts.improve, paths=[out.seed.node_path])
+            labels = seed_labels(out.seed, out.use_case, *out.skills, *out.concepts)
+            source = source_of(self._prompts.improve, paths=[out.seed.node_path], labels=labels)
             written = Written(source, out.seed.language, check_lang, self._thresholds)
             rejection = check_instruction(improved, written)
         if rejection is not None:

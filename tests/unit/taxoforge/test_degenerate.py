@@ -9,6 +9,7 @@ import pytest
 
 from services.generator.settings import GeneratorSettings
 from taxoforge.degenerate import (
+    PromptSource,
     Thresholds,
     copied_examples,
     echo,
@@ -423,3 +424,53 @@ def test_an_answer_that_opens_with_sure_is_an_answer() -> None:
     )
 
     assert no_answer(text) is None
+
+
+def test_the_prompts_field_values_as_lines_of_their_own_are_a_leak() -> None:
+    # Seen on the embedded model: the brief copied as headings above the question.
+    source = PromptSource(
+        paths=("Formal Sciences > Mathematics",),
+        labels=(
+            "Math Word Problems",
+            "Probability & Conditional Probability",
+            "Bayes' Theorem",
+            "Expected Value",
+            "Code Generation",
+        ),
+    )
+    leaked = (
+        "Math Word Problems\nMathematics\nProbability & Conditional Probability, Bayes' "
+        "Theorem, Expected Value\nA bakery sells 20 boxes of muffins; how many are left?"
+    )
+    found = prompt_leak(leaked, source)
+    assert found is not None and "line of their own" in found.detail
+    french = "Code Generation\nÉcrivez une fonction Python qui inverse une chaîne."
+    assert prompt_leak(french, source) is not None
+    # The same words inside a sentence are the subject, not a leak.
+    fine = "Using Bayes' Theorem, what is the expected value of the second draw?"
+    assert prompt_leak(fine, source) is None
+
+
+def test_a_restatement_behind_a_short_preamble_is_an_echo() -> None:
+    # Seen on the embedded model (an instruction with a stray line, then the reply).
+    instruction = (
+        "The concept of exponential growth is a fundamental idea that has numerous "
+        "applications across various fields. This tutorial explores how to solve problems"
+        " using this concept with calculus, which enables us to analyze complex economic "
+        "models and model diseases like biology through the lens of economics and "
+        "finance.\n\nRewrite instruction in English:"
+    )
+    response = (
+        "Alright, alright! I'll make sure to keep it in the correct language.\n\nThe "
+        "concept of exponential growth is a fundamental idea that has numerous "
+        "applications across various fields. This tutorial explores how to solve problems"
+        " using this concept with calculus, which enables us to analyze complex economic "
+        "models and model diseases like biology through economics and finance."
+    )
+    assert echo(instruction, response) is not None
+    answer = (
+        "Exponential growth means a quantity grows by a fixed factor per period: "
+        "N(t) = N0 * e^(rt). With calculus, dN/dt = rN, so the growth rate is proportional to "
+        "the size, which is why populations and compound interest accelerate over time."
+    )
+    assert echo(instruction, answer) is None
