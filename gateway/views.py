@@ -205,6 +205,8 @@ class JobView(BaseModel):
     spend_limit: dict[str, Any] | None = None
     # Generation: the datasets hold less than the plan in some cell (see composition).
     short: bool = False
+    # Generation: why it stopped generating early (its spend limit), when it did.
+    stopped: str | None = None
     # Generation: plan against delivery per cell (None until the job's review has run).
     composition: CompositionView | None = None
 
@@ -378,6 +380,7 @@ def job_view(progress: pb.JobProgress) -> JobView:
         source=_source(job) if job.HasField("source") else None,
         spend_limit=to_dict(job.spend_limit) or None,
         short=job.short,
+        stopped=job.stopped or None,
         composition=_composition(job.selection.composition)
         if job.selection.HasField("composition")
         else None,

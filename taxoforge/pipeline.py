@@ -10,8 +10,8 @@ from google.protobuf.message import Message
 from taxoforge.bus import Bus, Stage, work_subject
 from taxoforge.bus.worker import DeadLetterHook, Delivery
 from taxoforge.errors import JobStopped, NotFoundError
-from taxoforge.jobs.lifecycle import enter, fail
-from taxoforge.jobs.model import TERMINAL_STATES
+from taxoforge.jobs.lifecycle import enter, fail, stop_spending
+from taxoforge.jobs.model import TERMINAL_STATES, JobKind, job_kind
 from taxoforge.jobs.store import JobStore
 from taxoforge.llm.metering import SPEND_CHECK
 from taxoforge.store import SELECTION_ITEM_STAGES, ItemStore
@@ -66,12 +66,17 @@ async def active_job(jobs: JobStore, job_id: str) -> pb.Job | None:
         log.info("work_skipped", job_state=pb.JobState.Name(job.state))
         return None
     bind_job(jobs, job_id)
+    if job.stopped:  # a generation job past its limit: items end failed, its steps still run
+        return job
     if job.spend_limit.tokens > 0 or job.spend_limit.cost_usd > 0:
         check = _spend_check(jobs, job_id, job.spend_limit)
         try:
             await check()
-        except JobStopped:
-            return None
+        except JobStopped as stopped:
+            if job_kind(job) is not JobKind.GENERATE:
+                return None
+            job.stopped = str(stopped)  # this copy; the stored job says so too
+            return job
         # The model client checks again before every call it pays for, while this message is
         # handled (the variable is this handler's task's own).
         SPEND_CHECK.set(check)
@@ -101,7 +106,9 @@ def _spend_check(
         reason = over_limit(limit, await jobs.spent(job_id))
         if reason:
             await jobs.write_usage(job_id)  # the job's figures then show what stopped it
-            if await fail(jobs, job_id, reason) is not None:
+            # A generation job stops generating and delivers what it has (short); any other
+            # job fails.
+            if await stop_spending(jobs, job_id, reason) is not None:
                 log.warning("job_over_spend_limit", job_id=job_id, reason=reason)
             raise JobStopped(reason)
 

@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 from taxoforge.bus import Stage
 from taxoforge.bus.worker import Delivery, Route
 from taxoforge.context import ServiceContext
+from taxoforge.errors import JobStopped
 from taxoforge.pipeline import active_job, dead_letter_recorder, publish_work
 from taxoforge.v1 import common_pb2 as pb
 
@@ -58,7 +59,18 @@ class StageHandler(ABC, Generic[M]):
         job = await self.job(job_id)
         if job is None:
             return
-        await self.run(job, message)
+        try:
+            if job.stopped and item_id:
+                raise JobStopped(job.stopped)
+            await self.run(job, message)
+        except JobStopped as stopped:
+            if not item_id:
+                raise
+            # The job stopped generating (its spend limit): the item ends as failed, with why,
+            # so the job still finishes and delivers what it has.
+            await self.ctx.items.record_failure(
+                job_id, self.stage, item_id, str(stopped), delivery.deliveries
+            )
 
     def ids(self, message: M) -> tuple[str, str]:
         """The message's job id and item id ("" for a whole-job message)."""

@@ -113,7 +113,7 @@ class PlanHandler(StageHandler[pb.JobRef]):
         tallies = tally(review, targets, extra, job.planned, outcomes, gates, promised)
         limit = candidate_budget(recipe)
         asks, cut = top_up(tallies, promised, limit - int(job.planned))
-        if round_ > MAX_ROUNDS:
+        if round_ > MAX_ROUNDS or job.stopped:  # no more rounds, or no more spending
             asks = [0] * len(asks)
         if any(asks):
             record = record_round(review.cells, asks, int(job.planned))
@@ -130,7 +130,9 @@ class PlanHandler(StageHandler[pb.JobRef]):
         stopped = ""
         if short:
             stopped = (
-                f"top-up stopped after {round_ - 1} rounds"
+                job.stopped
+                if job.stopped
+                else f"top-up stopped after {round_ - 1} rounds"
                 if round_ > MAX_ROUNDS
                 else f"candidate budget spent: {job.planned} of {limit} items generated"
                 if cut or job.planned >= limit

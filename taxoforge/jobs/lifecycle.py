@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from taxoforge.bus.topology import Stage
 from taxoforge.errors import ConflictError, TransientError
-from taxoforge.jobs.model import TERMINAL_STATES, now_ms
+from taxoforge.jobs.model import TERMINAL_STATES, JobKind, job_kind, now_ms
 from taxoforge.jobs.store import JobStore
 from taxoforge.store import SELECTION_PHASES
 from taxoforge.v1 import common_pb2 as pb
@@ -25,6 +25,7 @@ __all__ = [
     "plan",
     "record_report",
     "select",
+    "stop_spending",
     "submit",
     "succeed",
     "top_up",
@@ -117,6 +118,23 @@ async def fail(
         return True
 
     return await jobs.update(job_id, _fail)
+
+
+async def stop_spending(jobs: JobStore, job_id: str, reason: str) -> pb.Job | None:
+    """A job has reached its spend limit: a generation job stops generating (``stopped``; its
+    remaining items end as failed, it delivers what it has), any other job fails. None when
+    the job had already stopped or ended."""
+    failing = fail_job(reason)
+
+    def _stop(job: pb.Job) -> bool:
+        if job.stopped or job.state in TERMINAL_STATES:
+            return False
+        if job_kind(job) is not JobKind.GENERATE:
+            return failing(job)
+        job.stopped = reason
+        return True
+
+    return await jobs.update(job_id, _stop)
 
 
 async def enter(jobs: JobStore, job_id: str, after: Stage, step: Stage, planned: int = 1) -> bool:

@@ -999,6 +999,7 @@ class Job(_message.Message):
     SPEND_LIMIT_FIELD_NUMBER: _builtins.int
     SHORT_FIELD_NUMBER: _builtins.int
     ROUNDS_FIELD_NUMBER: _builtins.int
+    STOPPED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     state: Global___JobState.ValueType
     created_at_ms: _builtins.int
@@ -1027,6 +1028,10 @@ class Job(_message.Message):
     """
     rounds: _builtins.int
     """Generation: top-up rounds that have run (each may add replacement seeds to planned)."""
+    stopped: _builtins.str
+    """Generation: why the job stopped generating early (its spend limit); its remaining items
+    end as failed with this reason and it delivers what it has, short.
+    """
     @_builtins.property
     def recipe(self) -> Global___Recipe: ...
     @_builtins.property
@@ -1077,10 +1082,11 @@ class Job(_message.Message):
         spend_limit: Global___SpendLimit | None = ...,
         short: _builtins.bool = ...,
         rounds: _builtins.int = ...,
+        stopped: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expand", b"expand", "induce", b"induce", "induction", b"induction", "recipe", b"recipe", "selection", b"selection", "source", b"source", "spend_limit", b"spend_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at_ms", b"created_at_ms", "datasets", b"datasets", "error", b"error", "expand", b"expand", "finished_at_ms", b"finished_at_ms", "id", b"id", "induce", b"induce", "induction", b"induction", "kind", b"kind", "phase", b"phase", "phase_planned", b"phase_planned", "planned", b"planned", "recipe", b"recipe", "result_taxonomy_version", b"result_taxonomy_version", "rounds", b"rounds", "selection", b"selection", "short", b"short", "source", b"source", "spend_limit", b"spend_limit", "state", b"state", "taxonomy_version", b"taxonomy_version", "tenant", b"tenant", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at_ms", b"created_at_ms", "datasets", b"datasets", "error", b"error", "expand", b"expand", "finished_at_ms", b"finished_at_ms", "id", b"id", "induce", b"induce", "induction", b"induction", "kind", b"kind", "phase", b"phase", "phase_planned", b"phase_planned", "planned", b"planned", "recipe", b"recipe", "result_taxonomy_version", b"result_taxonomy_version", "rounds", b"rounds", "selection", b"selection", "short", b"short", "source", b"source", "spend_limit", b"spend_limit", "state", b"state", "stopped", b"stopped", "taxonomy_version", b"taxonomy_version", "tenant", b"tenant", "updated_at_ms", b"updated_at_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from taxoforge.jobs.lifecycle import stop_spending
 from taxoforge.pipeline import over_limit
 from taxoforge.usage import UsageMeter
 from taxoforge.v1 import common_pb2 as pb
@@ -60,3 +61,31 @@ async def test_the_meter_knows_what_it_has_not_written() -> None:
     unflushed = meter.unflushed("j")
     assert (unflushed.prompt_tokens, unflushed.completion_tokens, unflushed.calls) == (10, 5, 1)
     assert meter.unflushed("other") == pb.Usage()
+
+
+class _OneJob:
+    """Stands in for JobStore.update on a single stored job."""
+
+    def __init__(self, job: pb.Job) -> None:
+        self.job = job
+
+    async def update(self, job_id: str, mutate: object) -> pb.Job | None:
+        changed = pb.Job()
+        changed.CopyFrom(self.job)
+        if not mutate(changed):  # type: ignore[operator]
+            return None
+        self.job = changed
+        return changed
+
+
+async def test_a_generation_job_stops_generating_at_its_limit_and_others_fail() -> None:
+    generating = _OneJob(pb.Job(id="j-1", state=pb.JOB_STATE_RUNNING))
+    stopped = await stop_spending(generating, "j-1", "spend limit reached: 10 tokens")  # type: ignore[arg-type]
+    assert stopped is not None and stopped.state == pb.JOB_STATE_RUNNING
+    assert stopped.stopped == "spend limit reached: 10 tokens"
+    # Only once: a second check does not stop it again.
+    assert await stop_spending(generating, "j-1", "again") is None  # type: ignore[arg-type]
+
+    selecting = _OneJob(pb.Job(id="j-2", kind="select", state=pb.JOB_STATE_SELECTING))
+    failed = await stop_spending(selecting, "j-2", "spend limit reached: 10 tokens")  # type: ignore[arg-type]
+    assert failed is not None and failed.state == pb.JOB_STATE_FAILED and not failed.stopped
