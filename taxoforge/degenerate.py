@@ -197,6 +197,8 @@ _OFFER = re.compile(
     r"|\b(?:i|we)(?:'d| would) (?:be )?(?:happy|glad|delighted|love) to (?:help|assist|answer)"
     r"|\b(?:i|we) (?:can|will|'ll|could) (?:certainly |gladly )?(?:help|assist) you"
     r"|\blet me know (?:if|what|how|when|which)"
+    r"|\b(?:i'?ll|i will|i can|i'?m going to|i am going to)\s+(?:\w+\s+){0,2}"
+    r"(?:provide|respond|reply|answer)\b"
     r"|\bfeel free to (?:ask|reach|share|send)"
     r"|\bwhat (?:would|do) you (?:like|want|need) (?:me )?(?:to|help)"
     r"|\bje suis (?:\w+ )?(?:prête?|là|heureux|heureuse|ravie?|disponible) (?:à|de|pour) "
@@ -224,7 +226,9 @@ _OFFER = re.compile(
 )
 # An answer's preamble: an acknowledgment that opens a reply, not a request.
 _ACKNOWLEDGE = re.compile(
-    r"^\W*(?:sure|certainly|of course|absolutely|no problem|gladly|bien sûr|certainement|"
+    r"^\W*(?:sure|certainly|of course|absolutely|no problem|gladly|alright|all right|okay|ok|"
+    r"got it|understood|bien sûr|certainement|d'accord|entendu|alles klar|verstanden|vale|"
+    r"va bene|"
     r"avec plaisir|volontiers|natürlich|gerne|gern|selbstverständlich|claro|por supuesto|"
     r"desde luego|certo|certamente|com certeza|当然|好的|没问题|もちろん|かしこまりました)"
     r"(?:\s*(?:[!,.:;\uff01\uff0c。\uff1a]|$)|\s+(?:here|voici|hier|aquí|ecco|aqui))",

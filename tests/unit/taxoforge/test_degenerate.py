@@ -474,3 +474,32 @@ def test_a_restatement_behind_a_short_preamble_is_an_echo() -> None:
         "the size, which is why populations and compound interest accelerate over time."
     )
     assert echo(instruction, answer) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Seen in make demo's output on the embedded model.
+        "I'll provide the requested response in English, with no label. I can respond to any "
+        "request that uses only English.",
+        "Alright, there is no answer to this question.",
+        "Okay! Here is the task.",
+        "D'accord, voici la question.",
+    ],
+)
+def test_an_assistant_talking_about_its_own_reply_is_not_a_request(text: str) -> None:
+    assert not_a_request(text) is not None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I want you to solve the math word problems using fractions.",
+        "I will give a talk next week; help me outline it.",
+        "OK Google is a wake phrase; explain how wake words work?",
+        "Okayama is a city in Japan. What is it known for?",
+        "Alright is spelled how? Explain the difference between alright and all right.",
+    ],
+)
+def test_a_user_speaking_of_themselves_still_asks(text: str) -> None:
+    assert not_a_request(text) is None
