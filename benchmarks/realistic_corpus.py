@@ -103,7 +103,8 @@ def _variant(concept: str, rng: random.Random) -> str:
     return f"{concept} {rng.choice(_SYNONYM_SUFFIX)}"
 
 
-def _sentences(words: list[str], rng: random.Random) -> str:
+def sentences(words: list[str], rng: random.Random) -> str:
+    """Words as sentences of 6-16 words: capitalized, ending with a period."""
     out: list[str] = []
     i = 0
     while i < len(words):
@@ -111,6 +112,27 @@ def _sentences(words: list[str], rng: random.Random) -> str:
         out.append(part[0].capitalize() + " " + " ".join(part[1:]) + ".")
         i += len(part)
     return " ".join(out)
+
+
+def plant(
+    rng: random.Random, rare: list[str], items: int, duplicate_rate: float
+) -> tuple[list[str], dict[int, str]]:
+    """The benchmark (100 prompts of 12-24 words from ``rare``, words no other row uses, so a
+    row shares a 10-gram with a prompt only where one was planted) and which rows are planted
+    as what: exact and near duplicates at ``duplicate_rate`` each, contaminated, malformed."""
+    prompts = [sentences(rng.sample(rare, rng.randint(12, 24)), rng) for _ in range(100)]
+    n_dup = round(items * duplicate_rate)
+    n_near = round(items * duplicate_rate)
+    n_contaminated = max(3, round(items * 0.003))
+    n_malformed = max(2, round(items * 0.0005))
+    kinds = (
+        ["dup"] * n_dup
+        + ["near"] * n_near
+        + ["contaminated"] * n_contaminated
+        + ["malformed"] * n_malformed
+    )
+    special = dict(zip(rng.sample(range(items // 10, items), len(kinds)), kinds, strict=True))
+    return prompts, special
 
 
 def _length(rng: random.Random, low: int, high: int, mode: int) -> int:
@@ -142,21 +164,7 @@ def generate(
     ]
     topic_of = _Zipf(list(range(n_topics)), 0.8, 3.0)
     out = RealisticCorpus(topics=n_topics, concepts=len(concepts))
-    rare = vocabulary[15000:]
-    out.benchmark_prompts = [
-        _sentences(rng.sample(rare, rng.randint(12, 24)), rng) for _ in range(100)
-    ]
-    n_dup = round(items * 0.015)
-    n_near = round(items * 0.015)
-    n_contaminated = max(3, round(items * 0.003))
-    n_malformed = max(2, round(items * 0.0005))
-    kinds = (
-        ["dup"] * n_dup
-        + ["near"] * n_near
-        + ["contaminated"] * n_contaminated
-        + ["malformed"] * n_malformed
-    )
-    special = dict(zip(rng.sample(range(items // 10, items), len(kinds)), kinds, strict=True))
+    out.benchmark_prompts, special = plant(rng, vocabulary[15000:], items, 0.015)
     # Earlier clean rows' query body, tags and answer: dedup compares whole records, so a
     # duplicate repeats the answer too (as scraped and merged datasets do).
     sources: list[tuple[str, str, str]] = []
@@ -177,7 +185,7 @@ def generate(
                 chosen += tail.draw(rng)
             tags = ", ".join(dict.fromkeys(_variant(c, rng) for c in chosen))
             answer_words = body(topic_words, _length(rng, 50, 400, 150))
-            answer = f"{_sentences(answer_words, rng)} [quality: {rng.randint(5, 98)}]"
+            answer = f"{sentences(answer_words, rng)} [quality: {rng.randint(5, 98)}]"
             system = "You are a helpful assistant." if rng.random() < 0.1 else None
             if kind == "malformed":
                 out.malformed += 1

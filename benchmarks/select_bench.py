@@ -128,18 +128,6 @@ class Words:
         return rng.choices(self.words, cum_weights=self.cum, k=n)
 
 
-def _sentences(words: list[str], rng: random.Random) -> str:
-    """Words as sentences of 6-16 words: capitalized, ending with a period."""
-    out: list[str] = []
-    i = 0
-    while i < len(words):
-        n = rng.randint(6, 16)
-        part = words[i : i + n]
-        out.append(part[0].capitalize() + " " + " ".join(part[1:]) + "." if part else "")
-        i += n
-    return " ".join(out)
-
-
 @dataclass
 class Topic:
     tags: str
@@ -187,23 +175,9 @@ def generate(path: Path, items: int, seed: int) -> Planted:
     words = Words(vocabulary[:15000])
     topics, topic_cum = _topics(rng, words, 200)
     planted = Planted(topics=len(topics))
-    # The benchmark: 100 prompts of 12-24 words from words no other row uses, so that a row
-    # shares a 10-gram with a prompt only where one was planted.
-    rare = vocabulary[15000:]
-    planted.benchmark_prompts = [
-        _sentences(rng.sample(rare, rng.randint(12, 24)), rng) for _ in range(100)
-    ]
-    n_dup = round(items * 0.01)
-    n_near = round(items * 0.01)
-    n_contaminated = max(3, round(items * 0.003))
-    n_malformed = max(2, round(items * 0.0005))
-    kinds = (
-        ["dup"] * n_dup
-        + ["near"] * n_near
-        + ["contaminated"] * n_contaminated
-        + ["malformed"] * n_malformed
+    planted.benchmark_prompts, special = realistic_corpus.plant(
+        rng, vocabulary[15000:], items, 0.01
     )
-    special = dict(zip(rng.sample(range(items // 10, items), len(kinds)), kinds, strict=True))
     # Earlier clean rows (their query body, tags, length) that duplicates copy from.
     sources: list[tuple[str, str]] = []
     with path.open("w", encoding="utf-8") as fh:
@@ -212,7 +186,7 @@ def generate(path: Path, items: int, seed: int) -> Planted:
             topic = topics[bisect.bisect_left(topic_cum, rng.random() * topic_cum[-1])]
             quality = rng.randint(5, 98)
             answer_words = _body(rng, words, topic, _length(rng, 30, 300, 110))
-            answer = f"{_sentences(answer_words, rng)} [quality: {quality}]"
+            answer = f"{realistic_corpus.sentences(answer_words, rng)} [quality: {quality}]"
             system = "You are a helpful assistant." if rng.random() < 0.1 else None
             if kind == "malformed":
                 planted.malformed += 1
