@@ -24,6 +24,7 @@ from taxoforge.apportion import capped_largest_remainder
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = [
+    "COMPOSITION_OBJECT",
     "DEFAULT_MAX_CANDIDATES",
     "PREFERENCE_EXPORTS",
     "CellTally",
@@ -37,6 +38,8 @@ __all__ = [
     "top_up",
 ]
 
+# The work object a generation job's review writes its composition to (the selector reads it).
+COMPOSITION_OBJECT = "composition.pb"
 # Items a job may generate, as a factor of its count, when the recipe does not say.
 DEFAULT_MAX_CANDIDATES = 2.0
 # A cell's success rate is never assumed lower than this when sizing its replacements, so one

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+from services.selector.choice import export_order
 from services.selector.examples import Candidate
 from taxoforge.composition import cell_of
 from taxoforge.v1 import common_pb2 as pb
@@ -37,10 +38,7 @@ def fit_cells(
     items; an old job without a composition is not fitted at all).
     """
     picked = set(chosen)
-    rest = sorted(
-        (i for i in range(len(cands)) if i not in picked),
-        key=lambda i: (cands[i].quality is None, -(cands[i].quality or 0.0), cands[i].item_id),
-    )
+    rest = export_order((i for i in range(len(cands)) if i not in picked), cands)
     ranked = [*chosen, *rest]
     if promised:  # stable: within each group the method's order holds
         ranked.sort(key=lambda i: not cands[i].has_preference)

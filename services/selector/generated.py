@@ -16,10 +16,10 @@ from services.selector.examples import Example
 from services.selector.golden import judge_golden
 from services.selector.records import contrastive_history, example_of
 from services.selector.report import count_items, judge_health, usage_of
+from services.selector.workfiles import stored_composition
 from taxoforge.bus import Stage
 from taxoforge.context import ServiceContext
-from taxoforge.datasets import read_object, work_object
-from taxoforge.errors import NotFoundError, TransientError
+from taxoforge.errors import TransientError
 from taxoforge.llm.metering import add_usage
 from taxoforge.store import ItemKind
 from taxoforge.v1 import common_pb2 as pb
@@ -135,11 +135,10 @@ async def generated_examples(
             for drop in _discarded(item_id, Stage.RESPOND, candidates):
                 _drop(drop)
 
-    try:  # the plan's cells as generation delivered them (the select step counts the kept)
-        data = await read_object(ctx.bus, work_object(job.id, "composition.pb"))
-        report.composition.ParseFromString(data)
-    except NotFoundError:
-        pass
+    # The plan's cells as generation delivered them (the select step counts the kept).
+    composition = await stored_composition(ctx.bus, job.id)
+    if composition is not None:
+        report.composition.CopyFrom(composition)
     report.judged = len(judgments)
     report.failed = len(outcomes) - len(judged)
     for stage, n in Counter(o.failed_stage for o in outcomes if not o.judged).items():

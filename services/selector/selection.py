@@ -42,11 +42,11 @@ from services.selector.exports import ExportWriter
 from services.selector.generated import exact_usage
 from services.selector.report import add_comparisons
 from services.selector.spec import selection_spec
-from services.selector.workfiles import download, put_job_file
+from services.selector.workfiles import download, put_job_file, stored_composition
 from taxoforge.bus import Stage
 from taxoforge.context import ServiceContext
-from taxoforge.datasets import DatasetStore, read_object, work_object
-from taxoforge.errors import NotFoundError, TransientError
+from taxoforge.datasets import DatasetStore, work_object
+from taxoforge.errors import TransientError
 from taxoforge.jobs.lifecycle import fail, succeed
 from taxoforge.jobs.model import JobKind, job_kind
 from taxoforge.protojson import to_dict
@@ -182,11 +182,7 @@ class SelectionRunner:
         them); None for selection jobs."""
         if job_kind(job) is not JobKind.GENERATE:
             return None
-        try:
-            data = await read_object(self._ctx.bus, work_object(job.id, "composition.pb"))
-        except NotFoundError:
-            return None
-        return pb.Composition.FromString(data)
+        return await stored_composition(self._ctx.bus, job.id)
 
     async def _clusters(self, job_id: str, work: Path, cands: list[Candidate]) -> dict[str, Any]:
         """clusters.json, applied to the candidates (cluster and tags)."""

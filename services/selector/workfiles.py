@@ -12,10 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from taxoforge.datasets import DatasetStore, work_object
+from taxoforge.bus import Bus
+from taxoforge.composition import COMPOSITION_OBJECT
+from taxoforge.datasets import DatasetStore, read_object, work_object
+from taxoforge.errors import NotFoundError
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["download", "iter_jsonl", "put_job_file", "work_object"]
+__all__ = ["download", "iter_jsonl", "put_job_file", "stored_composition", "work_object"]
 
 
 async def download(datasets: DatasetStore, name: str, dest: Path) -> int:
@@ -68,3 +71,13 @@ def _kind_of(rel: str) -> tuple[str, str]:
     if rel.startswith("images/"):
         return "image", fmt
     return stem, fmt
+
+
+async def stored_composition(bus: Bus, job_id: str) -> pb.Composition | None:
+    """A generation job's plan cells as its review wrote them; None when it wrote none."""
+    try:
+        return pb.Composition.FromString(
+            await read_object(bus, work_object(job_id, COMPOSITION_OBJECT))
+        )
+    except NotFoundError:
+        return None

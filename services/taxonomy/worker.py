@@ -33,7 +33,13 @@ from services.taxonomy.review import (
 from services.taxonomy.tree import attribute_text, index
 from services.taxonomy.versions import TaxonomyStore
 from taxoforge.bus import Stage
-from taxoforge.composition import candidate_budget, cell_of, preference_promised, top_up
+from taxoforge.composition import (
+    COMPOSITION_OBJECT,
+    candidate_budget,
+    cell_of,
+    preference_promised,
+    top_up,
+)
 from taxoforge.context import ServiceContext
 from taxoforge.datasets import read_object, work_object, write_object
 from taxoforge.embeddings import embedder_for
@@ -140,7 +146,7 @@ class PlanHandler(StageHandler[pb.JobRef]):
             )
         composition = composition_of(review, tallies, promised, job, limit, stopped)
         await write_object(
-            self.ctx.bus, work_object(job.id, "composition.pb"), composition.SerializeToString()
+            self.ctx.bus, work_object(job.id, COMPOSITION_OBJECT), composition.SerializeToString()
         )
         # Queued before the job moves (as the completion tracker does): a crash in between
         # leaves a running job whose next review queues it again under the same message id.
