@@ -81,15 +81,20 @@ def test_wrong_language_drafts_are_caught_and_written_again(
     assert job["state"] == "succeeded" and not job["short"], job
     report = job["selection"]
     # Every French draft is turned down once; a French item that still fails (its two
-    # candidates race for the one prompt the fake answers wrongly once) is replaced.
-    assert report["by_language"]["en"] == 3 and report["by_language"]["fr"] >= 3
+    # candidates race for the one prompt the fake answers wrongly once) is replaced, and so is
+    # any item whose candidates the fake judge tied (no pair): more items than planned may be
+    # judged, the records below are exactly the plan.
+    assert report["by_language"]["en"] >= 3 and report["by_language"]["fr"] >= 3
     assert report["rejections"]["wrong_language"] >= 3
     assert report["rejections"]["response_wrong_language"] >= 3
     sft = records(api, job["id"], "sft")
     assert Counter(r["metadata"]["language"] for r in sft) == {"en": 3, "fr": 3}
     for record in sft:
-        expected = ["wrong_language"] if record["metadata"]["language"] == "fr" else []
-        assert record["metadata"]["rejected_drafts"] == expected
+        drafts = record["metadata"]["rejected_drafts"]
+        if record["metadata"]["language"] == "en":
+            assert drafts == []
+        else:  # a replacement's prompt may have been answered wrongly already (once each)
+            assert drafts in ([], ["wrong_language"]), drafts
     responses = asyncio.run(_scan(stack.nats_url, job["id"], ItemKind.RESPONSE, pb.Response))
     assert all(r.language_ok for r in responses)
 
