@@ -7,10 +7,12 @@ and a detail a user can read) or None. The rules are general, not tuned to one m
 - ``echo``: a response that restates its instruction (near-identical, or the instruction
   nearly whole, opening and close, in an answer not much longer than it);
 - ``not_a_request``: an instruction in the assistant's voice (an offer to help, an answer's
-  preamble, a greeting with no task) or one that only points at a link;
+  preamble, a greeting with no task), one that only points at a link or comments on our
+  prompt, or a statement that asks for nothing (no question, imperative or ask, ``asks``);
 - ``prompt_leak``: our own prompt in the output: delimiter markers, the job's per-prompt
   markers, a long run of a template's fixed wording, the taxonomy path the prompt gave;
-- ``no_answer``: a short response that is only such chatter;
+- ``no_answer``: a short response that is only such chatter, or an offer of help that asks
+  to be given what it should answer;
 - ``near_identical``: two candidates of one instruction that hardly differ;
 - ``repetition``: a runaway loop (an n-gram or a line repeated over and over);
 - ``mixed_language``: a whole sentence or line in another language than asked;
@@ -36,6 +38,7 @@ __all__ = [
     "Finding",
     "PromptSource",
     "Thresholds",
+    "asks",
     "copied_examples",
     "echo",
     "excerpt",
@@ -257,15 +260,180 @@ _GREETING = re.compile(
     r"こんにちは)\b",
     re.IGNORECASE,
 )
-_QUESTION = re.compile(r"[?\uff1f]")
+_QUESTION = re.compile(r"[?\uff1f\u00bf]")
 _SHORT_CHATTER = 12
+# The rewriter talking about its own work ("To make the instruction more challenging, I can
+# ..."): a comment on our prompt's task, not a request of its own.
+_META = re.compile(
+    r"^\W*(?:to|in order to) (?:make|render|turn|improve|rewrite|rephrase) (?:the|this|your) "
+    r"(?:given |original |above )?(?:instruction|question|prompt|task|request)\b"
+    r"|^\W*(?:your|the) (?:question|request|instruction|prompt)\s*[:\uff1a]"
+    r"|^\W*(?:votre|ta) (?:question|demande|consigne)\s*:"
+    r"|^\W*(?:ihre|deine) (?:frage|anfrage|anweisung)\s*:",
+    re.IGNORECASE,
+)
+
+# ---- the signals of a request ----
+# A request asks: a question mark, a question word or an imperative opening a sentence, or an
+# ask anywhere ("please", "can you", "I want you to", "your task is"). Lexicons for the
+# languages drafts are most often written in; a text in a script with no lexicon here is not
+# judged by this rule.
+_SENTENCE = re.compile(r"(?<=[.!;:\u3002\uff01\uff1b\uff1a])\s+|\n+|(?<=[\u3002\uff01])")
+_LEAD = re.compile(
+    r"^(?:[\W\d_]*(?:step|task|question|exercise|problem|q|aufgabe|frage|exercice|tâche|"
+    r"consigne|pregunta|tarea|ejercicio|domanda|compito|esercizio|pergunta|tarefa)?"
+    r"\s*\d*\s*[:.)\-]?\s*)*"
+    r"(?:(?:please|kindly|now|then|also|first|next|finally|briefly|carefully|bitte|"
+    r"veuillez|por favor|per favore|s'il vous plaît|s'il te plaît)\W+)*",
+    re.IGNORECASE,
+)
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_ASK_WORDS = _words(
+    # English: question words, auxiliaries opening a question, imperatives of tasks.
+    """what why how when where which who whom whose is are was were can could would should do
+    does did will shall may might have has am write explain describe compare contrast list name
+    give provide create generate design develop build implement code program compute calculate
+    solve find determine identify classify categorize categorise summarize summarise translate
+    rewrite rephrase paraphrase edit correct fix debug improve evaluate assess analyze analyse
+    discuss argue justify prove show derive estimate predict propose suggest recommend plan
+    outline draft compose construct convert transform sort rank order arrange match fill
+    complete continue extract select choose pick decide define illustrate demonstrate state
+    tell answer respond reply imagine pretend act consider suppose assume help make produce
+    prepare formulate simplify expand shorten reduce count measure check verify test validate
+    review critique interpret explore investigate research examine study detail elaborate
+    clarify brainstorm invent compile organize organise format reformat optimize optimise
+    refactor use apply simulate sketch draw plot graph diagram label annotate highlight recall
+    enumerate specify indicate locate search look read teach guide walk take let conduct
+    perform run execute return print parse split merge combine separate divide multiply add
+    subtract integrate differentiate factor factorise factorize transcribe conjugate detect
+    recognize recognise distinguish relate connect weigh rate score grade judge characterize
+    report document schedule allocate assign distribute approximate round balance introduce
+    summarise invite thank persuade convince advise remind express share reflect think guess
+    infer deduce hypothesize observe practise practice rearrange reorder remove delete insert
+    replace change modify adjust adapt tidy shorten lengthen split count find offer devise
+    craft pose set frame mention cite quote locate figure work come try keep go say sum put
+    get be type play sing recite roleplay speak spell turn identify
+    """
+    # French: question words and "tu" imperatives (the "vous" ones end in -ez, below).
+    """quel quelle quels quelles comment pourquoi combien où quand qui que qu lequel laquelle
+    lesquels lesquelles est-ce explique écris décris donne rédige calcule trouve compare cite
+    indique résume traduis propose analyse identifie définis justifie démontre montre réponds
+    classe imagine choisis complète corrige nomme énumère liste crée conçois fais prouve
+    """
+    # German: question words, "du" imperatives (the "Sie" ones are "<verb>en Sie", below).
+    """wie warum was welche welcher welches welchen welchem wo wann wieso weshalb wer wem wen
+    wessen inwiefern wozu woher wohin worin womit kann können kannst könnte könnten ist sind
+    gibt erkläre erklär schreibe schreib beschreibe beschreib vergleiche vergleich nenne nenn gib
+    berechne finde fasse übersetze erstelle entwickle erläutere begründe zeige bestimme
+    analysiere diskutiere liste löse ordne formuliere stelle überlege wähle ergänze korrigiere
+    prüfe entwirf skizziere
+    """
+    # Spanish, Italian, Portuguese: question words and common imperatives.
+    """qué cómo por cuál cuáles dónde cuándo cuánto cuánta cuántos cuántas quién quiénes
+    explique explica describa describe escriba escribe compara calcule calcula enumere enumera
+    indica resuma resume traduzca traduce proponga propón analice analiza diseñe diseña cree
+    crea da dé dame deme haz haga encuentre encuentra identifique identifica defina justifique
+    justifica demuestre demuestra responda responde elabora elabore redacta redacte menciona
+    mencione clasifica clasifique nombra nombre imagina resuelve resuelva
+    cosa come perché quale quali dove quanto quanta quanti quante chi spiega spieghi descrivi
+    descriva scrivi scriva confronta confronti calcoli elenca elenchi indichi riassumi traduci
+    proponi analizza dai dammi fai trova definisci dimostra rispondi risolvi immagina
+    o qual quais onde quando quem descreva descreve escreva escreve liste lista traduza
+    proponha analise crie cria dá faça faz defina demonstre ajude resolva
+    """
+)
+_RELATIVE = _words(
+    """which who whom whose where when is are was were can could would should do does did will
+    shall may might have has am que qui qu où quand wo wann was wer wem wen wessen welche welcher
+    welches welchen welchem ist sind kann können könnte könnten gibt donde cuando quien quienes
+    cual cuales dove quando chi quale quali onde quem o da dé dá"""
+)
+# French "vous" imperatives and German "Sie" imperatives opening a sentence.
+_IMPERATIVE_FORM = re.compile(
+    r"^(?:[a-zà-ÿ]+ez(?:-(?:vous|moi|nous|le|la|les|en|y))?|[a-zäöüß]+en sie)\b", re.IGNORECASE
+)
+# An ask anywhere in the text.
+_ASK = re.compile(
+    r"\b(?:please|can you|could you|would you|will you|i want you to|i'?d like (?:you|to)|"
+    r"i would like (?:you|to)|i need (?:you|help|a|an|to|some)|help me|tell me|show me|"
+    r"let'?s|you (?:are|were|will be) (?:asked|required|expected) to|"
+    r"you (?:must|should|need to|have to)|your (?:task|job|goal|assignment) is|"
+    r"the task is|what is|what are|how (?:do|does|can|would|should|to)|is it|"
+    r"i (?:want|need|would like|wonder|was wondering|keep getting|don'?t understand|"
+    r"do not understand|can'?t figure)|"
+    r"i(?:'m| am) (?:trying|looking|planning|wondering|getting|stuck|confused|struggling)|"
+    r"any (?:ideas|suggestions|tips|recommendations|advice|thoughts)|"
+    r"pouvez-vous|pourriez-vous|peux-tu|pourrais-tu|s'il vous plaît|s'il te plaît|"
+    r"vous devez|tu dois|il faut|votre tâche|je (?:voudrais|veux|souhaite|aimerais) que|"
+    r"aide-moi|aidez-moi|dites-moi|dis-moi|est-ce que|qu'est-ce|"
+    r"bitte|können sie|könnten sie|kannst du|könntest du|sie sollen|du sollst|ihre aufgabe|"
+    r"deine aufgabe|ich (?:möchte|will|brauche)|hilf mir|helfen sie mir|"
+    r"por favor|puedes|podrías|puede usted|podría|necesito|quiero que|ayúdame|tu tarea|"
+    r"per favore|puoi|potresti|vorrei che|aiutami|il tuo compito|"
+    r"você pode|poderia|gostaria que|preciso|me ajude|ajude-me|sua tarefa)\b",
+    re.IGNORECASE,
+)
+_CJK_ASK = re.compile(
+    r"[吗呢\uff1f]|请|什么|如何|为什么|怎么|怎样|哪|多少|是否|能否|试|写|解释|描述|说明|列出|计算|"
+    r"比较|分析|总结|翻译|设计|给出|举例|帮我|ください|なさい|ですか|ますか|でしょうか|何|なぜ|"
+    r"どう|どの|いくつ|説明|書いて|教えて|比較|計算|まとめ|答え"
+)
+_LATIN_WORD = re.compile(r"[A-Za-zÀ-ÿ]")
+
+
+def asks(text: str) -> bool | None:
+    """Whether ``text`` asks for something: a question, an imperative opening one of its
+    sentences, or an ask ("please", "can you", "your task is") anywhere; None when its script
+    has no lexicon here (neither Latin nor Chinese/Japanese), so no rule can say."""
+    plain = " ".join(text.translate(_APOSTROPHE).split(" "))
+    if _QUESTION.search(plain):
+        return True
+    if _CJK_CHAR.search(plain) and len(_CJK_CHAR.findall(plain)) * 2 > len(tokens(plain)):
+        return bool(_CJK_ASK.search(plain))
+    if not _LATIN_WORD.search(plain):
+        return None
+    if _ASK.search(plain):
+        return True
+    for sentence in _SENTENCE.split(plain):
+        for n, clause in enumerate(sentence.split(",")):
+            lead = _LEAD.match(clause)
+            rest = clause[lead.end() if lead else 0 :].lstrip("*_#>\"'“«( -•").strip()
+            if not rest:
+                continue
+            first = rest.split(None, 1)[0].casefold().strip(",.:;!\"'”»)")
+            # After a comma "which", "who", "que" open relative clauses, not questions.
+            words = _ASK_WORDS if n == 0 else _ASK_WORDS - _RELATIVE
+            if first in words or re.split(r"[-']", first, maxsplit=1)[0] in words:
+                return True
+            if _IMPERATIVE_FORM.match(rest):
+                return True
+    return False
 
 
 def not_a_request(text: str) -> Finding | None:
     """Whether an instruction is not a request: the assistant's voice (an offer to help, an
-    answer's preamble, presenting "your question"), a greeting with no question, or a pointer
-    to a link. A request may still start with "Hello" or say "help me"."""
+    answer's preamble, presenting "your question"), a greeting with no question, a pointer
+    to a link, the writer commenting on our prompt ("To make the instruction more..."), or a
+    statement that asks nothing (``asks``). A request may still start with "Hello", say
+    "help me" or describe the user's problem ("I'm getting a KeyError...")."""
     plain = text.translate(_APOSTROPHE).strip()
+    if (chatter := _chatter(plain)) is not None:
+        return chatter
+    if (meta := _META.match(plain)) is not None:
+        return Finding("not_a_request", f"talks about the prompt: {meta.group(0).strip()!r}")
+    if asks(plain) is False:
+        return Finding("not_a_request", "neither a question nor an ask: a statement only")
+    return None
+
+
+def _chatter(plain: str) -> Finding | None:
+    """The assistant's voice: an offer, an answer's preamble, a pointer to a link, a bare
+    greeting."""
     if (found := _OFFER.search(plain)) is not None:
         return Finding("not_a_request", f"the assistant's voice: {found.group(0)!r}")
     if (found := _ACKNOWLEDGE.match(plain)) is not None:
@@ -284,15 +452,42 @@ def not_a_request(text: str) -> Finding | None:
 
 
 _NO_ANSWER_TOKENS = 25
+# The assistant asking to be given what it should have answered.
+_ASK_FOR_INPUT = re.compile(
+    r"\b(?:please|kindly) (?:provide|share|give|send|tell|specify|clarify|paste|upload|describe"
+    r"|let me know)"
+    r"|\b(?:could|can|would) you (?:please )?(?:provide|share|give|send|tell|specify|clarify|"
+    r"paste|describe)"
+    r"|\bi (?:need|would need|'d need) (?:more|some|the|additional) (?:information|details|"
+    r"context)"
+    r"|\bveuillez (?:fournir|préciser|indiquer|partager|me donner)"
+    r"|\bpourriez-vous (?:me )?(?:fournir|préciser|indiquer|partager|donner)"
+    r"|\bbitte (?:geben|teilen|nennen|schicken|senden) sie"
+    r"|\bkönnten sie (?:mir )?(?:\w+ )?(?:geben|mitteilen|nennen|schicken)"
+    r"|\bpor favor,? (?:proporcione|proporciona|indique|indica|comparte|comparta)"
+    r"|请提供|请告诉我",
+    re.IGNORECASE,
+)
+_HEAD_SENTENCES = 3
 
 
 def no_answer(text: str) -> Finding | None:
-    """Whether a response is only the assistant's chatter ("I'm ready to help with your
-    question.", "Please go to the following link"): short, and nothing but an offer, a
-    preamble or a pointer. A long answer that opens with "Sure!" answers."""
+    """Whether a response is only the assistant's chatter: short and nothing but an offer, a
+    preamble or a pointer ("I'm ready to help with your question.", "Please go to the
+    following link"), or, whatever its length, an offer that asks to be given what it should
+    answer ("I'm ready to assist you. Please provide the information..."). A long answer that
+    opens with "Sure!" answers."""
+    plain = text.translate(_APOSTROPHE).strip()
+    head = " ".join(_SENTENCE.split(plain)[:_HEAD_SENTENCES])
+    offer = _OFFER.search(head) or _ACKNOWLEDGE.match(head)
+    if offer is not None and (ask := _ASK_FOR_INPUT.search(head)) is not None:
+        return Finding(
+            "no_answer",
+            f"offers help and asks for input: {offer.group(0).strip()!r} … {ask.group(0)!r}",
+        )
     if len(tokens(text)) > _NO_ANSWER_TOKENS:
         return None
-    found = not_a_request(text)
+    found = _chatter(plain)
     if found is None:
         return None
     return Finding("no_answer", found.detail)

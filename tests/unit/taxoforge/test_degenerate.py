@@ -11,6 +11,7 @@ from services.generator.settings import GeneratorSettings
 from taxoforge.degenerate import (
     PromptSource,
     Thresholds,
+    asks,
     copied_examples,
     echo,
     label_problem,
@@ -503,3 +504,134 @@ def test_an_assistant_talking_about_its_own_reply_is_not_a_request(text: str) ->
 )
 def test_a_user_speaking_of_themselves_still_asks(text: str) -> None:
     assert not_a_request(text) is None
+
+
+# ---- a request asks for something ----
+
+# Requests of the shapes instruction datasets hold (Alpaca, Dolly, chat logs), in the languages
+# drafts are most often written in: each must read as a request.
+_REAL_REQUESTS = [
+    "Give three tips for staying healthy.",
+    "What are the three primary colors",
+    "Describe the structure of an atom.",
+    "Pretend you are a project manager of a construction company. Describe a time when you "
+    "had to make a difficult decision.",
+    "Identify the odd one out. Twitter, Instagram, Telegram",
+    "Explain why the following fraction is equivalent to 1/4: 4/16",
+    "Evaluate this sentence for spelling and grammar mistakes: He finnished his meal",
+    "How did Julius Caesar die",
+    "Generate a list of ten items a person might need for a camping trip",
+    "Classify the following into animals, plants, and minerals: Oak tree, copper ore, elephant",
+    "Rewrite the following sentence using active voice. The news report was read by the captain.",
+    "Tell me the meaning of the phrase 'to make a mountain out of a molehill'",
+    "Who wrote Pride and Prejudice",
+    "Given a list of numbers, find the maximum.",
+    "In Python, write a function that reverses a string.",
+    "Using the input, construct a sentence with a metaphor.",
+    "For the following sentence, identify the subject. The dog barked at the mailman.",
+    "Translate 'Good morning' into Spanish.",
+    "Find the area of a circle with radius 5 cm.",
+    "**Task:** Summarize the article below in two sentences.",
+    "1. Name the largest planet in our solar system.",
+    "Question 3: Which gas do plants absorb",
+    "A train leaves at 9:00 and travels 120 km at 60 km/h. When does it arrive",
+    "I have a CSV of customer reviews. I want to classify them by sentiment in pandas.",
+    "I'm getting a KeyError when I read a missing key from a dict in Python.",
+    "My manager asked for a status update. Draft a short email for me.",
+    "What's the difference between a list and a tuple in Python",
+    "Let's plan a three-day trip to Kyoto for a family with two children.",
+    "Imagine you are a tour guide in Rome and welcome a group of students.",
+    "Suppose a bag holds 3 red and 5 blue balls; compute the chance of drawing two reds.",
+    "Be concise and list the steps to reset a router.",
+    "Ich brauche ein Rezept für einen veganen Kuchen.",
+    "Erklären Sie den Unterschied zwischen Wetter und Klima.",
+    "Schreibe ein kurzes Gedicht über den Herbst.",
+    "Nennen Sie drei Ursachen der Französischen Revolution.",
+    "Wie funktioniert eine Wärmepumpe",
+    "Rédigez un courriel pour annuler un rendez-vous.",
+    "Explique la différence entre la météo et le climat.",
+    "Pourquoi le ciel est-il bleu",
+    "À partir du texte suivant, résumez les idées principales.",
+    "Escribe un poema corto sobre el mar.",
+    "Explique la diferencia entre clima y tiempo.",
+    "Spiega la differenza tra meteo e clima.",
+    "Escreva uma carta formal para o diretor da escola.",
+    "请解释光合作用的过程。",
+    "写一首关于秋天的短诗。",
+    "光合作用的原理是什么",
+    "日本の首都について説明してください。",
+]
+
+
+@pytest.mark.parametrize("text", _REAL_REQUESTS)
+def test_real_shaped_requests_are_requests(text: str) -> None:
+    assert not_a_request(text) is None, not_a_request(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Seen in make demo's output on the embedded model: statements with no ask at all.
+        "Ceux qui permettent à répéter ce quel que la question soit correcte pour le débat de "
+        "ce qui est préférer, le bon français.",
+        "In that one, as an example of using the given skills, easy.\nThis is the response to "
+        "a question about providing explanation and purpose. It has all the requested details "
+        "from the provided context and purpose in English.",
+        "The topic of Linear Algebra in Mathematics, and how it is applied to a wide range of "
+        "disciplines.",
+        "Die Photosynthese ist ein Prozess, bei dem Pflanzen Licht in Energie umwandeln.",
+    ],
+)
+def test_a_statement_with_no_ask_is_not_a_request(text: str) -> None:
+    found = not_a_request(text)
+
+    assert found is not None and "statement" in found.detail
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Seen in make demo's output: the rewriter commenting on its own task, the model
+        # presenting "your question".
+        "To make the instruction more challenging and specific, I can request a question in "
+        "English. You can write the entire response with a bold font like this.",
+        "Your question:\nYou are asked to create a product that calculates how fast cells grow.",
+    ],
+)
+def test_the_writer_speaking_of_its_prompt_is_not_a_request(text: str) -> None:
+    found = not_a_request(text)
+
+    assert found is not None and "prompt" in found.detail
+
+
+def test_a_script_with_no_lexicon_is_not_judged_by_the_ask_rule() -> None:
+    assert asks("Фотосинтез — это процесс превращения света в энергию.") is None
+    assert not_a_request("Фотосинтез — это процесс превращения света в энергию.") is None
+
+
+def test_an_offer_that_asks_for_input_is_no_answer_whatever_its_length() -> None:
+    # Seen in make demo's output on the embedded model (54 tokens: longer than the short
+    # chatter rule looks at).
+    text = (
+        "I'm ready to assist you with your question. Please provide the information about how "
+        "I can evaluate the outcome of a decision using the selected option or alternative "
+        "solution, without altering the original response.\n```python\n# Question: What is "
+        "your role?\nYour answer will be in English, and it's not possible to edit my "
+        "responses unless you have permission to do so."
+    )
+    found = no_answer(text)
+
+    assert found is not None and "asks for input" in found.detail
+    assert no_answer("Je suis prête à vous aider. Veuillez préciser le texte à résumer.")
+
+
+def test_an_answer_that_offers_more_at_its_end_is_an_answer() -> None:
+    text = (
+        "Sure! Water boils at 100 °C at sea level because its vapour pressure then equals the "
+        "air pressure. At altitude the air pressure is lower, so it boils at a lower "
+        "temperature, about 90 °C at 3,000 m.\n\nIf you would like more detail, please let me "
+        "know and I'd be happy to help with the calculation."
+    )
+
+    assert no_answer(text) is None
+    assert no_answer("The capital of France is Paris.") is None
