@@ -135,7 +135,8 @@ class CellView(BaseModel):
     # Items generated for the cell, replacement seeds included.
     candidates: int
     short: bool
-    # Why items of the cell were not delivered ("gate:echo", "failed:instruct", "no_pair").
+    # Why items of the cell were not delivered ("gate:echo", "failed:instruct", "no_pair",
+    # "selection:duplicate_or_contaminated").
     reasons: dict[str, int]
 
 

@@ -18,7 +18,10 @@ from services.selector.examples import Candidate
 from taxoforge.composition import cell_of
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["count_delivered", "fit_cells", "quotas_of"]
+__all__ = ["REMOVED_AT_SELECTION", "count_delivered", "fit_cells", "quotas_of"]
+
+# A cell's reason for records generation delivered and the selection steps removed.
+REMOVED_AT_SELECTION = "selection:duplicate_or_contaminated"
 
 
 def quotas_of(composition: pb.Composition) -> dict[str, int]:
@@ -64,12 +67,20 @@ def count_delivered(
     cands: Sequence[Candidate],
 ) -> None:
     """Fill ``composition`` with what the datasets hold: SFT records and preference pairs
-    per cell, the totals, and whether any cell is short."""
+    per cell, the totals, and whether any cell is short.
+
+    The review counted what generation delivered; records the selection steps then removed
+    (duplicates, near duplicates, contamination: each listed in ``meta/dropped.jsonl``) leave
+    their cell short after the review, so that shortfall is named among the cell's reasons.
+    """
     sft: Counter[str] = Counter(cands[i].cell for i in kept)
     pairs: Counter[str] = Counter(cands[i].cell for i in kept if cands[i].has_preference)
     promised = composition.preference_promised
     for cell in composition.cells:
         key = cell_of(cell)
+        removed = min(cell.sft, cell.planned) - sft[key]
+        if removed > 0:
+            cell.reasons[REMOVED_AT_SELECTION] = removed
         cell.sft = sft[key]
         cell.preference = pairs[key] if promised else 0
     composition.sft = sum(c.sft for c in composition.cells)
