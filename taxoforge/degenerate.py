@@ -273,6 +273,31 @@ _META = re.compile(
     re.IGNORECASE,
 )
 
+# Our CodecLM improve prompt's intent, paraphrased into the instruction it was to rewrite ("How
+# could the instruction be reworked to make it more challenging?"): the writer's task, not a
+# user's request. Only "instruction" counts: a user may well ask to improve a prompt.
+_HARDER = (
+    r"(?:more (?:challenging|demanding|difficult|complex|specific|detailed)|harder|"
+    r"plus (?:difficile|exigeante?|complexe|précise)|"
+    r"schwieriger|anspruchsvoller|komplexer|präziser|"
+    r"más (?:difícil|exigente|complej[ao]|específic[ao])|"
+    r"più (?:difficile|impegnativ[ao]|compless[ao]|specific[ao])|"
+    r"mais (?:difícil|exigente|complex[ao]|específic[ao]))"
+)
+_INSTRUCTION_WORD = (
+    r"(?:instructions?|consignes?|anweisung(?:en)?|instrucci[oó]n(?:es)?|istruzion[ei])"
+)
+_IMPROVE_TALK = re.compile(
+    rf"\b{_INSTRUCTION_WORD}\b[^.?!\n]{{0,60}}\b{_HARDER}"
+    rf"|\b{_HARDER}\b[^.?!\n]{{0,60}}\b{_INSTRUCTION_WORD}\b"
+    r"|\b(?:the )?(?:rewritten|improved|reworked|revised) instruction\b"
+    r"|\bhere(?:'s| is) (?:a |the |my )?(?:rewritten|revised|improved|reworked|harder|more \w+) "
+    r"(?:version|instruction|question|task)\b"
+    r"|\bthe instruction (?:be|is|was|has been|should be) (?:reworked|rewritten|reworded|"
+    r"rephrased|improved|revised|changed)\b",
+    re.IGNORECASE,
+)
+
 # ---- the signals of a request ----
 # A request asks: a question mark, a question word or an imperative opening a sentence, or an
 # ask anywhere ("please", "can you", "I want you to", "your task is"). Lexicons for the
@@ -317,7 +342,8 @@ _ASK_WORDS = _words(
     infer deduce hypothesize observe practise practice rearrange reorder remove delete insert
     replace change modify adjust adapt tidy shorten lengthen split count find offer devise
     craft pose set frame mention cite quote locate figure work come try keep go say sum put
-    get be type play sing recite roleplay speak spell turn identify
+    get be type play sing recite roleplay speak spell turn identify follow learn memorize
+    memorise translate transliterate convince solve estimate
     """
     # French: question words and "tu" imperatives (the "vous" ones end in -ez, below).
     """quel quelle quels quelles comment pourquoi combien où quand qui que qu lequel laquelle
@@ -424,7 +450,7 @@ def not_a_request(text: str) -> Finding | None:
     plain = text.translate(_APOSTROPHE).strip()
     if (chatter := _chatter(plain)) is not None:
         return chatter
-    if (meta := _META.match(plain)) is not None:
+    if (meta := _META.match(plain) or _IMPROVE_TALK.search(plain)) is not None:
         return Finding("not_a_request", f"talks about the prompt: {meta.group(0).strip()!r}")
     if asks(plain) is False:
         return Finding("not_a_request", "neither a question nor an ask: a statement only")

@@ -560,6 +560,9 @@ _REAL_REQUESTS = [
     "写一首关于秋天的短诗。",
     "光合作用的原理是什么",
     "日本の首都について説明してください。",
+    "Rewrite these assembly instructions in plain English: insert tab A into slot B.",
+    "Make this prompt for an image generator more specific: a cat on a sofa.",
+    "Follow the instructions below and explain each step.",
 ]
 
 
@@ -596,6 +599,14 @@ def test_a_statement_with_no_ask_is_not_a_request(text: str) -> None:
         "To make the instruction more challenging and specific, I can request a question in "
         "English. You can write the entire response with a bold font like this.",
         "Your question:\nYou are asked to create a product that calculates how fast cells grow.",
+        # The improve prompt's intent paraphrased (make demo, embedded model).
+        "Provide explanation of context and purpose.\nQuestion: How could the instruction be "
+        "reworked to make it more challenging?\nOutput: Explain in English, with a specific "
+        "example. Rewrite the instruction in the language of\nmore complex. Write it in "
+        "English. Reply only.",
+        "Réécrivez la consigne pour la rendre plus difficile.",
+        "The task of the text is to provide detailed comparison of two tables.\n\nHere's a "
+        "rewritten version: Provide detailed comparison of two tables using multiple columns.",
     ],
 )
 def test_the_writer_speaking_of_its_prompt_is_not_a_request(text: str) -> None:
