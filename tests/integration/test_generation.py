@@ -152,6 +152,10 @@ def test_near_duplicates_are_caught_too(api: httpx.Client, fake: FakeControl) ->
 def test_k_candidates_and_the_target_reach_the_judge(
     stack: Stack, api: httpx.Client, fake: FakeControl
 ) -> None:
+    # The target (0.9) writes far worse than the responders (the default 0.7), so contrastive
+    # filtering keeps every instruction: with the fake's unmarked scores a gap within 3 sends
+    # an instruction back until its rounds run out, and a job of 3 could end with none.
+    fake.configure(quality_by_temperature=[[0.7, 90], [0.9, 30]])
     job = submit(
         api,
         count=3,
