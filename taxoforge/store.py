@@ -85,6 +85,8 @@ _PER_PART = frozenset(
 
 _DELETED = {"DEL", "PURGE"}
 _SCAN_IDLE_S = 30.0
+# The most subjects nats-server lists in one stream info reply (JSMaxSubjectDetails).
+_SUBJECTS_PAGE = 100_000
 
 
 async def scan(bus: Bus, bucket: str, pattern: str) -> AsyncIterator[tuple[str, bytes]]:
@@ -246,6 +248,21 @@ class ItemStore:
         """How many items of a job failed (at one stage, or at any)."""
         tail = f"{stage.value}.*" if stage else ">"
         return await self._bus.count_keys(KV_ITEMS, f"{job_id}.{ItemKind.FAILURE.value}.{tail}")
+
+    async def count_failed_by_stage(self, job_id: str) -> dict[str, int]:
+        """How many items of a job failed at each stage, in one read: the stream's list of the
+        job's failure keys (failures are few; a count per stage is a temporary consumer each)."""
+        prefix = f"$KV.{KV_ITEMS}.{job_id}.{ItemKind.FAILURE.value}."
+        info = await self._bus.js.stream_info(f"KV_{KV_ITEMS}", subjects_filter=prefix + ">")
+        subjects = info.state.subjects or {}
+        if len(subjects) >= _SUBJECTS_PAGE:  # the server pages longer lists: count per stage
+            counts = {s.value: await self.count_failed(job_id, s) for s in Stage}
+            return {stage: n for stage, n in counts.items() if n}
+        out: dict[str, int] = {}
+        for subject in subjects:
+            stage = subject[len(prefix) :].split(".", 1)[0]
+            out[stage] = out.get(stage, 0) + 1
+        return out
 
     async def scan(self, job_id: str, kind: ItemKind, message_type: type[M]) -> AsyncIterator[M]:
         """Every record of a kind for a job (failures of every stage; every candidate's part)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 
 import structlog
 from nats.aio.msg import Msg
@@ -52,13 +52,18 @@ class CompletionTracker:
         self._period = period_s
         self._hot: set[str] = set()
         self._wake = asyncio.Event()
+        # Per job: its current stage's results at the last exact count, and announcements
+        # heard since. Until they add up to the plan an announcement's check counts nothing
+        # (a count is a temporary consumer on the server, and items end hundreds a second);
+        # a lost announcement only leaves the job to the periodic check, which always counts.
+        self._counted: dict[str, tuple[str, int]] = {}
+        self._heard: dict[str, int] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Check until ``stop``."""
 
         async def _ended(msg: Msg) -> None:
-            self._hot.add(msg.subject.rsplit(".", 1)[-1])
-            self._wake.set()
+            self.announced(msg.subject.rsplit(".", 1)[-1])
 
         sub = await self._ctx.bus.nc.subscribe(ENDED_SUBJECTS, cb=_ended)
         next_sweep = 0.0
@@ -72,31 +77,60 @@ class CompletionTracker:
                 self._wake.clear()
                 hot, self._hot = self._hot, set()
                 now = asyncio.get_running_loop().time()
+                swept: set[str] = set()
                 try:
                     if now >= next_sweep:
                         next_sweep = now + self._period
-                        hot |= set(await self._ctx.jobs.active())
-                    for job_id in sorted(hot):
-                        await self.check(job_id)
+                        swept = set(await self._ctx.jobs.active())
+                        for gone in (self._counted.keys() | self._heard.keys()) - swept:
+                            self._counted.pop(gone, None)
+                            self._heard.pop(gone, None)
+                    for job_id in sorted(hot | swept):
+                        await self.check(job_id, exact=job_id in swept)
                 except Exception as exc:  # NATS briefly away: try again next period
                     log.warning("tracker_check_failed", error=f"{type(exc).__name__}: {exc}")
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def check(self, job_id: str) -> bool:
-        """Queue the next stage if the job's current one has every result."""
+    def announced(self, job_id: str) -> None:
+        """One of the job's items ended (or has a new result): check the job soon."""
+        self._hot.add(job_id)
+        self._heard[job_id] = self._heard.get(job_id, 0) + 1
+        self._wake.set()
+
+    def _may_be_complete(self, job_id: str, stage: str, planned: int) -> bool:
+        """Whether the announcements heard since the last count could complete the stage."""
+        counted = self._counted.get(job_id)
+        if counted is None or counted[0] != stage:
+            return True
+        return counted[1] + self._heard.get(job_id, 0) >= planned
+
+    async def _count(self, job_id: str, stage: str, count: Awaitable[int]) -> int:
+        # Announcements heard from here on are not in the last count (some may be in this
+        # one: counted twice, which only makes the next count come sooner).
+        self._heard.pop(job_id, None)
+        done = await count
+        self._counted[job_id] = (stage, done)
+        return done
+
+    async def check(self, job_id: str, exact: bool = True) -> bool:
+        """Queue the next stage if the job's current one has every result. Without ``exact``
+        (an announcement's check) nothing is counted while the announcements heard since the
+        last count cannot add up to the plan."""
         job = await self._ctx.jobs.get(job_id)
         if job is None:
             return False
         if job.state == pb.JOB_STATE_SELECTING and job.phase:
-            return await self._next_step(job)
+            return await self._next_step(job, exact)
         if job.state != pb.JOB_STATE_RUNNING or job.planned <= 0:
             return False
         stage = self._finishes.get(job_kind(job))
         if stage is None:  # another service finishes this kind
             return False
-        ended = await self._ctx.items.count(job_id, ItemKind.OUTCOME)
+        if not exact and not self._may_be_complete(job_id, "", job.planned):
+            return False
+        ended = await self._count(job_id, "", self._ctx.items.count(job_id, ItemKind.OUTCOME))
         if ended < job.planned:
             return False
         if stage is Stage.PLAN:
@@ -115,14 +149,17 @@ class CompletionTracker:
         log.info("job_complete", job_id=job_id, items=ended)
         return True
 
-    async def _next_step(self, job: pb.Job) -> bool:
+    async def _next_step(self, job: pb.Job, exact: bool = True) -> bool:
         step = Stage(job.phase)
         following = self._steps.get(step)
         if following is None:  # a whole-job step: its handler moves the job on
             return False
+        if not exact and not self._may_be_complete(job.id, step.value, job.phase_planned):
+            return False
         result = SELECTION_RESULT[step]
-        done = await self._ctx.items.count(job.id, result)
+        done = await self._count(job.id, step.value, self._ctx.items.count(job.id, result))
         failed = await self._ctx.items.count_failed(job.id, step)
+        self._counted[job.id] = (step.value, done + failed)  # a failure is announced too
         if done + failed < job.phase_planned:
             return False
         await enter_step(self._ctx.bus, self._ctx.jobs, job.id, step, following)

@@ -21,6 +21,7 @@ class InstructHandler(StageHandler[pb.Seed]):
     """Seed in, instruction (past the quality gates, unique in its job) stored and queued."""
 
     stage = Stage.INSTRUCT
+    first_delivery_makes = True
 
     def __init__(self, ctx: ServiceContext, instructions: InstructionWriter) -> None:
         super().__init__(ctx)
@@ -47,6 +48,7 @@ class RespondHandler(StageHandler[pb.Instruction]):
     stored and queued for judging."""
 
     stage = Stage.RESPOND
+    first_delivery_makes = True
 
     def __init__(self, ctx: ServiceContext, responses: ResponseWriter) -> None:
         super().__init__(ctx)
@@ -76,6 +78,7 @@ class RefineHandler(StageHandler[pb.Instruction]):
     candidates for the new version."""
 
     stage = Stage.REFINE
+    first_delivery_makes = True
 
     def __init__(self, ctx: ServiceContext, instructions: InstructionWriter) -> None:
         super().__init__(ctx)

@@ -25,6 +25,7 @@ class JudgeHandler(StageHandler[pb.Candidates]):
     """Candidates in; the judgment (or a refinement request) out."""
 
     stage = Stage.JUDGE
+    first_delivery_makes = True
 
     def __init__(self, ctx: ServiceContext, judge: Judge) -> None:
         super().__init__(ctx)
@@ -46,7 +47,11 @@ class JudgeHandler(StageHandler[pb.Candidates]):
             again.contrastive.append(judged.contrastive)
             await self.publish(Stage.REFINE, again, job, item_id, version + 1)
             return
-        await self.ctx.items.put_once(ItemStore.key(job.id, ItemKind.JUDGMENT, item_id), judged)
+        # The judgment and the usage are both written before the item ends, side by side.
+        await asyncio.gather(
+            self.ctx.items.put_once(ItemStore.key(job.id, ItemKind.JUDGMENT, item_id), judged),
+            self.ctx.usage.flush(job.id),
+        )
         sft, preference = delivers(judged)
         await self.finish(job, item_id, sft=sft, preference=preference)
 

@@ -10,16 +10,23 @@ prompts, the GLAN/GPT-3 style of decontamination.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
 from numpy.typing import NDArray
 
-from taxoforge.dedupe import exact_jaccard, normalize_text, shingle_hashes, shingles
+from taxoforge.dedupe import (
+    exact_jaccard,
+    minhash_flat,
+    mix64,
+    normalize_text,
+    shingle_page,
+    word_hashes,
+    words_of,
+)
 
-__all__ = ["DEDUP_MODES", "Contamination", "Decontaminator", "Deduplicator"]
+__all__ = ["DEDUP_MODES", "Contamination", "Decontaminator", "Deduplicator", "Record"]
 
 # What makes two records the same: the whole record (query and answer: a dataset holding two
 # answers per prompt keeps both for quality selection to choose from), or the query alone.
@@ -45,7 +52,7 @@ def _bands(threshold: float, width: int) -> tuple[int, int]:
     one that misses least)."""
     below = np.linspace(0.0, threshold, 201)
     best: tuple[float, float, int, int] | None = None
-    for rows in range(1, width // 2 + 1):  # datasketch wants 2 bands at least
+    for rows in range(1, width // 2 + 1):  # 2 bands at least (as datasketch's LSH had)
         bands = width // rows
         miss = (1.0 - threshold**rows) ** bands
         false_pos = float(np.trapezoid(1.0 - (1.0 - below**rows) ** bands, below))
@@ -60,6 +67,56 @@ def _digest(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()[:16]
 
 
+# A record to check: (item_id, instruction, answer or None, context).
+Record = tuple[str, str, str | None, str]
+# Salts that keep the parts' shingles apart in the MinHash (an instruction's shingle is not
+# its answer's); the multiplier folds a band's values into one 64-bit key.
+_PART_SALT = np.array([0x243F6A8885A308D3, 0x13198A2E03707344, 0xA4093822299F31D0], dtype=np.uint64)
+_BAND_MULT = np.uint64(0x9E3779B97F4A7C15)
+
+
+class _BandIndex:
+    """Band keys of remembered records and who has them: sorted runs of (key, record),
+    merged as they grow (the new run takes in the last one while that is less than twice its
+    size, so each run is at least twice the next), so adding n keys costs O(n log n) in all
+    and a look-up searches O(log n) runs."""
+
+    def __init__(self) -> None:
+        self._runs: list[tuple[NDArray[np.uint64], NDArray[np.int64]]] = []
+
+    def add(self, keys: NDArray[np.uint64], owners: NDArray[np.int64]) -> None:
+        while self._runs and self._runs[-1][0].size < 2 * keys.size:
+            older_keys, older_owners = self._runs.pop()
+            keys = np.concatenate([older_keys, keys])
+            owners = np.concatenate([older_owners, owners])
+        order = np.argsort(keys, kind="stable")
+        self._runs.append((keys[order], owners[order]))
+
+    def lookup(self, keys: NDArray[np.uint64]) -> list[NDArray[np.int64]]:
+        """For each row of ``keys`` (a record's band keys), the records that share one."""
+        flat = keys.ravel()
+        rows = np.repeat(np.arange(keys.shape[0]), keys.shape[1])
+        found_rows: list[NDArray[np.int64]] = []
+        found: list[NDArray[np.int64]] = []
+        for run_keys, run_owners in self._runs:
+            lo = np.searchsorted(run_keys, flat, side="left")
+            hi = np.searchsorted(run_keys, flat, side="right")
+            hits = hi - lo
+            if not hits.any():
+                continue
+            which = np.repeat(np.arange(flat.size), hits)
+            within = np.arange(int(hits.sum())) - np.repeat(np.cumsum(hits) - hits, hits)
+            found_rows.append(rows[which])
+            found.append(run_owners[lo[which] + within])
+        if not found:
+            return [np.empty(0, dtype=np.int64)] * keys.shape[0]
+        by_row = np.concatenate(found_rows)
+        owners = np.concatenate(found)
+        order = np.argsort(by_row, kind="stable")
+        ends = np.cumsum(np.bincount(by_row, minlength=keys.shape[0]))
+        return np.split(owners[order], ends[:-1])
+
+
 class Deduplicator:
     """Exact and near-duplicate records over a batch (a whole import), in memory.
 
@@ -72,6 +129,11 @@ class Deduplicator:
     MinHash LSH over all the parts' tagged shingles (whose Jaccard is at least the smallest
     part's, so no candidate that could pass is left out by it). The first record of a group is
     new; later ones are its duplicates and are not remembered.
+
+    ``check_many`` takes a page of records: each record's text is normalized and its shingles
+    hashed once (a dictionary look-up a word), and the page's MinHash signatures are computed
+    in one numpy pass (:func:`taxoforge.dedupe.minhash_flat`); the decisions are then taken
+    in order, exactly as one ``check`` at a time would.
     """
 
     def __init__(self, near_threshold: float, mode: str = "record") -> None:
@@ -86,15 +148,11 @@ class Deduplicator:
         self._exact: dict[bytes, int] = {}
         self._ids: list[str] = []
         self._parts: list[tuple[NDArray[np.uint64], ...]] = []
-        self._lsh: MinHashLSH | None = None
-        self._template: MinHash | None = None
-        if near_threshold > 0:
-            self._lsh = MinHashLSH(
-                threshold=near_threshold,
-                num_perm=_PERMUTATIONS,
-                params=_bands(near_threshold, _PERMUTATIONS),
-            )
-            self._template = MinHash(num_perm=_PERMUTATIONS, seed=_SEED)
+        # LSH: every remembered record's band keys, (band, band's values) folded into 64 bits,
+        # in sorted arrays (16 bytes a key, where a dict takes ~100). A folding collision only
+        # adds a candidate, which the exact Jaccard then turns down.
+        self._index = _BandIndex()
+        self._banding = _bands(near_threshold, _PERMUTATIONS) if near_threshold > 0 else None
 
     def __len__(self) -> int:
         """How many distinct records are remembered."""
@@ -113,56 +171,110 @@ class Deduplicator:
         the most similar (ties: the earliest). Checking a remembered item again under its own
         id is not a duplicate.
         """
-        parts = [text, context]
-        if self.mode == "record":
-            parts.append(response or "")
-        key = _digest("\x00".join(normalize_text(p) for p in parts))
-        owner = self._exact.get(key)
-        if owner is not None:
-            if self._ids[owner] == item_id:
-                return None
-            return "duplicate", f"same text as {self._ids[owner]}"
-        index = len(self._ids)
-        if self._lsh is not None and self._template is not None:
-            hashed = tuple(shingle_hashes(p) for p in parts)
-            minhash = self._template.copy()
-            tagged = [
-                f"{name}:{shingle}".encode()
-                for name, part in zip(_PARTS, parts, strict=False)
-                for shingle in shingles(part)
-            ]
-            minhash.update_batch(tagged or [b""])
-            found = self._near(hashed, minhash)
-            if found is not None:
-                other, similarity, each = found
-                theirs = self._parts[other]
-                shown = ", ".join(
-                    f"{name} {value:.3f}"
-                    for i, (name, value) in enumerate(zip(_PARTS, each, strict=False))
-                    if hashed[i].size or theirs[i].size  # a part neither record has: unsaid
-                )
-                return (
-                    "near_duplicate",
-                    f"{similarity:.3f} similar to {self._ids[other]} (exact word-shingle "
-                    f"Jaccard; {shown}; threshold {self.near_threshold:g})",
-                )
-            self._parts.append(hashed)
-            self._lsh.insert(index, minhash, check_duplication=False)
-        self._exact[key] = index
-        self._ids.append(item_id)
-        return None
+        return self.check_many([(item_id, text, response, context)])[0]
+
+    def check_many(
+        self, records: Sequence[Record], words: Callable[[str], list[str]] = words_of
+    ) -> list[tuple[str, str] | None]:
+        """``check`` of each record in turn (a later one is compared with the earlier ones
+        of the same page too); one result per record. ``words``: ``words_of``, or a cache of
+        it shared with the caller."""
+        parts_of: list[list[list[str]]] = []
+        keys: list[bytes] = []
+        for _, text, response, context in records:
+            parts = [text, context]
+            if self.mode == "record":
+                parts.append(response or "")
+            split = [words(p) for p in parts]
+            parts_of.append(split)
+            keys.append(_digest("\x00".join(" ".join(w) for w in split)))
+        bands: list[list[int]] = []
+        hashed: list[tuple[NDArray[np.uint64], ...]] = []
+        if self._banding is not None and records:
+            # Every part's shingle hashes (repeats and all: sorting a page's shingles by part
+            # costs more than the rest of dedup, so a part is made a set only when an exact
+            # Jaccard needs it, for a candidate; the MinHash does not mind repeats).
+            width = len(parts_of[0])
+            values, part = shingle_page([words for parts in parts_of for words in parts])
+            ends = np.cumsum(np.bincount(part, minlength=len(records) * width))
+            pieces = np.split(values, ends[:-1])
+            hashed = [tuple(pieces[i * width : (i + 1) * width]) for i in range(len(records))]
+            tagged = mix64(values ^ _PART_SALT[part % width])
+            sig = minhash_flat(tagged, part // width, len(records), _PERMUTATIONS, _SEED)
+            count, rows = self._banding
+            folded = sig[:, : count * rows].reshape(len(records), count, rows)
+            acc = np.zeros((len(records), count), dtype=np.uint64)
+            for r in range(rows):  # wraps around mod 2**64
+                acc = acc * _BAND_MULT + folded[:, :, r]
+            acc = mix64(acc ^ np.arange(count, dtype=np.uint64))
+            bands = acc.tolist()
+            earlier = self._index.lookup(acc)
+            # Keys of this page's remembered records (earlier pages' are in the index).
+            page_keys: dict[int, list[int]] = {}
+            remembered: list[int] = []
+        out: list[tuple[str, str] | None] = []
+        for i, (item_id, *_) in enumerate(records):
+            owner = self._exact.get(keys[i])
+            if owner is not None:
+                if self._ids[owner] == item_id:
+                    out.append(None)
+                else:
+                    out.append(("duplicate", f"same text as {self._ids[owner]}"))
+                continue
+            index = len(self._ids)
+            if self._banding is not None:
+                mine = hashed[i]
+                count = self._banding[0]
+                candidates = set(earlier[i].tolist())
+                for key in bands[i]:
+                    candidates.update(page_keys.get(key, ()))
+                found = self._near(mine, candidates)
+                if found is not None:
+                    out.append(self._near_detail(mine, found))
+                    continue
+                self._parts.append(mine)
+                remembered.append(i)
+                for key in bands[i]:
+                    page_keys.setdefault(key, []).append(index)
+            self._exact[keys[i]] = index
+            self._ids.append(item_id)
+            out.append(None)
+        if self._banding is not None and records and remembered:
+            count = self._banding[0]
+            first_new = len(self._ids) - len(remembered)
+            self._index.add(
+                acc[remembered].ravel(),
+                np.repeat(np.arange(first_new, len(self._ids), dtype=np.int64), count),
+            )
+        return out
+
+    def _near_detail(
+        self, mine: tuple[NDArray[np.uint64], ...], found: tuple[int, float, list[float]]
+    ) -> tuple[str, str]:
+        other, similarity, each = found
+        theirs = self._parts[other]
+        shown = ", ".join(
+            f"{name} {value:.3f}"
+            for i, (name, value) in enumerate(zip(_PARTS, each, strict=False))
+            if mine[i].size or theirs[i].size  # a part neither record has: unsaid
+        )
+        return (
+            "near_duplicate",
+            f"{similarity:.3f} similar to {self._ids[other]} (exact word-shingle "
+            f"Jaccard; {shown}; threshold {self.near_threshold:g})",
+        )
 
     def _near(
-        self, parts: tuple[NDArray[np.uint64], ...], minhash: MinHash
+        self, parts: tuple[NDArray[np.uint64], ...], candidates: set[int]
     ) -> tuple[int, float, list[float]] | None:
-        """The most similar remembered record with every part at or above the threshold by
-        exact Jaccard (ties: the earliest): (index, smallest part's Jaccard, each part's)."""
-        assert self._lsh is not None
+        """The most similar of the ``candidates`` (remembered records) with every part at or
+        above the threshold by exact Jaccard (ties: the earliest): (index, smallest part's
+        Jaccard, each part's)."""
         best: tuple[int, float, list[float]] | None = None
-        for other in sorted(int(c) for c in self._lsh.query(minhash)):
+        for other in sorted(candidates):
             each: list[float] = []
             for mine, theirs in zip(parts, self._parts[other], strict=True):
-                each.append(exact_jaccard(mine, theirs))
+                each.append(exact_jaccard(np.unique(mine), np.unique(theirs)))
                 if each[-1] < self.near_threshold:
                     break
             else:
@@ -186,7 +298,6 @@ class Contamination:
 
 # Odd multiplier of the n-gram hash (a polynomial over 64-bit word hashes, mod 2**64).
 _PRIME = np.uint64(0x100000001B3)
-_WORD_CACHE = 1 << 20
 
 
 class Decontaminator:
@@ -210,7 +321,6 @@ class Decontaminator:
         # Normalized short prompt -> the first benchmark that has it.
         self._short: dict[str, str] = {}
         self._longest_short = 0
-        self._word_hashes: dict[str, int] = {}
 
     @property
     def benchmarks(self) -> list[str]:
@@ -266,6 +376,60 @@ class Decontaminator:
             found = Contamination(name, fraction, matched, evidence)
         return found
 
+    def check_many(
+        self, texts: Sequence[Sequence[str]], words: Callable[[str], list[str]] = words_of
+    ) -> list[Contamination | None]:
+        """``check`` of each text, given as its parts (checked as ``"\\n".join(parts)``, whose
+        words are the parts' words in turn), the n-grams of all of them hashed and looked up
+        at once. ``words``: ``words_of``, or a cache of it shared with the caller."""
+        out: list[Contamination | None] = [None] * len(texts)
+        words_of_text = [[w for part in parts for w in words(part)] for parts in texts]
+        long: list[int] = []
+        for i, split in enumerate(words_of_text):
+            if len(split) >= self.ngram:
+                long.append(i)
+            elif split:
+                out[i] = self._check_short(split)
+        if not long or not any(known.size for known in self._hashes.values()):
+            return out
+        lengths = np.array([len(words_of_text[i]) for i in long], dtype=np.int64)
+        per_word = word_hashes([w for i in long for w in words_of_text[i]])
+        count = per_word.size - self.ngram + 1
+        rolled = np.zeros(count, dtype=np.uint64)
+        for j in range(self.ngram):  # wraps around mod 2**64
+            rolled = rolled * _PRIME + per_word[j : j + count]
+        # The n-grams that start and end in the same text, grouped by text in text order.
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        grams = lengths - self.ngram + 1
+        offset = np.repeat(starts, grams) + (
+            np.arange(int(grams.sum())) - np.repeat(np.cumsum(grams) - grams, grams)
+        )
+        hashes = rolled[offset]
+        owner = np.repeat(np.arange(len(long)), grams)
+        first_of = np.cumsum(grams) - grams
+        found: dict[int, Contamination] = {}
+        for name, known in self._hashes.items():
+            if not known.size:
+                continue
+            pos = np.minimum(np.searchsorted(known, hashes), known.size - 1)
+            hit = known[pos] == hashes
+            where = np.flatnonzero(hit)
+            if not where.size:
+                continue
+            texts_hit, first = np.unique(owner[where], return_index=True)
+            matched = np.bincount(owner[where], minlength=len(long))
+            for t, at in zip(texts_hit.tolist(), where[first].tolist(), strict=True):
+                fraction = int(matched[t]) / int(grams[t])
+                best = found.get(t)
+                if fraction < self.overlap or (best is not None and fraction <= best.overlap):
+                    continue
+                local = at - int(first_of[t])
+                evidence = " ".join(words_of_text[long[t]][local : local + self.ngram])
+                found[t] = Contamination(name, fraction, int(matched[t]), evidence)
+        for t, hit_ in found.items():
+            out[long[t]] = hit_
+        return out
+
     def _check_short(self, words: list[str]) -> Contamination | None:
         """The longest short benchmark prompt ``words`` contains (ties: the leftmost)."""
         for size in range(min(len(words), self._longest_short), 0, -1):
@@ -280,18 +444,9 @@ class Decontaminator:
         return None
 
     def _ngram_hashes(self, words: list[str]) -> NDArray[np.uint64]:
-        """A 64-bit hash per n-gram (in text order), from stable per-word hashes."""
-        cache = self._word_hashes
-        if len(cache) > _WORD_CACHE:
-            cache.clear()
-        values = []
-        for word in words:
-            h = cache.get(word)
-            if h is None:
-                h = int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest())
-                cache[word] = h
-            values.append(h)
-        per_word = np.array(values, dtype=np.uint64)
+        """A 64-bit hash per n-gram (in text order), from stable per-word hashes (blake2b,
+        cached across texts and shared with dedup's shingles)."""
+        per_word = word_hashes(words)
         count = len(words) - self.ngram + 1
         out = np.zeros(count, dtype=np.uint64)
         for j in range(self.ngram):  # wraps around mod 2**64

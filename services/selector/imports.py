@@ -316,19 +316,27 @@ def _check_jsonl_start(name: str, text: bytes) -> None:
 
 
 def read_examples(
-    path: Path, fmt: Format, shape: str, job_id: str, limits: ImportLimits | None = None
+    path: Path,
+    fmt: Format,
+    shape: str,
+    job_id: str,
+    limits: ImportLimits | None = None,
+    *,
+    count_tokens: bool = True,
 ) -> Iterator[Example | MalformedRow]:
     """Every row of the file in order: an ``Example``, or a ``MalformedRow`` saying why not
     (a ``TooLargeRow`` for a row over ``limits.max_record_bytes``, skipped unread).
 
     ``shape`` is "auto" (each row by its keys) or one of ``SHAPES`` (a row not in that shape is
-    malformed). Rows are read lazily, one line or one Parquet batch at a time. Raises at once
+    malformed). Rows are read lazily, one line or one Parquet batch at a time. With
+    ``count_tokens`` False an example's ``tokens`` is -1, for the reader to count in batches
+    (``screening.screen`` does, for what it keeps). Raises at once
     ``ValueError`` for an unknown shape or format and ``ImportFileError`` for a missing file;
     raises ``ImportFileError`` while iterating when the file cannot be read at all (not JSON
     Lines or Parquet, a JSON array, no rows, corrupt, unpacking past the limits).
     """
     _check_shape(shape)
-    return _examples(iter_rows(path, fmt, limits), shape, job_id)
+    return _examples(iter_rows(path, fmt, limits), shape, job_id, count_tokens)
 
 
 def read_lines(path: Path, limits: ImportLimits) -> Iterator[tuple[int, bytes | TooLargeRow]]:
@@ -403,14 +411,14 @@ def iter_rows(
 
 
 def _examples(
-    rows: Iterator[tuple[int, Any | MalformedRow]], shape: str, job_id: str
+    rows: Iterator[tuple[int, Any | MalformedRow]], shape: str, job_id: str, count: bool = True
 ) -> Iterator[Example | MalformedRow]:
     for number, value in rows:
         if isinstance(value, MalformedRow):
             yield value
             continue
         try:
-            yield to_example(value, number, job_id, shape)
+            yield to_example(value, number, job_id, shape, count_tokens=count)
         except MalformedRowError as e:
             yield MalformedRow(number, _short(str(e)))
 
@@ -546,7 +554,9 @@ class _Parsed:
     context: str = ""
 
 
-def to_example(obj: Any, row: int, job_id: str, shape: str = "auto") -> Example:
+def to_example(
+    obj: Any, row: int, job_id: str, shape: str = "auto", *, count_tokens: bool = True
+) -> Example:
     """One parsed row as an ``Example``; raises ``MalformedRowError`` saying why it is not one.
 
     ``shape`` "auto" reads the row by its keys; a named shape accepts only that shape.
@@ -566,7 +576,7 @@ def to_example(obj: Any, row: int, job_id: str, shape: str = "auto") -> Example:
             f"the row is not in the {shape} shape: expected {_EXPECTED[shape]}; found keys {found}"
         )
     try:
-        return _example(parse(fields), fields, row, job_id)
+        return _example(parse(fields), fields, row, job_id, count_tokens)
     except RecursionError as e:
         raise MalformedRowError("the row is nested too deeply to read") from e
 
@@ -592,7 +602,9 @@ def _detect(fields: dict[str, Any], shape: str) -> Callable[[dict[str, Any]], _P
     return None
 
 
-def _example(parsed: _Parsed, fields: dict[str, Any], row: int, job_id: str) -> Example:
+def _example(
+    parsed: _Parsed, fields: dict[str, Any], row: int, job_id: str, count_tokens: bool = True
+) -> Example:
     messages = parsed.messages
     asked = parsed.prompt if parsed.prompt is not None else messages
     item_id = f"r{row:07d}"
@@ -604,7 +616,7 @@ def _example(parsed: _Parsed, fields: dict[str, Any], row: int, job_id: str) -> 
         "messages": messages,
         "query": "\n\n".join(m["content"] for m in asked if m["role"] == "user"),
         "response": messages[-1]["content"],
-        "tokens": messages_tokens(cast("list[dict[str, Any]]", messages)),
+        "tokens": messages_tokens(cast("list[dict[str, Any]]", messages)) if count_tokens else -1,
         "metadata": {},
     }
     if parsed.context:

@@ -51,6 +51,9 @@ __all__ = ["Preparer"]
 
 log = structlog.get_logger(__name__)
 
+# Tag tasks published at once while queueing a job's examples.
+_PUBLISHERS = 256
+
 
 class Preparer:
     """Runs the prepare step of a job (any replica; running it again gives the same files)."""
@@ -82,7 +85,12 @@ class Preparer:
                 source, imported = await self._materialize(job, work)
                 fmt = cast(Format, imported.format)
                 examples: Iterable[Example | MalformedRow | Dropped] = read_examples(
-                    source, fmt, job.source.shape or "auto", job.id, self._limits
+                    source,
+                    fmt,
+                    job.source.shape or "auto",
+                    job.id,
+                    self._limits,
+                    count_tokens=False,  # screen counts what it keeps, a page at a time
                 )
             else:
                 imported = None
@@ -145,25 +153,29 @@ class Preparer:
         """One tag task per example, then the job waits for ``kept`` tag results. Tasks go
         first: a crash halfway leaves the job at prepare, which runs again and queues the
         rest (a task queued twice is dropped by its message id)."""
-        sem = asyncio.Semaphore(256)
-
-        async def _one(task: pb.TagTask) -> None:
-            async with sem:
-                await publish_work(self._ctx.bus, Stage.TAG, task, job.id, task.item_id)
-
-        batch: list[asyncio.Task[None]] = []
-        for example in _iter_examples(examples):
-            task = pb.TagTask(
+        tasks = (
+            pb.TagTask(
                 job_id=job.id,
                 item_id=example["item_id"],
                 query=example["query"],
                 language=example.get("language", ""),
             )
-            batch.append(asyncio.create_task(_one(task)))
-            if len(batch) >= 1024:
-                await asyncio.gather(*batch)
-                batch = []
-        await asyncio.gather(*batch)
+            for example in _iter_examples(examples)
+        )
+
+        # A fixed pool of publishers drawing from one iterator: 256 publishes in flight, with
+        # no task nor semaphore per example.
+        async def _publisher() -> None:
+            for task in tasks:
+                await publish_work(self._ctx.bus, Stage.TAG, task, job.id, task.item_id)
+
+        publishers = [asyncio.create_task(_publisher()) for _ in range(_PUBLISHERS)]
+        try:
+            await asyncio.gather(*publishers)
+        except BaseException:
+            for publisher in publishers:  # a failed publish stops the rest: prepare reruns
+                publisher.cancel()
+            raise
         await enter_step(
             self._ctx.bus, self._ctx.jobs, job.id, Stage.PREPARE, Stage.TAG, planned=kept
         )

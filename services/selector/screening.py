@@ -9,17 +9,22 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from services.selector.decontam import Decontaminator, Deduplicator
 from services.selector.dropped import Dropped, drop_record
 from services.selector.examples import Example
 from services.selector.imports import ImportLimits, MalformedRow, TooLargeRow
+from taxoforge.dedupe import words_of
+from taxoforge.tokens import messages_tokens_batch
 
 __all__ = ["Tally", "dedup_parts", "empty_reason", "screen"]
 
 # Malformed rows shown in the report (all of them are in dropped.jsonl).
 _REPORTED_ERRORS = 100
+# Examples screened at once: enough to vectorise dedup's hashing and batch token counts,
+# few enough that a page's texts are a small part of memory.
+_PAGE = 512
 
 
 @dataclass
@@ -59,42 +64,75 @@ def screen(
             record = drop_record(job_id, item, reason, **extra)
             drop.write(json.dumps(record, ensure_ascii=False) + "\n")
 
-        for example in examples:
-            if isinstance(example, Dropped):  # an item that never became an example
-                drop.write(json.dumps(example.record(job_id), ensure_ascii=False) + "\n")
-                continue
-            tally.rows += 1
-            if isinstance(example, MalformedRow):
-                tally.malformed += 1
-                if len(tally.errors) < _REPORTED_ERRORS:
-                    tally.errors.append((example.row, example.reason))
-                reason = "too_large" if isinstance(example, TooLargeRow) else "malformed"
-                _drop(f"r{example.row:07d}", reason, row=example.row, detail=example.reason)
-                continue
-            size = len(example["query"].encode()) + len(example["response"].encode())
-            if size > max_record_bytes:
-                tally.too_large += 1
-                _drop(
-                    example["item_id"],
-                    "too_large",
-                    detail=f"its query and response are {size} bytes, over the "
-                    f"{max_record_bytes}-byte record limit (TAXOFORGE_IMPORT_MAX_RECORD_BYTES)",
-                )
-                continue
-            tally.shapes[example["shape"]] = tally.shapes.get(example["shape"], 0) + 1
-            instruction, context, answer = dedup_parts(example)
-            duplicate = dedup.check(example["item_id"], instruction, answer, context)
-            if duplicate is not None:
-                reason, detail = duplicate
-                if reason == "duplicate":
-                    tally.duplicates += 1
-                else:
-                    tally.near_duplicates += 1
-                _drop(example["item_id"], reason, detail=detail)
-                continue
-            if decontam is not None:
-                text = "\n".join(m["content"] for m in example["messages"])
-                hit = decontam.check(text)
+        def _page(page: list[Example | MalformedRow | Dropped]) -> list[Example]:
+            # Dedup takes the page at once (its hashing is vectorised over the page); the
+            # decisions and the files' order are those of one example at a time.
+            fits: list[Example] = []
+            for example in page:
+                if isinstance(example, dict):
+                    size = len(example["query"].encode()) + len(example["response"].encode())
+                    if size <= max_record_bytes:
+                        fits.append(example)
+            # Each text's words once for dedup and decontamination both.
+            memo: dict[str, list[str]] = {}
+
+            def _words(text: str) -> list[str]:
+                found = memo.get(text)
+                if found is None:
+                    found = memo[text] = words_of(text)
+                return found
+
+            verdicts = dedup.check_many(
+                [
+                    (e["item_id"], instruction, answer, context)
+                    for e in fits
+                    for instruction, context, answer in (dedup_parts(e),)
+                ],
+                _words,
+            )
+            verdict_of = {id(e): v for e, v in zip(fits, verdicts, strict=True)}
+            fresh = [e for e, v in zip(fits, verdicts, strict=True) if v is None]
+            hits = (
+                decontam.check_many([[m["content"] for m in e["messages"]] for e in fresh], _words)
+                if decontam is not None
+                else [None] * len(fresh)
+            )
+            hit_of = {id(e): hit for e, hit in zip(fresh, hits, strict=True)}
+            keep: list[Example] = []
+            for example in page:
+                if isinstance(example, Dropped):  # an item that never became an example
+                    drop.write(json.dumps(example.record(job_id), ensure_ascii=False) + "\n")
+                    continue
+                tally.rows += 1
+                if isinstance(example, MalformedRow):
+                    tally.malformed += 1
+                    if len(tally.errors) < _REPORTED_ERRORS:
+                        tally.errors.append((example.row, example.reason))
+                    reason = "too_large" if isinstance(example, TooLargeRow) else "malformed"
+                    _drop(f"r{example.row:07d}", reason, row=example.row, detail=example.reason)
+                    continue
+                if id(example) not in verdict_of:
+                    size = len(example["query"].encode()) + len(example["response"].encode())
+                    tally.too_large += 1
+                    _drop(
+                        example["item_id"],
+                        "too_large",
+                        detail=f"its query and response are {size} bytes, over the "
+                        f"{max_record_bytes}-byte record limit "
+                        "(TAXOFORGE_IMPORT_MAX_RECORD_BYTES)",
+                    )
+                    continue
+                tally.shapes[example["shape"]] = tally.shapes.get(example["shape"], 0) + 1
+                duplicate = verdict_of[id(example)]
+                if duplicate is not None:
+                    reason, detail = duplicate
+                    if reason == "duplicate":
+                        tally.duplicates += 1
+                    else:
+                        tally.near_duplicates += 1
+                    _drop(example["item_id"], reason, detail=detail)
+                    continue
+                hit = hit_of[id(example)]
                 if hit is not None:
                     tally.contaminated[hit.benchmark] = tally.contaminated.get(hit.benchmark, 0) + 1
                     _drop(
@@ -104,8 +142,30 @@ def screen(
                         detail=f"{hit.overlap:.2f} of its n-grams, e.g. {hit.evidence!r}",
                     )
                     continue
-            tally.kept += 1
-            kept.write(json.dumps(example, ensure_ascii=False) + "\n")
+                keep.append(example)
+            return keep
+
+        def _write(keep: list[Example]) -> None:
+            # Tokens are counted for what is kept only, a page at a time, on this thread: a
+            # thread counting beside it costs more in handing the GIL back and forth than it
+            # saves on two cores shared with the rest of the suite.
+            uncounted = [e for e in keep if e["tokens"] < 0]
+            counts = messages_tokens_batch(
+                [cast("list[dict[str, Any]]", e["messages"]) for e in uncounted], threads=1
+            )
+            for example, count in zip(uncounted, counts, strict=True):
+                example["tokens"] = count
+            for example in keep:
+                tally.kept += 1
+                kept.write(json.dumps(example, ensure_ascii=False) + "\n")
+
+        page: list[Example | MalformedRow | Dropped] = []
+        for example in examples:
+            page.append(example)
+            if len(page) >= _PAGE:
+                _write(_page(page))
+                page = []
+        _write(_page(page))
     return tally
 
 

@@ -254,12 +254,12 @@ def references(
         score = _medoid_scores(points, assignment, k)
     score = np.round(score, _DECIMALS)
     order = np.lexsort((np.arange(n), -score, assignment))
-    refs = [-1] * k
-    for i in order.tolist():
-        c = int(assignment[i])
-        if refs[c] < 0:
-            refs[c] = i
-    return refs
+    # Each cluster's first item in that order (clusters are contiguous in it).
+    refs = np.full(k, -1, dtype=np.int64)
+    grouped = assignment[order]
+    first = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]]) if n else order
+    refs[grouped[first]] = order[first]
+    return [int(r) for r in refs]
 
 
 def _medoid_scores(points: Points, assignment: NDArray[np.int64], k: int) -> NDArray[np.float64]:

@@ -25,6 +25,7 @@ class FakeItemStore:
     def __init__(self) -> None:
         self.claims: dict[str, str] = {}
         self.raw: dict[str, bytes] = {}
+        self.reads: list[str] = []
 
     async def claim(self, key: str, owner: str) -> str:
         """First writer wins; returns whoever holds the key."""
@@ -34,7 +35,12 @@ class FakeItemStore:
         self.raw[key] = value
 
     async def get_raw(self, key: str) -> bytes | None:
+        self.reads.append(key)
         return self.raw.get(key)
+
+    def holders(self) -> set[str]:
+        """The items holding claims (a band's claim also carries its holder's signature)."""
+        return {value.rpartition("|")[0] or value for value in self.claims.values()}
 
 
 @pytest.fixture
@@ -104,8 +110,8 @@ async def test_the_first_claimant_keeps_the_text(
     assert await index.claim("job", "i1", LONG, threshold=0.8) is None
 
     assert len(store.claims) > 1, "the exact text and every MinHash band"
-    assert set(store.claims.values()) == {"i1"}
-    assert store.raw.keys() == {"job.dedup.s.i1"}
+    assert store.holders() == {"i1"}
+    assert store.raw == {}, "the signature travels with the band claims"
 
 
 async def test_an_exact_duplicate_from_another_item_is_rejected(
@@ -115,7 +121,7 @@ async def test_an_exact_duplicate_from_another_item_is_rejected(
 
     rejection = await index.claim("job", "i2", LONG, threshold=0.8)
 
-    assert set(store.claims.values()) == {"i1"}, "the first claimant keeps every claim"
+    assert store.holders() == {"i1"}, "the first claimant keeps every claim"
     assert rejection is not None
     assert rejection.reason == "duplicate"
     assert rejection.text == LONG
@@ -178,3 +184,30 @@ async def test_other_jobs_do_not_collide(index: DuplicateIndex) -> None:
     await index.claim("job-a", "i1", LONG, threshold=0.8)
 
     assert await index.claim("job-b", "i2", LONG, threshold=0.8) is None
+
+
+async def test_a_near_duplicate_is_told_from_the_band_claims_alone(
+    index: DuplicateIndex, store: FakeItemStore
+) -> None:
+    await index.claim("job", "i1", LONG, threshold=0.6)
+    writes = len(store.claims)
+
+    rejection = await index.claim("job", "i2", ONE_WORD_EDIT, threshold=0.6)
+
+    assert rejection is not None and rejection.reason == "near_duplicate"
+    assert writes == 11, "one exact claim and ten band claims, no signature written apart"
+    assert store.raw == {} and store.reads == [], "the holder's signature came with its claim"
+
+
+async def test_claims_of_the_old_format_are_still_compared(
+    index: DuplicateIndex, store: FakeItemStore
+) -> None:
+    # A job that ran before the signature moved into the band claims: bare item ids, and
+    # the signature under its own key.
+    await index.claim("job", "i1", LONG, threshold=0.6)
+    store.claims = dict.fromkeys(store.claims, "i1")
+    store.raw["job.dedup.s.i1"] = signature(LONG).tobytes()
+
+    rejection = await index.claim("job", "i2", ONE_WORD_EDIT, threshold=0.6)
+
+    assert rejection is not None and rejection.detail.endswith("similar to i1")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
+from typing import Any
 
 import pytest
 
-from taxoforge.langid import check_language
+from taxoforge import langid
+from taxoforge.langid import check_language, check_segments
 from taxoforge.testing.fake_llm import _PHRASES, _text_reply
 
 SENTENCES = {
@@ -148,3 +151,84 @@ def test_the_fakes_replies_pass_the_language_check(code: str) -> None:
             failures.append((reply, verdict))
 
     assert failures == []
+
+
+class _CountingDetector:
+    """The real detector, counting the texts it is asked about."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.texts: list[str] = []
+
+    def compute_language_confidence_values(self, text: str) -> Any:
+        self.texts.append(text)
+        return self.inner.compute_language_confidence_values(text)
+
+
+@pytest.fixture
+def counting(monkeypatch: pytest.MonkeyPatch) -> _CountingDetector:
+    detector = _CountingDetector(langid._load())
+    monkeypatch.setattr(langid, "_detector", detector)
+    monkeypatch.setattr(langid, "_cache", OrderedDict())
+    return detector
+
+
+def test_a_text_checked_whole_then_by_sentence_is_detected_once(
+    counting: _CountingDetector,
+) -> None:
+    # No "?": the whole text is one segment.
+    sentence = "Warum ist der Himmel am Tag blau und beim Sonnenuntergang rot"
+
+    assert check_language(sentence, "es").detected == "de"
+    assert not check_segments(sentence, "es", min_letters=10, sure=0.5).ok
+    assert check_language(sentence, "es").detected == "de"
+
+    assert counting.texts == [sentence]
+
+
+def test_sentences_with_the_asked_languages_grammar_are_not_sent_to_the_detector(
+    counting: _CountingDetector,
+) -> None:
+    text = (
+        "The committee will meet on Monday to discuss the budget for the new library. "
+        "Le comité discutera du budget de la nouvelle bibliothèque pendant la réunion."
+    )
+
+    verdict = check_segments(text, "en", min_letters=10, sure=0.5)
+
+    assert not verdict.ok
+    assert verdict.detected == "fr"
+    assert counting.texts == [verdict.segment]
+
+
+def test_only_the_head_of_a_long_text_is_read() -> None:
+    french = " ".join([SENTENCES["fr"]] * 40)  # ~3,200 characters
+    english = " ".join([SENTENCES["en"]] * 200)
+
+    assert len(french) > langid.MAX_CHECKED_CHARS
+    assert check_language(f"{french} {english}", "fr").ok
+    assert check_language(f"{english} {french}", "fr").detected == "en"
+
+
+def test_a_text_full_of_the_asked_languages_own_grammar_is_not_sent_to_the_detector(
+    counting: _CountingDetector,
+) -> None:
+    text = (
+        "Explain how the water cycle moves water between the oceans, the atmosphere and the "
+        "land, and describe the role that evaporation plays in it."
+    )
+
+    verdict = check_language(text, "en")
+
+    assert verdict.ok and verdict.detected == "en"
+    assert counting.texts == []
+
+
+def test_a_few_words_of_the_asked_language_do_not_settle_it(counting: _CountingDetector) -> None:
+    # Two English grammar words in a French sentence: the detector decides, and turns it down.
+    text = f"{SENTENCES['fr']} The answer, and nothing else."
+
+    verdict = check_language(text, "en")
+
+    assert not verdict.ok and verdict.detected == "fr"
+    assert len(counting.texts) == 1

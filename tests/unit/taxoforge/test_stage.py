@@ -29,17 +29,23 @@ class FakeJobs:
 
 
 class FakeItems:
-    """Stands in for ItemStore's ``once``: a dict of results."""
+    """Stands in for ItemStore's ``once`` and ``put_once``: a dict of results, and the keys
+    looked up before making one."""
 
     def __init__(self) -> None:
         self.stored: dict[str, Any] = {}
+        self.looked_up: list[str] = []
 
     async def once(
         self, key: str, message_type: type[Any], make: Callable[[], Awaitable[Any]]
     ) -> Any:
+        self.looked_up.append(key)
         if key not in self.stored:
-            self.stored[key] = await make()
+            return await self.put_once(key, await make())
         return self.stored[key]
+
+    async def put_once(self, key: str, message: Any) -> Any:
+        return self.stored.setdefault(key, message)
 
 
 class Tag(StageHandler[pb.TagTask]):
@@ -58,8 +64,8 @@ def _ctx(state: int) -> ServiceContext:
     return cast(ServiceContext, SimpleNamespace(jobs=FakeJobs(job), items=FakeItems()))
 
 
-def _delivery(task: pb.TagTask) -> Delivery:
-    return Delivery(Stage.TAG, "tf.work.tag", task.SerializeToString(), {}, 1, 1)
+def _delivery(task: pb.TagTask, deliveries: int = 1) -> Delivery:
+    return Delivery(Stage.TAG, "tf.work.tag", task.SerializeToString(), {}, deliveries, 1)
 
 
 def test_the_message_type_is_the_type_argument() -> None:
@@ -94,6 +100,66 @@ async def test_a_result_is_made_once_and_reused() -> None:
     again = await handler.once("k", pb.Tags, make, "b", suffix="?")
     assert first.item_id == again.item_id == "a!"
     assert calls == ["a"]
+
+
+class MadeOnce(StageHandler[pb.TagTask]):
+    """A stage whose first deliveries make their result without looking it up first."""
+
+    stage = Stage.TAG
+    first_delivery_makes = True
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        super().__init__(ctx)
+        self.results: list[str] = []
+
+    async def run(self, job: pb.Job, message: pb.TagTask) -> None:
+        async def make() -> pb.Tags:
+            return pb.Tags(item_id=f"{message.item_id}@{message.query}")
+
+        tags = await self.once(f"tags.{message.item_id}", pb.Tags, make)
+        self.results.append(tags.item_id)
+
+
+async def test_a_first_delivery_makes_its_result_without_looking_it_up() -> None:
+    ctx = _ctx(pb.JOB_STATE_SELECTING)
+    handler = MadeOnce(ctx)
+
+    await handler(_delivery(pb.TagTask(job_id="j1", item_id="i1", query="a")))
+
+    assert handler.results == ["i1@a"]
+    assert ctx.items.looked_up == []  # type: ignore[attr-defined]
+
+
+async def test_a_redelivery_reuses_the_stored_result() -> None:
+    ctx = _ctx(pb.JOB_STATE_SELECTING)
+    handler = MadeOnce(ctx)
+    await handler(_delivery(pb.TagTask(job_id="j1", item_id="i1", query="a")))
+
+    await handler(_delivery(pb.TagTask(job_id="j1", item_id="i1", query="b"), deliveries=2))
+
+    assert handler.results == ["i1@a", "i1@a"]
+    assert ctx.items.looked_up == ["tags.i1"]  # type: ignore[attr-defined]
+
+
+async def test_a_first_delivery_that_races_a_stored_result_keeps_the_stored_one() -> None:
+    ctx = _ctx(pb.JOB_STATE_SELECTING)
+    ctx.items.stored["tags.i1"] = pb.Tags(item_id="i1@first")  # type: ignore[attr-defined]
+    handler = MadeOnce(ctx)
+
+    await handler(_delivery(pb.TagTask(job_id="j1", item_id="i1", query="a")))
+
+    assert handler.results == ["i1@first"]
+
+
+async def test_stages_look_up_their_results_on_every_delivery_unless_they_say() -> None:
+    ctx = _ctx(pb.JOB_STATE_SELECTING)
+
+    class Looked(MadeOnce):
+        first_delivery_makes = False
+
+    await Looked(ctx)(_delivery(pb.TagTask(job_id="j1", item_id="i1", query="a")))
+
+    assert ctx.items.looked_up == ["tags.i1"]  # type: ignore[attr-defined]
 
 
 def test_routes_put_each_handler_at_its_stage() -> None:

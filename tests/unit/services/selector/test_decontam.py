@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import math
+import random
 
+import numpy as np
 import pytest
 
-from services.selector.decontam import Contamination, Decontaminator, Deduplicator
+from services.selector.decontam import Contamination, Decontaminator, Deduplicator, _BandIndex
 
 _LONG = (
     "Explain how a hash table resolves collisions with separate chaining and with open "
@@ -316,3 +319,85 @@ def test_different_tasks_on_one_long_input_are_not_near_duplicates():
 def test_an_unknown_dedup_mode_is_refused():
     with pytest.raises(ValueError, match="dedup mode"):
         Deduplicator(0.8, mode="answer")
+
+
+def test_a_page_checked_at_once_decides_as_one_record_at_a_time():
+    # Duplicates inside one page and across pages, exact and near, in record mode: the
+    # verdicts and details of check_many are those of check, record by record.
+    rng = random.Random(9)
+    vocab = [f"v{i}" for i in range(300)]
+    bases = [" ".join(rng.choice(vocab) for _ in range(rng.randint(20, 60))) for _ in range(40)]
+    records: list[tuple[str, str, str | None, str]] = []
+    for n in range(160):
+        base = rng.choice(bases)
+        kind = rng.randrange(4)
+        text = base if kind == 0 else base.upper() + "!" if kind == 1 else base + " please"
+        if kind == 3:
+            text = " ".join(rng.choice(vocab) for _ in range(30))
+        records.append((f"i{n}", text, f"answer {n % 3}", ""))
+    one = Deduplicator(0.8)
+    expected = [one.check(*r) for r in records]
+    paged = Deduplicator(0.8)
+    got = [v for start in range(0, 160, 37) for v in paged.check_many(records[start : start + 37])]
+    assert got == expected
+    kinds = {v[0] for v in expected if v is not None}
+    assert kinds == {"duplicate", "near_duplicate"}, "the records hold both kinds"
+    assert len(paged) == len(one)
+
+
+def test_check_many_of_no_records_is_empty():
+    assert Deduplicator(0.8).check_many([]) == []
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.3])
+def test_texts_checked_at_once_get_what_one_check_each_gives(overlap: float):
+    rng = random.Random(21)
+    vocab = [f"t{i}" for i in range(60)]
+
+    def words(n: int) -> str:
+        return " ".join(rng.choice(vocab) for _ in range(n))
+
+    prompts_a = [words(rng.randint(12, 30)) for _ in range(20)] + ["t1 t2 t3", "t4 t5"]
+    prompts_b = [words(rng.randint(12, 30)) for _ in range(20)]
+    decon = Decontaminator(ngram=6, overlap=overlap)
+    decon.add_benchmark("a", prompts_a)
+    decon.add_benchmark("b", prompts_b)
+    decon.add_benchmark("empty", [])
+    texts = ["", "!!", "t1 t2 t3", "t9 t4 t5 t8", words(5)]
+    for _ in range(120):
+        parts = [words(rng.randint(0, 20))]
+        if rng.random() < 0.6:
+            source = rng.choice(prompts_a + prompts_b).split()
+            start = rng.randrange(len(source))
+            parts.append(" ".join(source[start : start + rng.randint(3, 12)]).upper())
+        parts.append(words(rng.randint(0, 20)))
+        texts.append(", ".join(parts))
+    expected = [decon.check(t) for t in texts]
+    assert decon.check_many([[t] for t in texts]) == expected
+    # a text in parts is checked as their "\n"-join
+    halves = [[t[: len(t) // 2], t[len(t) // 2 :]] for t in texts]
+    assert decon.check_many(halves) == [decon.check("\n".join(h)) for h in halves]
+    assert sum(e is not None for e in expected) > 5, "the texts hold contaminated ones"
+    assert {e.benchmark for e in expected if e is not None} >= {"a", "b"}
+
+
+def test_the_band_index_finds_every_record_sharing_a_key_and_stays_in_few_runs():
+    rng = np.random.default_rng(2)
+    index = _BandIndex()
+    truth: dict[int, set[int]] = {}
+    owner = 0
+    for _ in range(60):
+        rows = int(rng.integers(1, 40))
+        keys = rng.integers(0, 300, size=(rows, 5)).astype(np.uint64)  # many shared keys
+        owners = np.arange(owner, owner + rows)
+        owner += rows
+        for row, who in zip(keys.tolist(), owners.tolist(), strict=True):
+            for key in row:
+                truth.setdefault(key, set()).add(who)
+        index.add(keys.ravel(), np.repeat(owners, 5))
+        assert len(index._runs) <= 2 + math.log2(owner * 5)
+    queries = rng.integers(0, 320, size=(50, 5)).astype(np.uint64)
+    found = index.lookup(queries)
+    for row, got in zip(queries.tolist(), found, strict=True):
+        expected = set().union(*(truth.get(key, set()) for key in row))
+        assert set(got.tolist()) == expected  # a record sharing two keys is listed twice

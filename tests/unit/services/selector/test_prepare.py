@@ -130,3 +130,24 @@ def test_alpaca_tasks_on_one_long_input_are_compared_without_it(tmp_path: Path) 
 
     # Their queries are over 0.9 similar (the article dominates); their tasks are not.
     assert kept == ["r0000001", "r0000002", "r0000003"] and dropped == []
+
+
+def test_tokens_left_uncounted_by_the_reader_are_counted_for_what_is_kept(tmp_path: Path) -> None:
+    source = tmp_path / "rows.jsonl"
+    rows = [_sft(f"question number {i} about tokens", "Answer " * i) for i in range(1, 700)]
+    rows.append(_sft("question number 1 about tokens", "Answer "))  # a duplicate of row 1
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    lazy = list(read_examples(source, "jsonl", "auto", "job", count_tokens=False))
+    assert {e["tokens"] for e in lazy if isinstance(e, dict)} == {-1}
+    out, dropped = tmp_path / "examples.jsonl", tmp_path / "dropped.jsonl"
+
+    tally = screen(lazy, "job", Deduplicator(0.8), None, out, dropped)
+
+    eager = {
+        e["item_id"]: e["tokens"]
+        for e in read_examples(source, "jsonl", "auto", "job")
+        if isinstance(e, dict)
+    }
+    kept = _lines(out)
+    assert tally.kept == len(kept) == 699 and tally.duplicates == 1  # pages of 512 and more
+    assert all(e["tokens"] == eager[e["item_id"]] > 0 for e in kept)

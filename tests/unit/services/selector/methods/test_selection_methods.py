@@ -567,3 +567,24 @@ def test_tacos_beats_random_and_longest_on_quality_and_coverage_of_planted_clust
             assert tacos.mean_quality is not None and other.mean_quality is not None
             assert tacos.mean_quality > other.mean_quality
             assert tacos.clusters > other.clusters
+
+
+def test_references_are_each_clusters_closest_item_to_its_mean_lowest_index_on_ties() -> None:
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(300, 6)).astype(np.float32)
+    vectors[10] = vectors[3]  # a tie: the lower index wins
+    assignment = rng.integers(0, 6, size=300)
+    assignment[assignment == 4] = 5  # cluster 4 is empty
+    result = ClusterResult(assignment, [f"c{c}" for c in range(7)], [0] * 7)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    expected = []
+    for c in range(7):
+        members = np.flatnonzero(assignment == c)
+        if not members.size:
+            expected.append(-1)
+            continue
+        mean = unit[members].sum(axis=0)
+        score = np.round(unit[members] @ (mean / np.linalg.norm(mean)), 6)
+        expected.append(int(members[np.flatnonzero(score == score.max())[0]]))
+    assert references(result, vectors) == expected
+    assert expected[4] == -1

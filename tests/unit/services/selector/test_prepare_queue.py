@@ -1,0 +1,91 @@
+"""Queueing a job's tag tasks: every kept example once, then the job moves to the tag step;
+a failed publish stops the queueing (prepare runs again) and the job does not move."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import services.selector.prepare as prepare
+from taxoforge.v1 import common_pb2 as pb
+
+
+def _examples(path: Path, n: int) -> Path:
+    with path.open("w", encoding="utf-8") as fh:
+        for i in range(n):
+            row = {"item_id": f"r{i:07d}", "query": f"question {i}"}
+            if i % 3 == 0:
+                row["language"] = "fr"
+            fh.write(json.dumps(row) + "\n")
+    return path
+
+
+def _preparer() -> prepare.Preparer:
+    return object.__new__(prepare.Preparer)  # _queue_tags needs only the context's handles
+
+
+class _Ctx:
+    bus = object()
+    jobs = object()
+
+
+async def test_every_example_is_queued_once_before_the_job_moves_to_tag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    published: list[tuple[str, pb.TagTask]] = []
+    moved: list[dict[str, Any]] = []
+
+    async def publish(bus: Any, stage: Any, task: pb.TagTask, job_id: str, item_id: str) -> None:
+        await asyncio.sleep(0)  # publishes interleave, as over the network
+        published.append((item_id, task))
+
+    async def enter(bus: Any, jobs: Any, job_id: str, *steps: Any, planned: int) -> None:
+        moved.append({"published": len(published), "planned": planned, "steps": steps})
+
+    monkeypatch.setattr(prepare, "publish_work", publish)
+    monkeypatch.setattr(prepare, "enter_step", enter)
+    preparer = _preparer()
+    preparer._ctx = _Ctx()  # type: ignore[assignment]
+
+    await preparer._queue_tags(pb.Job(id="j1"), _examples(tmp_path / "e.jsonl", 1000), 1000)
+
+    assert sorted(item for item, _ in published) == [f"r{i:07d}" for i in range(1000)]
+    by_id = dict(published)
+    assert by_id["r0000003"] == pb.TagTask(
+        job_id="j1", item_id="r0000003", query="question 3", language="fr"
+    )
+    assert by_id["r0000004"].language == ""
+    assert moved == [{"published": 1000, "planned": 1000, "steps": moved[0]["steps"]}]
+
+
+async def test_a_failed_publish_stops_the_queueing_and_the_job_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    published: list[str] = []
+    moved: list[int] = []
+
+    async def publish(bus: Any, stage: Any, task: pb.TagTask, job_id: str, item_id: str) -> None:
+        await asyncio.sleep(0)
+        if item_id == "r0000300":
+            raise ConnectionError("nats went away")
+        published.append(item_id)
+
+    async def enter(*args: Any, planned: int) -> None:
+        moved.append(planned)
+
+    monkeypatch.setattr(prepare, "publish_work", publish)
+    monkeypatch.setattr(prepare, "enter_step", enter)
+    preparer = _preparer()
+    preparer._ctx = _Ctx()  # type: ignore[assignment]
+
+    with pytest.raises(ConnectionError, match="nats went away"):
+        await preparer._queue_tags(pb.Job(id="j1"), _examples(tmp_path / "e.jsonl", 5000), 5000)
+    await asyncio.sleep(0.05)  # nothing goes on publishing after the failure
+    assert len(published) < 1000
+    after = len(published)
+    await asyncio.sleep(0.05)
+    assert len(published) == after and moved == []
