@@ -3,13 +3,20 @@
 Makes a corpus shaped like instruction data (words drawn, Zipf-weighted, from the model's own
 vocabulary): open tags of 1-4 words with the variants an LLM writes (plurals, case, hyphens,
 qualifiers), instructions of 10-60 words, and samples (an instruction, a newline, an answer of
-50-400 words: what DEITA embeds). Each encoder of ``--encoders`` runs in a child process of
+50-400 words). ``--corpus realistic`` takes them from ``realistic_corpus.py`` instead (what
+``select_bench.py --corpus realistic`` uploads: its distinct raw tags, with typos, word order
+and near-synonyms, and its instructions and answers). Each encoder of ``--encoders`` runs in
+a child process of
 its own, so its peak RSS is its own, and embeds every kind in batches of ``--batch`` texts
 (the selector's ``embed_all`` sends 256 per call). It prints texts/s per kind, the model's
 load time, tags/s again when all are cached (``cached/s``: what a later step pays) and the
-child's peak RSS (VmHWM), then how each encoder agrees with the numpy
-reference: cosine per text (mean, min), the tags' greedy merge at ``--threshold`` (share of
-tags given the same representative) and the instructions' 10 nearest neighbours (overlap).
+child's peak RSS (VmHWM), then how each encoder agrees with the reference (``--reference``,
+onnx: the model's own vectors): the Spearman correlation of pairwise cosines over a sample of
+each kind (the only comparison that holds across vector spaces), the tags' greedy merge at each
+``--threshold`` (share of tags given the same representative, and the merge counts), the
+instructions' 10 nearest neighbours (overlap) and DEITA's walk over the instructions at
+``--diversity`` (share of the chosen that both choose). Cosine per text is printed only where
+the two encoders share a vector space (numpy, onnx, onnx-int8).
 
 Run: ``.venv/bin/python benchmarks/embed_bench.py`` (``--help`` for the options); a smoke
 run: ``--tags 500 --instructions 200 --samples 50``.
@@ -30,7 +37,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-ENCODERS = ("numpy", "onnx", "onnx-int8")
+ENCODERS = ("onnx", "onnx-int8", "static")
+SAME_SPACE = {"numpy", "onnx", "onnx-int8"}
 KINDS = ("tags", "instructions", "samples")
 QUALIFIERS = ("basics", "advanced", "for beginners", "tips", "overview", "in practice")
 
@@ -80,6 +88,79 @@ def corpus(tags: int, instructions: int, samples: int, seed: int) -> dict[str, l
         "instructions": queries,
         "samples": [f"{q}\n{a}" for q, a in zip(queries, answers, strict=False)],
     }
+
+
+def realistic(tags: int, instructions: int, samples: int, seed: int) -> dict[str, list[str]]:
+    """The three kinds of text from ``realistic_corpus.generate`` (tags: its distinct raw tags
+    in order of first use)."""
+    import re
+    import tempfile
+    from pathlib import Path
+
+    import realistic_corpus
+    from tokenizers import Tokenizer
+
+    from taxoforge.minilm import installed_model_dir
+
+    vocab = Tokenizer.from_file(str(installed_model_dir() / "tokenizer.json")).get_vocab()
+    words = sorted(
+        (w for w in vocab if w.isascii() and w.isalpha() and len(w) >= 3), key=lambda w: vocab[w]
+    )
+    marker = re.compile(r"\s*\[tags: (.*)\]\s*$")
+    tag_list: dict[str, None] = {}
+    queries: list[str] = []
+    answers: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "corpus.jsonl"
+        rows = max(instructions, samples, tags // 2, 100)
+        realistic_corpus.generate(
+            path, rows, seed, words, lambda q, a, s: {"query": q, "answer": a}
+        )
+        with path.open(encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # the planted malformed rows
+                found = marker.search(row["query"])
+                if found:
+                    tag_list.update(dict.fromkeys(found.group(1).split(", ")))
+                queries.append(marker.sub("", row["query"]))
+                answers.append(row["answer"])
+    return {
+        "tags": list(tag_list)[:tags],
+        "instructions": queries[:instructions],
+        "samples": [f"{q}\n{a}" for q, a in zip(queries[:samples], answers, strict=False)],
+    }
+
+
+def spearman_of_cosines(a: NDArray[np.float32], b: NDArray[np.float32], n: int = 400) -> float:
+    """Spearman correlation of the pairwise cosines of the first ``n`` rows, a's vs b's."""
+    from scipy.stats import spearmanr
+
+    a, b = a[:n], b[:n]
+    upper = np.triu_indices(len(a), k=1)
+    if len(upper[0]) < 2:
+        return float("nan")
+    return float(spearmanr((a @ a.T)[upper], (b @ b.T)[upper]).statistic)
+
+
+def deita_overlap(
+    a: NDArray[np.float32], b: NDArray[np.float32], threshold: float, budget: int
+) -> tuple[float, int, int]:
+    """DEITA's walk over the rows in order (a fixed quality order) for ``budget`` picks with
+    each encoder: the share of the chosen both choose, and how many each skipped."""
+    from services.selector.examples import Candidate
+    from services.selector.methods.deita import deita
+    from services.selector.methods.ranking import Budget
+
+    cands = [Candidate(item_id=f"i{i:07d}", query="", response="", tokens=1) for i in range(len(a))]
+    order = list(range(len(a)))
+    ca = deita(order, cands, Budget(budget), a, threshold)
+    cb = deita(order, cands, Budget(budget), b, threshold)
+    skipped_a = (max(ca) + 1 - len(ca)) if ca else 0
+    skipped_b = (max(cb) + 1 - len(cb)) if cb else 0
+    return len(set(ca) & set(cb)) / max(1, len(ca)), skipped_a, skipped_b
 
 
 def peak_rss_mib() -> float:
@@ -156,11 +237,17 @@ def main() -> None:
     parser.add_argument("--instructions", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--batch", type=int, default=256, help="texts per encode call")
-    parser.add_argument("--threshold", type=float, default=0.85, help="the tag merge's cosine")
+    parser.add_argument(
+        "--threshold", default="0.85", help="the tag merge's cosines, comma-separated"
+    )
+    parser.add_argument("--diversity", type=float, default=0.9, help="DEITA's cosine")
+    parser.add_argument("--reference", default="onnx", help="the encoder others are held to")
+    parser.add_argument("--corpus", choices=("words", "realistic"), default="words")
     parser.add_argument("--seed", type=int, default=14)
     args = parser.parse_args()
     encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
-    texts = corpus(args.tags, args.instructions, args.samples, args.seed)
+    make = realistic if args.corpus == "realistic" else corpus
+    texts = make(args.tags, args.instructions, args.samples, args.seed)
     words = {k: np.mean([len(t.split()) for t in v]) if v else 0 for k, v in texts.items()}
     print(
         f"embed_bench: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
@@ -186,29 +273,45 @@ def main() -> None:
             + " ".join(f"{r['rate'][k]:>15,.0f}" for k in (*KINDS, "cached"))
             + f" {r['rss_mib']:>13.0f} {r['rss_imports_mib']:>10.0f}"
         )
-    reference = results.get("numpy")
+    reference = results.get(args.reference)
     if reference is None or len(results) < 2:
         return
     from taxoforge.labels import greedy_merge
 
-    ref_merge = greedy_merge(reference["vectors"]["tags"], args.threshold)
-    print(f"\nagreement with numpy (cosine per text; tag merge at {args.threshold}; 10-NN)")
+    thresholds = [float(t) for t in args.threshold.split(",") if t.strip()]
+    ref_merges = {t: greedy_merge(reference["vectors"]["tags"], t) for t in thresholds}
+    budget = max(1, len(texts["instructions"]) // 2)
+    print(
+        f"\nagreement with {args.reference}: Spearman of pairwise cosines (400 texts a kind);"
+        f" tag merge (same representative; merges there / here); instruction 10-NN overlap;"
+        f" DEITA at {args.diversity} over the instructions for {budget} (same chosen; skipped"
+        f" there / here)"
+    )
     for encoder, r in results.items():
-        if encoder == "numpy":
+        if encoder == args.reference:
             continue
-        cos = {
-            k: (r["vectors"][k] * reference["vectors"][k]).sum(axis=1) for k in KINDS if texts[k]
-        }
-        merge = greedy_merge(r["vectors"]["tags"], args.threshold)
-        same = float(np.mean(merge == ref_merge)) if len(merge) else 1.0
+        parts = [
+            f"{k} rho {spearman_of_cosines(r['vectors'][k], reference['vectors'][k]):.3f}"
+            for k in KINDS
+            if len(texts[k]) > 2
+        ]
+        if encoder in SAME_SPACE and args.reference in SAME_SPACE:
+            cos = (r["vectors"]["instructions"] * reference["vectors"]["instructions"]).sum(1)
+            parts.append(f"instruction cosine mean {cos.mean():.4f} min {cos.min():.4f}")
+        for t in thresholds:
+            merge = greedy_merge(r["vectors"]["tags"], t)
+            same = float(np.mean(merge == ref_merges[t])) if len(merge) else 1.0
+            parts.append(f"tags@{t} alike {same:.2%} ({merges(ref_merges[t])}/{merges(merge)})")
         knn = knn_overlap(r["vectors"]["instructions"], reference["vectors"]["instructions"])
-        print(
-            f"{encoder:<10} "
-            + " ".join(f"{k} mean {c.mean():.4f} min {c.min():.4f};" for k, c in cos.items())
-            + f" tags merged alike {same:.2%} ({merges(ref_merge)} merges in numpy,"
-            + f" {merges(merge)} here);"
-            + f" instruction 10-NN overlap {knn:.2%}"
+        parts.append(f"10-NN {knn:.2%}")
+        both, skip_ref, skip_here = deita_overlap(
+            reference["vectors"]["instructions"],
+            r["vectors"]["instructions"],
+            args.diversity,
+            budget,
         )
+        parts.append(f"DEITA alike {both:.2%} ({skip_ref}/{skip_here})")
+        print(f"{encoder:<10} " + "; ".join(parts))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@ The default, ``local/all-minilm-l6-v2``, runs all-MiniLM-L6-v2 offline (no PyTor
 downloaded): by ONNX Runtime in float32 (the reference's vectors, ~2.3x the numpy code) unless
 ``TAXOFORGE_EMBED_ENCODER`` names ``onnx-int8`` (int8 dense layers, ~1.4x faster again, within
 ~0.99 cosine; checked only on CPUs with VNNI, where ONNX Runtime's u8 x s8 kernels do not
-saturate) or ``numpy`` (:mod:`taxoforge.minilm`'s reference code). Its vectors are kept in a
+saturate), ``static`` (:mod:`taxoforge.static_embed`: a token table distilled from the same
+model, tens of times faster, coarser) or ``numpy`` (:mod:`taxoforge.minilm`'s reference code).
+Each of the selector's uses (tag normalization, clustering, DEITA) may name its own encoder
+(:meth:`EmbedSettings.for_use`). Its vectors are kept in a
 process-wide LRU keyed by content hash, so a text seen again (tags repeat across a job's steps)
 costs nothing; :class:`CachedEmbedder` adds the same for any embedder, optionally backed by a
 shared :class:`VectorStore`. Any other is a model the operator declared for the embedder role
@@ -19,6 +22,7 @@ import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -30,6 +34,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from taxoforge.errors import PermanentError, TransientError
 from taxoforge.llm.endpoints import Endpoint, ModelChoiceError, ModelRegistry
 from taxoforge.minilm import MiniLM, OnnxMiniLM, installed_model_dir
+from taxoforge.static_embed import StaticMiniLM
 
 __all__ = [
     "LOCAL_MODEL",
@@ -38,6 +43,7 @@ __all__ = [
     "Embedder",
     "LiteLLMEmbedder",
     "LocalMiniLM",
+    "TextEncoder",
     "VectorCache",
     "VectorStore",
     "cosine_matrix",
@@ -50,7 +56,10 @@ log = structlog.get_logger(__name__)
 
 LOCAL_MODEL = "local/all-minilm-l6-v2"
 
-Encoder = Literal["onnx-int8", "onnx", "numpy"]
+Encoder = Literal["onnx-int8", "onnx", "numpy", "static"]
+ENCODERS = ("onnx-int8", "onnx", "numpy", "static")
+# What the selector embeds: tags (normalization), clustering's texts, DEITA's walk.
+Use = Literal["tags", "cluster", "deita"]
 
 
 class EmbedSettings(BaseSettings):
@@ -60,14 +69,45 @@ class EmbedSettings(BaseSettings):
 
     # onnx: the reference's vectors (float32), the default because it is exact on every CPU;
     # onnx-int8: ~1.4x faster, within ~0.99 cosine (on CPUs with VNNI); numpy: the reference
-    # code itself.
+    # code itself; static: a distilled token table, ~60x faster than onnx, coarser.
     encoder: Encoder = "onnx"
+    # Per use, overriding ``encoder`` (None: ``encoder``), chosen by benchmarks/embed_bench.py
+    # --corpus realistic. DEITA: static chose the same 500 of 1,000 instructions as onnx at
+    # 0.9, at ~76x its rate (20k instructions/s against 266). Tags and clustering stay with
+    # ``encoder``: static gave the same merge to 92.6% of tags against int8's 98.9% (it misses
+    # typos: "ahcieving" is not "achieve"), and shares 14% of onnx's 10 nearest neighbours.
+    tags_encoder: Encoder | None = None
+    cluster_encoder: Encoder | None = None
+    deita_encoder: Encoder | None = "static"
     # Vectors kept per process (384 float32 each, ~1.7 KiB with the key): 50k is ~85 MiB.
     cache_size: int = Field(default=50_000, ge=0)
+    # The static encoder: its table's width (0: the model's 384) and where the table is kept
+    # once computed (None: $XDG_CACHE_HOME/taxoforge or ~/.cache/taxoforge).
+    static_dims: int = Field(default=256, ge=0)
+    cache_dir: Path | None = None
+
+    def for_use(self, use: Use) -> str:
+        """The encoder for one of the selector's uses."""
+        chosen = {
+            "tags": self.tags_encoder,
+            "cluster": self.cluster_encoder,
+            "deita": self.deita_encoder,
+        }[use]
+        return chosen or self.encoder
 
 
-_models: dict[str, MiniLM] = {}
+_models: dict[str, TextEncoder] = {}
 _model_lock = threading.Lock()
+
+
+class TextEncoder(Protocol):
+    """A local model: texts in, L2-normalized rows out (run in the caller's thread)."""
+
+    dim: int
+
+    def encode(self, texts: Sequence[str], max_tokens: int | None = None) -> NDArray[np.float32]:
+        """Shape ``(len(texts), dim)``; a text counts at most ``max_tokens`` tokens."""
+        ...
 
 
 class Embedder(Protocol):
@@ -148,16 +188,19 @@ def _process_cache(namespace: str) -> VectorCache:
         return cache
 
 
-def make_encoder(encoder: str) -> MiniLM:
+def make_encoder(encoder: str) -> TextEncoder:
     """A new local encoder of the given kind (see :class:`EmbedSettings`)."""
     if encoder == "numpy":
         return MiniLM()
     if encoder in ("onnx", "onnx-int8"):
         return OnnxMiniLM(int8=encoder == "onnx-int8")
-    raise ValueError(f"unknown local encoder {encoder!r}: use onnx-int8, onnx or numpy")
+    if encoder == "static":
+        settings = EmbedSettings()
+        return StaticMiniLM(dims=settings.static_dims, cache_dir=settings.cache_dir)
+    raise ValueError(f"unknown local encoder {encoder!r}: use {', '.join(ENCODERS)}")
 
 
-def _shared_model(encoder: str | None = None) -> MiniLM:
+def _shared_model(encoder: str | None = None) -> TextEncoder:
     """Load the local model once per process and kind (thread-safe)."""
     kind = encoder or EmbedSettings().encoder
     with _model_lock:
@@ -212,20 +255,32 @@ class LocalMiniLM:
     """all-MiniLM-L6-v2 (384 dimensions), offline; loaded on first use, shared by the process,
     its vectors cached by content hash in the process (see :class:`CachedEmbedder`)."""
 
-    def __init__(self, encoder: str | None = None, store: VectorStore | None = None) -> None:
+    def __init__(
+        self,
+        encoder: str | None = None,
+        store: VectorStore | None = None,
+        max_tokens: int | None = None,
+    ) -> None:
         """Fail now, with the install command, if the model package is missing.
 
-        ``encoder``: onnx-int8, onnx or numpy (default: ``TAXOFORGE_EMBED_ENCODER``).
+        ``encoder``: onnx-int8, onnx, numpy or static (default: ``TAXOFORGE_EMBED_ENCODER``).
         ``store``: a shared vector store to read before embedding and fill after.
+        ``max_tokens``: each text counts at most this many tokens (None: the model's limit).
         """
         installed_model_dir()
         self.encoder = encoder or EmbedSettings().encoder
-        if self.encoder not in ("onnx-int8", "onnx", "numpy"):
-            raise ValueError(
-                f"unknown local encoder {self.encoder!r}: use onnx-int8, onnx or numpy"
-            )
-        # The encoder is in the namespace: int8 and float32 vectors differ slightly.
-        self._cached = CachedEmbedder(_Encode(self.encoder), f"{LOCAL_MODEL}#{self.encoder}", store)
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"unknown local encoder {self.encoder!r}: use {', '.join(ENCODERS)}")
+        self.max_tokens = max_tokens
+        # Known without loading the model, so an empty call costs nothing.
+        self.dim = 384
+        if self.encoder == "static":
+            self.dim = min(384, EmbedSettings().static_dims or 384)
+        # The encoder and the truncation are in the namespace: their vectors differ.
+        namespace = f"{LOCAL_MODEL}#{self.encoder}"
+        if max_tokens:
+            namespace += f"@{max_tokens}"
+        self._cached = CachedEmbedder(_Encode(self.encoder, max_tokens), namespace, store)
 
     @property
     def cache(self) -> VectorCache:
@@ -235,19 +290,23 @@ class LocalMiniLM:
     async def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """Embed the texts not cached, in a worker thread so the event loop keeps running."""
         if not texts:
-            return np.zeros((0, 384), dtype=np.float32)
+            return np.zeros((0, self.dim), dtype=np.float32)
         return await self._cached.embed(texts)
 
 
 class _Encode:
     """The shared local model as an :class:`Embedder`, run in a worker thread."""
 
-    def __init__(self, encoder: str) -> None:
+    def __init__(self, encoder: str, max_tokens: int | None = None) -> None:
         self.encoder = encoder
+        self.max_tokens = max_tokens
 
     async def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
         batch = list(texts)
-        return await asyncio.to_thread(lambda: _shared_model(self.encoder).encode(batch))
+        limit = self.max_tokens
+        if limit is None:  # the plain call, as any TextEncoder takes it
+            return await asyncio.to_thread(lambda: _shared_model(self.encoder).encode(batch))
+        return await asyncio.to_thread(lambda: _shared_model(self.encoder).encode(batch, limit))
 
 
 class LiteLLMEmbedder:
@@ -305,25 +364,35 @@ def _normalize(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
     return out
 
 
-def embedder_for(name: str, registry: ModelRegistry, store: VectorStore | None = None) -> Embedder:
+def embedder_for(
+    name: str,
+    registry: ModelRegistry,
+    store: VectorStore | None = None,
+    *,
+    use: Use | None = None,
+    max_tokens: int | None = None,
+) -> Embedder:
     """The embedder a request names: ``""`` or ``local/all-minilm-l6-v2`` is the local one, any
     other must be declared for the embedder role in this process's registry.
 
     ``store``: a shared vector store (e.g. the job's object store) read before embedding and
     filled after; with one, a declared model's vectors are cached too (the local model's
-    always are, in the process).
+    always are, in the process). ``use``: which of the selector's uses the local model serves
+    (its encoder is :meth:`EmbedSettings.for_use`); ``max_tokens``: the local model's
+    truncation (a declared model gets whole texts).
 
     Raises:
         PermanentError: no such embedding model here (the message lists those there are).
     """
+    encoder = EmbedSettings().for_use(use) if use else None
     if name.lower() in ("", LOCAL_MODEL):
-        return LocalMiniLM(store=store)
+        return LocalMiniLM(encoder, store=store, max_tokens=max_tokens)
     try:
         endpoint = registry.get(name, "embedder")
     except ModelChoiceError as exc:
         raise PermanentError(f"embedder: {exc}") from exc
     if endpoint.is_local:
-        return LocalMiniLM(store=store)
+        return LocalMiniLM(encoder, store=store, max_tokens=max_tokens)
     if store is not None:
         # Keyed by the model and address, not the operator's name for them, which may move.
         namespace = f"{endpoint.model}@{endpoint.api_base or ''}"

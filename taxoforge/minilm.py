@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 from safetensors.numpy import load_file
 from scipy.special import erf
-from tokenizers import Encoding, Tokenizer
+from tokenizers import Tokenizer
 
 __all__ = [
     "INSTALL_HINT",
@@ -154,37 +154,41 @@ class MiniLM:
                 )
             )
 
-    def encode(self, texts: Sequence[str]) -> F32:
+    def encode(self, texts: Sequence[str], max_tokens: int | None = None) -> F32:
         """Embed ``texts``: shape ``(len(texts), dim)``, float32, rows L2-normalized.
 
-        Texts are truncated at ``max_seq_length`` tokens and run in length-sorted batches, so a
-        text's vector does not depend on its neighbours.
+        Texts are truncated at ``max_seq_length`` tokens, or at ``max_tokens`` (special tokens
+        included) when that is smaller, and run in length-sorted batches, so a text's vector
+        does not depend on its neighbours.
         """
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        encodings = self.tokenizer.encode_batch(list(texts))
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        rows = [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+        if max_tokens and max_tokens >= 2:
+            # Cut the text, keep the closing [SEP]: as if the tokenizer truncated there.
+            rows = [r if len(r) <= max_tokens else r[: max_tokens - 1] + r[-1:] for r in rows]
+        order = sorted(range(len(texts)), key=lambda i: len(rows[i]))
         batches: list[list[int]] = []
         for i in order:
             n = len(batches[-1]) if batches else self.batch_size
-            if n >= self.batch_size or (n + 1) * len(encodings[i].ids) > self.batch_tokens:
+            if n >= self.batch_size or (n + 1) * len(rows[i]) > self.batch_tokens:
                 batches.append([])
             batches[-1].append(i)
         for batch in batches:
-            out[batch] = self._run([encodings[j] for j in batch])
+            out[batch] = self._run([rows[j] for j in batch])
         return out
 
-    def _run(self, encodings: list[Encoding]) -> F32:
-        """Pad one batch (already sorted by length) and run it through the encoder."""
-        width = len(encodings[-1].ids)
-        ids = np.zeros((len(encodings), width), dtype=np.int64)
+    def _run(self, rows: list[list[int]]) -> F32:
+        """Pad one batch of token ids (already sorted by length) and run it through the
+        encoder; one sentence per text, so every token type is 0."""
+        width = len(rows[-1])
+        ids = np.zeros((len(rows), width), dtype=np.int64)
         types = np.zeros_like(ids)
-        mask = np.zeros((len(encodings), width), dtype=np.float32)
-        for row, enc in enumerate(encodings):
-            n = len(enc.ids)
-            ids[row, :n] = enc.ids
-            types[row, :n] = enc.type_ids
+        mask = np.zeros((len(rows), width), dtype=np.float32)
+        for row, tokens in enumerate(rows):
+            n = len(tokens)
+            ids[row, :n] = tokens
             mask[row, :n] = 1.0
         return self._forward(ids, types, mask)
 

@@ -35,7 +35,7 @@ from services.selector.workfiles import download, iter_jsonl, work_object
 from taxoforge.bus import Stage
 from taxoforge.context import ServiceContext
 from taxoforge.datasets import DatasetStore
-from taxoforge.embeddings import LOCAL_MODEL, Embedder, embedder_for
+from taxoforge.embeddings import LOCAL_MODEL, Embedder, Use, embedder_for
 from taxoforge.errors import TransientError
 from taxoforge.jobs.lifecycle import record_report
 from taxoforge.labels import normalize_labels
@@ -57,10 +57,15 @@ def load_candidates(path: Path) -> list[Candidate]:
     return [candidate_of(e) for e in iter_jsonl(path)]  # type: ignore[arg-type]
 
 
-def embedder_of(job: pb.Job, registry: ModelRegistry) -> Embedder:
+def embedder_of(
+    job: pb.Job, registry: ModelRegistry, use: Use | None = None, max_tokens: int | None = None
+) -> Embedder:
     """The job's embedder role: the offline MiniLM unless the recipe names another the
-    operator declared (resolved here, by name, never from an address in the job)."""
-    return embedder_for(job.recipe.models.embedder.model or LOCAL_MODEL, registry)
+    operator declared (resolved here, by name, never from an address in the job). ``use``
+    picks the local model's encoder for that use (``TAXOFORGE_EMBED_<USE>_ENCODER``);
+    ``max_tokens`` truncates what the local model reads."""
+    name = job.recipe.models.embedder.model or LOCAL_MODEL
+    return embedder_for(name, registry, use=use, max_tokens=max_tokens)
 
 
 async def embed_all(embedder: Embedder, texts: list[str]) -> np.ndarray:
@@ -184,7 +189,7 @@ class Clusterer:
         occurrences = [t for c in candidates for t in raw.get(c.item_id, [])]
         normalized = await normalize_labels(
             occurrences,
-            embedder_of(job, self._ctx.llm.registry),
+            embedder_of(job, self._ctx.llm.registry, "tags"),
             min_frequency=spec.min_tag_frequency,
             threshold=spec.tag_merge_threshold,
         )
@@ -210,7 +215,7 @@ class Clusterer:
             )
         if spec.cluster_by == "embedding":
             vectors = await embed_all(
-                embedder_of(job, self._ctx.llm.registry), [c.query for c in candidates]
+                embedder_of(job, self._ctx.llm.registry, "cluster"), [c.query for c in candidates]
             )
             return await asyncio.to_thread(cluster_by_vectors, vectors, k, spec.seed)
         return await asyncio.to_thread(cluster_by_tags, tags, k, spec.seed)

@@ -53,9 +53,18 @@ from taxoforge.protojson import to_dict
 from taxoforge.store import ItemKind
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["SelectionRunner"]
+__all__ = ["DEITA_MAX_TOKENS", "SelectionRunner", "deita_texts"]
 
 log = structlog.get_logger(__name__)
+
+# DEITA's diversity is judged on the instruction alone, cut at MiniLM's training length: a
+# long answer added little to the vector but cost ~10x the encoder's time.
+DEITA_MAX_TOKENS = 128
+
+
+def deita_texts(cands: list[Candidate], rows: list[int]) -> list[str]:
+    """What DEITA embeds of each candidate asked for: its instruction (query)."""
+    return [cands[i].query for i in rows]
 
 
 @dataclass
@@ -205,12 +214,13 @@ class SelectionRunner:
     ) -> Callable[[NDArray[np.int64]], NDArray[np.float32]]:
         """DEITA's vectors on demand: its walk (run in a worker thread) asks for one block of
         candidates at a time, best first, and stops at the budget, so only what it reaches is
-        embedded (on 100k candidates most never are; a sample is its query and response)."""
+        embedded (on 100k candidates most never are), and only the instructions, truncated
+        (see ``deita_texts``)."""
         loop = asyncio.get_running_loop()
-        embedder = embedder_of(job, self._ctx.llm.registry)
+        embedder = embedder_of(job, self._ctx.llm.registry, "deita", DEITA_MAX_TOKENS)
 
         def embed(rows: NDArray[np.int64]) -> NDArray[np.float32]:
-            texts = [f"{cands[i].query}\n{cands[i].response}" for i in rows.tolist()]
+            texts = deita_texts(cands, rows.tolist())
             vectors: NDArray[np.float32] = asyncio.run_coroutine_threadsafe(
                 embed_all(embedder, texts), loop
             ).result()

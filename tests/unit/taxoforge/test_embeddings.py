@@ -141,9 +141,9 @@ def test_encoder_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TAXOFORGE_EMBED_ENCODER", "fast")
     with pytest.raises(ValueError, match="encoder"):
         EmbedSettings()
-    with pytest.raises(ValueError, match="use onnx-int8, onnx or numpy"):
+    with pytest.raises(ValueError, match="use onnx-int8, onnx, numpy, static"):
         LocalMiniLM("fast")
-    with pytest.raises(ValueError, match="use onnx-int8, onnx or numpy"):
+    with pytest.raises(ValueError, match="use onnx-int8, onnx, numpy, static"):
         make_encoder("fast")
 
 
@@ -182,3 +182,59 @@ async def test_embedder_for_passes_a_store_on() -> None:
     assert isinstance(remote, CachedEmbedder) and isinstance(remote.inner, LiteLLMEmbedder)
     assert remote.namespace == "openai/text-embedding-3-small@http://x/v1"
     assert isinstance(embedder_for("small", registry), LiteLLMEmbedder)  # no store: as before
+
+
+def test_each_selector_use_may_name_its_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = EmbedSettings()
+    assert {u: settings.for_use(u) for u in ("tags", "cluster", "deita")} == {
+        "tags": "onnx",
+        "cluster": "onnx",
+        "deita": "static",
+    }
+    monkeypatch.setenv("TAXOFORGE_EMBED_ENCODER", "onnx-int8")
+    monkeypatch.setenv("TAXOFORGE_EMBED_DEITA_ENCODER", "onnx")
+    monkeypatch.setenv("TAXOFORGE_EMBED_CLUSTER_ENCODER", "onnx")
+    settings = EmbedSettings()
+    assert settings.for_use("tags") == "onnx-int8"
+    assert settings.for_use("deita") == settings.for_use("cluster") == "onnx"
+
+
+def test_embedder_for_a_use_picks_its_encoder_and_truncation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from taxoforge.embeddings import embedder_for
+    from taxoforge.llm.endpoints import ModelRegistry
+
+    monkeypatch.setenv("TAXOFORGE_EMBED_DEITA_ENCODER", "onnx-int8")
+    registry = ModelRegistry([])
+    local = embedder_for("", registry, use="deita", max_tokens=128)
+    assert isinstance(local, LocalMiniLM)
+    assert (local.encoder, local.max_tokens) == ("onnx-int8", 128)
+    assert isinstance(embedder_for("", registry), LocalMiniLM)
+    assert embedder_for("", registry).encoder == "onnx"  # type: ignore[attr-defined]
+
+
+async def test_truncated_vectors_are_cached_apart_and_truncated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[int | None] = []
+
+    class Spy:
+        dim = 3
+
+        def encode(
+            self, texts: Sequence[str], max_tokens: int | None = None
+        ) -> NDArray[np.float32]:
+            asked.append(max_tokens)
+            return np.full((len(texts), 3), 3**-0.5, dtype=np.float32)
+
+    monkeypatch.setattr(embeddings, "_shared_model", lambda encoder=None: Spy())
+    whole = LocalMiniLM("numpy")
+    cut = LocalMiniLM("numpy", max_tokens=16)
+    whole.cache.clear()
+    cut.cache.clear()
+    assert cut.cache is not whole.cache  # other vectors, other namespace
+    await whole.embed(["a long instruction"])
+    await cut.embed(["a long instruction"])
+    await cut.embed(["a long instruction"])
+    assert asked == [None, 16]

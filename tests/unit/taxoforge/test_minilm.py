@@ -48,19 +48,25 @@ TEXTS = [item["text"] for item in REFERENCE["items"]]
 VECTORS = np.array([item["vector"] for item in REFERENCE["items"]], dtype=np.float32)
 
 
+def _minilm(kind: str) -> MiniLM:
+    model = embeddings._shared_model(kind)
+    assert isinstance(model, MiniLM)
+    return model
+
+
 @pytest.fixture(scope="module")
 def model() -> MiniLM:
-    return embeddings._shared_model("numpy")
+    return _minilm("numpy")
 
 
 @pytest.fixture(scope="module")
 def onnx32() -> MiniLM:
-    return embeddings._shared_model("onnx")
+    return _minilm("onnx")
 
 
 @pytest.fixture(scope="module")
 def int8() -> MiniLM:
-    return embeddings._shared_model("onnx-int8")
+    return _minilm("onnx-int8")
 
 
 def cosines(got: np.ndarray) -> np.ndarray:
@@ -246,3 +252,21 @@ async def test_an_embedding_providers_reply_stays_out_of_the_error(
     with pytest.raises(PermanentError) as err:
         await embedder_for("small", MODELS).embed(["a"])
     assert str(err.value) == "embedding model small: Refused (HTTP 401)"
+
+
+@pytest.mark.parametrize("kind", ["numpy", "onnx"])
+def test_max_tokens_truncates_as_the_tokenizer_would(kind: str) -> None:
+    from tokenizers import Tokenizer
+
+    model = _minilm(kind)
+    text = "Explain how a hash map handles collisions, with an example in Python and in Rust."
+    tokenizer = Tokenizer.from_file(str(installed_model_dir() / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=8)
+    ids = tokenizer.encode(text).ids
+    assert len(ids) == 8 and ids[-1] == tokenizer.token_to_id("[SEP]")
+    expected = model._run([ids])
+    got = model.encode([text, "short"], max_tokens=8)
+    np.testing.assert_allclose(got[0], expected[0], atol=1e-5)
+    np.testing.assert_allclose(got[1], model.encode(["short"])[0], atol=1e-6)
+    assert not np.allclose(got[0], model.encode([text])[0], atol=1e-3)

@@ -9,6 +9,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from services.selector.selection import SelectionRunner
 from taxoforge.store import ItemKind
 from taxoforge.v1 import common_pb2 as pb
@@ -61,3 +63,41 @@ async def test_nothing_is_read_when_every_item_is_accounted_for(tmp_path: Path) 
     await _runner(items)._account(job, pb.SelectionReport(), {"i0000000", "i0000001"}, dropped)
 
     assert items.scans == 0 and dropped.read_text() == ""
+
+
+async def test_deita_embeds_only_the_instructions_truncated_with_its_encoder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+
+    import numpy as np
+
+    from services.selector import selection
+    from services.selector.examples import Candidate
+
+    asked: list[tuple[str | None, int | None]] = []
+    texts: list[list[str]] = []
+
+    class Embedder:
+        async def embed(self, batch: list[str]) -> np.ndarray:
+            texts.append(list(batch))
+            return np.ones((len(batch), 2), dtype=np.float32)
+
+    def embedder_of(
+        job: pb.Job, registry: Any, use: str | None = None, max_tokens: int | None = None
+    ) -> Embedder:
+        asked.append((use, max_tokens))
+        return Embedder()
+
+    monkeypatch.setattr(selection, "embedder_of", embedder_of)
+    runner = SelectionRunner(SimpleNamespace(bus=None, llm=SimpleNamespace(registry=None)))  # type: ignore[arg-type]
+    cands = [
+        Candidate(item_id=f"i{i}", query=f"question {i}", response=f"a long answer {i}", tokens=5)
+        for i in range(3)
+    ]
+    embedded: list[int] = []
+    embed = runner._deita_embedder(pb.Job(id="j-1"), cands, embedded)
+    vectors = await asyncio.to_thread(embed, np.array([2, 0], dtype=np.int64))
+    assert vectors.shape == (2, 2) and embedded == [2]
+    assert texts == [["question 2", "question 0"]]
+    assert asked == [("deita", selection.DEITA_MAX_TOKENS)] and selection.DEITA_MAX_TOKENS == 128
