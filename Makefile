@@ -8,7 +8,8 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-integration lint protos protos-check bench up lock clean
+.PHONY: help install demo test test-unit test-integration lint protos protos-check bench up lock clean \
+	browser
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -29,10 +30,22 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)  ## create .venv and install taxoforge with the embedded model and dev tools
 
-demo: $(STAMP)  ## start the embedded stack, run examples/quickstart.yaml, print samples, stop
-	$(VENV)/bin/taxoforge demo --recipe examples/quickstart.yaml --out out
+# From a terminal the demo keeps serving the job's console page until Ctrl-C; DEMO_FLAGS=--no-serve
+# stops the stack once the job is done (as a script or CI run does).
+DEMO_FLAGS ?=
+demo: $(STAMP)  ## start the embedded stack, run examples/quickstart.yaml, print samples and the job's console page (served until Ctrl-C from a terminal)
+	$(VENV)/bin/taxoforge demo --recipe examples/quickstart.yaml --out out $(DEMO_FLAGS)
 
-test: lint  ## lint, then the whole suite: unit, integration (real nats-server), embedded-model smoke test
+# The console's browser tests drive Debian's headless Chromium (never a browser download): this
+# installs it once when it is missing.
+browser:  ## install Debian's chromium for the console's browser tests, when missing
+	@test -x /usr/bin/chromium || { \
+		command -v apt-get >/dev/null || { echo "install chromium at /usr/bin/chromium" >&2; exit 1; }; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+
+test: lint browser  ## lint, then the whole suite: unit, integration (real nats-server), browser, embedded-model smoke test
 	$(PY) -m pytest
 
 test-unit: $(STAMP)  ## unit tests only (no network, seconds)

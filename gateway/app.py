@@ -21,6 +21,7 @@ from gateway.routes import health, jobs, judge, models, selection, taxonomies
 from gateway.schemas import OPERATOR_SETTING
 from gateway.settings import GatewaySettings
 from gateway.tenants import TenantRegistry, TenantsFileError
+from gateway.ui import install as install_console
 from taxoforge import __version__
 from taxoforge.bus import Bus
 from taxoforge.errors import ConflictError, NotFoundError, PermanentError, TransientError
@@ -184,6 +185,10 @@ def create_app(settings: GatewaySettings, bus: Bus | None = None) -> FastAPI:
     async def _internal(request: Request, exc: Exception) -> Response:
         log.error("unhandled_error", path=request.url.path, error=repr(exc), exc_info=exc)
         return _error(500, "internal", "internal error; the gateway log has the details")
+
+    # The web console under /ui: after the handlers above, which it wraps to answer its pages'
+    # errors as HTML.
+    install_console(app)
 
     # The last added is the outermost: the access log sees every answer, a body over its limit
     # is refused before anything reads it, and text checks see only bodies within it. Plain

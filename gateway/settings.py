@@ -36,3 +36,6 @@ class GatewaySettings(ProcessSettings):
     tenants_file: str | None = None
     # Origins a browser may call the API from (CORS); empty: no CORS headers at all.
     cors_origins: list[str] = Field(default_factory=list)
+    # Where the web console keeps each finished job's records index (SQLite, rebuilt from the
+    # job's files whenever missing); empty: a folder in the system's temporary directory.
+    console_cache_dir: str = ""

@@ -189,6 +189,18 @@ def cmd_up(ns: argparse.Namespace) -> None:
         f"[green]ready[/green]: gateway {stack.gateway_url} "
         f"(API docs {stack.gateway_url}/docs), NATS {stack.nats_url}, model {stack.llm_api_base}"
     )
+    console.print(f"console: {stack.gateway_url}/ui/")
+    _serve(stack)
+
+
+def demo_serves(asked: bool | None, terminal: bool) -> bool:
+    """Whether the demo keeps its stack serving the console after the job: as asked
+    (--serve/--no-serve), else only when run from a terminal (a script or CI must end)."""
+    return asked if asked is not None else terminal
+
+
+def _serve(stack: Stack) -> None:
+    """Keep ``stack`` running until Ctrl-C (or one of its processes exits), then stop it."""
     console.print("press Ctrl-C to stop")
     stopping = False
 
@@ -325,7 +337,15 @@ def cmd_demo(ns: argparse.Namespace) -> None:
         paths = download(stack.gateway_url, job, out) if job["datasets"] else []
         print_summary(job, paths, out)
         print_samples(paths)
-        console.print("stopping the stack ...")
+        page = f"{stack.gateway_url}/ui/jobs/{job['id']}"
+        # The console link works while the stack runs: an interactive demo keeps serving it
+        # until Ctrl-C; a scripted one (no terminal, or --no-serve) stops when the job is done.
+        if demo_serves(ns.serve, sys.stdin.isatty()):
+            console.print(f"console: {page}")
+            _serve(stack)
+        else:
+            console.print(f"console (while the stack runs; `taxoforge demo --serve`): {page}")
+            console.print("stopping the stack ...")
     if job["state"] != "succeeded":
         raise CLIError(f"demo job {job['state']}: {job.get('error')}; logs in {stack.log_dir}")
     if not ns.data_dir:
@@ -427,6 +447,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="out")
     p.add_argument("--data-dir", default=None, help="default: a new temporary folder")
     llm_opt(p)
+    p.add_argument(
+        "--serve",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep the stack running after the job, serving its console page, until Ctrl-C "
+        "(default: when run from a terminal)",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("fake-llm", help="serve the FAKE model server used by tests and benchmarks")

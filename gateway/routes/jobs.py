@@ -8,14 +8,21 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
+from gateway.backend import Backend
 from gateway.deps import BackendDep, SubmissionDep, TenantDep, authenticated
 from gateway.schemas import RecipeSpec, recipe_to_proto
+from gateway.tenants import Tenant
 from gateway.views import ERROR_RESPONSES, REPLAYED_RESPONSE, JobView, job_view, submitted_view
+from taxoforge.bus.topology import KV_JOBS
 from taxoforge.errors import NotFoundError, PermanentError
 from taxoforge.jobs.model import TERMINAL_STATES
+from taxoforge.jobs.progress import job_progress
 from taxoforge.protojson import to_dict
 from taxoforge.selection import EXPORT_FORMATS
+from taxoforge.store import scan
+from taxoforge.v1 import common_pb2 as pb
 
 router = APIRouter(
     prefix="/v1", tags=["jobs"], dependencies=authenticated, responses=ERROR_RESPONSES
@@ -27,6 +34,11 @@ _MEDIA = {
     "md": "text/markdown; charset=utf-8",
     "png": "image/png",
 }
+
+
+class JobList(BaseModel):
+    jobs: list[JobView]
+
 
 JobId = Annotated[str, Path(pattern=r"^j-[0-9a-f]{6,40}$", description="A job id (j-...)")]
 
@@ -45,6 +57,35 @@ async def create_job(spec: RecipeSpec, submission: SubmissionDep) -> JobView:
     backend, tenant = submission.backend, submission.tenant
     progress, created = await backend.create_job(recipe, submission.key, tenant)
     return submitted_view(progress, created, submission.response)
+
+
+@router.get("/jobs", response_model=JobList, summary="Your jobs, newest first")
+async def list_jobs(
+    backend: BackendDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> JobList:
+    """The tenant's jobs (every kind), newest first, each as GET /v1/jobs/{id} shows it."""
+    jobs = await tenant_jobs(backend, tenant, limit)
+    return JobList(jobs=[job_view(progress) for progress in jobs])
+
+
+async def tenant_jobs(backend: Backend, tenant: Tenant, limit: int) -> list[pb.JobProgress]:
+    """``tenant``'s newest ``limit`` jobs with their progress (another tenant's never)."""
+    records: list[pb.Job] = []
+    async for key, value in scan(backend.bus, KV_JOBS, "job.*"):
+        if key.count(".") != 1 or not value:
+            continue
+        job = pb.Job()
+        job.ParseFromString(value)
+        if job.tenant == tenant.name:
+            records.append(job)
+    records.sort(key=lambda j: (j.created_at_ms, j.id), reverse=True)
+    wanted = records[:limit]
+    found = await asyncio.gather(
+        *(job_progress(backend.jobs, backend.items, job.id) for job in wanted)
+    )
+    return [p for p in found if p is not None and p.job.tenant == tenant.name]
 
 
 @router.get("/jobs/{job_id}", response_model=JobView, summary="A job's state and progress")
@@ -66,6 +107,13 @@ async def job_events(
 ) -> StreamingResponse:
     """One ``progress`` event (a JobView) whenever the job changes, checked every ``interval_s``
     seconds, and a last ``end`` event when it finishes; then the stream closes."""
+    return await event_stream(backend, job_id, tenant, interval_s)
+
+
+async def event_stream(
+    backend: Backend, job_id: str, tenant: Tenant, interval_s: float
+) -> StreamingResponse:
+    """A job's progress events (GET /v1/jobs/{id}/events, and the console's live pages)."""
     first = await backend.progress(job_id, tenant)  # 404 before the stream starts
 
     async def events() -> AsyncIterator[bytes]:
