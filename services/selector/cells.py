@@ -18,7 +18,7 @@ from services.selector.examples import Candidate
 from taxoforge.composition import cell_of
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["REMOVED_AT_SELECTION", "count_delivered", "fit_cells", "quotas_of"]
+__all__ = ["REMOVED_AT_SELECTION", "count_delivered", "fit_cells", "item_cell", "quotas_of"]
 
 # A cell's reason for records generation delivered and the selection steps removed.
 REMOVED_AT_SELECTION = "selection:duplicate_or_contaminated"
@@ -88,3 +88,27 @@ def count_delivered(
     composition.short = any(
         c.sft < c.planned or (promised and c.preference < c.planned) for c in composition.cells
     )
+
+
+def item_cell(composition: pb.Composition | None, item_id: str) -> dict[str, str]:
+    """The plan cell a generation item was made for, as a ``dropped.jsonl`` line names it
+    (node as its path, as exports name it, node_id, language, and difficulty and task type
+    when the recipe controls them); empty
+    for an imported row, an item beyond the plan, or a job reviewed before cells were kept."""
+    if composition is None or not item_id.startswith("i") or not item_id[1:].isdigit():
+        return {}
+    index = int(item_id[1:])
+    if index >= len(composition.item_cells):
+        return {}
+    c = composition.item_cells[index]
+    if not 0 <= c < len(composition.cells):
+        return {}
+    cell = composition.cells[c]
+    named = {
+        "node": cell.node_path,
+        "node_id": cell.node_id,
+        "language": cell.language,
+        "difficulty": cell.difficulty,
+        "task_type": cell.task_type,
+    }
+    return {k: v for k, v in named.items() if v}

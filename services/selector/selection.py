@@ -21,7 +21,7 @@ import structlog
 from numpy.typing import NDArray
 
 from services.selector.card import CardInput, write_card
-from services.selector.cells import count_delivered, fit_cells, quotas_of
+from services.selector.cells import count_delivered, fit_cells, item_cell, quotas_of
 from services.selector.choice import (
     Comparisons,
     Loaded,
@@ -130,6 +130,7 @@ class SelectionRunner:
                 )
                 count_delivered(composition, chosen, cands)  # before the card is written
                 report.composition.CopyFrom(composition)
+                report.composition.ClearField("item_cells")  # the drops' lines carry them
             report.method = spec.method
             report.selected = len(chosen)
             report.selected_tokens = sum(cands[i].tokens for i in chosen)
@@ -155,8 +156,11 @@ class SelectionRunner:
                 report,
                 prepared,
                 out,
+                composition,
             )
-            await self._account(job, report, written.accounted, out / "meta" / "dropped.jsonl")
+            await self._account(
+                job, report, written.accounted, out / "meta" / "dropped.jsonl", composition
+            )
             report.usage.CopyFrom(await exact_usage(self._ctx, job.id, report.usage))
             datasets = [
                 await put_job_file(self._datasets, job.id, f.relative_to(out).as_posix(), f)
@@ -243,9 +247,11 @@ class SelectionRunner:
         report: pb.SelectionReport,
         prepared_drops: Path,
         out: Path,
+        plan_cells: pb.Composition | None = None,
     ) -> _Written:
         """Exports, provenance, every drop (the prepare step's, then this step's) and the card,
-        under ``out``; provenance and drops are written even when empty."""
+        under ``out``; provenance and drops are written even when empty. A generation item's
+        drop names its plan cell (``plan_cells``), whatever stage it left at."""
         cands = loaded.candidates
         accounted: set[str] = set()
         labels: list[str] = plan["labels"]
@@ -261,7 +267,10 @@ class SelectionRunner:
             writer.open_extra("dropped")
             # Malformed, duplicate, contaminated, failed and unusable items go first.
             for drop in iter_drops(prepared_drops, job.id):
-                writer.write_extra("dropped", drop)
+                cell = item_cell(plan_cells, drop["item_id"])
+                writer.write_extra(
+                    "dropped", drop | {k: v for k, v in cell.items() if k not in drop}
+                )
                 if "candidate" not in drop:  # a discarded draft or candidate, not its item
                     accounted.add(drop["item_id"])
             for i in order:
@@ -292,8 +301,10 @@ class SelectionRunner:
                     detail = left.get(i) or not_kept(
                         spec.method, i, cands, labels, quota_by_cluster
                     )
+                    cell = item_cell(plan_cells, cand.item_id)
                     writer.write_extra(
-                        "dropped", drop_record(job.id, cand.item_id, "not_selected", detail=detail)
+                        "dropped",
+                        drop_record(job.id, cand.item_id, "not_selected", detail=detail, **cell),
                     )
                     accounted.add(cand.item_id)
             if job_kind(job) is JobKind.GENERATE:  # judged items whose candidates gave no pair
@@ -320,7 +331,12 @@ class SelectionRunner:
         return _Written([f.path for f in files] + [out / p for p in card_paths], accounted)
 
     async def _account(
-        self, job: pb.Job, report: pb.SelectionReport, accounted: set[str], dropped: Path
+        self,
+        job: pb.Job,
+        report: pb.SelectionReport,
+        accounted: set[str],
+        dropped: Path,
+        composition: pb.Composition | None = None,
     ) -> None:
         """Every planned item ends kept or dropped. The prepare step's drops and the examples
         cover them all; should an item be missing anyway, it is listed rather than lost."""
@@ -336,7 +352,10 @@ class SelectionRunner:
             if outcome.item_id not in accounted:
                 stage = outcome.failed_stage or Stage.SELECT.value
                 detail = "not among the step's examples or the prepare step's drops"
-                missing.append(drop_record(job.id, outcome.item_id, "failed", stage, detail=detail))
+                cell = item_cell(composition, outcome.item_id)
+                missing.append(
+                    drop_record(job.id, outcome.item_id, "failed", stage, detail=detail, **cell)
+                )
         if missing:
             log.error("items_unaccounted", items=len(missing), planned=job.planned)
             with dropped.open("a", encoding="utf-8") as fh:

@@ -301,6 +301,7 @@ class Seeds(Sequence[pb.Seed]):
             out.append(
                 pb.CellCount(
                     node_id=self._leaves[li][0].id,
+                    node_path=" > ".join(self._leaves[li][1]),
                     language=self._languages[lj],
                     difficulty=self._difficulties[di] if di >= 0 else "",
                     task_type=self._tasks[ti][0].id if ti >= 0 else "",

@@ -181,9 +181,11 @@ def composition_of(
     job: pb.Job,
     max_candidates: int,
     stopped: str,
+    extra: dict[int, int] | None = None,
 ) -> pb.Composition:
     """The plan against what generation delivered, cell by cell (the selector counts the
-    datasets' records into it once it has chosen them)."""
+    datasets' records into it once it has chosen them), with each planned item's cell
+    (``extra``: the replacement seeds' cells, as ``round_cells`` gives them)."""
     out = pb.Composition(
         preference_promised=promised,
         max_candidates=max_candidates,
@@ -201,6 +203,7 @@ def composition_of(
         added.preference = min(counted.preference, quota) if promised else 0
         for reason, n in sorted(counted.reasons.items()):
             added.reasons[reason] = n
+    out.item_cells.extend(review.cell_at(i, extra or {}) for i in range(int(job.planned)))
     out.planned = sum(c.planned for c in out.cells)
     out.sft = sum(c.sft for c in out.cells)
     out.preference = sum(c.preference for c in out.cells)

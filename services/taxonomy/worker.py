@@ -144,7 +144,7 @@ class PlanHandler(StageHandler[pb.JobRef]):
                 if cut or job.planned >= limit
                 else ""
             )
-        composition = composition_of(review, tallies, promised, job, limit, stopped)
+        composition = composition_of(review, tallies, promised, job, limit, stopped, extra)
         await write_object(
             self.ctx.bus, work_object(job.id, COMPOSITION_OBJECT), composition.SerializeToString()
         )

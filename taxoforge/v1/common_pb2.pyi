@@ -1707,6 +1707,7 @@ class CellCount(_message.Message):
     PREFERENCE_FIELD_NUMBER: _builtins.int
     CANDIDATES_FIELD_NUMBER: _builtins.int
     REASONS_FIELD_NUMBER: _builtins.int
+    NODE_PATH_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     language: _builtins.str
     difficulty: _builtins.str
@@ -1719,6 +1720,8 @@ class CellCount(_message.Message):
     preference: _builtins.int
     candidates: _builtins.int
     """Items generated for the cell (replacement seeds included)."""
+    node_path: _builtins.str
+    """The leaf's path ("Mathematics > Algebra"), as records name their node."""
     @_builtins.property
     def reasons(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Why items of the cell were not delivered: reason ("gate:echo", "failed:instruct",
@@ -1737,10 +1740,11 @@ class CellCount(_message.Message):
         preference: _builtins.int = ...,
         candidates: _builtins.int = ...,
         reasons: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        node_path: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "difficulty", b"difficulty", "language", b"language", "node_id", b"node_id", "planned", b"planned", "preference", b"preference", "reasons", b"reasons", "sft", b"sft", "task_type", b"task_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "difficulty", b"difficulty", "language", b"language", "node_id", b"node_id", "node_path", b"node_path", "planned", b"planned", "preference", b"preference", "reasons", b"reasons", "sft", b"sft", "task_type", b"task_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1762,6 +1766,7 @@ class Composition(_message.Message):
     CANDIDATES_FIELD_NUMBER: _builtins.int
     ROUNDS_FIELD_NUMBER: _builtins.int
     STOPPED_FIELD_NUMBER: _builtins.int
+    ITEM_CELLS_FIELD_NUMBER: _builtins.int
     short: _builtins.bool
     """The datasets hold fewer records than planned in at least one cell."""
     planned: _builtins.int
@@ -1780,6 +1785,13 @@ class Composition(_message.Message):
     def cells(self) -> _containers.RepeatedCompositeFieldContainer[Global___CellCount]:
         """Joint cells of the dimensions the recipe controls, in plan order."""
 
+    @_builtins.property
+    def item_cells(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """In the review's work object only, never in a job's report: each planned item's cell by
+        item index (an index into cells; -1 for none), so that every line of meta/dropped.jsonl
+        can name its item's node, language, difficulty and task type.
+        """
+
     def __init__(
         self,
         *,
@@ -1793,10 +1805,11 @@ class Composition(_message.Message):
         candidates: _builtins.int = ...,
         rounds: _builtins.int = ...,
         stopped: _builtins.str = ...,
+        item_cells: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "cells", b"cells", "max_candidates", b"max_candidates", "planned", b"planned", "preference", b"preference", "preference_promised", b"preference_promised", "rounds", b"rounds", "sft", b"sft", "short", b"short", "stopped", b"stopped"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "cells", b"cells", "item_cells", b"item_cells", "max_candidates", b"max_candidates", "planned", b"planned", "preference", b"preference", "preference_promised", b"preference_promised", "rounds", b"rounds", "sft", b"sft", "short", b"short", "stopped", b"stopped"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -105,6 +105,10 @@ def test_a_generation_job_with_failures_lists_every_item_it_did_not_keep(
     assert set(kept) | set(ids) == set(planned)
     assert {planned[i] for i in kept} == {"physics"} and len(kept) == 3
 
+    for drop in dropped:  # each names its plan cell, whatever stage it left at
+        assert drop["node_id"] == planned[drop["item_id"]], drop
+        assert drop["node"] and drop["language"] == "en", drop
+
     by_node: dict[str, list[dict[str, Any]]] = {}
     for drop in dropped:
         by_node.setdefault(planned[drop["item_id"]], []).append(drop)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from services.selector.cells import REMOVED_AT_SELECTION, count_delivered, fit_cells, quotas_of
+from services.selector.cells import (
+    REMOVED_AT_SELECTION,
+    count_delivered,
+    fit_cells,
+    item_cell,
+    quotas_of,
+)
 from services.selector.examples import Candidate
 from taxoforge.composition import cell_key
 from taxoforge.v1 import common_pb2 as pb
@@ -72,3 +78,22 @@ def test_a_cell_generation_left_short_gets_no_selection_reason() -> None:
     count_delivered(composition, kept, cands)
 
     assert REMOVED_AT_SELECTION not in composition.cells[0].reasons
+
+
+def test_an_items_cell_is_named_from_the_reviews_item_cells() -> None:
+    composition = _composition(3, 2)
+    composition.cells[1].node_path = "Natural Sciences > Physics"
+    composition.item_cells.extend([0, 1, -1])
+
+    assert item_cell(composition, "i0000001") == {
+        "node": "Natural Sciences > Physics",
+        "node_id": "physics",
+        "language": "fr",
+        "difficulty": "easy",
+    }
+    assert item_cell(composition, "i0000000")["language"] == "en"
+    # An item of no cell, beyond the plan, an imported row, or no composition: nothing named.
+    assert item_cell(composition, "i0000002") == {}
+    assert item_cell(composition, "i0000009") == {}
+    assert item_cell(composition, "r0000001") == {}
+    assert item_cell(None, "i0000001") == {}
