@@ -32,6 +32,7 @@ __all__ = [
     "cell_key",
     "cell_of",
     "delivers",
+    "item_index",
     "max_candidates",
     "preference_promised",
     "seed_cell",
@@ -153,3 +154,10 @@ def top_up(cells: Sequence[CellTally], promised: bool, available: int) -> tuple[
         return [0] * len(cells), True
     needs = [float(c.need(promised)) for c in cells]
     return capped_largest_remainder(needs, asks, available), True
+
+
+def item_index(item_id: str) -> int:
+    """The planned index of a generation item id (``i0000042`` -> 42); -1 when not one."""
+    if not item_id.startswith("i") or not item_id[1:].isdigit():
+        return -1
+    return int(item_id[1:])

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from services.selector.choice import export_order
 from services.selector.examples import Candidate
-from taxoforge.composition import cell_of
+from taxoforge.composition import cell_of, item_index
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["REMOVED_AT_SELECTION", "count_delivered", "fit_cells", "item_cell", "quotas_of"]
@@ -95,10 +95,8 @@ def item_cell(composition: pb.Composition | None, item_id: str) -> dict[str, str
     (node as its path, as exports name it, node_id, language, and difficulty and task type
     when the recipe controls them); empty
     for an imported row, an item beyond the plan, or a job reviewed before cells were kept."""
-    if composition is None or not item_id.startswith("i") or not item_id[1:].isdigit():
-        return {}
-    index = int(item_id[1:])
-    if index >= len(composition.item_cells):
+    index = item_index(item_id)
+    if composition is None or not 0 <= index < len(composition.item_cells):
         return {}
     c = composition.item_cells[index]
     if not 0 <= c < len(composition.cells):

@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from services.taxonomy.plan import Plan, controlled_rounding, plan_job
 from taxoforge.apportion import capped_largest_remainder, largest_remainder
-from taxoforge.composition import CellTally, cell_of
+from taxoforge.composition import CellTally, cell_of, item_index
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = [
@@ -26,7 +26,6 @@ __all__ = [
     "Review",
     "budget_quotas",
     "composition_of",
-    "item_index",
     "record_round",
     "round_cells",
     "tally",
@@ -34,13 +33,6 @@ __all__ = [
 
 # Top-up rounds at most: a cell that still fails after this many rounds is reported short.
 MAX_ROUNDS = 12
-
-
-def item_index(item_id: str) -> int:
-    """The planned index of a generation item id (``i0000042`` -> 42); -1 when not one."""
-    if not item_id.startswith("i") or not item_id[1:].isdigit():
-        return -1
-    return int(item_id[1:])
 
 
 def record_round(cells: Sequence[pb.CellCount], asks: Sequence[int], start: int) -> pb.Composition:

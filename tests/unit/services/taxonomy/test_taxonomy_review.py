@@ -12,12 +12,11 @@ from services.taxonomy.plan import plan_job
 from services.taxonomy.review import (
     Review,
     budget_quotas,
-    item_index,
     record_round,
     round_cells,
     tally,
 )
-from taxoforge.composition import cell_of, seed_cell
+from taxoforge.composition import cell_of, item_index, seed_cell
 from taxoforge.v1 import common_pb2 as pb
 
 
