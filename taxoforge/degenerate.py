@@ -416,7 +416,7 @@ def asks(text: str) -> bool | None:
     """Whether ``text`` asks for something: a question, an imperative opening one of its
     sentences, or an ask ("please", "can you", "your task is") anywhere; None when its script
     has no lexicon here (neither Latin nor Chinese/Japanese), so no rule can say."""
-    plain = " ".join(text.translate(_APOSTROPHE).split(" "))
+    plain = text.translate(_APOSTROPHE)
     if _QUESTION.search(plain):
         return True
     if _CJK_CHAR.search(plain) and len(_CJK_CHAR.findall(plain)) * 2 > len(tokens(plain)):
