@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,10 @@ __all__ = ["Clusterer", "embed_all", "embedder_of", "load_candidates"]
 log = structlog.get_logger(__name__)
 
 _REPORTED_LABELS = 50
+# Why queries went untagged: the most common reasons, each cut to its first line's start.
+_REPORTED_REASONS = 5
+_REASON_CHARS = 200
+_PAGE_FAILED = "its page of queries was given up on (see the job's failures at tag)"
 _EMBED_BATCH = 256
 
 
@@ -179,13 +184,19 @@ class Clusterer:
         if spec.cluster_by != "tags":
             return [[] for _ in candidates]
         raw: dict[str, list[str]] = {}
-        async for tags in self._ctx.items.scan(job.id, ItemKind.TAGS, pb.Tags):
-            raw[tags.item_id] = list(tags.tags)
+        failed: dict[str, str] = {}
+        pages = 0
+        async for page in self._ctx.items.scan(job.id, ItemKind.TAGS, pb.TaggedPage):
+            pages += 1
+            for row in page.rows:
+                if row.failed:
+                    failed[row.item_id] = row.failed
+                else:
+                    raw[row.item_id] = list(row.tags)
         stored = await self._ctx.items.count(job.id, ItemKind.TAGS)
-        if len(raw) < stored:  # a scan that ended early: read again rather than lose tags
-            raise TransientError(f"read {len(raw)} of {stored} tags; reading again")
-        tacos.tagged = len(raw)
-        tacos.tag_failures = await self._ctx.items.count_failed(job.id, Stage.TAG)
+        if pages < stored:  # a scan that ended early: read again rather than lose tags
+            raise TransientError(f"read {pages} of {stored} tag pages; reading again")
+        _tag_failures(tacos, candidates, raw, failed)
         occurrences = [t for c in candidates for t in raw.get(c.item_id, [])]
         normalized = await normalize_labels(
             occurrences,
@@ -219,3 +230,22 @@ class Clusterer:
             )
             return await asyncio.to_thread(cluster_by_vectors, vectors, k, spec.seed)
         return await asyncio.to_thread(cluster_by_tags, tags, k, spec.seed)
+
+
+def _tag_failures(
+    tacos: pb.TacosReport,
+    candidates: list[Candidate],
+    raw: dict[str, list[str]],
+    failed: dict[str, str],
+) -> None:
+    """How many candidates were tagged, how many not and why: a query whose replies failed
+    (its reason, cut to its first line), or one whose whole page was given up on."""
+    reasons: Counter[str] = Counter()
+    for c in candidates:
+        if c.item_id not in raw:
+            why = failed.get(c.item_id)
+            reasons[why.splitlines()[0][:_REASON_CHARS] if why else _PAGE_FAILED] += 1
+    tacos.tagged = len(candidates) - reasons.total()
+    tacos.tag_failures = reasons.total()
+    for reason, count in reasons.most_common(_REPORTED_REASONS):
+        tacos.tag_failure_reasons.add(stage=Stage.TAG.value, reason=reason, items=count)

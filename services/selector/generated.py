@@ -180,9 +180,10 @@ async def exact_usage(ctx: ServiceContext, job_id: str, base: pb.Usage) -> pb.Us
     """``base`` (generation) plus every recorded selection call: tags and comparisons."""
     total = pb.Usage()
     total.CopyFrom(base)
-    async for tags in ctx.items.scan(job_id, ItemKind.TAGS, pb.Tags):
-        if not tags.call.cached:
-            add_usage(total, tags.call.usage)
+    async for page in ctx.items.scan(job_id, ItemKind.TAGS, pb.TaggedPage):
+        for tags in page.rows:
+            if not tags.call.cached:
+                add_usage(total, tags.call.usage)
     async for comparison in ctx.items.scan(job_id, ItemKind.COMPARISON, pb.Comparison):
         for call in comparison.calls:
             if not call.cached:

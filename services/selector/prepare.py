@@ -37,6 +37,7 @@ from services.selector.imports import (
 )
 from services.selector.screening import Tally, empty_reason, screen
 from services.selector.spec import SelectionDefaults, selection_spec
+from services.selector.tagging import tag_pages
 from services.selector.workfiles import download, put_job_file, work_object
 from taxoforge.bus import Stage
 from taxoforge.context import ServiceContext
@@ -51,8 +52,8 @@ __all__ = ["Preparer"]
 
 log = structlog.get_logger(__name__)
 
-# Tag tasks published at once while queueing a job's examples.
-_PUBLISHERS = 256
+# Tag pages published at once while queueing a job's examples.
+_PUBLISHERS = 16
 
 
 class Preparer:
@@ -108,6 +109,7 @@ class Preparer:
                     examples_path,
                     dropped_path,
                     self._limits.max_record_bytes,
+                    self._defaults.screen_worker_after_rows,
                 )
             except ImportFileError as exc:
                 raise PermanentError(f"{job.source.name or 'the file'}: {exc}") from exc
@@ -142,32 +144,27 @@ class Preparer:
                 return
             await record_report(self._ctx.jobs, job.id, Stage.PREPARE, report)
             if spec.cluster_by == "tags":
-                await self._queue_tags(job, examples_path, tally.kept)
+                await self._queue_tags(job, examples_path)
             else:
                 await enter_step(
                     self._ctx.bus, self._ctx.jobs, job.id, Stage.PREPARE, Stage.CLUSTER
                 )
         log.info("prepared", kept=tally.kept, rows=tally.rows, malformed=tally.malformed)
 
-    async def _queue_tags(self, job: pb.Job, examples: Path, kept: int) -> None:
-        """One tag task per example, then the job waits for ``kept`` tag results. Tasks go
+    async def _queue_tags(self, job: pb.Job, examples: Path) -> None:
+        """The examples as tag pages, then the job waits for one result per page. Pages go
         first: a crash halfway leaves the job at prepare, which runs again and queues the
-        rest (a task queued twice is dropped by its message id)."""
-        tasks = (
-            pb.TagTask(
-                job_id=job.id,
-                item_id=example["item_id"],
-                query=example["query"],
-                language=example.get("language", ""),
-            )
-            for example in _iter_examples(examples)
-        )
+        same pages (a page queued twice is dropped by its message id)."""
+        pages = tag_pages(job.id, _iter_examples(examples))
+        queued = 0
 
-        # A fixed pool of publishers drawing from one iterator: 256 publishes in flight, with
-        # no task nor semaphore per example.
+        # A fixed pool of publishers drawing from one iterator: a few publishes in flight,
+        # with no task nor semaphore per page.
         async def _publisher() -> None:
-            for task in tasks:
-                await publish_work(self._ctx.bus, Stage.TAG, task, job.id, task.item_id)
+            nonlocal queued
+            for page in pages:
+                await publish_work(self._ctx.bus, Stage.TAG, page, job.id, page.item_id)
+                queued += 1
 
         publishers = [asyncio.create_task(_publisher()) for _ in range(_PUBLISHERS)]
         try:
@@ -177,7 +174,7 @@ class Preparer:
                 publisher.cancel()
             raise
         await enter_step(
-            self._ctx.bus, self._ctx.jobs, job.id, Stage.PREPARE, Stage.TAG, planned=kept
+            self._ctx.bus, self._ctx.jobs, job.id, Stage.PREPARE, Stage.TAG, planned=queued
         )
 
     async def _decontaminator(self, spec: pb.SelectionSpec, work: Path) -> Decontaminator | None:

@@ -6,12 +6,17 @@ reason); the rest are kept."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import multiprocessing
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from services.selector.decontam import Decontaminator, Deduplicator
+import structlog
+
+from services.selector.decontam import Contamination, Decontaminator, Deduplicator
 from services.selector.dropped import Dropped, drop_record
 from services.selector.examples import Example
 from services.selector.imports import ImportLimits, MalformedRow, TooLargeRow
@@ -20,11 +25,17 @@ from taxoforge.tokens import messages_tokens_batch
 
 __all__ = ["Tally", "dedup_parts", "empty_reason", "screen"]
 
+log = structlog.get_logger(__name__)
+
 # Malformed rows shown in the report (all of them are in dropped.jsonl).
 _REPORTED_ERRORS = 100
 # Examples screened at once: enough to vectorise dedup's hashing and batch token counts,
 # few enough that a page's texts are a small part of memory.
 _PAGE = 512
+# Rows read before the contamination check and token counts move to a worker process (a
+# small job is done before a process would have started), and pages checked ahead there.
+_OFFLOAD_AFTER_ROWS = 8192
+_IN_FLIGHT = 3
 
 
 @dataclass
@@ -51,55 +62,60 @@ def screen(
     out: Path,
     dropped: Path,
     max_record_bytes: int = ImportLimits.max_record_bytes,
+    offload_after_rows: int = _OFFLOAD_AFTER_ROWS,
 ) -> Tally:
     """Dedup and decontaminate a stream of examples into ``out``; drops into ``dropped``.
 
     A row over the record limit (``TooLargeRow``) is dropped as "too_large"; so is an example
     whose query and response together are over it (a generated one: an imported row is
-    measured as it is read), since later steps carry them in single queue messages."""
+    measured as it is read), since later steps carry them in single queue messages.
+
+    Dedup decides in order (each example against the ones kept before it), here. What needs
+    no order, the contamination check and the token count of each example dedup kept, moves
+    to a worker process once ``offload_after_rows`` rows have been read (0: at once; a small
+    job never starts one), so a large import screens on two cores: while the worker checks
+    a page, this thread reads and dedups the next ones. The files are the same either way.
+    """
     tally = Tally()
-    with out.open("w", encoding="utf-8") as kept, dropped.open("a", encoding="utf-8") as drop:
+    pending: deque[_Page] = deque()
+    with (
+        out.open("w", encoding="utf-8") as kept,
+        dropped.open("a", encoding="utf-8") as drop,
+        _Checks(decontam) as checks,
+    ):
 
         def _drop(item: str, reason: str, **extra: Any) -> None:
             record = drop_record(job_id, item, reason, **extra)
             drop.write(json.dumps(record, ensure_ascii=False) + "\n")
 
-        def _page(page: list[Example | MalformedRow | Dropped]) -> list[Example]:
+        def _dedup(rows: list[Example | MalformedRow | Dropped]) -> _Page:
             # Dedup takes the page at once (its hashing is vectorised over the page); the
             # decisions and the files' order are those of one example at a time.
             fits: list[Example] = []
-            for example in page:
+            for example in rows:
                 if isinstance(example, dict):
                     size = len(example["query"].encode()) + len(example["response"].encode())
                     if size <= max_record_bytes:
                         fits.append(example)
-            # Each text's words once for dedup and decontamination both.
-            memo: dict[str, list[str]] = {}
-
-            def _words(text: str) -> list[str]:
-                found = memo.get(text)
-                if found is None:
-                    found = memo[text] = words_of(text)
-                return found
-
             verdicts = dedup.check_many(
                 [
                     (e["item_id"], instruction, answer, context)
                     for e in fits
                     for instruction, context, answer in (dedup_parts(e),)
                 ],
-                _words,
+                _memo_words(),
             )
             verdict_of = {id(e): v for e, v in zip(fits, verdicts, strict=True)}
             fresh = [e for e, v in zip(fits, verdicts, strict=True) if v is None]
-            hits = (
-                decontam.check_many([[m["content"] for m in e["messages"]] for e in fresh], _words)
-                if decontam is not None
-                else [None] * len(fresh)
-            )
-            hit_of = {id(e): hit for e, hit in zip(fresh, hits, strict=True)}
-            keep: list[Example] = []
-            for example in page:
+            return _Page(rows, verdict_of, fresh, checks.submit(fresh))
+
+        def _write(page: _Page) -> None:
+            hits, counts = page.checked.result()
+            hit_of = {id(e): hit for e, hit in zip(page.fresh, hits, strict=True)}
+            for fresh, count in zip(page.fresh, counts, strict=True):
+                if count >= 0:
+                    fresh["tokens"] = count
+            for example in page.rows:
                 if isinstance(example, Dropped):  # an item that never became an example
                     drop.write(json.dumps(example.record(job_id), ensure_ascii=False) + "\n")
                     continue
@@ -111,7 +127,7 @@ def screen(
                     reason = "too_large" if isinstance(example, TooLargeRow) else "malformed"
                     _drop(f"r{example.row:07d}", reason, row=example.row, detail=example.reason)
                     continue
-                if id(example) not in verdict_of:
+                if id(example) not in page.verdict_of:
                     size = len(example["query"].encode()) + len(example["response"].encode())
                     tally.too_large += 1
                     _drop(
@@ -123,7 +139,7 @@ def screen(
                     )
                     continue
                 tally.shapes[example["shape"]] = tally.shapes.get(example["shape"], 0) + 1
-                duplicate = verdict_of[id(example)]
+                duplicate = page.verdict_of[id(example)]
                 if duplicate is not None:
                     reason, detail = duplicate
                     if reason == "duplicate":
@@ -142,31 +158,126 @@ def screen(
                         detail=f"{hit.overlap:.2f} of its n-grams, e.g. {hit.evidence!r}",
                     )
                     continue
-                keep.append(example)
-            return keep
-
-        def _write(keep: list[Example]) -> None:
-            # Tokens are counted for what is kept only, a page at a time, on this thread: a
-            # thread counting beside it costs more in handing the GIL back and forth than it
-            # saves on two cores shared with the rest of the suite.
-            uncounted = [e for e in keep if e["tokens"] < 0]
-            counts = messages_tokens_batch(
-                [cast("list[dict[str, Any]]", e["messages"]) for e in uncounted], threads=1
-            )
-            for example, count in zip(uncounted, counts, strict=True):
-                example["tokens"] = count
-            for example in keep:
                 tally.kept += 1
                 kept.write(json.dumps(example, ensure_ascii=False) + "\n")
 
-        page: list[Example | MalformedRow | Dropped] = []
+        def _next(rows: list[Example | MalformedRow | Dropped], read: int) -> None:
+            if read >= offload_after_rows and not checks.offloaded:
+                checks.offload()
+            pending.append(_dedup(rows))
+            # A page is written once the worker has it checked; a few stay in flight so
+            # that the worker always has the next one.
+            while len(pending) > (_IN_FLIGHT if checks.offloaded else 0):
+                _write(pending.popleft())
+
+        rows: list[Example | MalformedRow | Dropped] = []
+        read = 0  # rows before this page
         for example in examples:
-            page.append(example)
-            if len(page) >= _PAGE:
-                _write(_page(page))
-                page = []
-        _write(_page(page))
+            rows.append(example)
+            if len(rows) >= _PAGE:
+                _next(rows, read)
+                rows, read = [], read + len(rows)
+        _next(rows, read)
+        while pending:
+            _write(pending.popleft())
     return tally
+
+
+@dataclass
+class _Page:
+    """A page dedup has decided, waiting for its checks: its rows in order, each example's
+    dedup verdict, the examples dedup kept, and their contamination and tokens to come."""
+
+    rows: list[Example | MalformedRow | Dropped]
+    verdict_of: dict[int, tuple[str, str] | None]
+    fresh: list[Example]
+    checked: Future[_Checked]
+
+
+_Checked = tuple[list["Contamination | None"], list[int]]
+
+
+class _Checks:
+    """Contamination and token counts of the examples dedup kept, a page at a time: on this
+    thread, or, once ``offload`` is called, in a worker process (spawned: the selector runs
+    threads, which a forked child would inherit in an unknown state)."""
+
+    def __init__(self, decontam: Decontaminator | None) -> None:
+        self._decontam = decontam
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> _Checks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def offloaded(self) -> bool:
+        return self._pool is not None
+
+    def offload(self) -> None:
+        log.info("screening_worker_started")
+        self._pool = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(self._decontam,),
+        )
+
+    def submit(self, fresh: list[Example]) -> Future[_Checked]:
+        texts = [[m["content"] for m in e["messages"]] for e in fresh]
+        uncounted = [
+            cast("list[dict[str, Any]]", e["messages"]) if e["tokens"] < 0 else None for e in fresh
+        ]
+        if self._pool is not None:
+            return self._pool.submit(_check, texts, uncounted)
+        done: Future[_Checked] = Future()
+        done.set_result(_check_with(self._decontam, texts, uncounted))
+        return done
+
+
+# The worker process's decontaminator (its benchmarks' n-gram hashes, sent once).
+_WORKER_DECONTAM: Decontaminator | None = None
+
+
+def _init_worker(decontam: Decontaminator | None) -> None:
+    global _WORKER_DECONTAM
+    _WORKER_DECONTAM = decontam
+
+
+def _check(texts: list[list[str]], uncounted: list[list[dict[str, Any]] | None]) -> _Checked:
+    return _check_with(_WORKER_DECONTAM, texts, uncounted)
+
+
+def _check_with(
+    decontam: Decontaminator | None,
+    texts: list[list[str]],
+    uncounted: list[list[dict[str, Any]] | None],
+) -> _Checked:
+    """Each text's contamination (None: clean), and each conversation's tokens (-1 where the
+    example had its count already). Tokens are counted on the calling thread: beside another
+    busy thread, handing the GIL back and forth costs more than a tokenizer thread saves."""
+    hits: list[Contamination | None] = [None] * len(texts)
+    if decontam is not None:
+        hits = decontam.check_many(texts, _memo_words())
+    conversations = [c for c in uncounted if c is not None]
+    counts = iter(messages_tokens_batch(conversations, threads=1))
+    return hits, [next(counts) if c is not None else -1 for c in uncounted]
+
+
+def _memo_words() -> Callable[[str], list[str]]:
+    """``words_of`` remembering each text's words (a page's parts repeat across checks)."""
+    memo: dict[str, list[str]] = {}
+
+    def _words(text: str) -> list[str]:
+        found = memo.get(text)
+        if found is None:
+            found = memo[text] = words_of(text)
+        return found
+
+    return _words
 
 
 def dedup_parts(example: Example) -> tuple[str, str, str]:

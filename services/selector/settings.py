@@ -39,6 +39,10 @@ class SelectorSettings(ServiceSettings):
     # comparisons. 1: one invalid reply per comparison can be asked again, at a third fewer
     # comparisons than none would allow.
     comparison_spare_calls: int = Field(default=1, ge=0, le=8)
+    # Rows the prepare step screens on its own thread before it moves the contamination
+    # check and token counts to a worker process beside it (TAXOFORGE_SCREEN_WORKER_AFTER_ROWS):
+    # a small job is done before a process would have started; 0: always.
+    screen_worker_after_rows: int = Field(default=8192, ge=0)
 
     def selection_defaults(self) -> SelectionDefaults:
         """What the prepare step needs of these settings."""
@@ -48,6 +52,7 @@ class SelectorSettings(ServiceSettings):
             self.import_urls,
             self.import_max_bytes,
             self.import_private_urls,
+            screen_worker_after_rows=self.screen_worker_after_rows,
             import_limits=ImportLimits(
                 max_record_bytes=self.import_max_record_bytes,
                 max_decompressed_bytes=self.import_max_decompressed_bytes,

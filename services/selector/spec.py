@@ -67,6 +67,8 @@ class SelectionDefaults:
     import_private_urls: bool = False
     # How much one import may hold or unpack: a row over the record limit is dropped.
     import_limits: ImportLimits = field(default_factory=ImportLimits)
+    # Rows screened before the checks that need no order move to a worker process.
+    screen_worker_after_rows: int = 8192
 
     def allowed_path(self, path: str) -> Path:
         """``path`` resolved, if it is a file under one of the import roots.

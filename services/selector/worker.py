@@ -1,5 +1,6 @@
 """The selector's NATS handlers: the whole-job steps (prepare, cluster and select), each run
-once per job by whichever replica takes its message, and the per-item tag stage."""
+once per job by whichever replica takes its message, and the tag stage (a page of queries per
+message)."""
 
 from __future__ import annotations
 
@@ -69,8 +70,8 @@ class StepHandler(StageHandler[pb.JobRef]):
         await self._step(job)
 
 
-class TagHandler(StageHandler[pb.TagTask]):
-    """TagTask in; the item's tags stored once."""
+class TagHandler(StageHandler[pb.TagPage]):
+    """TagPage in; the page's tags stored once, as one result."""
 
     stage = Stage.TAG
 
@@ -78,7 +79,7 @@ class TagHandler(StageHandler[pb.TagTask]):
         super().__init__(ctx)
         self._tagger = Tagger(ctx.llm)
 
-    async def run(self, job: pb.Job, task: pb.TagTask) -> None:
-        key = ItemStore.key(job.id, ItemKind.TAGS, task.item_id)
-        await self.once(key, pb.Tags, self._tagger.tag, task, job.recipe.models.tagger)
+    async def run(self, job: pb.Job, page: pb.TagPage) -> None:
+        key = ItemStore.key(job.id, ItemKind.TAGS, page.item_id)
+        await self.once(key, pb.TaggedPage, self._tagger.tag_page, page, job.recipe.models.tagger)
         await self.ctx.items.announce(job.id)

@@ -1925,6 +1925,7 @@ class TacosReport(_message.Message):
     CALLS_PER_COMPARISON_FIELD_NUMBER: _builtins.int
     PLANNED_COMPARISONS_FIELD_NUMBER: _builtins.int
     BUDGET_RULE_FIELD_NUMBER: _builtins.int
+    TAG_FAILURE_REASONS_FIELD_NUMBER: _builtins.int
     tagged: _builtins.int
     tag_failures: _builtins.int
     raw_tags: _builtins.int
@@ -1946,6 +1947,12 @@ class TacosReport(_message.Message):
     def merges(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelMerge]: ...
     @_builtins.property
     def dropped_tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelDrop]: ...
+    @_builtins.property
+    def tag_failure_reasons(self) -> _containers.RepeatedCompositeFieldContainer[Global___FailureReason]:
+        """Why queries went untagged, most common first (a reply that never fit the schema, a
+        refused request, a page given up on).
+        """
+
     def __init__(
         self,
         *,
@@ -1963,10 +1970,11 @@ class TacosReport(_message.Message):
         calls_per_comparison: _builtins.int = ...,
         planned_comparisons: _builtins.int = ...,
         budget_rule: _builtins.str = ...,
+        tag_failure_reasons: _abc.Iterable[Global___FailureReason] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_rule", b"budget_rule", "calls_per_comparison", b"calls_per_comparison", "comparison_budget", b"comparison_budget", "comparison_failures", b"comparison_failures", "comparisons", b"comparisons", "dropped_tags", b"dropped_tags", "judge_calls", b"judge_calls", "kept_tags", b"kept_tags", "merges", b"merges", "planned_comparisons", b"planned_comparisons", "raw_tags", b"raw_tags", "tag_failures", b"tag_failures", "tagged", b"tagged", "unscored", b"unscored"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_rule", b"budget_rule", "calls_per_comparison", b"calls_per_comparison", "comparison_budget", b"comparison_budget", "comparison_failures", b"comparison_failures", "comparisons", b"comparisons", "dropped_tags", b"dropped_tags", "judge_calls", b"judge_calls", "kept_tags", b"kept_tags", "merges", b"merges", "planned_comparisons", b"planned_comparisons", "raw_tags", b"raw_tags", "tag_failure_reasons", b"tag_failure_reasons", "tag_failures", b"tag_failures", "tagged", b"tagged", "unscored", b"unscored"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2057,7 +2065,7 @@ Global___MethodReport: _TypeAlias = MethodReport  # noqa: Y015
 
 @_typing.final
 class TagTask(_message.Message):
-    """Queue body of the tag stage: one query to tag."""
+    """One query to tag (a row of a TagPage)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -2086,6 +2094,38 @@ class TagTask(_message.Message):
 Global___TagTask: _TypeAlias = TagTask  # noqa: Y015
 
 @_typing.final
+class TagPage(_message.Message):
+    """Queue body of the tag stage: a page of queries, tagged by one message and stored as one
+    result (a message, a stored result and an announcement per query cost more than a fast
+    tagger's call). Its results are stored under <job>.tags.<item_id>.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    item_id: _builtins.str
+    """The page's id ("p000042"): pages are numbered in the order of the job's examples."""
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___TagTask]: ...
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        item_id: _builtins.str = ...,
+        rows: _abc.Iterable[Global___TagTask] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_id", b"item_id", "job_id", b"job_id", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TagPage: _TypeAlias = TagPage  # noqa: Y015
+
+@_typing.final
 class Tags(_message.Message):
     """What the tagger made of one query."""
 
@@ -2094,7 +2134,12 @@ class Tags(_message.Message):
     ITEM_ID_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     CALL_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
     item_id: _builtins.str
+    failed: _builtins.str
+    """Why the query has no tags (the model's reply failed validation every time, say);
+    empty when it was tagged.
+    """
     @_builtins.property
     def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -2105,14 +2150,40 @@ class Tags(_message.Message):
         item_id: _builtins.str = ...,
         tags: _abc.Iterable[_builtins.str] | None = ...,
         call: Global___LLMCall | None = ...,
+        failed: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "item_id", b"item_id", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "failed", b"failed", "item_id", b"item_id", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Tags: _TypeAlias = Tags  # noqa: Y015
+
+@_typing.final
+class TaggedPage(_message.Message):
+    """What the tagger made of a page: one Tags per row, in the page's order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    item_id: _builtins.str
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tags]: ...
+    def __init__(
+        self,
+        *,
+        item_id: _builtins.str = ...,
+        rows: _abc.Iterable[Global___Tags] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_id", b"item_id", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TaggedPage: _TypeAlias = TaggedPage  # noqa: Y015
 
 @_typing.final
 class Sample(_message.Message):

@@ -105,7 +105,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         data_dir=tmp_path_factory.mktemp("stack"),
         llm="fake",
         sync_always=False,
-        env=dict(FAST_RETRIES),
+        # Every prepare step moves its checks to its worker process at once, so the selector
+        # spawning one (as on a large import) is part of every selection test.
+        env={**FAST_RETRIES, "TAXOFORGE_SCREEN_WORKER_AFTER_ROWS": "0"},
     )
     with Stack(config) as running:
         yield running

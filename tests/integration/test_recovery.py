@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from taxoforge_cli.stack import Stack, StackConfig
 
 from .conftest import FAST_RETRIES, FakeControl
-from .jobs import item_counts, records, stages, submit, wait
+from .jobs import item_counts, records, stages, submit, wait, wait_for_stage
 
 pytestmark = pytest.mark.integration
 
@@ -89,3 +90,69 @@ def test_a_restarted_service_picks_up_queued_work(slow_judge_stack: Stack) -> No
         job = wait(api, job_id, limit_s=60)
         assert job["state"] == "succeeded"
         assert stages(job)["judge"] == (5, 0)
+
+
+def test_killing_the_selector_mid_tagging_tags_every_row_once(tmp_path: Path) -> None:
+    """Tags are stored a page at a time: a page the killed selector had in hand is tagged
+    again on redelivery, no page is stored twice, and every row ends tagged."""
+    config = StackConfig(
+        data_dir=tmp_path / "stack",
+        llm="fake",
+        sync_always=False,
+        env=dict(FAST_RETRIES),
+        service_env={"selector": {"TAXOFORGE_WORKER_CONCURRENCY": "1"}},  # a page at a time
+    )
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"Question {i}: how do I {topic}?"},
+                {"role": "assistant", "content": f"Answer {i}: you {topic} step by step."},
+            ]
+        }
+        for i, topic in enumerate(
+            f"{verb} the {noun} number {n}"
+            for n in range(20)
+            for verb, noun in (
+                ("sort", "list"),
+                ("parse", "file"),
+                ("plot", "chart"),
+                ("test", "module"),
+                ("cache", "page"),
+                ("merge", "table"),
+                ("sign", "token"),
+                ("scale", "cluster"),
+                ("tune", "model"),
+                ("read", "stream"),
+            )
+        )
+    ]
+    with Stack(config) as stack, httpx.Client(base_url=stack.gateway_url, timeout=30) as api:
+        fake = FakeControl(stack.llm_api_base)
+        fake.configure(slow_pattern="open-domain tags", slow_ms=1500)
+        data = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+        resp = api.post("/v1/uploads", params={"name": "rows.jsonl"}, content=data)
+        assert resp.status_code == 201, resp.text
+        resp = api.post(
+            "/v1/selections",
+            json={
+                "name": "killed",
+                "source": {"upload": resp.json()["upload"]},
+                "selection": {"budget": 20, "cluster_by": "tags", "comparison_budget": 0},
+            },
+        )
+        assert resp.status_code == 201, resp.text
+        job_id = resp.json()["id"]
+        wait_for_stage(api, job_id, "tag", done=1, limit_s=60)
+
+        stack.kill("selector")  # SIGKILL: the page in hand is never acked
+        at_kill = stages(api.get(f"/v1/jobs/{job_id}").json())["tag"][0]
+        assert at_kill < 4, "tagging ended before the selector could be killed"
+        stack.start_service("selector")
+
+        job = wait(api, job_id, limit_s=120)
+        assert job["state"] == "succeeded", job
+        tacos = job["selection"]["tacos"]
+        assert job["selection"]["candidates"] == 200
+        assert tacos["tagged"] == 200 and tacos.get("tag_failures", 0) == 0
+        assert stages(job)["tag"] == (4, 0)  # pages of 64, 64, 64 and 8
+        assert item_counts(stack.nats_url, job_id)["tags"] == 4

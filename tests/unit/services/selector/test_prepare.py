@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from services.selector.benchmarks import benchmark_prompts
-from services.selector.decontam import Deduplicator
+from services.selector.decontam import Decontaminator, Deduplicator
 from services.selector.imports import ImportLimits, read_examples, to_example
 from services.selector.screening import Tally, empty_reason, screen
 
@@ -151,3 +151,46 @@ def test_tokens_left_uncounted_by_the_reader_are_counted_for_what_is_kept(tmp_pa
     kept = _lines(out)
     assert tally.kept == len(kept) == 699 and tally.duplicates == 1  # pages of 512 and more
     assert all(e["tokens"] == eager[e["item_id"]] > 0 for e in kept)
+
+
+def test_checks_moved_to_a_worker_process_give_the_same_files(tmp_path: Path) -> None:
+    # A large import's contamination checks and token counts run in a worker process once a
+    # few pages are read; the files, their order and the tally are those of screening inline.
+    words = [f"word{i}" for i in range(12)]
+    prompt = "name the largest planet in the solar system and say why it is the largest one"
+    source = tmp_path / "rows.jsonl"
+    lines = []
+    for i in range(1300):
+        question = f"question {i}: " + " ".join(words[(i * 7 + j) % 12] for j in range(i % 9 + 3))
+        if i % 97 == 5:
+            question = f"please answer: {prompt}"  # overlaps the benchmark
+        lines.append(json.dumps(_sft(question, "Answer " * (i % 40 + 1))))
+        if i % 50 == 0:
+            lines.append(json.dumps(_sft(question, "Answer " * (i % 40 + 1))))  # exact repeat
+        if i % 333 == 0:
+            lines.append("{broken")
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def _run(name: str, offload_after_rows: int) -> tuple[Tally, str, str]:
+        decontam = Decontaminator(ngram=8)
+        decontam.add_benchmark("bench", [prompt])
+        out, dropped = tmp_path / f"{name}-examples.jsonl", tmp_path / f"{name}-dropped.jsonl"
+        examples = read_examples(source, "jsonl", "auto", "job", count_tokens=False)
+        tally = screen(
+            examples,
+            "job",
+            Deduplicator(0.8),
+            decontam,
+            out,
+            dropped,
+            offload_after_rows=offload_after_rows,
+        )
+        return tally, out.read_text(encoding="utf-8"), dropped.read_text(encoding="utf-8")
+
+    inline = _run("inline", offload_after_rows=10**9)
+    worker = _run("worker", offload_after_rows=512)  # from the second page on
+    assert worker == inline
+    tally, kept, dropped = worker
+    assert tally.duplicates == 26 and tally.malformed == 4 and sum(tally.contaminated.values()) > 0
+    assert all(json.loads(line)["tokens"] > 0 for line in kept.splitlines())
+    assert '"reason": "contaminated"' in dropped

@@ -1,5 +1,6 @@
-"""Queueing a job's tag tasks: every kept example once, then the job moves to the tag step;
-a failed publish stops the queueing (prepare runs again) and the job does not move."""
+"""Queueing a job's tag pages: every kept example once, in numbered pages, then the job moves
+to the tag step expecting one result per page; a failed publish stops the queueing (prepare
+runs again) and the job does not move."""
 
 from __future__ import annotations
 
@@ -36,12 +37,12 @@ class _Ctx:
 async def test_every_example_is_queued_once_before_the_job_moves_to_tag(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    published: list[tuple[str, pb.TagTask]] = []
+    published: list[tuple[str, pb.TagPage]] = []
     moved: list[dict[str, Any]] = []
 
-    async def publish(bus: Any, stage: Any, task: pb.TagTask, job_id: str, item_id: str) -> None:
+    async def publish(bus: Any, stage: Any, page: pb.TagPage, job_id: str, item_id: str) -> None:
         await asyncio.sleep(0)  # publishes interleave, as over the network
-        published.append((item_id, task))
+        published.append((item_id, page))
 
     async def enter(bus: Any, jobs: Any, job_id: str, *steps: Any, planned: int) -> None:
         moved.append({"published": len(published), "planned": planned, "steps": steps})
@@ -51,15 +52,16 @@ async def test_every_example_is_queued_once_before_the_job_moves_to_tag(
     preparer = _preparer()
     preparer._ctx = _Ctx()  # type: ignore[assignment]
 
-    await preparer._queue_tags(pb.Job(id="j1"), _examples(tmp_path / "e.jsonl", 1000), 1000)
+    await preparer._queue_tags(pb.Job(id="j1"), _examples(tmp_path / "e.jsonl", 1000))
 
-    assert sorted(item for item, _ in published) == [f"r{i:07d}" for i in range(1000)]
-    by_id = dict(published)
-    assert by_id["r0000003"] == pb.TagTask(
-        job_id="j1", item_id="r0000003", query="question 3", language="fr"
-    )
-    assert by_id["r0000004"].language == ""
-    assert moved == [{"published": 1000, "planned": 1000, "steps": moved[0]["steps"]}]
+    pages = dict(published)
+    assert sorted(pages) == [f"p{i:06d}" for i in range(16)]  # 15 pages of 64, then 40
+    assert all(page.item_id == item and page.job_id == "j1" for item, page in published)
+    rows = [row for _, page in sorted(published) for row in page.rows]
+    assert [row.item_id for row in rows] == [f"r{i:07d}" for i in range(1000)]
+    assert rows[3] == pb.TagTask(job_id="j1", item_id="r0000003", query="question 3", language="fr")
+    assert rows[4].language == ""
+    assert moved == [{"published": 16, "planned": 16, "steps": moved[0]["steps"]}]
 
 
 async def test_a_failed_publish_stops_the_queueing_and_the_job_stays(
@@ -68,9 +70,9 @@ async def test_a_failed_publish_stops_the_queueing_and_the_job_stays(
     published: list[str] = []
     moved: list[int] = []
 
-    async def publish(bus: Any, stage: Any, task: pb.TagTask, job_id: str, item_id: str) -> None:
+    async def publish(bus: Any, stage: Any, page: pb.TagPage, job_id: str, item_id: str) -> None:
         await asyncio.sleep(0)
-        if item_id == "r0000300":
+        if item_id == "p000030":
             raise ConnectionError("nats went away")
         published.append(item_id)
 
@@ -83,7 +85,7 @@ async def test_a_failed_publish_stops_the_queueing_and_the_job_stays(
     preparer._ctx = _Ctx()  # type: ignore[assignment]
 
     with pytest.raises(ConnectionError, match="nats went away"):
-        await preparer._queue_tags(pb.Job(id="j1"), _examples(tmp_path / "e.jsonl", 5000), 5000)
+        await preparer._queue_tags(pb.Job(id="j1"), _examples(tmp_path / "e.jsonl", 5000 * 64))
     await asyncio.sleep(0.05)  # nothing goes on publishing after the failure
     assert len(published) < 1000
     after = len(published)
