@@ -5,18 +5,22 @@ vocabulary): open tags of 1-4 words with the variants an LLM writes (plurals, ca
 qualifiers), instructions of 10-60 words, and samples (an instruction, a newline, an answer of
 50-400 words). ``--corpus realistic`` takes them from ``realistic_corpus.py`` instead (what
 ``select_bench.py --corpus realistic`` uploads: its distinct raw tags, with typos, word order
-and near-synonyms, and its instructions and answers). Each encoder of ``--encoders`` runs in
-a child process of
-its own, so its peak RSS is its own, and embeds every kind in batches of ``--batch`` texts
-(the selector's ``embed_all`` sends 256 per call). It prints texts/s per kind, the model's
-load time, tags/s again when all are cached (``cached/s``: what a later step pays) and the
-child's peak RSS (VmHWM), then how each encoder agrees with the reference (``--reference``,
-onnx: the model's own vectors): the Spearman correlation of pairwise cosines over a sample of
-each kind (the only comparison that holds across vector spaces), the tags' greedy merge at each
-``--threshold`` (share of tags given the same representative, and the merge counts), the
-instructions' 10 nearest neighbours (overlap) and DEITA's walk over the instructions at
-``--diversity`` (share of the chosen that both choose). Cosine per text is printed only where
-the two encoders share a vector space (numpy, onnx, onnx-int8).
+and near-synonyms, and its instructions and answers). Each encoder of ``--encoders`` runs in a
+child process of its own, so its peak RSS is its own, and embeds every kind in batches of
+``--batch`` texts (the selector's ``embed_all`` sends 256 per call). It prints texts/s per
+kind, the model's load time, tags/s again when all are cached (``cached/s``: what a later step
+pays), tags/s when all are in the machine's disk store (``stored/s``: what a later job pays),
+the child's peak RSS (VmHWM), its RSS after the runs and after ``release_local_models``, then
+how each encoder agrees with the reference (``--reference``, onnx: the model's own vectors):
+the Spearman correlation of pairwise cosines over a sample of each kind (the only comparison
+that holds across vector spaces), the tags' greedy merge at each ``--threshold`` (share of tags
+given the same representative, and the merge counts), the instructions' 10 nearest neighbours
+(overlap) and DEITA's walk over the instructions at ``--diversity`` (share of the chosen that
+both choose). Cosine per text is printed only where the two encoders share a vector space
+(numpy, onnx, onnx-int8).
+
+The ONNX encoders' load time is a cached graph's once this machine built it (the first run
+builds and caches it; ``TAXOFORGE_EMBED_CACHE_DIR`` points elsewhere to see a fresh machine).
 
 Run: ``.venv/bin/python benchmarks/embed_bench.py`` (``--help`` for the options); a smoke
 run: ``--tags 500 --instructions 200 --samples 50``.
@@ -189,9 +193,52 @@ def run_encoder(encoder: str, texts: dict[str, list[str]], batch: int, out: Any)
         result["rate"][kind] = len(items) / elapsed if elapsed > 0 else float("inf")
         result["vectors"][kind] = np.concatenate(parts) if parts else np.zeros((0, model.dim))
     result["rate"]["cached"] = cached_rate(model, texts["tags"])
+    result["rate"]["stored"] = stored_rate(model, texts["tags"], encoder)
     result["rss_mib"] = peak_rss_mib()
     result["rss_imports_mib"] = rss_before
+    result["rss_used_mib"] = rss_mib()
+    del model, parts
+    from taxoforge.embeddings import release_local_models
+
+    release_local_models()
+    result["rss_released_mib"] = rss_mib()
     out.put(result)
+
+
+def rss_mib() -> float:
+    """This process's resident memory now (VmRSS), MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def stored_rate(model: Any, tags: list[str], encoder: str) -> float:
+    """Tags/s for a later job whose tags are all in the machine's disk store already (a new
+    process: nothing in memory), the store being a fresh file in a temporary directory."""
+    import asyncio
+    import tempfile
+    from pathlib import Path
+
+    from taxoforge.embeddings import CachedEmbedder, DiskVectorStore, VectorCache
+
+    class Direct:
+        async def embed(self, texts: Any) -> Any:
+            return model.encode(list(texts))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{encoder}.sqlite"
+        store = DiskVectorStore(path, model.dim, len(tags))
+        asyncio.run(CachedEmbedder(Direct(), "bench", store, VectorCache(len(tags))).embed(tags))
+        store.close()
+        later = CachedEmbedder(
+            Direct(), "bench", DiskVectorStore(path, model.dim, len(tags)), VectorCache(0)
+        )
+        start = time.perf_counter()
+        asyncio.run(later.embed(tags))
+        elapsed = time.perf_counter() - start
+    return len(tags) / elapsed if elapsed > 0 else float("inf")
 
 
 def cached_rate(model: Any, tags: list[str]) -> float:
@@ -264,14 +311,15 @@ def main() -> None:
         child.join()
     print(
         f"\n{'encoder':<10} {'load s':>7} "
-        + " ".join(f"{k + '/s':>15}" for k in (*KINDS, "cached"))
-        + f" {'peak RSS MiB':>13} {'(imports)':>10}"
+        + " ".join(f"{k + '/s':>15}" for k in (*KINDS, "cached", "stored"))
+        + f" {'peak RSS MiB':>13} {'(imports)':>10} {'RSS used':>9} {'released':>9}"
     )
     for encoder, r in results.items():
         print(
             f"{encoder:<10} {r['load_s']:>7.2f} "
-            + " ".join(f"{r['rate'][k]:>15,.0f}" for k in (*KINDS, "cached"))
+            + " ".join(f"{r['rate'][k]:>15,.0f}" for k in (*KINDS, "cached", "stored"))
             + f" {r['rss_mib']:>13.0f} {r['rss_imports_mib']:>10.0f}"
+            + f" {r['rss_used_mib']:>9.0f} {r['rss_released_mib']:>9.0f}"
         )
     reference = results.get(args.reference)
     if reference is None or len(results) < 2:

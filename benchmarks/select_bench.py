@@ -846,6 +846,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=256,
         help="after the run, time the local embedder on this many of the file's texts (0: no)",
     )
+    p.add_argument(
+        "--warm-tag-store",
+        action="store_true",
+        help="use the machine's store of tag vectors (as a later job over similar data "
+        "would); by default it is off, as for a dataset never seen",
+    )
     p.add_argument("--json", action="store_true", help="also print a one-line JSON summary")
     p.add_argument(
         "--profile",
@@ -883,6 +889,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     data_dir = Path(tempfile.mkdtemp(prefix="taxoforge-select-bench-"))
     env: dict[str, str] = {}
+    if not args.warm_tag_store:
+        # A new dataset: no tag vector of it is on the machine yet (the models' own files,
+        # made once per machine, stay).
+        env["TAXOFORGE_EMBED_TAG_STORE_SIZE"] = "0"
     if args.llm_concurrency:
         env["TAXOFORGE_LLM_MAX_CONCURRENCY"] = str(args.llm_concurrency)
     service_env: dict[str, dict[str, str]] = {}
@@ -900,7 +910,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  TAXOFORGE_WORKER_CONCURRENCY selector/judge: {args.worker_concurrency or 'default'}; "
         f"TAXOFORGE_LLM_MAX_CONCURRENCY: {args.llm_concurrency or 'default'}; "
-        f"log level {args.log_level or 'default (info)'}; nats sync_always=False"
+        f"log level {args.log_level or 'default (info)'}; nats sync_always=False; "
+        f"tag vector store {'on' if args.warm_tag_store else 'off (a new dataset)'}"
     )
     data = data_dir / "bench.jsonl"
     make = generate_realistic if args.corpus == "realistic" else generate

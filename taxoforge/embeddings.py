@@ -18,8 +18,13 @@ litellm with its own address and key; a request only ever names it.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import gc
 import hashlib
+import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,12 +38,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from taxoforge.errors import PermanentError, TransientError
 from taxoforge.llm.endpoints import Endpoint, ModelChoiceError, ModelRegistry
-from taxoforge.minilm import MiniLM, OnnxMiniLM, installed_model_dir
+from taxoforge.minilm import GRAPH_VERSION, MiniLM, OnnxMiniLM, installed_model_dir
+from taxoforge.model_cache import content_hash, default_cache_dir
 from taxoforge.static_embed import StaticMiniLM
 
 __all__ = [
     "LOCAL_MODEL",
     "CachedEmbedder",
+    "DiskVectorStore",
     "EmbedSettings",
     "Embedder",
     "LiteLLMEmbedder",
@@ -49,6 +56,8 @@ __all__ = [
     "cosine_matrix",
     "embedder_for",
     "make_encoder",
+    "release_local_models",
+    "tag_store",
     "text_key",
 ]
 
@@ -81,9 +90,14 @@ class EmbedSettings(BaseSettings):
     deita_encoder: Encoder | None = "static"
     # Vectors kept per process (384 float32 each, ~1.7 KiB with the key): 50k is ~85 MiB.
     cache_size: int = Field(default=50_000, ge=0)
-    # The static encoder: its table's width (0: the model's 384) and where the table is kept
-    # once computed (None: $XDG_CACHE_HOME/taxoforge or ~/.cache/taxoforge).
+    # The static encoder: its table's width (0: the model's 384). Where files made once per
+    # machine are kept (the static table, the ONNX graphs; None: $XDG_CACHE_HOME/taxoforge or
+    # ~/.cache/taxoforge).
     static_dims: int = Field(default=256, ge=0)
+    # Tag vectors kept on disk per local encoder (under ``cache_dir``), so a later job over
+    # similar data embeds only its new tags: ~2 KiB each on disk (100k is ~200 MiB, a few
+    # 100k-row jobs' ~30k distinct tags each); 0 keeps none.
+    tag_store_size: int = Field(default=100_000, ge=0)
     cache_dir: Path | None = None
 
     def for_use(self, use: Use) -> str:
@@ -188,12 +202,185 @@ def _process_cache(namespace: str) -> VectorCache:
         return cache
 
 
+class DiskVectorStore:
+    """A :class:`VectorStore` in one SQLite file, bounded to ``size`` vectors (the least
+    recently used go first), shared by every process of the machine.
+
+    SQLite's own locking makes concurrent readers and writers safe (WAL journal: readers never
+    wait for a writer; writers take turns, waiting up to ``timeout`` seconds). A store that
+    cannot be opened or written costs time, never correctness: it reads as empty and writes
+    nothing. Vectors must all have ``dim`` float32 components; others read as absent.
+    """
+
+    # Keys per statement: under SQLite's smallest default limit of bound parameters (999).
+    _CHUNK = 900
+
+    def __init__(self, path: Path, dim: int, size: int, timeout: float = 30.0) -> None:
+        """Open (or create) the store at ``path``."""
+        self.path = path
+        self.dim = dim
+        self.size = size
+        self.timeout = timeout
+        self._lock = threading.Lock()  # one connection, used by one thread at a time
+        self._db: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # a lost vector is made again
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS vectors"
+                " (key TEXT PRIMARY KEY, vec BLOB NOT NULL, used INTEGER NOT NULL)"
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS vectors_used ON vectors (used)")
+            self._db = db
+        return self._db
+
+    def read(self, keys: Sequence[str]) -> dict[str, NDArray[np.float32]]:
+        """The stored vectors among ``keys``, each marked as just used."""
+        width = 4 * self.dim
+        found: dict[str, NDArray[np.float32]] = {}
+        try:
+            with self._lock:
+                db = self._connect()
+                for start in range(0, len(keys), self._CHUNK):
+                    chunk = list(keys[start : start + self._CHUNK])
+                    marks = ",".join("?" * len(chunk))
+                    rows = db.execute(
+                        f"SELECT key, vec FROM vectors WHERE key IN ({marks})", chunk
+                    ).fetchall()
+                    for key, blob in rows:
+                        if len(blob) == width:
+                            found[key] = np.frombuffer(blob, dtype=np.float32).copy()
+                if found:
+                    now = time.time_ns()
+                    db.execute("BEGIN IMMEDIATE")
+                    try:
+                        db.executemany(
+                            "UPDATE vectors SET used = ? WHERE key = ?",
+                            ((now, k) for k in found),
+                        )
+                        db.execute("COMMIT")
+                    except BaseException:
+                        db.execute("ROLLBACK")
+                        raise
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("vector_store_unreadable", path=str(self.path), error=str(exc))
+        return found
+
+    def write(self, vectors: Mapping[str, NDArray[np.float32]]) -> None:
+        """Keep ``vectors``, then drop the least recently used beyond ``size``."""
+        if self.size <= 0 or not vectors:
+            return
+        now = time.time_ns()
+        rows = [
+            (k, np.ascontiguousarray(v, dtype=np.float32).tobytes(), now)
+            for k, v in vectors.items()
+            if np.size(v) == self.dim
+        ]
+        try:
+            with self._lock:
+                db = self._connect()
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)", rows)
+                    (count,) = db.execute("SELECT count(*) FROM vectors").fetchone()
+                    if count > self.size:
+                        db.execute(
+                            "DELETE FROM vectors WHERE key IN"
+                            " (SELECT key FROM vectors ORDER BY used LIMIT ?)",
+                            (count - self.size,),
+                        )
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("vector_store_not_written", path=str(self.path), error=str(exc))
+
+    async def get_many(self, keys: Sequence[str]) -> Mapping[str, NDArray[np.float32]]:
+        """:meth:`read` in a worker thread."""
+        return await asyncio.to_thread(self.read, keys)
+
+    async def put_many(self, vectors: Mapping[str, NDArray[np.float32]]) -> None:
+        """:meth:`write` in a worker thread."""
+        await asyncio.to_thread(self.write, dict(vectors))
+
+    def close(self) -> None:
+        """Close the connection (opened again on next use)."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+_tag_stores: dict[str, DiskVectorStore] = {}
+
+
+def tag_store(encoder: str) -> DiskVectorStore | None:
+    """The machine's disk store of tag vectors for a local encoder (None: disabled by
+    ``TAXOFORGE_EMBED_TAG_STORE_SIZE=0``), one per process and file.
+
+    The file is named by what the vectors depend on: the encoder, the model files' content
+    hash, the ONNX graph's version and the static table's width, so a changed model or
+    builder never serves old vectors.
+    """
+    settings = EmbedSettings()
+    if settings.tag_store_size <= 0:
+        return None
+    model_hash = content_hash(installed_model_dir(), ("model.safetensors", "tokenizer.json"))
+    dim = min(384, settings.static_dims or 384) if encoder == "static" else 384
+    version = f"g{GRAPH_VERSION}" if encoder.startswith("onnx") else f"d{dim}"
+    name = f"tag-vectors-{encoder}-{version}-{model_hash[:16]}.sqlite"
+    path = (settings.cache_dir or default_cache_dir()) / name
+    with _model_lock:
+        store = _tag_stores.get(str(path))
+        if store is None or store.size != settings.tag_store_size:
+            store = _tag_stores[str(path)] = DiskVectorStore(path, dim, settings.tag_store_size)
+        return store
+
+
+def release_local_models(*kinds: str) -> None:
+    """Drop this process's shared local encoders (all, or those of ``kinds``) and give their
+    memory back to the system.
+
+    For a step that is done with a model it will not need again soon: the ONNX session
+    (weights and buffers, ~100-200 MiB) otherwise stays for the process's life. The next
+    use loads the model again (from the cached graph: a fraction of a second). Vectors
+    already cached stay cached.
+    """
+    with _model_lock:
+        for kind in kinds or tuple(_models):
+            _models.pop(kind, None)
+    gc.collect()
+    _trim_heap()
+
+
+def _trim_heap() -> None:
+    """Ask glibc to hand freed heap pages back (it keeps them otherwise: measured, ~230 MiB
+    of a released ONNX session stayed resident until trimmed)."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        trim = getattr(libc, "malloc_trim", None)
+        if trim is not None:
+            trim(0)
+    except OSError:  # not glibc: nothing to trim
+        pass
+
+
 def make_encoder(encoder: str) -> TextEncoder:
     """A new local encoder of the given kind (see :class:`EmbedSettings`)."""
     if encoder == "numpy":
         return MiniLM()
     if encoder in ("onnx", "onnx-int8"):
-        return OnnxMiniLM(int8=encoder == "onnx-int8")
+        return OnnxMiniLM(int8=encoder == "onnx-int8", cache_dir=EmbedSettings().cache_dir)
     if encoder == "static":
         settings = EmbedSettings()
         return StaticMiniLM(dims=settings.static_dims, cache_dir=settings.cache_dir)
@@ -378,20 +565,26 @@ def embedder_for(
     ``store``: a shared vector store (e.g. the job's object store) read before embedding and
     filled after; with one, a declared model's vectors are cached too (the local model's
     always are, in the process). ``use``: which of the selector's uses the local model serves
-    (its encoder is :meth:`EmbedSettings.for_use`); ``max_tokens``: the local model's
-    truncation (a declared model gets whole texts).
+    (its encoder is :meth:`EmbedSettings.for_use`); for ``tags`` with no ``store``, the local
+    model's vectors are also kept on the machine's disk (:func:`tag_store`) for later jobs.
+    ``max_tokens``: the local model's truncation (a declared model gets whole texts).
 
     Raises:
         PermanentError: no such embedding model here (the message lists those there are).
     """
-    encoder = EmbedSettings().for_use(use) if use else None
-    if name.lower() in ("", LOCAL_MODEL):
-        return LocalMiniLM(encoder, store=store, max_tokens=max_tokens)
-    try:
-        endpoint = registry.get(name, "embedder")
-    except ModelChoiceError as exc:
-        raise PermanentError(f"embedder: {exc}") from exc
-    if endpoint.is_local:
+    settings = EmbedSettings()
+    encoder = settings.for_use(use) if use else None
+    local = name.lower() in ("", LOCAL_MODEL)
+    if not local:
+        try:
+            endpoint = registry.get(name, "embedder")
+        except ModelChoiceError as exc:
+            raise PermanentError(f"embedder: {exc}") from exc
+        local = endpoint.is_local
+    if local:
+        if store is None and use == "tags" and not max_tokens:
+            # Tags repeat across jobs: the machine keeps their vectors (one file per encoder).
+            store = tag_store(encoder or settings.encoder)
         return LocalMiniLM(encoder, store=store, max_tokens=max_tokens)
     if store is not None:
         # Keyed by the model and address, not the operator's name for them, which may move.

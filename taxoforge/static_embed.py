@@ -8,16 +8,13 @@ sparse matrix product, tens of times faster than MiniLM at a lower fidelity (see
 ``benchmarks/embed_bench.py`` for both figures).
 
 The table depends only on the model files and the distillation's parameters, so it is computed
-once and kept on disk under the cache directory, named by their content hash; concurrent
-processes each write a temporary file and rename it into place, so a reader never sees a torn
-file. Nothing is downloaded.
+once and kept on disk under the cache directory, named by their content hash, written
+atomically (:mod:`taxoforge.model_cache`, shared with the ONNX encoder's graph). Nothing is
+downloaded.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +26,7 @@ from scipy import sparse
 from tokenizers import Tokenizer
 
 from taxoforge.minilm import installed_model_dir
+from taxoforge.model_cache import content_hash, default_cache_dir, write_atomically
 
 __all__ = ["StaticMiniLM", "default_cache_dir", "distill_table"]
 
@@ -44,23 +42,6 @@ _MODEL_FILES = ("model.safetensors", "tokenizer.json", "config.json")
 _DISTIL_BATCH = 2048
 # Tokens kept per text: a static vector gains little from more, and tokenizing costs.
 MAX_TOKENS = 512
-
-
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/taxoforge`` or ``~/.cache/taxoforge``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "taxoforge"
-
-
-def _content_hash(model_dir: Path) -> str:
-    digest = hashlib.sha256()
-    for name in _MODEL_FILES:
-        path = model_dir / name
-        digest.update(name.encode())
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def distill_table(model_dir: Path, dims: int, sif: float) -> F32:
@@ -120,7 +101,7 @@ class StaticMiniLM:
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
-        key = _content_hash(model_dir)[:32]
+        key = content_hash(model_dir, _MODEL_FILES)[:32]
         name = f"static-minilm-v{_VERSION}-{key}-{dims}d-sif{sif:g}.npy"
         self.path = (cache_dir or default_cache_dir()) / name
         self.table = self._load_or_make(model_dir, dims, sif)
@@ -135,18 +116,7 @@ class StaticMiniLM:
         start = time.perf_counter()
         table = distill_table(model_dir, dims, sif)
         elapsed = time.perf_counter() - start
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.save(fh, table, allow_pickle=False)
-                os.replace(tmp, self.path)  # atomic: readers see the old name or the whole file
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        except OSError as exc:  # a read-only cache costs time, not correctness
-            log.warning("static_table_not_cached", path=str(self.path), error=str(exc))
+        write_atomically(self.path, lambda fh: np.save(fh, table, allow_pickle=False))
         log.info("static_table_made", path=str(self.path), seconds=round(elapsed, 2))
         return table
 

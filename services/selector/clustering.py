@@ -36,7 +36,13 @@ from services.selector.workfiles import download, iter_jsonl, work_object
 from taxoforge.bus import Stage
 from taxoforge.context import ServiceContext
 from taxoforge.datasets import DatasetStore
-from taxoforge.embeddings import LOCAL_MODEL, Embedder, Use, embedder_for
+from taxoforge.embeddings import (
+    LOCAL_MODEL,
+    Embedder,
+    Use,
+    embedder_for,
+    release_local_models,
+)
 from taxoforge.errors import TransientError
 from taxoforge.jobs.lifecycle import record_report
 from taxoforge.labels import normalize_labels
@@ -115,6 +121,9 @@ class Clusterer:
             report.CopyFrom(job.selection)
             tags = await self._tags(job, spec, candidates, report.tacos)
             result = await self._cluster(job, spec, candidates, tags)
+            # The step's embedding is done: the local encoders' memory (an ONNX session is
+            # most of the selector's) goes back to the system before the select step.
+            await asyncio.to_thread(release_local_models)
             # CPU-bound on 100k candidates: in a worker thread, so the loop keeps heartbeating.
             refs = await asyncio.to_thread(references, result, None, int(spec.seed))
             spare = int(getattr(self._ctx.settings, "comparison_spare_calls", SPARE_CALLS))

@@ -26,7 +26,14 @@ from taxoforge.dedupe import (
     words_of,
 )
 
-__all__ = ["DEDUP_MODES", "Contamination", "Decontaminator", "Deduplicator", "Record"]
+__all__ = [
+    "DEDUP_MODES",
+    "Contamination",
+    "Decontaminator",
+    "DedupFeatures",
+    "Deduplicator",
+    "Record",
+]
 
 # What makes two records the same: the whole record (query and answer: a dataset holding two
 # answers per prompt keeps both for quality selection to choose from), or the query alone.
@@ -117,6 +124,18 @@ class _BandIndex:
         return np.split(owners[order], ends[:-1])
 
 
+@dataclass
+class DedupFeatures:
+    """A page's records as dedup compares them (``Deduplicator.features``): each record's
+    exact key and, with near-dedup on, all its parts' shingle hashes in one array (record
+    by record, part by part; ``ends`` closes each part) and its LSH band keys."""
+
+    keys: list[bytes]
+    values: NDArray[np.uint64] | None = None
+    ends: NDArray[np.int64] | None = None
+    acc: NDArray[np.uint64] | None = None
+
+
 class Deduplicator:
     """Exact and near-duplicate records over a batch (a whole import), in memory.
 
@@ -179,6 +198,14 @@ class Deduplicator:
         """``check`` of each record in turn (a later one is compared with the earlier ones
         of the same page too); one result per record. ``words``: ``words_of``, or a cache of
         it shared with the caller."""
+        return self.decide(records, self.features(records, words))
+
+    def features(
+        self, records: Sequence[Record], words: Callable[[str], list[str]] = words_of
+    ) -> DedupFeatures:
+        """What ``decide`` needs of a page of records, made without this index: it depends
+        on the records and the settings only, so another process (a ``Deduplicator`` with the
+        same settings) can make it while this one decides an earlier page."""
         parts_of: list[list[list[str]]] = []
         keys: list[bytes] = []
         for _, text, response, context in records:
@@ -188,25 +215,39 @@ class Deduplicator:
             split = [words(p) for p in parts]
             parts_of.append(split)
             keys.append(_digest("\x00".join(" ".join(w) for w in split)))
+        if self._banding is None or not records:
+            return DedupFeatures(keys)
+        # Every part's shingle hashes (repeats and all: sorting a page's shingles by part
+        # costs more than the rest of dedup, so a part is made a set only when an exact
+        # Jaccard needs it, for a candidate; the MinHash does not mind repeats).
+        width = len(parts_of[0])
+        values, part = shingle_page([words for parts in parts_of for words in parts])
+        ends = np.cumsum(np.bincount(part, minlength=len(records) * width))
+        tagged = mix64(values ^ _PART_SALT[part % width])
+        sig = minhash_flat(tagged, part // width, len(records), _PERMUTATIONS, _SEED)
+        count, rows = self._banding
+        folded = sig[:, : count * rows].reshape(len(records), count, rows)
+        acc = np.zeros((len(records), count), dtype=np.uint64)
+        for r in range(rows):  # wraps around mod 2**64
+            acc = acc * _BAND_MULT + folded[:, :, r]
+        acc = mix64(acc ^ np.arange(count, dtype=np.uint64))
+        return DedupFeatures(keys, values, ends, acc)
+
+    def decide(
+        self, records: Sequence[Record], features: DedupFeatures
+    ) -> list[tuple[str, str] | None]:
+        """The records' verdicts, in order, from their ``features``: each is remembered when
+        it is new, so a later record (of this page or the next) is compared with it."""
+        keys = features.keys
         bands: list[list[int]] = []
         hashed: list[tuple[NDArray[np.uint64], ...]] = []
         if self._banding is not None and records:
-            # Every part's shingle hashes (repeats and all: sorting a page's shingles by part
-            # costs more than the rest of dedup, so a part is made a set only when an exact
-            # Jaccard needs it, for a candidate; the MinHash does not mind repeats).
-            width = len(parts_of[0])
-            values, part = shingle_page([words for parts in parts_of for words in parts])
-            ends = np.cumsum(np.bincount(part, minlength=len(records) * width))
-            pieces = np.split(values, ends[:-1])
+            if features.acc is None or features.values is None or features.ends is None:
+                raise ValueError("features made with near-dedup off, decided with it on")
+            width = len(features.ends) // len(records)
+            pieces = np.split(features.values, features.ends[:-1])
             hashed = [tuple(pieces[i * width : (i + 1) * width]) for i in range(len(records))]
-            tagged = mix64(values ^ _PART_SALT[part % width])
-            sig = minhash_flat(tagged, part // width, len(records), _PERMUTATIONS, _SEED)
-            count, rows = self._banding
-            folded = sig[:, : count * rows].reshape(len(records), count, rows)
-            acc = np.zeros((len(records), count), dtype=np.uint64)
-            for r in range(rows):  # wraps around mod 2**64
-                acc = acc * _BAND_MULT + folded[:, :, r]
-            acc = mix64(acc ^ np.arange(count, dtype=np.uint64))
+            acc = features.acc
             bands = acc.tolist()
             earlier = self._index.lookup(acc)
             # Keys of this page's remembered records (earlier pages' are in the index).
@@ -224,7 +265,6 @@ class Deduplicator:
             index = len(self._ids)
             if self._banding is not None:
                 mine = hashed[i]
-                count = self._banding[0]
                 candidates = set(earlier[i].tolist())
                 for key in bands[i]:
                     candidates.update(page_keys.get(key, ()))

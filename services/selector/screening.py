@@ -16,7 +16,13 @@ from typing import Any, cast
 
 import structlog
 
-from services.selector.decontam import Contamination, Decontaminator, Deduplicator
+from services.selector.decontam import (
+    Contamination,
+    Decontaminator,
+    DedupFeatures,
+    Deduplicator,
+    Record,
+)
 from services.selector.dropped import Dropped, drop_record
 from services.selector.examples import Example
 from services.selector.imports import ImportLimits, MalformedRow, TooLargeRow
@@ -35,7 +41,8 @@ _PAGE = 512
 # Rows read before the contamination check and token counts move to a worker process (a
 # small job is done before a process would have started), and pages checked ahead there.
 _OFFLOAD_AFTER_ROWS = 8192
-_IN_FLIGHT = 3
+_IN_FLIGHT = 4
+_WORKERS = 2
 
 
 @dataclass
@@ -70,51 +77,43 @@ def screen(
     whose query and response together are over it (a generated one: an imported row is
     measured as it is read), since later steps carry them in single queue messages.
 
-    Dedup decides in order (each example against the ones kept before it), here. What needs
-    no order, the contamination check and the token count of each example dedup kept, moves
-    to a worker process once ``offload_after_rows`` rows have been read (0: at once; a small
-    job never starts one), so a large import screens on two cores: while the worker checks
-    a page, this thread reads and dedups the next ones. The files are the same either way.
+    Dedup decides in order (each example against the ones kept before it), here. All that
+    needs no order (each example's words, shingle hashes and MinHash bands, its contamination
+    check and its token count) moves to a worker process once ``offload_after_rows`` rows
+    have been read (0: at once; a small job never starts one), so a large import screens on
+    two cores: while the worker hashes a page, this thread reads the next ones and decides the
+    one before. The files are the same either way.
     """
     tally = Tally()
     pending: deque[_Page] = deque()
     with (
         out.open("w", encoding="utf-8") as kept,
         dropped.open("a", encoding="utf-8") as drop,
-        _Checks(decontam) as checks,
+        _Checks(dedup, decontam) as checks,
     ):
 
         def _drop(item: str, reason: str, **extra: Any) -> None:
             record = drop_record(job_id, item, reason, **extra)
             drop.write(json.dumps(record, ensure_ascii=False) + "\n")
 
-        def _dedup(rows: list[Example | MalformedRow | Dropped]) -> _Page:
-            # Dedup takes the page at once (its hashing is vectorised over the page); the
-            # decisions and the files' order are those of one example at a time.
+        def _read(rows: list[Example | MalformedRow | Dropped]) -> _Page:
             fits: list[Example] = []
             for example in rows:
                 if isinstance(example, dict):
                     size = len(example["query"].encode()) + len(example["response"].encode())
                     if size <= max_record_bytes:
                         fits.append(example)
-            verdicts = dedup.check_many(
-                [
-                    (e["item_id"], instruction, answer, context)
-                    for e in fits
-                    for instruction, context, answer in (dedup_parts(e),)
-                ],
-                _memo_words(),
-            )
-            verdict_of = {id(e): v for e, v in zip(fits, verdicts, strict=True)}
-            fresh = [e for e, v in zip(fits, verdicts, strict=True) if v is None]
-            return _Page(rows, verdict_of, fresh, checks.submit(fresh))
+            return _Page(rows, fits, checks.submit(fits))
 
         def _write(page: _Page) -> None:
-            hits, counts = page.checked.result()
-            hit_of = {id(e): hit for e, hit in zip(page.fresh, hits, strict=True)}
-            for fresh, count in zip(page.fresh, counts, strict=True):
+            # Dedup's decisions and the files' order are those of one example at a time.
+            features, hits, counts = page.checked.result()
+            verdicts = dedup.decide([_record(e) for e in page.fits], features)
+            verdict_of = {id(e): v for e, v in zip(page.fits, verdicts, strict=True)}
+            hit_of = {id(e): hit for e, hit in zip(page.fits, hits, strict=True)}
+            for fit, count in zip(page.fits, counts, strict=True):
                 if count >= 0:
-                    fresh["tokens"] = count
+                    fit["tokens"] = count
             for example in page.rows:
                 if isinstance(example, Dropped):  # an item that never became an example
                     drop.write(json.dumps(example.record(job_id), ensure_ascii=False) + "\n")
@@ -127,7 +126,7 @@ def screen(
                     reason = "too_large" if isinstance(example, TooLargeRow) else "malformed"
                     _drop(f"r{example.row:07d}", reason, row=example.row, detail=example.reason)
                     continue
-                if id(example) not in page.verdict_of:
+                if id(example) not in verdict_of:
                     size = len(example["query"].encode()) + len(example["response"].encode())
                     tally.too_large += 1
                     _drop(
@@ -139,7 +138,7 @@ def screen(
                     )
                     continue
                 tally.shapes[example["shape"]] = tally.shapes.get(example["shape"], 0) + 1
-                duplicate = page.verdict_of[id(example)]
+                duplicate = verdict_of[id(example)]
                 if duplicate is not None:
                     reason, detail = duplicate
                     if reason == "duplicate":
@@ -164,9 +163,9 @@ def screen(
         def _next(rows: list[Example | MalformedRow | Dropped], read: int) -> None:
             if read >= offload_after_rows and not checks.offloaded:
                 checks.offload()
-            pending.append(_dedup(rows))
-            # A page is written once the worker has it checked; a few stay in flight so
-            # that the worker always has the next one.
+            pending.append(_read(rows))
+            # A page is decided and written once the worker has it hashed and checked; a few
+            # stay in flight so that the worker always has the next one.
             while len(pending) > (_IN_FLIGHT if checks.offloaded else 0):
                 _write(pending.popleft())
 
@@ -185,24 +184,32 @@ def screen(
 
 @dataclass
 class _Page:
-    """A page dedup has decided, waiting for its checks: its rows in order, each example's
-    dedup verdict, the examples dedup kept, and their contamination and tokens to come."""
+    """A page read, waiting for its checks: its rows in order, the examples within the record
+    limit, and what the worker makes of them (dedup features, contamination, tokens)."""
 
     rows: list[Example | MalformedRow | Dropped]
-    verdict_of: dict[int, tuple[str, str] | None]
-    fresh: list[Example]
+    fits: list[Example]
     checked: Future[_Checked]
 
 
-_Checked = tuple[list["Contamination | None"], list[int]]
+_Checked = tuple[DedupFeatures, list["Contamination | None"], list[int]]
+
+
+def _record(example: Example) -> Record:
+    """What dedup compares of an example, as its record."""
+    instruction, context, answer = dedup_parts(example)
+    return example["item_id"], instruction, answer, context
 
 
 class _Checks:
-    """Contamination and token counts of the examples dedup kept, a page at a time: on this
-    thread, or, once ``offload`` is called, in a worker process (spawned: the selector runs
-    threads, which a forked child would inherit in an unknown state)."""
+    """What screening needs of each page that takes no order (dedup features, contamination,
+    token counts), a page at a time: on this thread, or, once ``offload`` is called, in a
+    worker process (spawned: the selector runs threads, which a forked child would inherit in
+    an unknown state)."""
 
-    def __init__(self, decontam: Decontaminator | None) -> None:
+    def __init__(self, dedup: Deduplicator, decontam: Decontaminator | None) -> None:
+        self._settings = (dedup.near_threshold, dedup.mode)
+        self._dedup = dedup
         self._decontam = decontam
         self._pool: ProcessPoolExecutor | None = None
 
@@ -220,51 +227,62 @@ class _Checks:
     def offload(self) -> None:
         log.info("screening_worker_started")
         self._pool = ProcessPoolExecutor(
-            max_workers=1,
+            max_workers=_WORKERS,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(self._decontam,),
+            initargs=(self._settings, self._decontam),
         )
 
-    def submit(self, fresh: list[Example]) -> Future[_Checked]:
-        texts = [[m["content"] for m in e["messages"]] for e in fresh]
+    def submit(self, fits: list[Example]) -> Future[_Checked]:
+        records = [_record(e) for e in fits]
+        texts = [[m["content"] for m in e["messages"]] for e in fits]
         uncounted = [
-            cast("list[dict[str, Any]]", e["messages"]) if e["tokens"] < 0 else None for e in fresh
+            cast("list[dict[str, Any]]", e["messages"]) if e["tokens"] < 0 else None for e in fits
         ]
         if self._pool is not None:
-            return self._pool.submit(_check, texts, uncounted)
+            return self._pool.submit(_check, records, texts, uncounted)
         done: Future[_Checked] = Future()
-        done.set_result(_check_with(self._decontam, texts, uncounted))
+        done.set_result(_check_with(self._dedup, self._decontam, records, texts, uncounted))
         return done
 
 
-# The worker process's decontaminator (its benchmarks' n-gram hashes, sent once).
-_WORKER_DECONTAM: Decontaminator | None = None
+# The worker process's dedup (for its features: settings only, no index) and decontaminator
+# (its benchmarks' n-gram hashes), sent once.
+_WORKER: tuple[Deduplicator, Decontaminator | None] | None = None
 
 
-def _init_worker(decontam: Decontaminator | None) -> None:
-    global _WORKER_DECONTAM
-    _WORKER_DECONTAM = decontam
+def _init_worker(dedup: tuple[float, str], decontam: Decontaminator | None) -> None:
+    global _WORKER
+    _WORKER = (Deduplicator(*dedup), decontam)
 
 
-def _check(texts: list[list[str]], uncounted: list[list[dict[str, Any]] | None]) -> _Checked:
-    return _check_with(_WORKER_DECONTAM, texts, uncounted)
+def _check(
+    records: list[Record], texts: list[list[str]], uncounted: list[list[dict[str, Any]] | None]
+) -> _Checked:
+    if _WORKER is None:
+        raise RuntimeError("the screening worker was not initialised")
+    return _check_with(*_WORKER, records, texts, uncounted)
 
 
 def _check_with(
+    dedup: Deduplicator,
     decontam: Decontaminator | None,
+    records: list[Record],
     texts: list[list[str]],
     uncounted: list[list[dict[str, Any]] | None],
 ) -> _Checked:
-    """Each text's contamination (None: clean), and each conversation's tokens (-1 where the
-    example had its count already). Tokens are counted on the calling thread: beside another
+    """The records' dedup features, each text's contamination (None: clean), and each
+    conversation's tokens (-1 where the example had its count already), the words of every
+    text split once for all three. Tokens are counted on the calling thread: beside another
     busy thread, handing the GIL back and forth costs more than a tokenizer thread saves."""
+    words = _memo_words()
+    features = dedup.features(records, words)
     hits: list[Contamination | None] = [None] * len(texts)
     if decontam is not None:
-        hits = decontam.check_many(texts, _memo_words())
+        hits = decontam.check_many(texts, words)
     conversations = [c for c in uncounted if c is not None]
     counts = iter(messages_tokens_batch(conversations, threads=1))
-    return hits, [next(counts) if c is not None else -1 for c in uncounted]
+    return features, hits, [next(counts) if c is not None else -1 for c in uncounted]
 
 
 def _memo_words() -> Callable[[str], list[str]]:
