@@ -158,7 +158,9 @@ def deita_overlap(
     from services.selector.methods.deita import deita
     from services.selector.methods.ranking import Budget
 
-    cands = [Candidate(item_id=f"i{i:07d}", query="", response="", tokens=1) for i in range(len(a))]
+    cands = [
+        Candidate(item_id=f"i{i:07d}", query="", response_chars=0, tokens=1) for i in range(len(a))
+    ]
     order = list(range(len(a)))
     ca = deita(order, cands, Budget(budget), a, threshold)
     cb = deita(order, cands, Budget(budget), b, threshold)

@@ -4,13 +4,11 @@ or left out (the step itself moves the job and writes the files)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, cast
 
-from services.selector.examples import Candidate, Example, candidate_of
+from services.selector.examples import Candidate, Example
 from services.selector.methods.deita import Embeddings
 from services.selector.methods.measurement import MethodMeasure, measure
 from services.selector.methods.quotas import Rule
@@ -21,39 +19,16 @@ from taxoforge.v1 import common_pb2 as pb
 __all__ = [
     "Choice",
     "Comparisons",
-    "Loaded",
     "apply_clusters",
     "apply_comparisons",
     "choose",
     "cluster_quotas",
     "explain",
     "export_order",
-    "load_examples",
     "methods_of",
     "not_kept",
     "provenance",
 ]
-
-
-@dataclass
-class Loaded:
-    """The work file's examples as candidates, and where each one's line starts."""
-
-    candidates: list[Candidate]
-    offsets: list[int]
-
-
-def load_examples(path: Path) -> Loaded:
-    """The work file's examples as candidates, with each one's byte offset."""
-    out = Loaded([], [])
-    with path.open("rb") as fh:
-        offset = 0
-        for line in fh:
-            if line.strip():
-                out.candidates.append(candidate_of(json.loads(line)))
-                out.offsets.append(offset)
-            offset += len(line)
-    return out
 
 
 @dataclass

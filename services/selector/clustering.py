@@ -22,7 +22,7 @@ from services.selector.cluster_plan import (
     comparison_calls,
     comparison_plan,
 )
-from services.selector.examples import Candidate, candidate_of
+from services.selector.examples import Candidate, Loaded, examples_at, load_examples
 from services.selector.methods.clusters import (
     ClusterResult,
     auto_clusters,
@@ -32,7 +32,7 @@ from services.selector.methods.clusters import (
     references,
 )
 from services.selector.spec import selection_spec
-from services.selector.workfiles import download, iter_jsonl, work_object
+from services.selector.workfiles import download, work_object
 from taxoforge.bus import Stage
 from taxoforge.context import ServiceContext
 from taxoforge.datasets import DatasetStore
@@ -51,7 +51,7 @@ from taxoforge.pipeline import enter_step, publish_work
 from taxoforge.store import ItemKind
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["Clusterer", "embed_all", "embedder_of", "load_candidates"]
+__all__ = ["Clusterer", "embed_all", "embedder_of"]
 
 log = structlog.get_logger(__name__)
 
@@ -61,11 +61,6 @@ _REPORTED_REASONS = 5
 _REASON_CHARS = 200
 _PAGE_FAILED = "its page of queries was given up on (see the job's failures at tag)"
 _EMBED_BATCH = 256
-
-
-def load_candidates(path: Path) -> list[Candidate]:
-    """Every example of a work file, as candidates, in file order."""
-    return [candidate_of(e) for e in iter_jsonl(path)]  # type: ignore[arg-type]
 
 
 def embedder_of(
@@ -116,7 +111,8 @@ class Clusterer:
         with tempfile.TemporaryDirectory(prefix="taxoforge-cluster-") as tmp:
             path = Path(tmp) / "examples.jsonl"
             await download(self._datasets, work_object(job.id, "examples.jsonl"), path)
-            candidates = await asyncio.to_thread(load_candidates, path)
+            loaded = await asyncio.to_thread(load_examples, path)
+            candidates = loaded.candidates
             report = pb.SelectionReport()
             report.CopyFrom(job.selection)
             tags = await self._tags(job, spec, candidates, report.tacos)
@@ -131,6 +127,9 @@ class Clusterer:
                 comparison_plan, spec, candidates, result, refs, spare
             )
             max_calls, rule = comparison_calls(int(spec.comparison_budget), len(compared))
+            # The texts compared, read by offset from the work file (candidates keep no replies).
+            wanted = sorted({*compared, *(refs[int(result.assignment[i])] for i in compared)})
+            samples = await asyncio.to_thread(_samples_at, path, loaded, wanted)
             plan = ClusterPlan(
                 assignment=[int(c) for c in result.assignment],
                 labels=list(result.labels),
@@ -159,17 +158,15 @@ class Clusterer:
         if not compared:
             await enter_step(self._ctx.bus, self._ctx.jobs, job.id, Stage.CLUSTER, Stage.SELECT)
             return
-        by_index = {i: candidates[i] for i in compared}
         sem = asyncio.Semaphore(256)
 
         async def _one(i: int) -> None:
-            sample = by_index[i]
-            ref = candidates[refs[int(result.assignment[i])]]
+            sample = candidates[i]
             task = pb.CompareTask(
                 job_id=job.id,
                 item_id=sample.item_id,
-                sample=pb.Sample(id=sample.item_id, query=sample.query, response=sample.response),
-                reference=pb.Sample(id=ref.item_id, query=ref.query, response=ref.response),
+                sample=samples[i],
+                reference=samples[refs[int(result.assignment[i])]],
                 language=sample.language,
                 max_calls=max_calls,
             )
@@ -258,3 +255,13 @@ def _tag_failures(
     tacos.tag_failures = reasons.total()
     for reason, count in reasons.most_common(_REPORTED_REASONS):
         tacos.tag_failure_reasons.add(stage=Stage.TAG.value, reason=reason, items=count)
+
+
+def _samples_at(path: Path, loaded: Loaded, rows: list[int]) -> dict[int, pb.Sample]:
+    """The examples at ``rows`` of the work file, as the judge compares them."""
+    out: dict[int, pb.Sample] = {}
+    for i, example in zip(rows, examples_at(path, [loaded.offsets[i] for i in rows]), strict=True):
+        out[i] = pb.Sample(
+            id=example["item_id"], query=example["query"], response=example["response"]
+        )
+    return out

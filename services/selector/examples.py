@@ -9,13 +9,26 @@ selection reads examples as ``Candidate`` columns; every export format is writte
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict
 
 from taxoforge.composition import cell_key
 from taxoforge.selection import IMPORT_SHAPES
 
-__all__ = ["SHAPES", "Candidate", "Example", "Message", "Shape", "candidate_of"]
+__all__ = [
+    "SHAPES",
+    "Candidate",
+    "Example",
+    "Loaded",
+    "Message",
+    "Shape",
+    "candidate_of",
+    "examples_at",
+    "load_examples",
+]
 
 Shape = Literal["messages", "alpaca", "sharegpt", "preference", "generated"]
 SHAPES: tuple[str, ...] = IMPORT_SHAPES
@@ -79,7 +92,9 @@ class Candidate:
 
     item_id: str
     query: str
-    response: str
+    # The reply's length in characters: selection needs no more of it (the text stays in the
+    # work file, read by offset where a step needs it), so 100k candidates stay small.
+    response_chars: int
     tokens: int
     node: str = ""
     language: str = ""
@@ -106,7 +121,7 @@ def candidate_of(example: Example) -> Candidate:
     return Candidate(
         item_id=example["item_id"],
         query=example["query"],
-        response=example["response"],
+        response_chars=len(example["response"]),
         tokens=example["tokens"],
         node=example.get("node", ""),
         language=example.get("language", ""),
@@ -127,3 +142,33 @@ def _cell(example: Example) -> str:
         example.get("difficulty", ""),
         example.get("task_type", ""),
     )
+
+
+@dataclass
+class Loaded:
+    """The work file's examples as candidates, and where each one's line starts."""
+
+    candidates: list[Candidate]
+    offsets: list[int]
+
+
+def load_examples(path: Path) -> Loaded:
+    """The work file's examples as candidates, with each one's byte offset."""
+    out = Loaded([], [])
+    with path.open("rb") as fh:
+        offset = 0
+        for line in fh:
+            if line.strip():
+                out.candidates.append(candidate_of(json.loads(line)))
+                out.offsets.append(offset)
+            offset += len(line)
+    return out
+
+
+def examples_at(path: Path, offsets: Iterable[int]) -> Iterator[Example]:
+    """The work file's examples whose lines start at ``offsets``, in that order."""
+    with path.open("rb") as fh:
+        for offset in offsets:
+            fh.seek(offset)
+            example: Example = json.loads(fh.readline())
+            yield example

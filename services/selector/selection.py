@@ -24,20 +24,18 @@ from services.selector.card import CardInput, write_card
 from services.selector.cells import count_delivered, fit_cells, item_cell, quotas_of
 from services.selector.choice import (
     Comparisons,
-    Loaded,
     apply_clusters,
     apply_comparisons,
     choose,
     explain,
     export_order,
-    load_examples,
     methods_of,
     not_kept,
     provenance,
 )
 from services.selector.clustering import embed_all, embedder_of
 from services.selector.dropped import drop_record, iter_drops
-from services.selector.examples import Candidate, Example
+from services.selector.examples import Candidate, Example, Loaded, load_examples
 from services.selector.exports import ExportWriter
 from services.selector.generated import exact_usage
 from services.selector.report import add_comparisons

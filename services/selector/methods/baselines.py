@@ -30,7 +30,7 @@ def random_sample(cands: Sequence[Candidate], budget: Budget, seed: int) -> list
 def longest(cands: Sequence[Candidate], budget: Budget) -> list[int]:
     """Longest response first (ties by item id)."""
     by_length = sorted(
-        range(len(cands)), key=lambda i: (-len(cands[i].response), cands[i].item_id, i)
+        range(len(cands)), key=lambda i: (-cands[i].response_chars, cands[i].item_id, i)
     )
     return fill(by_length, cands, budget)
 

@@ -38,5 +38,7 @@ def measure(method: str, chosen: Sequence[int], cands: Sequence[Candidate]) -> M
         unscored=len(picked) - len(scores),
         clusters=len({c.cluster for c in picked if c.cluster >= 0}),
         tags=len({t for c in picked for t in c.tags}),
-        mean_response_chars=(sum(len(c.response) for c in picked) / len(picked) if picked else 0.0),
+        mean_response_chars=(
+            sum(c.response_chars for c in picked) / len(picked) if picked else 0.0
+        ),
     )

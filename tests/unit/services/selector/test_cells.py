@@ -19,7 +19,12 @@ _FR = cell_key("physics", "fr", "easy", "")
 
 def _cand(i: int, cell: str, pair: bool = True) -> Candidate:
     return Candidate(
-        item_id=f"i{i}", query=f"q{i}", response=f"a{i}", tokens=10, cell=cell, has_preference=pair
+        item_id=f"i{i}",
+        query=f"q{i}",
+        response_chars=len(f"a{i}"),
+        tokens=10,
+        cell=cell,
+        has_preference=pair,
     )
 
 

@@ -12,19 +12,17 @@ from services.selector.choice import (
     choose,
     explain,
     export_order,
-    load_examples,
     methods_of,
     not_kept,
     provenance,
 )
-from services.selector.examples import Candidate, Example
+from services.selector.examples import Candidate, Example, load_examples
 from taxoforge.v1 import common_pb2 as pb
 
 
 def _cands(n: int = 6) -> list[Candidate]:
     return [
-        Candidate(item_id=f"i{i}", query=f"q{i}", response="r" * (i + 1), tokens=10)
-        for i in range(n)
+        Candidate(item_id=f"i{i}", query=f"q{i}", response_chars=i + 1, tokens=10) for i in range(n)
     ]
 
 

@@ -10,7 +10,7 @@ from taxoforge.v1 import common_pb2 as pb
 
 def _cands(nodes: list[str]) -> list[Candidate]:
     return [
-        Candidate(item_id=f"i{i}", query="q", response="r", tokens=10, node=node)
+        Candidate(item_id=f"i{i}", query="q", response_chars=1, tokens=10, node=node)
         for i, node in enumerate(nodes)
     ]
 

@@ -92,7 +92,12 @@ async def test_deita_embeds_only_the_instructions_truncated_with_its_encoder(
     monkeypatch.setattr(selection, "embedder_of", embedder_of)
     runner = SelectionRunner(SimpleNamespace(bus=None, llm=SimpleNamespace(registry=None)))  # type: ignore[arg-type]
     cands = [
-        Candidate(item_id=f"i{i}", query=f"question {i}", response=f"a long answer {i}", tokens=5)
+        Candidate(
+            item_id=f"i{i}",
+            query=f"question {i}",
+            response_chars=len(f"a long answer {i}"),
+            tokens=5,
+        )
         for i in range(3)
     ]
     embedded: list[int] = []

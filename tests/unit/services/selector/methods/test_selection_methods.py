@@ -35,7 +35,7 @@ def _cand(
     return Candidate(
         item_id=item_id,
         query=f"query {item_id}",
-        response=response,
+        response_chars=len(response),
         tokens=tokens,
         judge_score=judge,
         comparative=quality,
@@ -546,7 +546,7 @@ def _planted_pool(seed: int) -> list[Candidate]:
                 Candidate(
                     item_id=f"t{cluster}-{j:03d}",
                     query=f"question {cluster}/{j}",
-                    response="r" * int(length),
+                    response_chars=int(length),
                     tokens=int(rng.integers(50, 200)),
                     judge_score=float(rng.integers(70, 101) if good else rng.integers(5, 31)),
                     tags=[f"topic{cluster}"],
