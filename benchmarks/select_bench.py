@@ -42,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -397,17 +398,22 @@ _STEP_END = {
 }
 
 
-def server_steps(log: Path, job: dict[str, Any]) -> tuple[dict[str, float], int | None, int | None]:
-    """Each step's duration from the selector's JSON log (its end event, minus the previous
+def server_steps(
+    logs: Iterable[Path], job: dict[str, Any]
+) -> tuple[dict[str, float], int | None, int | None]:
+    """Each step's duration from the selectors' JSON logs (its end event, minus the previous
     step's end; prepare from the job's created_at), k from the "clustered" line, and how many
     texts DEITA embedded from the "job_selected" line."""
     ends: dict[str, datetime] = {}
     clusters: int | None = None
     embedded: int | None = None
-    try:
-        lines = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return {}, None, None
+    lines: list[str] = []
+    for log in logs:
+        try:
+            lines += log.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+    lines.sort(key=_timestamp)  # replicas' lines in time order
     for line in lines:
         try:
             event = json.loads(line)
@@ -847,6 +853,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="after the run, time the local embedder on this many of the file's texts (0: no)",
     )
     p.add_argument(
+        "--replicas",
+        default="",
+        help="more processes of a service, e.g. selector=2,judge=2 (default: one of each)",
+    )
+    p.add_argument(
         "--warm-tag-store",
         action="store_true",
         help="use the machine's store of tag vectors (as a later job over similar data "
@@ -885,9 +896,27 @@ def _machine() -> str:
     )
 
 
+def _timestamp(line: str) -> str:
+    """A JSON log line's timestamp (ISO 8601 sorts as text); "" when it has none."""
+    start = line.find('"timestamp": "')
+    return line[start + 14 : start + 46] if start >= 0 else ""
+
+
+def _replicas(spec: str) -> dict[str, int]:
+    """``selector=2,judge=2`` as {service: processes}."""
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        service, _, count = part.partition("=")
+        if service not in ("selector", "judge") or not count.isdigit() or int(count) < 1:
+            raise SystemExit(f"--replicas: {part!r} is not selector=N or judge=N")
+        out[service] = int(count)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     data_dir = Path(tempfile.mkdtemp(prefix="taxoforge-select-bench-"))
+    replicas = _replicas(args.replicas)
     env: dict[str, str] = {}
     if not args.warm_tag_store:
         # A new dataset: no tag vector of it is on the machine yet (the models' own files,
@@ -911,7 +940,8 @@ def main(argv: list[str] | None = None) -> int:
         f"  TAXOFORGE_WORKER_CONCURRENCY selector/judge: {args.worker_concurrency or 'default'}; "
         f"TAXOFORGE_LLM_MAX_CONCURRENCY: {args.llm_concurrency or 'default'}; "
         f"log level {args.log_level or 'default (info)'}; nats sync_always=False; "
-        f"tag vector store {'on' if args.warm_tag_store else 'off (a new dataset)'}"
+        f"tag vector store {'on' if args.warm_tag_store else 'off (a new dataset)'}; "
+        f"replicas: {', '.join(f'{k} x{v}' for k, v in replicas.items()) or 'one of each'}"
     )
     data = data_dir / "bench.jsonl"
     make = generate_realistic if args.corpus == "realistic" else generate
@@ -930,13 +960,16 @@ def main(argv: list[str] | None = None) -> int:
     with StackRun(stack, data_dir, args.keep, remove=False) as session:
         t0 = time.perf_counter()
         stack.start()
+        for service, count in replicas.items():
+            for _ in range(count - 1):
+                stack.add_replica(service)
         print(f"  stack started in {time.perf_counter() - t0:.1f}s; logs in {stack.log_dir}")
         profiler = None
         if args.profile is not None:
             profiler = StepProfiler(dict(stack.processes())["selector"], args.profile)
         result = run(stack, args, data, planted, profiler)
         result.server_steps, result.clusters, result.deita_embedded = server_steps(
-            stack.log_dir / "selector.log", result.job
+            sorted(stack.log_dir.glob("selector*.log")), result.job
         )
         if result.job["state"] != "succeeded":
             session.failed = True

@@ -171,6 +171,11 @@ def echo(instruction: str, response: str, t: Thresholds = DEFAULT) -> Finding | 
         return None
     if len(tr) > t.echo_length_factor * len(ti) + 2:
         return None
+    # Only tokens the response has can be covered, and both findings need that share of the
+    # instruction covered: without it, aligning the two (the costly part) cannot find an echo.
+    present = frozenset(tr)
+    if sum(token in present for token in ti) / len(ti) < t.echo_containment:
+        return None
     covered = _covered(ti, tr)
     share = sum(covered) / len(ti)
     edge = min(12, len(ti))
@@ -227,6 +232,23 @@ _OFFER = re.compile(
     r"|(?:お手伝い|サポート)(?:します|いたします|できます|させて)",
     re.IGNORECASE,
 )
+# Words every branch of ``_OFFER`` holds (matched with the same flags, so a text without any of
+# them cannot match it): ``_OFFER`` tries each of its branches at every position, which made it
+# the costliest check of a draft; this finds its few words in a fraction of the time.
+_OFFER_WORDS = re.compile(
+    r"help|assist|answer|support|guide|be of|let me know|provide|respond|reply|feel free to|"
+    r"you like|you want|you need|aider|répondre|accompagner|hésitez pas|helfe|zögern|ayudar|"
+    r"dudes en|aiutar|rispondere|esserti|ajudar|"
+    r"帮助|帮忙|协助|回答|解答|有什么|随时|お手伝い|サポート",
+    re.IGNORECASE,
+)
+
+
+def _offer(text: str) -> re.Match[str] | None:
+    """``_OFFER.search(text)``, asked only when the text holds one of its words."""
+    return _OFFER.search(text) if _OFFER_WORDS.search(text) else None
+
+
 # An answer's preamble: an acknowledgment that opens a reply, not a request.
 _ACKNOWLEDGE = re.compile(
     r"^\W*(?:sure|certainly|of course|absolutely|no problem|gladly|alright|all right|okay|ok|"
@@ -253,6 +275,10 @@ _LINK = re.compile(
     r"\b(?:link|url|website|web ?site|site|page|lien|webseite|seite|enlace|sitio|página)"
     r"|(?:访问|点击|打开)[^。\uff01\uff1f]{0,10}(?:链接|网站|网页)",
     re.IGNORECASE,
+)
+# Words every branch of ``_LINK`` holds (see ``_OFFER_WORDS``).
+_LINK_WORDS = re.compile(
+    r"link|url|site|page|lien|seite|enlace|sitio|página|链接|网站|网页", re.IGNORECASE
 )
 _GREETING = re.compile(
     r"^\W*(?:hello|hi|hey|greetings|good (?:morning|afternoon|evening)|bonjour|salut|bonsoir|"
@@ -457,16 +483,22 @@ def not_a_request(text: str) -> Finding | None:
     return None
 
 
-def _chatter(plain: str) -> Finding | None:
+# ``_chatter``'s offer not searched yet (None is a search that found nothing).
+_UNSEARCHED: Any = object()
+
+
+def _chatter(plain: str, offer: re.Match[str] | None = _UNSEARCHED) -> Finding | None:
     """The assistant's voice: an offer, an answer's preamble, a pointer to a link, a bare
-    greeting."""
-    if (found := _OFFER.search(plain)) is not None:
+    greeting. ``offer``: ``_offer(plain)`` when the caller has it already."""
+    if offer is _UNSEARCHED:
+        offer = _offer(plain)
+    if (found := offer) is not None:
         return Finding("not_a_request", f"the assistant's voice: {found.group(0)!r}")
     if (found := _ACKNOWLEDGE.match(plain)) is not None:
         return Finding("not_a_request", f"opens like an answer: {found.group(0).strip()!r}")
     if (found := _PRESENT.match(plain)) is not None:
         return Finding("not_a_request", f"presents an answer: {found.group(0).strip()!r}")
-    if (found := _LINK.search(plain)) is not None:
+    if _LINK_WORDS.search(plain) and (found := _LINK.search(plain)) is not None:
         return Finding("not_a_request", f"points to a link: {found.group(0)!r}")
     if (
         _GREETING.match(plain)
@@ -505,7 +537,8 @@ def no_answer(text: str) -> Finding | None:
     opens with "Sure!" answers."""
     plain = text.translate(_APOSTROPHE).strip()
     head = " ".join(_SENTENCE.split(plain)[:_HEAD_SENTENCES])
-    offer = _OFFER.search(head) or _ACKNOWLEDGE.match(head)
+    offered = _offer(head)
+    offer = offered or _ACKNOWLEDGE.match(head)
     if offer is not None and (ask := _ASK_FOR_INPUT.search(head)) is not None:
         return Finding(
             "no_answer",
@@ -513,7 +546,8 @@ def no_answer(text: str) -> Finding | None:
         )
     if len(tokens(text)) > _NO_ANSWER_TOKENS:
         return None
-    found = _chatter(plain)
+    # A short text is most often its own head: its offer was searched for already.
+    found = _chatter(plain, offered) if head == plain else _chatter(plain)
     if found is None:
         return None
     return Finding("no_answer", found.detail)

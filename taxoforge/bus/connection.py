@@ -133,15 +133,25 @@ class Bus:
                     bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas
                 )
             )
-        await self.js.create_key_value(
-            KeyValueConfig(
-                bucket=KV_LLM_CACHE,
-                history=1,
-                ttl=self.settings.llm_cache_ttl_s,
-                storage=StorageType.FILE,
-                replicas=replicas,
+        try:
+            await self.js.create_key_value(
+                KeyValueConfig(
+                    bucket=KV_LLM_CACHE,
+                    history=1,
+                    ttl=self.settings.llm_cache_ttl_s,
+                    storage=StorageType.FILE,
+                    replicas=replicas,
+                    # Read before every model call: direct gets skip the JetStream API's JSON
+                    # and base64, and any replica may answer (a stale read is only a miss).
+                    direct=True,
+                )
             )
-        )
+        except BadRequestError:
+            # A bucket made before its reads were direct: allow them, keep the rest as it is.
+            info = await self.js.stream_info(f"KV_{KV_LLM_CACHE}")
+            if not info.config.allow_direct:
+                info.config.allow_direct = True
+                await self.js.update_stream(info.config)
         for bucket in (OBJ_DATASETS, OBJ_TAXONOMIES):
             await self.js.create_object_store(
                 bucket, ObjectStoreConfig(storage=StorageType.FILE, replicas=replicas)

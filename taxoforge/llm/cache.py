@@ -26,8 +26,22 @@ from taxoforge.v1 import common_pb2 as pb
 __all__ = ["RequestCache", "request_key"]
 
 
-def request_key(cfg: pb.ModelConfig, req: ChatRequest) -> str:
-    """A digest of everything that decides a reply."""
+def request_key(cfg: pb.ModelConfig, req: ChatRequest, messages_json: str | None = None) -> str:
+    """A digest of everything that decides a reply.
+
+    ``messages_json``: ``req.messages`` as ``json.dumps(messages, sort_keys=True,
+    ensure_ascii=False)``, when the caller made it already (the prompt's fingerprint hashes
+    it). When it is ASCII it is the very text this digest holds for the messages, so they are
+    not written out again: the digest is the same either way.
+    """
+    if messages_json is not None and messages_json.isascii():
+        # json.dumps writes a list as its items' JSON joined by ", " between brackets.
+        def item(value: Any) -> str:
+            return json.dumps(value, sort_keys=True, default=str)
+
+        rest = (req.temperature, req.max_tokens, req.top_p, req.seed, req.json_schema)
+        blob = ", ".join([item(cfg.model), messages_json, *map(item, rest)])
+        return hashlib.sha256(f"[{blob}]".encode()).hexdigest()
     parts: list[Any] = [
         cfg.model,
         req.messages,

@@ -18,7 +18,7 @@ from taxoforge.llm.endpoints import CHAT_ROLES, Endpoint, ModelChoiceError, Mode
 from taxoforge.llm.http_transport import HTTPTransport
 from taxoforge.llm.litellm_transport import LiteLLMTransport
 from taxoforge.llm.metering import METER, SPEND_CHECK, CallMeter, add_usage
-from taxoforge.llm.schema import json_schema_of
+from taxoforge.llm.schema import json_schema_of, shared_schema_of
 from taxoforge.llm.types import ChatRequest, ChatResult, LLMFault, Messages, Transport
 from taxoforge.settings import LLMSettings
 from taxoforge.v1 import common_pb2 as pb
@@ -50,8 +50,12 @@ class LLMRequestError(PermanentError):
 
 def prompt_sha256(messages: Messages) -> str:
     """A stable fingerprint of a rendered prompt."""
-    blob = json.dumps(messages, sort_keys=True, ensure_ascii=False).encode()
-    return hashlib.sha256(blob).hexdigest()
+    return hashlib.sha256(_messages_json(messages).encode()).hexdigest()
+
+
+def _messages_json(messages: Messages) -> str:
+    """What ``prompt_sha256`` hashes."""
+    return json.dumps(messages, sort_keys=True, ensure_ascii=False)
 
 
 class LLMClient:
@@ -145,9 +149,11 @@ class LLMClient:
             json_schema=json_schema,
             schema_name=schema_name,
         )
+        # Written once: the prompt's fingerprint, and the cache key when it is ASCII.
+        messages_json = _messages_json(messages)
         key = None
         if cache and self._cache is not None:
-            key = request_key(cfg, req) + (f"-{repeat}" if repeat else "")
+            key = request_key(cfg, req, messages_json) + (f"-{repeat}" if repeat else "")
         hit = await self._cached(key)
         meter = METER.get()
         if hit is not None:
@@ -162,7 +168,7 @@ class LLMClient:
             role=role,
             # the model itself, not the operator's name for it: provenance outlives names
             model=endpoint.model,
-            prompt_sha256=prompt_sha256(messages),
+            prompt_sha256=hashlib.sha256(messages_json.encode()).hexdigest(),
             latency_s=result.latency_s,
             finish_reason=result.finish_reason,
             temperature=req.temperature,
@@ -225,7 +231,7 @@ class LLMClient:
         Raises:
             StructuredOutputError: no reply validated after ``structured_retries`` attempts.
         """
-        schema = json_schema_of(output)
+        schema = shared_schema_of(output)  # only read: hashed into the cache key and sent
         usage = pb.Usage()
         errors: list[str] = []
         call = pb.LLMCall()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from typing import Any
@@ -78,14 +79,17 @@ class LiteLLMTransport:
         if req.seed is not None:
             kwargs["seed"] = req.seed
         if req.json_schema is not None and endpoint.response_format != "none":
+            # litellm may adapt a schema to its provider in place: it gets a copy of ours,
+            # which every call shares (``shared_schema_of``).
             if endpoint.response_format == "json_object":
-                kwargs["response_format"] = {"type": "json_object", "schema": req.json_schema}
+                schema = copy.deepcopy(req.json_schema)
+                kwargs["response_format"] = {"type": "json_object", "schema": schema}
             else:
                 kwargs["response_format"] = {
                     "type": "json_schema",
                     "json_schema": {
                         "name": req.schema_name,
-                        "schema": portable_schema(req.json_schema),
+                        "schema": copy.deepcopy(portable_schema(req.json_schema)),
                         "strict": True,
                     },
                 }

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["json_schema_of", "portable_schema", "string_list"]
+__all__ = ["json_schema_of", "portable_schema", "shared_schema_of", "string_list"]
 
 
 def string_list(min_items: int, max_items: int, max_length: int) -> dict[str, Any]:
@@ -28,6 +28,21 @@ def json_schema_of(model: type[BaseModel]) -> dict[str, Any]:
     Built once per model class (pydantic rebuilds it on every call, which cost a fifth of the
     tag step's CPU); each caller gets its own copy to change."""
     return copy.deepcopy(_schema_of(model))
+
+
+def shared_schema_of(model: type[BaseModel]) -> dict[str, Any]:
+    """``json_schema_of`` without the copy: the same object on every call, for callers that
+    only read it (a structured call sends it on every request; copying it, and deriving its
+    portable form again, was a tenth of the judge's own CPU). Never change it."""
+    schema = _schema_of(model)
+    _SHARED[id(schema)] = schema
+    return schema
+
+
+# The shared schemas handed out, by identity (they live as long as the process), and their
+# portable forms, derived once each.
+_SHARED: dict[int, dict[str, Any]] = {}
+_PORTABLE: dict[int, dict[str, Any]] = {}
 
 
 @functools.cache
@@ -92,8 +107,19 @@ def portable_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """The schema without numeric and length constraints, which strict providers refuse.
 
     Constrained decoders (llama.cpp grammars) get the full schema; every reply is validated
-    against the full model either way.
+    against the full model either way. For a schema of ``shared_schema_of`` the result is
+    shared too (built once): read it, never change it.
     """
+    if _SHARED.get(id(schema)) is schema:
+        portable = _PORTABLE.get(id(schema))
+        if portable is None:
+            portable = _PORTABLE[id(schema)] = _portable(schema)
+        return portable
+    return _portable(schema)
+
+
+def _portable(schema: dict[str, Any]) -> dict[str, Any]:
+    """A new tree: ``schema`` without ``_CONSTRAINTS``."""
 
     def _strip(node: Any) -> Any:
         if isinstance(node, dict):

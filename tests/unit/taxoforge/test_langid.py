@@ -232,3 +232,35 @@ def test_a_few_words_of_the_asked_language_do_not_settle_it(counting: _CountingD
 
     assert not verdict.ok and verdict.detected == "fr"
     assert len(counting.texts) == 1
+
+
+def test_a_latin_sentence_no_known_language_could_claim_is_not_sent_to_the_detector(
+    counting: _CountingDetector,
+) -> None:
+    # Nouns with no grammar words: whatever the detector named, it could not fail an English
+    # text (another Latin language needs its grammar words to count, and no other script is
+    # named for Latin letters).
+    nouns = "Morning village letter garden kitchen station (bicycle window market forest)"
+
+    assert check_segments(nouns, "en", min_letters=10, sure=0.5).ok
+    assert counting.texts == []
+
+
+def test_a_latin_sentence_with_another_languages_grammar_is_still_detected(
+    counting: _CountingDetector,
+) -> None:
+    french = "Le comité discutera du budget de la nouvelle bibliothèque pendant la réunion."
+
+    verdict = check_segments(french, "en", min_letters=10, sure=0.5)
+
+    assert not verdict.ok and verdict.detected == "fr"
+    assert counting.texts == [french]
+
+
+def test_a_sentence_in_another_script_is_still_detected(counting: _CountingDetector) -> None:
+    russian = "Комитет обсудит бюджет новой библиотеки в понедельник на общем собрании"
+
+    verdict = check_segments(f"Explain this. {russian}", "en", min_letters=10, sure=0.5)
+
+    assert not verdict.ok and verdict.detected == "ru"
+    assert counting.texts == [russian]

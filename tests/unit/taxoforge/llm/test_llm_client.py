@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from taxoforge.llm.client import _strip_fence, json_schema_of, prompt_sha256
+from taxoforge.llm.schema import portable_schema, shared_schema_of
 
 
 class Inner(BaseModel):
@@ -112,3 +113,22 @@ def test_prompt_sha256_differs_for_other_messages() -> None:
 
 def test_strip_fence_accepts_an_uppercase_language_tag() -> None:
     assert _strip_fence('```JSON\n{"a": 1}\n```') == '{"a": 1}'
+
+
+def test_a_shared_schema_and_its_portable_form_are_built_once() -> None:
+    shared = shared_schema_of(Outer)
+
+    assert shared is shared_schema_of(Outer)  # no copy per call
+    assert shared == json_schema_of(Outer)
+    assert shared is not json_schema_of(Outer)  # callers that change theirs still get a copy
+    assert portable_schema(shared) is portable_schema(shared)
+    assert portable_schema(shared) == portable_schema(json_schema_of(Outer))
+
+
+def test_the_portable_form_of_a_callers_own_schema_is_never_reused() -> None:
+    mine = json_schema_of(Outer)
+    first = portable_schema(mine)
+    mine["properties"]["name"]["description"] = "changed"
+
+    assert portable_schema(mine) is not first
+    assert portable_schema(mine)["properties"]["name"]["description"] == "changed"

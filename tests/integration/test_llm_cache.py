@@ -1,0 +1,67 @@
+"""The shared request cache's bucket against a real nats-server: reads are direct gets."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from nats.js.api import KeyValueConfig, StorageType
+
+from taxoforge.bus import Bus
+from taxoforge.bus.topology import KV_LLM_CACHE
+from taxoforge.llm.cache import RequestCache
+from taxoforge.llm.types import ChatResult
+from taxoforge.settings import BusSettings
+from taxoforge_cli.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+
+async def _read(cache: RequestCache, key: str) -> ChatResult | None:
+    """The entry once its put (published without waiting for an ack) has landed."""
+    for _ in range(100):
+        hit = await cache.get(key)
+        if hit is not None:
+            return hit
+        await asyncio.sleep(0.02)
+    return None
+
+
+async def test_the_request_cache_is_read_with_direct_gets(bus: Bus) -> None:
+    info = await bus.js.stream_info(f"KV_{KV_LLM_CACHE}")
+    assert info.config.allow_direct
+    cache = RequestCache(bus, scope="models-digest")
+    result = ChatResult(
+        text="réponse", prompt_tokens=3, completion_tokens=2, finish_reason="stop", raw_model="m"
+    )
+
+    assert await cache.get("k1") is None  # a miss is a miss, not an error
+    await cache.put("k1", result)
+    hit = await _read(cache, "k1")
+
+    assert (await bus.kv(KV_LLM_CACHE))._direct  # nats-py uses DIRECT.GET for this bucket
+    assert hit is not None
+    assert (hit.text, hit.prompt_tokens, hit.completion_tokens) == ("réponse", 3, 2)
+    assert (hit.finish_reason, hit.raw_model) == ("stop", "m")
+    assert await RequestCache(bus, scope="other-models").get("k1") is None
+
+
+async def test_a_cache_bucket_made_before_direct_gets_is_upgraded(nats_stack: Stack) -> None:
+    bus = await Bus.connect(BusSettings(nats_url=nats_stack.nats_url), name="test")
+    try:
+        await bus.js.create_key_value(
+            KeyValueConfig(
+                bucket=KV_LLM_CACHE,
+                history=1,
+                ttl=bus.settings.llm_cache_ttl_s,
+                storage=StorageType.FILE,
+            )
+        )
+        assert not (await bus.js.stream_info(f"KV_{KV_LLM_CACHE}")).config.allow_direct
+
+        await bus.ensure_topology()
+        await bus.ensure_topology()  # and again: nothing left to change
+
+        assert (await bus.js.stream_info(f"KV_{KV_LLM_CACHE}")).config.allow_direct
+    finally:
+        await bus.close()
