@@ -20,10 +20,12 @@ from taxoforge.bus import Stage
 from taxoforge.bus.worker import Delivery, Route
 from taxoforge.context import ServiceContext
 from taxoforge.errors import JobStopped
+from taxoforge.llm.types import CacheUse
+from taxoforge.markers import Fence
 from taxoforge.pipeline import active_job, dead_letter_recorder, publish_work
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["StageHandler", "stage_routes"]
+__all__ = ["StageHandler", "cache_use", "stage_routes"]
 
 M = TypeVar("M", bound=Message)
 R = TypeVar("R", bound=Message)
@@ -135,3 +137,17 @@ def stage_routes(ctx: ServiceContext, *handlers: StageHandler[Any]) -> Mapping[S
     it means for its job (the item failed, or the whole job)."""
     record = dead_letter_recorder(ctx.jobs, ctx.items)
     return {handler.stage: Route(handler, record) for handler in handlers}
+
+
+def cache_use(fence: Fence) -> CacheUse:
+    """How a model call whose prompt ``fence`` fences uses the shared request cache.
+
+    A random marker makes every prompt new: no cache. A marker derived from the job's secret
+    and the item makes the prompt the same on every delivery of its message, and only then:
+    on a first delivery (in a stage whose results only its own messages make, see
+    ``StageHandler.first_delivery_makes``) no earlier call can have cached it, so the reply
+    is only written, for a redelivery to find; otherwise it is looked up first.
+    """
+    if not fence.stable:
+        return False
+    return "write" if _FIRST_DELIVERY.get() else True

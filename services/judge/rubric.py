@@ -10,6 +10,7 @@ from taxoforge.languages import language_name
 from taxoforge.llm import LLMClient, StructuredOutputError
 from taxoforge.markers import fence_for
 from taxoforge.prompts import load_template
+from taxoforge.stage import cache_use
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["ASPECTS", "Rubric", "pick_pair"]
@@ -39,7 +40,7 @@ class Rubric:
         )
         try:
             verdict, call = await self._llm.structured(
-                "judge", cfg, messages, self._verdict, max_tokens=320, cache=marker.stable
+                "judge", cfg, messages, self._verdict, max_tokens=320, cache=cache_use(marker)
             )
         except StructuredOutputError as exc:
             return pb.Score(

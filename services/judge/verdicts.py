@@ -27,6 +27,7 @@ from taxoforge.languages import language_name
 from taxoforge.llm import LLMClient
 from taxoforge.markers import fence_for
 from taxoforge.prompts import PromptTemplate
+from taxoforge.stage import cache_use
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = [
@@ -171,7 +172,7 @@ async def ask_two(
     fenced = {name: marker.clean(text) for name, text in texts.items()}
     messages = template.render(nonce=marker.marker, language=language, **fenced)
     verdict, call = await llm.structured(
-        "judge", cfg, messages, output, max_tokens=320, cache=marker.stable
+        "judge", cfg, messages, output, max_tokens=320, cache=cache_use(marker)
     )
     rationale = verdict.rationale.strip()[:MAX_RATIONALE]
     return float(verdict.score_1), float(verdict.score_2), rationale, template.stamp(call)

@@ -19,6 +19,7 @@ from taxoforge.errors import PermanentError
 from taxoforge.llm import LLMClient, StructuredOutputError
 from taxoforge.markers import fence_for
 from taxoforge.prompts import load_template
+from taxoforge.stage import cache_use
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["MAX_QUERY_CHARS", "PAGE_BYTES", "PAGE_ROWS", "TagVerdict", "Tagger", "tag_pages"]
@@ -119,7 +120,7 @@ class Tagger:
             TagVerdict,
             max_tokens=120,
             temperature=0.0,
-            cache=marker.stable,
+            cache=cache_use(marker),
         )
         seen: list[str] = []
         for tag in verdict.tags:

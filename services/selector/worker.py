@@ -74,6 +74,9 @@ class TagHandler(StageHandler[pb.TagPage]):
     """TagPage in; the page's tags stored once, as one result."""
 
     stage = Stage.TAG
+    # Pages are published once each, with their ids: a first delivery finds nothing made
+    # (no stored page, no cached call: the tagger's prompts carry the job's markers).
+    first_delivery_makes = True
 
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)

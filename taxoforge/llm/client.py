@@ -19,7 +19,14 @@ from taxoforge.llm.http_transport import HTTPTransport
 from taxoforge.llm.litellm_transport import LiteLLMTransport
 from taxoforge.llm.metering import METER, SPEND_CHECK, CallMeter, add_usage
 from taxoforge.llm.schema import json_schema_of, shared_schema_of
-from taxoforge.llm.types import ChatRequest, ChatResult, LLMFault, Messages, Transport
+from taxoforge.llm.types import (
+    CacheUse,
+    ChatRequest,
+    ChatResult,
+    LLMFault,
+    Messages,
+    Transport,
+)
 from taxoforge.settings import LLMSettings
 from taxoforge.v1 import common_pb2 as pb
 
@@ -120,13 +127,16 @@ class LLMClient:
         seed: int | None = None,
         json_schema: dict[str, Any] | None = None,
         schema_name: str = "output",
-        cache: bool = True,
+        cache: CacheUse = True,
         repeat: int = 0,
     ) -> tuple[str, pb.LLMCall]:
         """One completion, retried on transient faults; returns the text and its call record.
 
         With ``cache`` (and a cache configured) a request made before, by any replica, is
         answered from the shared cache: the record says ``cached`` and counts no usage.
+        ``cache="write"`` only stores the reply, for a request the caller knows was never
+        made before (see :func:`taxoforge.stage.cache_use`): a lookup would be a round trip
+        for a certain miss.
         ``repeat`` numbers deliberate repeats of one request (a structured reply asked again):
         each has its own cache entry, so a repeat is never answered with the reply it repeats.
 
@@ -154,7 +164,7 @@ class LLMClient:
         key = None
         if cache and self._cache is not None:
             key = request_key(cfg, req, messages_json) + (f"-{repeat}" if repeat else "")
-        hit = await self._cached(key)
+        hit = await self._cached(key) if cache != "write" else None
         meter = METER.get()
         if hit is not None:
             result = hit
@@ -224,7 +234,7 @@ class LLMClient:
         temperature: float | None = None,
         max_tokens: int | None = None,
         seed: int | None = None,
-        cache: bool = True,
+        cache: CacheUse = True,
     ) -> tuple[T, pb.LLMCall]:
         """A reply validated against ``output``; invalid replies are asked again, then fail.
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from taxoforge.llm.endpoints import Endpoint
 
-__all__ = ["ChatRequest", "ChatResult", "LLMFault", "Transport"]
+__all__ = ["CacheUse", "ChatRequest", "ChatResult", "LLMFault", "Transport"]
 
 Messages = list[dict[str, str]]
+# How a call uses the shared request cache: read and write (True), not at all (False), or
+# "write" only (a request the caller knows was never made before).
+CacheUse = bool | Literal["write"]
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,12 @@ from nats.js.api import KeyValueConfig, StorageType
 
 from taxoforge.bus import Bus
 from taxoforge.bus.topology import KV_LLM_CACHE
+from taxoforge.llm import LLMClient
 from taxoforge.llm.cache import RequestCache
 from taxoforge.llm.types import ChatResult
-from taxoforge.settings import BusSettings
+from taxoforge.settings import BusSettings, LLMSettings
+from taxoforge.testing.fake_llm import FakeLLM
+from taxoforge.v1 import common_pb2 as pb
 from taxoforge_cli.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -65,3 +68,30 @@ async def test_a_cache_bucket_made_before_direct_gets_is_upgraded(nats_stack: St
         assert (await bus.js.stream_info(f"KV_{KV_LLM_CACHE}")).config.allow_direct
     finally:
         await bus.close()
+
+
+async def test_a_write_only_call_skips_the_lookup_and_leaves_its_reply_for_a_redelivery(
+    bus: Bus, fake_llm: tuple[FakeLLM, str]
+) -> None:
+    fake, base = fake_llm
+    client = LLMClient(
+        LLMSettings(model="openai/fake", api_base=base, retries=0, timeout_s=10),
+        cache=RequestCache(bus),
+    )
+    cfg = pb.ModelConfig(model="default")
+    messages = [{"role": "user", "content": "A prompt fenced with this job's markers."}]
+    try:
+        _, first = await client.complete("judge", cfg, messages, temperature=0.0, cache="write")
+        assert not first.cached and fake.stats.calls == 1
+        for _ in range(100):  # the reply was stored (published without waiting for an ack)
+            _, again = await client.complete("judge", cfg, messages, temperature=0.0)
+            if again.cached:
+                break
+            await asyncio.sleep(0.02)
+        assert again.cached  # a redelivery, which looks first, finds it
+        calls = fake.stats.calls
+        # A write-only call never looks: the model answers although the reply is cached.
+        _, written = await client.complete("judge", cfg, messages, temperature=0.0, cache="write")
+        assert not written.cached and fake.stats.calls == calls + 1
+    finally:
+        await client.close()

@@ -12,7 +12,8 @@ import structlog
 from taxoforge.bus import Stage
 from taxoforge.bus.worker import Delivery
 from taxoforge.context import ServiceContext
-from taxoforge.stage import StageHandler, stage_routes
+from taxoforge.markers import Fence
+from taxoforge.stage import StageHandler, cache_use, stage_routes
 from taxoforge.v1 import common_pb2 as pb
 
 
@@ -169,3 +170,35 @@ def test_routes_put_each_handler_at_its_stage() -> None:
     assert list(routes) == [Stage.TAG]
     assert routes[Stage.TAG].handler is handler
     assert routes[Stage.TAG].on_dead_letter is not None
+
+
+class Fenced(MadeOnce):
+    """Records how its model calls would use the request cache."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        super().__init__(ctx)
+        self.uses: list[object] = []
+
+    async def run(self, job: pb.Job, message: pb.TagTask) -> None:
+        self.uses.append(cache_use(Fence("m-job-derived", stable=True)))
+        self.uses.append(cache_use(Fence("m-random", stable=False)))
+
+
+async def test_a_first_delivery_only_writes_the_cache_for_prompts_with_the_jobs_markers() -> None:
+    ctx = _ctx(pb.JOB_STATE_SELECTING)
+    handler = Fenced(ctx)
+
+    await handler(_delivery(pb.TagTask(job_id="j1", item_id="i1")))
+    await handler(_delivery(pb.TagTask(job_id="j1", item_id="i1"), deliveries=2))
+
+    class Looked(Fenced):
+        first_delivery_makes = False
+
+    looked = Looked(ctx)
+    await looked(_delivery(pb.TagTask(job_id="j1", item_id="i2")))
+
+    # first delivery: nothing can be cached yet; a redelivery, or a stage that does not say
+    # its results are only its own, looks first; a random marker never uses the cache
+    assert handler.uses == ["write", False, True, False]
+    assert looked.uses == [True, False]
+    assert cache_use(Fence("m", stable=True)) is True  # outside any handler
