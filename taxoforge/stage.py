@@ -34,6 +34,10 @@ P = ParamSpec("P")
 # Whether the message being handled (this task's) is on its first delivery in a stage that
 # looks up nothing then: see ``StageHandler.first_delivery_makes``.
 _FIRST_DELIVERY: ContextVar[bool] = ContextVar("first_delivery", default=False)
+# Whether the message being handled is on its first delivery at all, and whether a result
+# being made now was looked up and not found on it: see ``cache_use``.
+_FRESH: ContextVar[bool] = ContextVar("fresh", default=False)
+_UNMADE: ContextVar[bool] = ContextVar("unmade", default=False)
 
 
 class StageHandler(ABC, Generic[M]):
@@ -74,6 +78,7 @@ class StageHandler(ABC, Generic[M]):
         if job is None:
             return
         first = _FIRST_DELIVERY.set(self.first_delivery_makes and delivery.deliveries <= 1)
+        fresh = _FRESH.set(delivery.deliveries <= 1)
         try:
             if job.stopped and item_id:
                 raise JobStopped(job.stopped)
@@ -88,6 +93,7 @@ class StageHandler(ABC, Generic[M]):
             )
         finally:
             _FIRST_DELIVERY.reset(first)
+            _FRESH.reset(fresh)
 
     def ids(self, message: M) -> tuple[str, str]:
         """The message's job id and item id ("" for a whole-job message)."""
@@ -113,7 +119,16 @@ class StageHandler(ABC, Generic[M]):
         a redelivered message reuses what was made and calls no model again."""
         if _FIRST_DELIVERY.get():
             return await self.ctx.items.put_once(key, await make(*args, **kwargs))
-        return await self.ctx.items.once(key, message_type, lambda: make(*args, **kwargs))
+
+        async def _make() -> R:
+            # Looked up and not found: on a first delivery, no earlier message made it.
+            unmade = _UNMADE.set(_FRESH.get())
+            try:
+                return await make(*args, **kwargs)
+            finally:
+                _UNMADE.reset(unmade)
+
+        return await self.ctx.items.once(key, message_type, _make)
 
     async def publish(
         self, stage: Stage, message: Message, job: pb.Job, item_id: str = "", version: int = 0
@@ -143,11 +158,14 @@ def cache_use(fence: Fence) -> CacheUse:
     """How a model call whose prompt ``fence`` fences uses the shared request cache.
 
     A random marker makes every prompt new: no cache. A marker derived from the job's secret
-    and the item makes the prompt the same on every delivery of its message, and only then:
-    on a first delivery (in a stage whose results only its own messages make, see
-    ``StageHandler.first_delivery_makes``) no earlier call can have cached it, so the reply
-    is only written, for a redelivery to find; otherwise it is looked up first.
+    and the item makes the prompt the same for every message of that item's work, and only
+    then. While ``once`` makes a result it looked up and did not find, on its message's first
+    delivery, no earlier message finished that work: the reply is only written (for a
+    redelivery to find), nothing is looked up. Anywhere else (a redelivery, which may follow
+    a run that died halfway; a stage that makes its results without looking, which cannot
+    tell a duplicate message from a new one) the cache is read first, so no model call is
+    made twice.
     """
     if not fence.stable:
         return False
-    return "write" if _FIRST_DELIVERY.get() else True
+    return "write" if _UNMADE.get() else True

@@ -91,9 +91,6 @@ class CompareHandler(StageHandler[pb.CompareTask]):
     """CompareTask in; the sample's Comparison (A: the sample, B: the reference) out."""
 
     stage = Stage.COMPARE
-    # Compare tasks are published once each, with the sample's id: a first delivery finds no
-    # comparison stored, and no call cached (the prompts carry the job's markers).
-    first_delivery_makes = True
 
     def __init__(self, ctx: ServiceContext, judge: Judge) -> None:
         super().__init__(ctx)

@@ -4,6 +4,7 @@ message)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -21,6 +22,10 @@ from taxoforge.v1 import common_pb2 as pb
 __all__ = ["StepHandler", "TagHandler"]
 
 log = structlog.get_logger(__name__)
+
+# How long a step's message waits, in turn, for its job to be moved to the step (1.55 s in
+# all) before it is handed back for redelivery.
+_MOVE_WAITS = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
 class StepHandler(StageHandler[pb.JobRef]):
@@ -53,14 +58,23 @@ class StepHandler(StageHandler[pb.JobRef]):
     async def job(self, job_id: str) -> pb.Job | None:
         if await super().job(job_id) is None:
             return None
-        job = await self.ctx.jobs.get(job_id)  # fresh: the step was just entered
-        if job is None:
-            return None
         mine = SELECTION_PHASES.index(self.stage)
-        at = SELECTION_PHASES.index(Stage(job.phase)) if job.phase else -1
-        if job.state == pb.JOB_STATE_RUNNING or at < mine:
-            # Queued a moment before the job was moved to this step: try again shortly.
-            raise TransientError(f"job {job.id} is not at step {self.stage.value} yet")
+        waits = iter(_MOVE_WAITS)
+        while True:
+            job = await self.ctx.jobs.get(job_id)  # fresh: the step was just entered
+            if job is None:
+                return None
+            at = SELECTION_PHASES.index(Stage(job.phase)) if job.phase else -1
+            if job.state != pb.JOB_STATE_RUNNING and at >= mine:
+                break
+            # Queued a moment before the job was moved to this step (the message goes first,
+            # so a crash between the two leaves the step to run again): the move follows
+            # within milliseconds, so look again shortly, and only then leave the message to
+            # be redelivered (seconds later).
+            wait = next(waits, None)
+            if wait is None:
+                raise TransientError(f"job {job.id} is not at step {self.stage.value} yet")
+            await asyncio.sleep(wait)
         if job.state != pb.JOB_STATE_SELECTING or at > mine:
             log.info("step_skipped", phase=job.phase, state=pb.JobState.Name(job.state))
             return None
@@ -74,9 +88,6 @@ class TagHandler(StageHandler[pb.TagPage]):
     """TagPage in; the page's tags stored once, as one result."""
 
     stage = Stage.TAG
-    # Pages are published once each, with their ids: a first delivery finds nothing made
-    # (no stored page, no cached call: the tagger's prompts carry the job's markers).
-    first_delivery_makes = True
 
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)

@@ -173,32 +173,38 @@ def test_routes_put_each_handler_at_its_stage() -> None:
 
 
 class Fenced(MadeOnce):
-    """Records how its model calls would use the request cache."""
+    """Records how its model calls would use the request cache, while making its result."""
+
+    first_delivery_makes = False
 
     def __init__(self, ctx: ServiceContext) -> None:
         super().__init__(ctx)
         self.uses: list[object] = []
 
     async def run(self, job: pb.Job, message: pb.TagTask) -> None:
-        self.uses.append(cache_use(Fence("m-job-derived", stable=True)))
-        self.uses.append(cache_use(Fence("m-random", stable=False)))
+        async def make() -> pb.Tags:
+            self.uses.append(cache_use(Fence("m-job-derived", stable=True)))
+            self.uses.append(cache_use(Fence("m-random", stable=False)))
+            return pb.Tags(item_id=message.item_id)
+
+        await self.once(f"tags.{message.item_id}", pb.Tags, make)
 
 
-async def test_a_first_delivery_only_writes_the_cache_for_prompts_with_the_jobs_markers() -> None:
+async def test_only_a_result_looked_up_and_missing_on_a_first_delivery_skips_the_cache() -> None:
     ctx = _ctx(pb.JOB_STATE_SELECTING)
     handler = Fenced(ctx)
 
-    await handler(_delivery(pb.TagTask(job_id="j1", item_id="i1")))
-    await handler(_delivery(pb.TagTask(job_id="j1", item_id="i1"), deliveries=2))
+    await handler(_delivery(pb.TagTask(job_id="j1", item_id="i1")))  # looked up, missing
+    await handler(_delivery(pb.TagTask(job_id="j1", item_id="i2"), deliveries=2))
 
-    class Looked(Fenced):
-        first_delivery_makes = False
+    class Unlooked(Fenced):
+        first_delivery_makes = True  # cannot tell a duplicate message from a new one
 
-    looked = Looked(ctx)
-    await looked(_delivery(pb.TagTask(job_id="j1", item_id="i2")))
+    unlooked = Unlooked(ctx)
+    await unlooked(_delivery(pb.TagTask(job_id="j1", item_id="i3")))
 
-    # first delivery: nothing can be cached yet; a redelivery, or a stage that does not say
-    # its results are only its own, looks first; a random marker never uses the cache
+    # written only on a first delivery whose result was not there; read first otherwise; a
+    # random marker never uses the cache
     assert handler.uses == ["write", False, True, False]
-    assert looked.uses == [True, False]
+    assert unlooked.uses == [True, False]
     assert cache_use(Fence("m", stable=True)) is True  # outside any handler

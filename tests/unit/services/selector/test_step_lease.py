@@ -14,6 +14,7 @@ from services.selector.step_lease import LeaseLost, held
 from services.selector.worker import StepHandler
 from taxoforge.bus import Stage
 from taxoforge.bus.worker import Delivery
+from taxoforge.errors import TransientError
 from taxoforge.v1 import common_pb2 as pb
 
 
@@ -171,3 +172,40 @@ async def test_a_redelivered_step_does_not_run_a_second_copy(
     await asyncio.wait_for(asyncio.gather(first, second), 5)
     assert runs == ["j1"]  # the second found the job moved on
     assert kv.entries == {}
+
+
+async def test_a_step_queued_just_before_its_move_runs_without_a_redelivery(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The message goes out first, the job moves a moment later: the handler looks again
+    # rather than handing the message back for a redelivery seconds later.
+    monkeypatch.setattr("taxoforge.pipeline.bind_job", lambda jobs, job_id: None)
+    kv, jobs = FakeKV(), FakeJobs()
+    jobs.job.phase = Stage.TAG.value  # not moved to the cluster step yet
+    runs: list[str] = []
+
+    async def cluster_step(job: pb.Job) -> None:
+        runs.append(job.phase)
+
+    async def move_soon() -> None:
+        await asyncio.sleep(0.12)
+        jobs.job.phase = Stage.CLUSTER.value
+
+    mover = asyncio.create_task(move_soon())
+    await asyncio.wait_for(_handler(kv, jobs, cluster_step, "r1")(_delivery(1)), 5)
+    await mover
+    assert runs == [Stage.CLUSTER.value]
+
+
+async def test_a_step_whose_job_never_moves_is_handed_back_for_redelivery(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("taxoforge.pipeline.bind_job", lambda jobs, job_id: None)
+    kv, jobs = FakeKV(), FakeJobs()
+    jobs.job.phase = Stage.TAG.value
+
+    async def cluster_step(job: pb.Job) -> None:
+        raise AssertionError("the step ran before its job was at it")
+
+    with pytest.raises(TransientError, match="not at step cluster yet"):
+        await asyncio.wait_for(_handler(kv, jobs, cluster_step, "r1")(_delivery(1)), 5)
