@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 
-from services.selector.card import preload_charts
 from services.selector.clustering import Clusterer
 from services.selector.prepare import Preparer
 from services.selector.selection import SelectionRunner
@@ -17,7 +14,6 @@ from taxoforge.bus import Stage
 from taxoforge.context import ServiceContext, run_service
 from taxoforge.service import ServiceParts
 from taxoforge.stage import stage_routes
-from taxoforge.tokens import count_tokens
 from taxoforge.tracker import CompletionTracker
 from taxoforge.v1 import selector_pb2, selector_pb2_grpc
 
@@ -57,21 +53,8 @@ def build(ctx: ServiceContext) -> ServiceParts:
             StepHandler(ctx, Stage.CLUSTER, clusterer.run),
             StepHandler(ctx, Stage.SELECT, runner.run),
         ),
-        background=[tracker.run, _preload],
+        background=[tracker.run],
     )
-
-
-async def _preload(stop: asyncio.Event) -> None:
-    """What a selection's last steps load on first use (the chart library, the tokenizer's
-    tables), loaded at start instead: a long-lived service pays it once, before any job waits
-    on it."""
-    await asyncio.to_thread(_load)
-    await stop.wait()  # a background task that ends would stop the service
-
-
-def _load() -> None:
-    preload_charts()
-    count_tokens("warm up")
 
 
 def main() -> None:

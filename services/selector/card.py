@@ -8,7 +8,6 @@ decontamination removed, how the selection methods compared, and with which sett
 
 from __future__ import annotations
 
-import io
 import math
 import re
 import statistics
@@ -519,16 +518,6 @@ def _settings(settings: Mapping[str, Any]) -> list[str]:
         )
         lines += ["", f"### {_one_line(str(name))}", "", *_fenced(text, "yaml")]
     return lines
-
-
-def preload_charts() -> None:
-    """Import the chart library and draw one small chart, so a process's first card costs no
-    more than its later ones (about half a second of imports and font set-up otherwise)."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(1, 1), layout="constrained")
-    figure.add_subplot().bar([0], [1], label="warm-up")
-    figure.savefig(io.BytesIO(), format="png")
 
 
 def _quality_chart(path: Path, selected: Sequence[float], candidates: Sequence[float]) -> None:
