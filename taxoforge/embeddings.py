@@ -18,6 +18,7 @@ litellm with its own address and key; a request only ever names it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import gc
@@ -26,7 +27,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -202,6 +203,18 @@ def _process_cache(namespace: str) -> VectorCache:
         return cache
 
 
+@contextlib.contextmanager
+def _immediate(db: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction taken at once (writers take turns), rolled back on any error."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 class DiskVectorStore:
     """A :class:`VectorStore` in one SQLite file, bounded to ``size`` vectors (the least
     recently used go first), shared by every process of the machine.
@@ -258,16 +271,11 @@ class DiskVectorStore:
                             found[key] = np.frombuffer(blob, dtype=np.float32).copy()
                 if found:
                     now = time.time_ns()
-                    db.execute("BEGIN IMMEDIATE")
-                    try:
+                    with _immediate(db):
                         db.executemany(
                             "UPDATE vectors SET used = ? WHERE key = ?",
                             ((now, k) for k in found),
                         )
-                        db.execute("COMMIT")
-                    except BaseException:
-                        db.execute("ROLLBACK")
-                        raise
         except (sqlite3.Error, OSError) as exc:
             log.warning("vector_store_unreadable", path=str(self.path), error=str(exc))
         return found
@@ -285,8 +293,7 @@ class DiskVectorStore:
         try:
             with self._lock:
                 db = self._connect()
-                db.execute("BEGIN IMMEDIATE")
-                try:
+                with _immediate(db):
                     db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)", rows)
                     (count,) = db.execute("SELECT count(*) FROM vectors").fetchone()
                     if count > self.size:
@@ -295,10 +302,6 @@ class DiskVectorStore:
                             " (SELECT key FROM vectors ORDER BY used LIMIT ?)",
                             (count - self.size,),
                         )
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
         except (sqlite3.Error, OSError) as exc:
             log.warning("vector_store_not_written", path=str(self.path), error=str(exc))
 
