@@ -31,11 +31,9 @@ M = TypeVar("M", bound=Message)
 R = TypeVar("R", bound=Message)
 P = ParamSpec("P")
 
-# Whether the message being handled (this task's) is on its first delivery in a stage that
-# looks up nothing then: see ``StageHandler.first_delivery_makes``.
-_FIRST_DELIVERY: ContextVar[bool] = ContextVar("first_delivery", default=False)
 # Whether the message being handled is on its first delivery at all, and whether a result
-# being made now was looked up and not found on it: see ``cache_use``.
+# being made now was looked up and not found on it: see ``first_delivery_makes`` and
+# ``cache_use``.
 _FRESH: ContextVar[bool] = ContextVar("fresh", default=False)
 _UNMADE: ContextVar[bool] = ContextVar("unmade", default=False)
 
@@ -77,7 +75,6 @@ class StageHandler(ABC, Generic[M]):
         job = await self.job(job_id)
         if job is None:
             return
-        first = _FIRST_DELIVERY.set(self.first_delivery_makes and delivery.deliveries <= 1)
         fresh = _FRESH.set(delivery.deliveries <= 1)
         try:
             if job.stopped and item_id:
@@ -92,7 +89,6 @@ class StageHandler(ABC, Generic[M]):
                 job_id, self.stage, item_id, str(stopped), delivery.deliveries
             )
         finally:
-            _FIRST_DELIVERY.reset(first)
             _FRESH.reset(fresh)
 
     def ids(self, message: M) -> tuple[str, str]:
@@ -117,7 +113,7 @@ class StageHandler(ABC, Generic[M]):
     ) -> R:
         """The result stored under ``key``, or ``make(*args, **kwargs)``'s result stored there:
         a redelivered message reuses what was made and calls no model again."""
-        if _FIRST_DELIVERY.get():
+        if self.first_delivery_makes and _FRESH.get():
             return await self.ctx.items.put_once(key, await make(*args, **kwargs))
 
         async def _make() -> R:
