@@ -1,5 +1,5 @@
 """The console's job pages: the tenant's jobs with live progress, and one job's page (stage
-funnel, composition, judge health, selection methods, files, cancel)."""
+funnel, composition, judge health, selection methods, untagged candidates, files, cancel)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from gateway.deps import BackendDep
 from gateway.routes.jobs import event_stream, tenant_jobs
 from gateway.ui.render import render
 from gateway.ui.session import UiTenant
-from gateway.views import JobView, job_view
+from gateway.views import FailureReasonView, JobView, SelectionView, job_view
 from taxoforge.errors import NotFoundError
 
 __all__ = ["router"]
@@ -94,6 +94,23 @@ def _histogram(histogram: dict[int, int]) -> list[tuple[int, int]]:
     return [(score, histogram.get(score, 0)) for score in range(low, high + 1)]
 
 
+def _untagged(selection: SelectionView | None) -> dict[str, Any] | None:
+    """The candidates the tagger left without tags (report.tacos): how many of how many, and
+    the reasons the report names, the rest summed as "other reasons" so the counts add up.
+    None when every candidate was tagged (or clustering was not by tags)."""
+    tacos = selection.tacos if selection else {}
+    failures = int(tacos.get("tag_failures") or 0)
+    if failures <= 0:
+        return None
+    reasons = [FailureReasonView.model_validate(r) for r in tacos.get("tag_failure_reasons") or []]
+    return {
+        "failures": failures,
+        "of": failures + int(tacos.get("tagged") or 0),
+        "reasons": reasons,
+        "other": max(0, failures - sum(r.items for r in reasons)),
+    }
+
+
 @router.get("/jobs/{job_id}")
 async def job_page(
     request: Request, job_id: str, tenant: UiTenant, backend: BackendDep
@@ -117,6 +134,7 @@ async def job_page(
         histogram_max=max((n for _, n in histogram), default=0),
         methods=methods,
         method_columns=method_columns,
+        untagged=_untagged(selection),
         tokens=_tokens(view),
         has_records=any(d.kind in ("provenance", "dropped") for d in view.datasets),
         card=next((d for d in view.datasets if d.path == "README.md"), None),

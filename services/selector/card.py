@@ -2,8 +2,9 @@
 
 The YAML header carries the Hub's metadata (license, languages, size bucket, one config per
 exported format pointing at its Parquet file); the body says what was selected, how to load it,
-what it is made of, how good it is against every candidate, what deduplication and
-decontamination removed, how the selection methods compared, and with which settings.
+what it is made of, how good it is against every candidate, how the candidates clustered (and
+which went untagged, and why), what deduplication and decontamination removed, how the
+selection methods compared, and with which settings.
 """
 
 from __future__ import annotations
@@ -464,11 +465,42 @@ def _quality(card: CardInput, images: Sequence[str]) -> list[str]:
     return lines
 
 
-def _clusters(images: Sequence[str]) -> list[str]:
-    if "images/clusters.png" not in images:
+def _untagged(report: Mapping[str, Any]) -> list[str]:
+    """How many candidates the tagger left without tags and why (report.tacos), so a reader
+    knows they were clustered apart rather than by what they are about. Nothing when every
+    candidate was tagged (or clustering was not by tags)."""
+    tacos = report.get("tacos")
+    if not isinstance(tacos, Mapping) or not _count(tacos.get("tag_failures")):
         return []
-    chart = "![Cluster sizes and selected records](images/clusters.png)"
-    return ["## Clusters", "", "Candidates (size) and selected records per cluster.", "", chart]
+    failures = _count(tacos["tag_failures"])
+    clustered = failures + _count(tacos.get("tagged"))
+    given = tacos.get("tag_failure_reasons")
+    reasons = [r for r in given if isinstance(r, Mapping)] if isinstance(given, list) else []
+    rows: list[list[object]] = [
+        [r.get("stage") or "-", r.get("reason") or "-", _count(r.get("items"))] for r in reasons
+    ]
+    # The report keeps the most common reasons only; the rest are summed so the rows add up.
+    rest = failures - sum(_count(r.get("items")) for r in reasons)
+    if rest > 0:
+        rows.append(["-", "(other reasons)", rest])
+    lines = [
+        f"{failures:,} of {clustered:,} candidates went untagged: the tagger gave them no tags,"
+        " so they were clustered with the candidates that have none."
+    ]
+    if rows:
+        lines += ["", *_table(["Stage", "Why untagged", "Candidates"], rows, right=1)]
+    return lines
+
+
+def _clusters(report: Mapping[str, Any], images: Sequence[str]) -> list[str]:
+    lines: list[str] = []
+    if "images/clusters.png" in images:
+        chart = "![Cluster sizes and selected records](images/clusters.png)"
+        lines += ["", "Candidates (size) and selected records per cluster.", "", chart]
+    untagged = _untagged(report)
+    if untagged:
+        lines += ["", *untagged]
+    return ["## Clusters", *lines] if lines else []
 
 
 def _dedup(report: Mapping[str, Any]) -> list[str]:
@@ -624,7 +656,7 @@ def write_card(out_dir: Path, card: CardInput) -> list[Path]:
         _plan_vs_delivered(card.report),
         _composition(card),
         _quality(card, images),
-        _clusters(images),
+        _clusters(card.report, images),
         _dedup(card.report),
         _methods(card.report, card.method),
         _settings(_public_settings(card.settings)),

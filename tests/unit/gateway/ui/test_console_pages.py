@@ -8,6 +8,9 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from gateway.tenants import Tenant
 from gateway.ui.jobs import _funnel, _histogram, _tokens, known_job_id
 from gateway.ui.render import render
 from gateway.views import job_view
@@ -79,6 +82,52 @@ def test_the_job_page_shows_every_part_escaped() -> None:
     assert "gate:echo: 1" in html and "1 cell short" in html
     assert 'href="/ui/jobs/j-0123456789/files/data/sft.jsonl"' in html
     assert "61.250" in html
+
+
+class _JobBackend:
+    """The one Backend call the job page makes: the job's progress."""
+
+    def __init__(self, progress: pb.JobProgress) -> None:
+        self._progress = progress
+
+    async def progress(self, job_id: str, tenant: Tenant) -> pb.JobProgress:
+        return self._progress
+
+
+def _job_page(progress: pb.JobProgress) -> str:
+    """GET /ui/jobs/{id} through the console's own route, over an in-memory backend."""
+    app = create_app(GatewaySettings(auth="none"))
+    app.state.backend = _JobBackend(progress)  # no lifespan: nothing connects
+    app.state.settings = GatewaySettings(auth="none")
+    resp = TestClient(app).get(f"/ui/jobs/{progress.job.id}")
+    assert resp.status_code == 200
+    return resp.text
+
+
+def test_the_job_page_says_how_many_went_untagged_and_why_escaped() -> None:
+    progress = _progress()
+    tacos = progress.job.selection.tacos
+    tacos.tagged, tacos.tag_failures = 90, 10
+    tacos.tag_failure_reasons.add(stage="tag", reason="no tags in the reply", items=6)
+    tacos.tag_failure_reasons.add(stage="tag", reason=f"reply was {EVIL}", items=3)
+
+    html = _job_page(progress)
+
+    assert "10 of 100 candidates went untagged" in html
+    assert "<li>tag: no tags in the reply: 6</li>" in html
+    assert "<li>tag: reply was &lt;script&gt;alert(1)&lt;/script&gt;: 3</li>" in html
+    # The report names the most common reasons only; the rest still add up.
+    assert "<li>other reasons: 1</li>" in html
+    assert EVIL not in html
+
+
+def test_the_job_page_says_nothing_of_tagging_when_every_candidate_was_tagged() -> None:
+    progress = _progress()
+    progress.job.selection.tacos.tagged = 100
+
+    html = _job_page(progress)
+
+    assert "Selection</h2>" in html and "untagged" not in html
 
 
 def test_the_funnel_and_histogram_have_no_gaps() -> None:

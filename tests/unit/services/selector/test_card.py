@@ -329,6 +329,64 @@ def test_no_cluster_chart_without_clusters(tmp_path: Path) -> None:
     assert "clusters.png" not in (tmp_path / "README.md").read_text()
 
 
+def _tacos(failures: int, reasons: list[tuple[str, int]], tagged: int = 90) -> dict[str, Any]:
+    """A report's ``tacos`` as ``to_dict`` gives it (a zero count is left out)."""
+    tacos: dict[str, Any] = {"tagged": tagged}
+    if failures:
+        tacos["tag_failures"] = failures
+    if reasons:
+        tacos["tag_failure_reasons"] = [
+            {"stage": "tag", "reason": reason, "items": n} for reason, n in reasons
+        ]
+    return tacos
+
+
+def test_clusters_section_says_how_many_went_untagged_and_why(tmp_path: Path) -> None:
+    evil = "reply was not JSON: <script>x</script> | [a](javascript:1)\nsecond line"
+    report = _card(tmp_path).report | {
+        "tacos": _tacos(10, [("no tags in the reply", 6), (evil, 3)])
+    }
+
+    write_card(tmp_path, _card(tmp_path, report=report))
+
+    readme = (tmp_path / "README.md").read_text()
+    section = readme.split("## Clusters\n")[1].split("\n## ")[0]
+    assert "](images/clusters.png)" in section  # the chart stays
+    assert "10 of 100 candidates went untagged" in section
+    assert _table_after(readme, "## Clusters") == [
+        ["tag", "no tags in the reply", "6"],
+        ["tag", evil.replace("<", "&lt;").replace("\n", "<br>"), "3"],
+        ["-", "(other reasons)", "1"],  # the report names the most common reasons only
+    ]
+    assert "<script>" not in readme
+
+
+def test_untagged_candidates_are_told_even_without_a_cluster_chart(tmp_path: Path) -> None:
+    report = {"candidates": 4, "tacos": _tacos(4, [("tagger unreachable", 4)], tagged=0)}
+    card = _card(tmp_path, report=report, composition={}, cluster_sizes=Counter())
+
+    write_card(tmp_path, card)
+
+    readme = (tmp_path / "README.md").read_text()
+    assert "clusters.png" not in readme
+    assert "4 of 4 candidates went untagged" in readme
+    assert _table_after(readme, "## Clusters") == [["tag", "tagger unreachable", "4"]]
+
+
+@pytest.mark.parametrize("tacos", [None, _tacos(0, []), {"tag_failures": 0}])
+def test_nothing_is_said_of_tagging_when_every_candidate_was_tagged(
+    tmp_path: Path, tacos: dict[str, Any] | None
+) -> None:
+    report = _card(tmp_path).report | ({"tacos": tacos} if tacos is not None else {})
+
+    bare = tmp_path / "bare"
+    write_card(tmp_path, _card(tmp_path, report=report))
+    write_card(bare, _card(bare, report=report, cluster_sizes=Counter(), composition={}))
+
+    assert "untagged" not in (tmp_path / "README.md").read_text()
+    assert "## Clusters" not in (bare / "README.md").read_text()
+
+
 def test_empty_selection_still_yields_a_valid_card(tmp_path: Path) -> None:
     card = _card(
         tmp_path,
