@@ -2,7 +2,9 @@
 
 litellm reaches every provider but costs several milliseconds of CPU per call; with hundreds of
 calls in flight to one local server that overhead, not the server, sets the pace. This transport
-speaks the one protocol those servers share over a pooled aiohttp session.
+speaks the one protocol those servers share over :mod:`taxoforge.llm.http1`'s pooled
+keep-alive connections (a third of aiohttp's CPU per call), and writes each request's JSON
+from parts made once: the response format of a schema is encoded on its first use only.
 """
 
 from __future__ import annotations
@@ -11,9 +13,8 @@ import json
 import time
 from typing import Any
 
-import aiohttp
-
 from taxoforge.llm.endpoints import Endpoint
+from taxoforge.llm.http1 import ConnectionPool, HTTPClientError, ProtocolError
 from taxoforge.llm.schema import portable_schema
 from taxoforge.llm.types import ChatRequest, ChatResult, LLMFault
 
@@ -21,6 +22,8 @@ __all__ = ["HTTPTransport", "describe_status", "model_name"]
 
 _TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 _PROVIDER_PREFIXES = ("openai/", "hosted_vllm/", "openai_like/", "llamafile/")
+# Encoded response formats kept (a process asks for a few schemas, each many times).
+_FORMATS_KEPT = 256
 
 
 def describe_status(status: int) -> str:
@@ -52,17 +55,12 @@ class HTTPTransport:
     """POST /chat/completions over one shared connection pool."""
 
     def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
+        self._pool = ConnectionPool()
         # Servers that refused OpenAI's json_schema format; they get json_object + schema.
         self._json_object_only: set[str] = set()
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30),
-                json_serialize=json.dumps,
-            )
-        return self._session
+        # (id of the schema, mode, name) -> (the schema, its response_format as JSON). The
+        # schema is held so that its id cannot be another's; the client keeps one per class.
+        self._formats: dict[tuple[int, str, str], tuple[dict[str, Any], str]] = {}
 
     async def chat(self, endpoint: Endpoint, req: ChatRequest, timeout_s: float) -> ChatResult:
         """Make one call; a server that rejects json_schema is retried once with json_object."""
@@ -81,9 +79,9 @@ class HTTPTransport:
             self._json_object_only.add(endpoint.name)
             return await self._post(endpoint, req, timeout_s, "json_object")
 
-    async def _post(
-        self, endpoint: Endpoint, req: ChatRequest, timeout_s: float, mode: str
-    ) -> ChatResult:
+    def _body(self, endpoint: Endpoint, req: ChatRequest, mode: str) -> bytes:
+        """The request's JSON: the same object aiohttp's ``json=`` wrote, its response format
+        encoded once per schema."""
         body: dict[str, Any] = {
             "model": model_name(endpoint.model),
             "messages": req.messages,
@@ -94,41 +92,67 @@ class HTTPTransport:
             body["top_p"] = req.top_p
         if req.seed is not None:
             body["seed"] = req.seed
-        if req.json_schema is not None:
-            if mode == "json_schema":
-                body["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {
-                        "name": req.schema_name,
-                        "schema": portable_schema(req.json_schema),
-                        "strict": True,
-                    },
-                }
-            elif mode == "json_object":
-                body["response_format"] = {"type": "json_object", "schema": req.json_schema}
+        text = json.dumps(body)
+        if req.json_schema is not None and mode in ("json_schema", "json_object"):
+            text = f'{text[:-1]}, "response_format": {self._format(req, mode)}}}'
+        return text.encode()
+
+    def _format(self, req: ChatRequest, mode: str) -> str:
+        schema = req.json_schema
+        assert schema is not None
+        key = (id(schema), mode, req.schema_name)
+        kept = self._formats.get(key)
+        if kept is not None and kept[0] is schema:
+            return kept[1]
+        if mode == "json_schema":
+            fmt: dict[str, Any] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": req.schema_name,
+                    "schema": portable_schema(schema),
+                    "strict": True,
+                },
+            }
+        else:
+            fmt = {"type": "json_object", "schema": schema}
+        encoded = json.dumps(fmt)
+        if len(self._formats) >= _FORMATS_KEPT:
+            self._formats.clear()
+        self._formats[key] = (schema, encoded)
+        return encoded
+
+    async def _post(
+        self, endpoint: Endpoint, req: ChatRequest, timeout_s: float, mode: str
+    ) -> ChatResult:
+        body = self._body(endpoint, req, mode)
         key = endpoint.key()
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         url = f"{endpoint.api_base.rstrip('/')}/chat/completions"
         started = time.perf_counter()
         try:
             # No redirects: the key goes to the declared endpoint and nowhere else.
-            async with self._client().post(
-                url,
-                json=body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout_s),
-                allow_redirects=False,
-            ) as resp:
-                raw = await resp.read()
-                status = resp.status
+            reply = await self._pool.post(url, body, headers, timeout_s)
         except TimeoutError as exc:
             raise LLMFault(f"timed out after {timeout_s:.0f}s", transient=True, detail=url) from exc
-        except aiohttp.ClientError as exc:
+        except ProtocolError as exc:
+            raise LLMFault(
+                "malformed reply (not HTTP/1.1 within limits)",
+                transient=True,
+                detail=f"{exc} ({url})",
+            ) from exc
+        except HTTPClientError as exc:
             raise LLMFault(
                 f"could not reach the model server ({type(exc).__name__})",
                 transient=True,
                 detail=f"{exc} ({url})",
             ) from exc
+        except ValueError as exc:  # a declared address or key that cannot be sent
+            raise LLMFault(
+                "the model's address or key cannot be sent over HTTP",
+                transient=False,
+                detail=f"{exc}",
+            ) from exc
+        raw, status = reply.body, reply.status
         latency = time.perf_counter() - started
         if status != 200:
             raise LLMFault(
@@ -158,6 +182,5 @@ class HTTPTransport:
         )
 
     async def close(self) -> None:
-        """Close the pool."""
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
+        """Close the pool's connections."""
+        await self._pool.close()
