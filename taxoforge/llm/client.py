@@ -146,8 +146,11 @@ class LLMClient:
         if not cfg.model:
             raise LLMRequestError(f"no model is configured for the {role!r} role")
         endpoint = self._endpoint(cfg)  # resolved once: an undeclared name fails here
+        # Written once: the prompt's fingerprint, the cache key (when ASCII) and the body's.
+        messages_json = _messages_json(messages)
         req = ChatRequest(
             messages=messages,
+            messages_json=messages_json,
             temperature=_first(
                 temperature, cfg.temperature if cfg.HasField("temperature") else None, 0.7
             ),
@@ -159,8 +162,6 @@ class LLMClient:
             json_schema=json_schema,
             schema_name=schema_name,
         )
-        # Written once: the prompt's fingerprint, and the cache key when it is ASCII.
-        messages_json = _messages_json(messages)
         key = None
         if cache and self._cache is not None:
             key = request_key(cfg, req, messages_json) + (f"-{repeat}" if repeat else "")

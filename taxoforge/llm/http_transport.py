@@ -80,22 +80,23 @@ class HTTPTransport:
             return await self._post(endpoint, req, timeout_s, "json_object")
 
     def _body(self, endpoint: Endpoint, req: ChatRequest, mode: str) -> bytes:
-        """The request's JSON: the same object aiohttp's ``json=`` wrote, its response format
-        encoded once per schema."""
-        body: dict[str, Any] = {
-            "model": model_name(endpoint.model),
-            "messages": req.messages,
-            "temperature": req.temperature,
-            "max_tokens": req.max_tokens,
-        }
+        """The request's JSON, written from parts: the messages as the client encoded them,
+        the response format as encoded on the schema's first use."""
+        dumps = json.dumps
+        # The messages as the client wrote them already (UTF-8, keys sorted), else now.
+        messages = req.messages_json or dumps(req.messages)
+        parts = [
+            f'{{"model": {dumps(model_name(endpoint.model))}, "messages": {messages}',
+            f', "temperature": {dumps(req.temperature)}, "max_tokens": {dumps(req.max_tokens)}',
+        ]
         if req.top_p is not None:
-            body["top_p"] = req.top_p
+            parts.append(f', "top_p": {dumps(req.top_p)}')
         if req.seed is not None:
-            body["seed"] = req.seed
-        text = json.dumps(body)
+            parts.append(f', "seed": {dumps(req.seed)}')
         if req.json_schema is not None and mode in ("json_schema", "json_object"):
-            text = f'{text[:-1]}, "response_format": {self._format(req, mode)}}}'
-        return text.encode()
+            parts.append(f', "response_format": {self._format(req, mode)}')
+        parts.append("}")
+        return "".join(parts).encode()
 
     def _format(self, req: ChatRequest, mode: str) -> str:
         schema = req.json_schema

@@ -26,6 +26,8 @@ class ChatRequest:
     seed: int | None = None
     json_schema: dict[str, Any] | None = None
     schema_name: str = "output"
+    # ``messages`` as JSON, when the caller wrote it already (any key order): sent as is.
+    messages_json: str | None = None
 
 
 @dataclass
