@@ -100,21 +100,33 @@ class _BandIndex:
         self._runs.append((keys[order], owners[order]))
 
     def lookup(self, keys: NDArray[np.uint64]) -> list[NDArray[np.int64]]:
-        """For each row of ``keys`` (a record's band keys), the records that share one."""
+        """For each row of ``keys`` (a record's band keys), the records that share one (in
+        no particular order).
+
+        The keys are searched in sorted order (each search starts where the last ended), once
+        per run for where a key would be; only the few keys found are searched again for
+        where their equal keys end.
+        """
         flat = keys.ravel()
-        rows = np.repeat(np.arange(keys.shape[0]), keys.shape[1])
+        order = np.argsort(flat)
+        needles = flat[order]
+        rows = order // keys.shape[1]
         found_rows: list[NDArray[np.int64]] = []
         found: list[NDArray[np.int64]] = []
         for run_keys, run_owners in self._runs:
-            lo = np.searchsorted(run_keys, flat, side="left")
-            hi = np.searchsorted(run_keys, flat, side="right")
-            hits = hi - lo
-            if not hits.any():
+            if not run_keys.size:
                 continue
-            which = np.repeat(np.arange(flat.size), hits)
+            lo = np.searchsorted(run_keys, needles, side="left")
+            at = np.minimum(lo, run_keys.size - 1)
+            hit = np.flatnonzero(run_keys[at] == needles)
+            if not hit.size:
+                continue
+            start = lo[hit]
+            hits = np.searchsorted(run_keys, needles[hit], side="right") - start
+            which = np.repeat(hit, hits)
             within = np.arange(int(hits.sum())) - np.repeat(np.cumsum(hits) - hits, hits)
             found_rows.append(rows[which])
-            found.append(run_owners[lo[which] + within])
+            found.append(run_owners[np.repeat(start, hits) + within])
         if not found:
             return [np.empty(0, dtype=np.int64)] * keys.shape[0]
         by_row = np.concatenate(found_rows)
