@@ -101,6 +101,10 @@ def word_hashes(words: Sequence[str]) -> NDArray[np.uint64]:
     # clears the cache meanwhile.
     fresh = {word: _word_hash(word) for word in set(words).difference(cache)}
     cache.update(fresh)
+    try:  # every word is cached now, unless another thread cleared it meanwhile
+        return np.fromiter(map(cache.__getitem__, words), dtype=np.uint64, count=len(words))
+    except KeyError:
+        pass
     get = cache.get
 
     def _lookup(word: str) -> int:
