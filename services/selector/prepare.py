@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
@@ -37,7 +36,7 @@ from services.selector.imports import (
 )
 from services.selector.screening import Tally, empty_reason, screen
 from services.selector.spec import SelectionDefaults, selection_spec
-from services.selector.tagging import tag_pages
+from services.selector.tagging import TagPager
 from services.selector.workfiles import download, put_job_file, work_object
 from taxoforge.bus import Stage
 from taxoforge.context import ServiceContext
@@ -99,6 +98,16 @@ class Preparer:
                     self._ctx, job, report, work / "generated.jsonl", self._judge_addr
                 )
                 examples = read_generated(raw)
+            # Tag pages are made as examples are kept, not read back from the work file.
+            pages: list[pb.TagPage] = []
+            pager = TagPager(job.id) if spec.cluster_by == "tags" else None
+
+            def _page(example: Example) -> None:
+                assert pager is not None
+                page = pager.add(example)
+                if page is not None:
+                    pages.append(page)
+
             try:
                 tally = await asyncio.to_thread(
                     screen,
@@ -110,6 +119,7 @@ class Preparer:
                     dropped_path,
                     self._limits.max_record_bytes,
                     self._defaults.screen_worker_after_rows,
+                    _page if pager is not None else None,
                 )
             except ImportFileError as exc:
                 raise PermanentError(f"{job.source.name or 'the file'}: {exc}") from exc
@@ -143,19 +153,20 @@ class Preparer:
                 )
                 return
             await record_report(self._ctx.jobs, job.id, Stage.PREPARE, report)
-            if spec.cluster_by == "tags":
-                await self._queue_tags(job, examples_path)
+            if pager is not None:
+                last = pager.close()
+                await self._queue_tags(job, pages + ([last] if last is not None else []))
             else:
                 await enter_step(
                     self._ctx.bus, self._ctx.jobs, job.id, Stage.PREPARE, Stage.CLUSTER
                 )
         log.info("prepared", kept=tally.kept, rows=tally.rows, malformed=tally.malformed)
 
-    async def _queue_tags(self, job: pb.Job, examples: Path) -> None:
-        """The examples as tag pages, then the job waits for one result per page. Pages go
+    async def _queue_tags(self, job: pb.Job, pages: Iterable[pb.TagPage]) -> None:
+        """The examples' tag pages, then the job waits for one result per page. Pages go
         first: a crash halfway leaves the job at prepare, which runs again and queues the
         same pages (a page queued twice is dropped by its message id)."""
-        pages = tag_pages(job.id, _iter_examples(examples))
+        pages = iter(pages)
         queued = 0
 
         # A fixed pool of publishers drawing from one iterator: a few publishes in flight,
@@ -239,12 +250,6 @@ class Preparer:
         await fetch_url(
             url, dest, self._defaults.import_max_bytes, self._defaults.import_private_urls
         )
-
-
-def _iter_examples(path: Path) -> Iterator[Example]:
-    with path.open("rb") as fh:
-        for line in fh:
-            yield json.loads(line)
 
 
 def _no_examples(

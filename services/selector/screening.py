@@ -70,6 +70,7 @@ def screen(
     dropped: Path,
     max_record_bytes: int = ImportLimits.max_record_bytes,
     offload_after_rows: int = _OFFLOAD_AFTER_ROWS,
+    on_kept: Callable[[Example], object] | None = None,
 ) -> Tally:
     """Dedup and decontaminate a stream of examples into ``out``; drops into ``dropped``.
 
@@ -83,6 +84,8 @@ def screen(
     have been read (0: at once; a small job never starts one), so a large import screens on
     two cores: while the worker hashes a page, this thread reads the next ones and decides the
     one before. The files are the same either way.
+
+    ``on_kept`` is called with each example kept, in the file's order, once it is written.
     """
     tally = Tally()
     pending: deque[_Page] = deque()
@@ -159,6 +162,8 @@ def screen(
                     continue
                 tally.kept += 1
                 kept.write(json.dumps(example, ensure_ascii=False) + "\n")
+                if on_kept is not None:
+                    on_kept(example)
 
         def _next(rows: list[Example | MalformedRow | Dropped], read: int) -> None:
             if read >= offload_after_rows and not checks.offloaded:

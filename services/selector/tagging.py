@@ -22,7 +22,15 @@ from taxoforge.prompts import load_template
 from taxoforge.stage import cache_use
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["MAX_QUERY_CHARS", "PAGE_BYTES", "PAGE_ROWS", "TagVerdict", "Tagger", "tag_pages"]
+__all__ = [
+    "MAX_QUERY_CHARS",
+    "PAGE_BYTES",
+    "PAGE_ROWS",
+    "TagPager",
+    "TagVerdict",
+    "Tagger",
+    "tag_pages",
+]
 
 _TEMPLATE = Path(__file__).parent / "prompts" / "tag.yaml"
 # What the tagger reads of a query (a page carries no more of it).
@@ -41,24 +49,52 @@ def tag_pages(
     """The job's examples as tag pages, numbered in order (``p000000``, ``p000001``...): the
     same examples give the same pages, so a prepare step run again publishes the same
     messages (dropped by their ids) and expects the same number of results."""
-    page = pb.TagPage(job_id=job_id, item_id=_page_id(0))
-    size = 0
+    pager = TagPager(job_id, rows, max_bytes)
     for example in examples:
+        page = pager.add(example)
+        if page is not None:
+            yield page
+    last = pager.close()
+    if last is not None:
+        yield last
+
+
+class TagPager:
+    """Examples in, tag pages out as each fills (:func:`tag_pages`, one example at a time):
+    the prepare step pages its examples as it keeps them, rather than reading its work file
+    back."""
+
+    def __init__(self, job_id: str, rows: int = PAGE_ROWS, max_bytes: int = PAGE_BYTES) -> None:
+        self._job_id = job_id
+        self._rows = rows
+        self._max_bytes = max_bytes
+        self._page = pb.TagPage(job_id=job_id, item_id=_page_id(0))
+        self._number = 0
+        self._size = 0
+
+    def add(self, example: Example) -> pb.TagPage | None:
+        """Page ``example``; the page it closed, if it did not fit on it."""
         task = pb.TagTask(
-            job_id=job_id,
+            job_id=self._job_id,
             item_id=example["item_id"],
             query=example["query"][:MAX_QUERY_CHARS],
             language=example.get("language", ""),
         )
         task_size = task.ByteSize()
-        if page.rows and (len(page.rows) >= rows or size + task_size > max_bytes):
-            yield page
-            page = pb.TagPage(job_id=job_id, item_id=_page_id(int(page.item_id[1:]) + 1))
-            size = 0
-        page.rows.append(task)
-        size += task_size
-    if page.rows:
-        yield page
+        full = None
+        page = self._page
+        if page.rows and (len(page.rows) >= self._rows or self._size + task_size > self._max_bytes):
+            full = page
+            self._number += 1
+            self._page = pb.TagPage(job_id=self._job_id, item_id=_page_id(self._number))
+            self._size = 0
+        self._page.rows.append(task)
+        self._size += task_size
+        return full
+
+    def close(self) -> pb.TagPage | None:
+        """The last page, unless it is empty."""
+        return self._page if self._page.rows else None
 
 
 def _page_id(number: int) -> str:

@@ -194,3 +194,23 @@ def test_checks_moved_to_a_worker_process_give_the_same_files(tmp_path: Path) ->
     assert tally.duplicates == 26 and tally.malformed == 4 and sum(tally.contaminated.values()) > 0
     assert all(json.loads(line)["tokens"] > 0 for line in kept.splitlines())
     assert '"reason": "contaminated"' in dropped
+
+
+def test_each_kept_example_is_handed_on_in_the_files_order(tmp_path: Path) -> None:
+    # Tag pages are made from what screening hands on: exactly the examples it wrote.
+    rows = [
+        _sft("how do binary search trees stay balanced after an insertion"),
+        _sft("how do binary search trees stay balanced after an insertion"),  # a duplicate
+        _sft("x" * 300_000),  # too large
+        _sft("what is the capital of the country with the longest coastline"),
+        _sft("name three sorting algorithms and their complexities in the worst case"),
+    ]
+    examples = [to_example(r, i, "job") for i, r in enumerate(rows, 1)]
+    out, dropped = tmp_path / "examples.jsonl", tmp_path / "dropped.jsonl"
+    handed: list[dict[str, Any]] = []
+
+    for offload in (10**9, 0):  # in this thread, then with the worker process
+        handed.clear()
+        screen(examples, "job", Deduplicator(0.8), None, out, dropped, 1000, offload, handed.append)
+        assert [e["item_id"] for e in handed] == [e["item_id"] for e in _lines(out)]
+        assert [e["item_id"] for e in handed] == ["r0000001", "r0000004", "r0000005"]

@@ -5,24 +5,27 @@ runs again) and the job does not move."""
 from __future__ import annotations
 
 import asyncio
-import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import services.selector.prepare as prepare
+from services.selector.examples import Example
+from services.selector.tagging import tag_pages
 from taxoforge.v1 import common_pb2 as pb
 
 
-def _examples(path: Path, n: int) -> Path:
-    with path.open("w", encoding="utf-8") as fh:
+def _pages(n: int) -> Iterator[pb.TagPage]:
+    def rows() -> Iterator[Example]:
         for i in range(n):
-            row = {"item_id": f"r{i:07d}", "query": f"question {i}"}
+            row: Example = {"item_id": f"r{i:07d}", "query": f"question {i}"}
             if i % 3 == 0:
                 row["language"] = "fr"
-            fh.write(json.dumps(row) + "\n")
-    return path
+            yield row
+
+    return tag_pages("j1", rows())
 
 
 def _preparer() -> prepare.Preparer:
@@ -52,7 +55,7 @@ async def test_every_example_is_queued_once_before_the_job_moves_to_tag(
     preparer = _preparer()
     preparer._ctx = _Ctx()  # type: ignore[assignment]
 
-    await preparer._queue_tags(pb.Job(id="j1"), _examples(tmp_path / "e.jsonl", 1000))
+    await preparer._queue_tags(pb.Job(id="j1"), _pages(1000))
 
     pages = dict(published)
     assert sorted(pages) == [f"p{i:06d}" for i in range(16)]  # 15 pages of 64, then 40
@@ -85,7 +88,7 @@ async def test_a_failed_publish_stops_the_queueing_and_the_job_stays(
     preparer._ctx = _Ctx()  # type: ignore[assignment]
 
     with pytest.raises(ConnectionError, match="nats went away"):
-        await preparer._queue_tags(pb.Job(id="j1"), _examples(tmp_path / "e.jsonl", 5000 * 64))
+        await preparer._queue_tags(pb.Job(id="j1"), _pages(5000 * 64))
     await asyncio.sleep(0.05)  # nothing goes on publishing after the failure
     assert len(published) < 1000
     after = len(published)
