@@ -20,27 +20,11 @@ from nats.js.errors import KeyNotFoundError
 
 from taxoforge.bus.connection import Bus
 from taxoforge.bus.topology import KV_LLM_CACHE
+from taxoforge.llm.schema import derived
 from taxoforge.llm.types import ChatRequest, ChatResult
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["RequestCache", "request_key"]
-
-# Schemas' JSON in the digest, by the schema's id: (the schema, its JSON). The schema is held,
-# so its id cannot be reused by another while kept; a process asks for a few schemas (the
-# client keeps one per structured output class), each thousands of times.
-_SCHEMAS: dict[int, tuple[object, str]] = {}
-_SCHEMAS_KEPT = 256
-
-
-def _schema_json(schema: dict[str, Any]) -> str:
-    kept = _SCHEMAS.get(id(schema))
-    if kept is not None and kept[0] is schema:
-        return kept[1]
-    encoded = json.dumps(schema, sort_keys=True, default=str)
-    if len(_SCHEMAS) >= _SCHEMAS_KEPT:
-        _SCHEMAS.clear()
-    _SCHEMAS[id(schema)] = (schema, encoded)
-    return encoded
 
 
 def request_key(cfg: pb.ModelConfig, req: ChatRequest, messages_json: str | None = None) -> str:
@@ -57,8 +41,9 @@ def request_key(cfg: pb.ModelConfig, req: ChatRequest, messages_json: str | None
             return json.dumps(value, sort_keys=True, default=str)
 
         rest = (req.temperature, req.max_tokens, req.top_p, req.seed)
-        schema = "null" if req.json_schema is None else _schema_json(req.json_schema)
-        blob = ", ".join([item(cfg.model), messages_json, *map(item, rest), schema])
+        schema = req.json_schema
+        encoded = "null" if schema is None else derived(schema, "key", lambda: item(schema))
+        blob = ", ".join([item(cfg.model), messages_json, *map(item, rest), encoded])
         return hashlib.sha256(f"[{blob}]".encode()).hexdigest()
     parts: list[Any] = [
         cfg.model,

@@ -4,26 +4,23 @@ litellm reaches every provider but costs several milliseconds of CPU per call; w
 calls in flight to one local server that overhead, not the server, sets the pace. This transport
 speaks the one protocol those servers share over :mod:`taxoforge.llm.http1`'s pooled
 keep-alive connections (a third of aiohttp's CPU per call), and writes each request's JSON
-from parts made once: the response format of a schema is encoded on its first use only.
+from parts made once: a shared schema's response format is encoded on its first use only.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 from taxoforge.llm.endpoints import Endpoint
 from taxoforge.llm.http1 import ConnectionPool, HTTPClientError, ProtocolError
-from taxoforge.llm.schema import portable_schema
+from taxoforge.llm.schema import derived, portable_schema
 from taxoforge.llm.types import ChatRequest, ChatResult, LLMFault
 
 __all__ = ["HTTPTransport", "describe_status", "model_name"]
 
 _TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 _PROVIDER_PREFIXES = ("openai/", "hosted_vllm/", "openai_like/", "llamafile/")
-# Encoded response formats kept (a process asks for a few schemas, each many times).
-_FORMATS_KEPT = 256
 
 
 def describe_status(status: int) -> str:
@@ -58,9 +55,6 @@ class HTTPTransport:
         self._pool = ConnectionPool()
         # Servers that refused OpenAI's json_schema format; they get json_object + schema.
         self._json_object_only: set[str] = set()
-        # (id of the schema, mode, name) -> (the schema, its response_format as JSON). The
-        # schema is held so that its id cannot be another's; the client keeps one per class.
-        self._formats: dict[tuple[int, str, str], tuple[dict[str, Any], str]] = {}
 
     async def chat(self, endpoint: Endpoint, req: ChatRequest, timeout_s: float) -> ChatResult:
         """Make one call; a server that rejects json_schema is retried once with json_object."""
@@ -81,7 +75,7 @@ class HTTPTransport:
 
     def _body(self, endpoint: Endpoint, req: ChatRequest, mode: str) -> bytes:
         """The request's JSON, written from parts: the messages as the client encoded them,
-        the response format as encoded on the schema's first use."""
+        a shared schema's response format as encoded on its first use."""
         dumps = json.dumps
         # The messages as the client wrote them already (UTF-8, keys sorted), else now.
         messages = req.messages_json or dumps(req.messages)
@@ -101,26 +95,15 @@ class HTTPTransport:
     def _format(self, req: ChatRequest, mode: str) -> str:
         schema = req.json_schema
         assert schema is not None
-        key = (id(schema), mode, req.schema_name)
-        kept = self._formats.get(key)
-        if kept is not None and kept[0] is schema:
-            return kept[1]
-        if mode == "json_schema":
-            fmt: dict[str, Any] = {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": req.schema_name,
-                    "schema": portable_schema(schema),
-                    "strict": True,
-                },
-            }
-        else:
-            fmt = {"type": "json_object", "schema": schema}
-        encoded = json.dumps(fmt)
-        if len(self._formats) >= _FORMATS_KEPT:
-            self._formats.clear()
-        self._formats[key] = (schema, encoded)
-        return encoded
+        name = req.schema_name
+
+        def _encode() -> str:
+            if mode == "json_schema":
+                strict = {"name": name, "schema": portable_schema(schema), "strict": True}
+                return json.dumps({"type": "json_schema", "json_schema": strict})
+            return json.dumps({"type": "json_object", "schema": schema})
+
+        return derived(schema, ("response_format", mode, name), _encode)
 
     async def _post(
         self, endpoint: Endpoint, req: ChatRequest, timeout_s: float, mode: str

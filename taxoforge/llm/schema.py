@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import copy
 import functools
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel
 
-__all__ = ["json_schema_of", "portable_schema", "shared_schema_of", "string_list"]
+__all__ = ["derived", "json_schema_of", "portable_schema", "shared_schema_of", "string_list"]
 
 
 def string_list(min_items: int, max_items: int, max_length: int) -> dict[str, Any]:
@@ -39,10 +40,24 @@ def shared_schema_of(model: type[BaseModel]) -> dict[str, Any]:
     return schema
 
 
-# The shared schemas handed out, by identity (they live as long as the process), and their
-# portable forms, derived once each.
+# The shared schemas handed out, by identity (they live as long as the process), and what was
+# derived from each (its portable form, its JSON...), once each.
 _SHARED: dict[int, dict[str, Any]] = {}
-_PORTABLE: dict[int, dict[str, Any]] = {}
+_DERIVED: dict[int, dict[Hashable, Any]] = {}
+
+T = TypeVar("T")
+
+
+def derived(schema: dict[str, Any], key: Hashable, make: Callable[[], T]) -> T:
+    """``make()``, made once per schema of ``shared_schema_of`` and ``key`` and then reused
+    (the schema never changes); made anew for any other schema. What it returns is shared
+    too: read it, never change it."""
+    if _SHARED.get(id(schema)) is not schema:
+        return make()
+    kept = _DERIVED.setdefault(id(schema), {})
+    if key not in kept:
+        kept[key] = make()
+    return cast(T, kept[key])
 
 
 @functools.cache
@@ -110,12 +125,7 @@ def portable_schema(schema: dict[str, Any]) -> dict[str, Any]:
     against the full model either way. For a schema of ``shared_schema_of`` the result is
     shared too (built once): read it, never change it.
     """
-    if _SHARED.get(id(schema)) is schema:
-        portable = _PORTABLE.get(id(schema))
-        if portable is None:
-            portable = _PORTABLE[id(schema)] = _portable(schema)
-        return portable
-    return _portable(schema)
+    return derived(schema, "portable", lambda: _portable(schema))
 
 
 def _portable(schema: dict[str, Any]) -> dict[str, Any]:

@@ -6,10 +6,11 @@ import json
 from typing import Any
 
 import pytest
+from pydantic import BaseModel, Field
 
 from taxoforge.llm.endpoints import Endpoint
 from taxoforge.llm.http_transport import HTTPTransport, model_name
-from taxoforge.llm.schema import portable_schema
+from taxoforge.llm.schema import portable_schema, shared_schema_of
 from taxoforge.llm.types import ChatRequest
 
 
@@ -63,6 +64,14 @@ _SCHEMA = {"type": "object", "properties": {"tags": {"type": "array", "maxItems"
 _MESSAGES = [{"role": "user", "content": 'Étiquette "ça" \u2028 \\ </script>'}]
 
 
+class _Tags(BaseModel):
+    tags: list[str] = Field(json_schema_extra={"maxItems": 5})
+
+
+# As structured calls send it: one object per class, its response format encoded once per mode.
+_SHARED = shared_schema_of(_Tags)
+
+
 @pytest.mark.parametrize("mode", ["json_schema", "json_object"])
 @pytest.mark.parametrize(
     "req",
@@ -76,12 +85,13 @@ _MESSAGES = [{"role": "user", "content": 'Étiquette "ça" \u2028 \\ </script>'}
             max_tokens=120,
             json_schema=_SCHEMA,
         ),
+        ChatRequest(messages=_MESSAGES, json_schema=_SHARED, schema_name="tags"),
     ],
 )
 def test_the_body_written_from_parts_is_the_request_object(req: ChatRequest, mode: str) -> None:
     endpoint = Endpoint(name="m", model='openai/qwen "2.5"', api_base="http://x")
     transport = HTTPTransport()
-    for _ in range(2):  # the second from the encoded format kept
+    for _ in range(2):  # a shared schema's second from the encoded format kept
         assert json.loads(transport._body(endpoint, req, mode)) == _old_body(endpoint, req, mode)
 
 
