@@ -70,11 +70,15 @@ class Reply:
 class _Target:
     """Where a URL leads, parsed once."""
 
-    key: tuple[str, str, int]
     host: str
     port: int
     tls: bool
     head: bytes  # the request line and the fixed headers, up to Content-Length's value
+
+    @property
+    def server(self) -> tuple[str, int, bool]:
+        """What a connection is to: requests to any path of it share the connections."""
+        return self.host, self.port, self.tls
 
 
 class _Connection(asyncio.Protocol):
@@ -331,10 +335,9 @@ class ConnectionPool:
         self._max_idle = max_idle
         self._max_body = max_body
         self._user_agent = user_agent
-        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._idle: dict[tuple[str, int, bool], list[_Connection]] = {}
         self._targets: dict[str, _Target] = {}
         self._tls: ssl.SSLContext | None = None
-        self._closed = False
 
     async def post(self, url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> Reply:
         """POST ``body`` (JSON) to ``url``; the reply, whatever its status.
@@ -382,7 +385,7 @@ class ConnectionPool:
                 conn.abort()
 
     def _take(self, target: _Target) -> _Connection | None:
-        conns = self._idle.get(target.key)
+        conns = self._idle.get(target.server)
         now = time.monotonic()
         while conns:
             conn = conns.pop()
@@ -392,7 +395,7 @@ class ConnectionPool:
         return None
 
     def _give_back(self, target: _Target, conn: _Connection) -> None:
-        conns = self._idle.setdefault(target.key, [])
+        conns = self._idle.setdefault(target.server, [])
         if len(conns) >= self._max_idle:
             conn.close()
             return
@@ -462,7 +465,7 @@ def _parse_target(url: str, user_agent: str) -> _Target:
         "Content-Type: application/json\r\n"
         "Content-Length: "
     ).encode("ascii")
-    return _Target((parts.scheme, host, port), host, port, tls, head)
+    return _Target(host, port, tls, head)
 
 
 def _header_value(value: str) -> str:
