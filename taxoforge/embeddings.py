@@ -18,11 +18,13 @@ litellm with its own address and key; a request only ever names it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import ctypes
 import ctypes.util
 import gc
 import hashlib
+import os
 import sqlite3
 import threading
 import time
@@ -348,8 +350,9 @@ def tag_store(encoder: str) -> DiskVectorStore | None:
 
 
 def release_local_models(*kinds: str) -> None:
-    """Drop this process's shared local encoders (all, or those of ``kinds``) and give their
-    memory back to the system.
+    """Drop this process's shared local encoders (all, or those of ``kinds``: ``onnx`` is every
+    ONNX model, ``onnx@1`` only the one bound to a thread) and give their memory back to the
+    system.
 
     For a step that is done with a model it will not need again soon: the ONNX session
     (weights and buffers, ~100-200 MiB) otherwise stays for the process's life. The next
@@ -357,8 +360,9 @@ def release_local_models(*kinds: str) -> None:
     already cached stay cached.
     """
     with _model_lock:
-        for kind in kinds or tuple(_models):
-            _models.pop(kind, None)
+        for key in tuple(_models):
+            if not kinds or key in kinds or key.partition("@")[0] in kinds:
+                del _models[key]
     gc.collect()
     _trim_heap()
 
@@ -378,26 +382,55 @@ def _trim_heap() -> None:
         pass
 
 
-def make_encoder(encoder: str) -> TextEncoder:
-    """A new local encoder of the given kind (see :class:`EmbedSettings`)."""
+def make_encoder(encoder: str, threads: int = 0) -> TextEncoder:
+    """A new local encoder of the given kind (see :class:`EmbedSettings`); ``threads`` bounds
+    an ONNX encoder's threads (0: every core)."""
     if encoder == "numpy":
         return MiniLM()
     if encoder in ("onnx", "onnx-int8"):
-        return OnnxMiniLM(int8=encoder == "onnx-int8", cache_dir=EmbedSettings().cache_dir)
+        return OnnxMiniLM(
+            int8=encoder == "onnx-int8", threads=threads, cache_dir=EmbedSettings().cache_dir
+        )
     if encoder == "static":
         settings = EmbedSettings()
         return StaticMiniLM(dims=settings.static_dims, cache_dir=settings.cache_dir)
     raise ValueError(f"unknown local encoder {encoder!r}: use {', '.join(ENCODERS)}")
 
 
-def _shared_model(encoder: str | None = None) -> TextEncoder:
-    """Load the local model once per process and kind (thread-safe)."""
+def _shared_model(encoder: str | None = None, threads: int = 0) -> TextEncoder:
+    """Load the local model once per process, kind and thread bound (thread-safe).
+
+    The bound does not change the vectors beyond the ~1e-5 that a batch's other texts
+    already may (``test_minilm``).
+    """
     kind = encoder or EmbedSettings().encoder
+    key = f"{kind}@{threads}" if threads else kind
     with _model_lock:
-        model = _models.get(kind)
+        model = _models.get(key)
         if model is None:
-            model = _models[kind] = make_encoder(kind)
+            model = _models[key] = make_encoder(kind, threads) if threads else make_encoder(kind)
         return model
+
+
+def _lower_priority() -> None:
+    """Make the calling thread the machine's last claim on a core (Linux: per thread)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+_background: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _background_executor() -> concurrent.futures.ThreadPoolExecutor:
+    """One thread at the lowest priority, for embedding ahead of need (see
+    :meth:`LocalMiniLM.in_background`): it takes only a core nothing else wants."""
+    global _background
+    with _model_lock:
+        if _background is None:
+            _background = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="embed-background", initializer=_lower_priority
+            )
+        return _background
 
 
 class CachedEmbedder:
@@ -472,6 +505,14 @@ class LocalMiniLM:
             namespace += f"@{max_tokens}"
         self._cached = CachedEmbedder(_Encode(self.encoder, max_tokens), namespace, store)
 
+    def in_background(self) -> CachedEmbedder:
+        """This embedder for work done ahead of need: the same vectors, cache and store, made
+        by one thread at the lowest priority with a model of its own bound to that thread, so
+        it uses only a core the process and its neighbours leave idle. Release its model with
+        ``release_local_models`` when the work is done (its key: ``<encoder>@1``)."""
+        encode = _Encode(self.encoder, self.max_tokens, background=True)
+        return CachedEmbedder(encode, self._cached.namespace, self._cached.store, self.cache)
+
     @property
     def cache(self) -> VectorCache:
         """The process-wide cache this embedder reads and fills."""
@@ -485,18 +526,28 @@ class LocalMiniLM:
 
 
 class _Encode:
-    """The shared local model as an :class:`Embedder`, run in a worker thread."""
+    """The shared local model as an :class:`Embedder`, run in a worker thread (``background``:
+    the low-priority one, with a model bound to one thread)."""
 
-    def __init__(self, encoder: str, max_tokens: int | None = None) -> None:
+    def __init__(
+        self, encoder: str, max_tokens: int | None = None, *, background: bool = False
+    ) -> None:
         self.encoder = encoder
         self.max_tokens = max_tokens
+        self.background = background
+
+    def _encode(self, batch: list[str]) -> NDArray[np.float32]:
+        model = _shared_model(self.encoder, 1) if self.background else _shared_model(self.encoder)
+        if self.max_tokens is None:  # the plain call, as any TextEncoder takes it
+            return model.encode(batch)
+        return model.encode(batch, self.max_tokens)
 
     async def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
         batch = list(texts)
-        limit = self.max_tokens
-        if limit is None:  # the plain call, as any TextEncoder takes it
-            return await asyncio.to_thread(lambda: _shared_model(self.encoder).encode(batch))
-        return await asyncio.to_thread(lambda: _shared_model(self.encoder).encode(batch, limit))
+        if self.background:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(_background_executor(), self._encode, batch)
+        return await asyncio.to_thread(self._encode, batch)
 
 
 class LiteLLMEmbedder:

@@ -9,6 +9,7 @@ from services.selector.prepare import Preparer
 from services.selector.selection import SelectionRunner
 from services.selector.servicer import SelectorServicer
 from services.selector.settings import SelectorSettings
+from services.selector.tag_vectors import TagPrefetch
 from services.selector.worker import StepHandler, TagHandler
 from taxoforge.bus import Stage
 from taxoforge.context import ServiceContext, run_service
@@ -28,7 +29,9 @@ def build(ctx: ServiceContext) -> ServiceParts:
     if not isinstance(settings, SelectorSettings):
         settings = SelectorSettings()
     preparer = Preparer(ctx, settings.selection_defaults(), settings.judge_addr)
-    clusterer = Clusterer(ctx)
+    # The tags this replica tags are embedded ahead of the cluster step (when it runs here).
+    prefetch = TagPrefetch()
+    clusterer = Clusterer(ctx, prefetch)
     runner = SelectionRunner(ctx)
     servicer = SelectorServicer(ctx, settings.selection_defaults().import_limits)
 
@@ -49,7 +52,7 @@ def build(ctx: ServiceContext) -> ServiceParts:
         routes=stage_routes(
             ctx,
             StepHandler(ctx, Stage.PREPARE, preparer.run),
-            TagHandler(ctx),
+            TagHandler(ctx, prefetch),
             StepHandler(ctx, Stage.CLUSTER, clusterer.run),
             StepHandler(ctx, Stage.SELECT, runner.run),
         ),

@@ -32,6 +32,7 @@ from services.selector.methods.clusters import (
     references,
 )
 from services.selector.spec import selection_spec
+from services.selector.tag_vectors import TagPrefetch
 from services.selector.workfiles import download, work_object
 from taxoforge.bus import Stage
 from taxoforge.context import ServiceContext
@@ -102,9 +103,11 @@ def _apply_tags(
 class Clusterer:
     """Runs the cluster step of a job (any replica; again gives the same plan)."""
 
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, prefetch: TagPrefetch | None = None) -> None:
+        """``prefetch``: what embeds the job's tags ahead (stopped before this step embeds)."""
         self._ctx = ctx
         self._datasets = DatasetStore(ctx.bus)
+        self._prefetch = prefetch
 
     async def run(self, job: pb.Job) -> None:
         spec = selection_spec(job)
@@ -204,6 +207,9 @@ class Clusterer:
             raise TransientError(f"read {pages} of {stored} tag pages; reading again")
         _tag_failures(tacos, candidates, raw, failed)
         occurrences = [t for c in candidates for t in raw.get(c.item_id, [])]
+        if self._prefetch is not None:
+            # What was embedded ahead is in the cache now; the rest is this step's.
+            await self._prefetch.settle(job.id)
         normalized = await normalize_labels(
             occurrences,
             embedder_of(job, self._ctx.llm.registry, "tags"),

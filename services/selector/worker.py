@@ -9,7 +9,10 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from services.selector.clustering import embedder_of
+from services.selector.spec import selection_spec
 from services.selector.step_lease import held
+from services.selector.tag_vectors import TagPrefetch
 from services.selector.tagging import Tagger
 from taxoforge.bus import Stage
 from taxoforge.bus.worker import Delivery
@@ -89,11 +92,22 @@ class TagHandler(StageHandler[pb.TagPage]):
 
     stage = Stage.TAG
 
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, prefetch: TagPrefetch | None = None) -> None:
+        """``prefetch``: given each stored page's tags, to embed them ahead of the cluster
+        step (None: the cluster step embeds them all)."""
         super().__init__(ctx)
         self._tagger = Tagger(ctx.llm)
+        self._prefetch = prefetch
 
     async def run(self, job: pb.Job, page: pb.TagPage) -> None:
         key = ItemStore.key(job.id, ItemKind.TAGS, page.item_id)
-        await self.once(key, pb.TaggedPage, self._tagger.tag_page, page, job.recipe.models.tagger)
+        tagged = await self.once(
+            key, pb.TaggedPage, self._tagger.tag_page, page, job.recipe.models.tagger
+        )
         await self.ctx.items.announce(job.id)
+        if self._prefetch is not None and selection_spec(job).cluster_by == "tags":
+            self._prefetch.add(
+                job.id,
+                lambda: embedder_of(job, self.ctx.llm.registry, "tags"),
+                (tag for row in tagged.rows for tag in row.tags),
+            )

@@ -270,3 +270,33 @@ def test_max_tokens_truncates_as_the_tokenizer_would(kind: str) -> None:
     np.testing.assert_allclose(got[0], expected[0], atol=1e-5)
     np.testing.assert_allclose(got[1], model.encode(["short"])[0], atol=1e-6)
     assert not np.allclose(got[0], model.encode([text])[0], atol=1e-3)
+
+
+def test_an_encoder_bound_to_one_thread_gives_the_same_vectors() -> None:
+    # The background embedder's model (LocalMiniLM.in_background) is bound to one thread.
+    together = embeddings._shared_model("onnx").encode(TEXTS)
+    one = embeddings._shared_model("onnx", 1)
+    assert one is not embeddings._shared_model("onnx")
+    np.testing.assert_allclose(one.encode(TEXTS), together, atol=1e-5)
+    embeddings.release_local_models("onnx@1")
+    assert "onnx@1" not in embeddings._models and "onnx" in embeddings._models
+
+
+async def test_the_background_embedder_shares_the_cache_at_the_lowest_priority() -> None:
+    import os
+    import threading
+
+    embedder = LocalMiniLM("onnx")
+    embedder.cache.clear()
+    ahead = embedder.in_background()
+    await ahead.embed(TEXTS[:4])
+    assert "onnx@1" in embeddings._models  # made by the one-thread model
+    cached = embedder.cache.get_many([embeddings.text_key(ahead.namespace, t) for t in TEXTS[:4]])
+    assert len(cached) == 4  # the foreground embedder finds them
+    np.testing.assert_allclose(await embedder.embed(TEXTS[:4]), VECTORS[:4], atol=1e-3)
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    assert embeddings._background_executor().submit(nice).result() == 19
+    embeddings.release_local_models("onnx@1")
