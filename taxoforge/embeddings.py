@@ -413,9 +413,14 @@ def _shared_model(encoder: str | None = None, threads: int = 0) -> TextEncoder:
 
 
 def _lower_priority() -> None:
-    """Make the calling thread the machine's last claim on a core (Linux: per thread)."""
+    """Make the calling thread the machine's last claim on a core (Linux: per thread): the
+    idle scheduling class, whose thread any other gets the core from at once on waking, or
+    else the lowest nice level."""
+    tid = threading.get_native_id()
     with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        os.setpriority(os.PRIO_PROCESS, tid, 19)
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
 
 
 _background: concurrent.futures.ThreadPoolExecutor | None = None

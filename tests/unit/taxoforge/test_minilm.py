@@ -295,8 +295,10 @@ async def test_the_background_embedder_shares_the_cache_at_the_lowest_priority()
     assert len(cached) == 4  # the foreground embedder finds them
     np.testing.assert_allclose(await embedder.embed(TEXTS[:4]), VECTORS[:4], atol=1e-3)
 
-    def nice() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    def priority() -> tuple[int, int]:
+        tid = threading.get_native_id()
+        return os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid)
 
-    assert embeddings._background_executor().submit(nice).result() == 19
+    assert embeddings._background_executor().submit(priority).result() == (os.SCHED_IDLE, 19)
+    assert priority() == (os.SCHED_OTHER, 0)  # the caller's own thread is left as it was
     embeddings.release_local_models("onnx@1")
