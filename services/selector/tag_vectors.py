@@ -73,7 +73,11 @@ class TagPrefetch:
         """Queue ``tags`` of the job (repeats and tags queued before are skipped).
         ``make_embedder`` gives the job's tag embedder; it is called once per job."""
         if job_id not in self._jobs:
-            embedder = make_embedder()
+            try:
+                embedder: Embedder | None = make_embedder()
+            except Exception as exc:  # the cluster step will say what is wrong with it
+                log.warning("tag_prefetch_no_embedder", job_id=job_id, error=str(exc))
+                embedder = None
             ahead = embedder.in_background() if isinstance(embedder, LocalMiniLM) else None
             self._jobs[job_id] = _Job(ahead) if ahead is not None else None
             while len(self._jobs) > _JOBS:
@@ -114,7 +118,7 @@ class TagPrefetch:
                 self._release.cancel()
                 self._release = None
             if task is not None and not task.done():
-                await task  # at most a moment: nothing is queued, so it only ends
+                await asyncio.wait([task])  # at most a moment: nothing is queued, so it ends
             await asyncio.to_thread(release_local_models, *_BACKGROUND_MODELS)
 
     async def _drain(self) -> None:

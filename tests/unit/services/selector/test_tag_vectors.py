@@ -15,6 +15,7 @@ from services.selector import tag_vectors
 from services.selector.tag_vectors import TagPrefetch
 from taxoforge import embeddings
 from taxoforge.embeddings import LocalMiniLM
+from taxoforge.errors import PermanentError
 from taxoforge.labels import normalize_labels
 
 TAGS = [
@@ -113,6 +114,17 @@ async def test_only_the_local_model_is_embedded_ahead() -> None:
     prefetch.add("j1", make, TAGS)
     prefetch.add("j1", make, TAGS)
     assert made == ["x"]  # asked once per job
+    assert prefetch.queued("j1") == 0 and prefetch._task is None
+    await prefetch.settle("j1")
+
+
+async def test_a_job_whose_embedder_cannot_be_made_is_left_to_the_cluster_step() -> None:
+    def undeclared() -> LocalMiniLM:
+        raise PermanentError("embedder: no model named 'gone' here")
+
+    prefetch = TagPrefetch()
+    prefetch.add("j1", undeclared, TAGS)  # the tag page is stored: this must not fail it
+    prefetch.add("j1", undeclared, TAGS)
     assert prefetch.queued("j1") == 0 and prefetch._task is None
     await prefetch.settle("j1")
 
