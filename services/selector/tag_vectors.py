@@ -90,11 +90,11 @@ class TagPrefetch:
             if tag not in job.seen:
                 job.seen.add(tag)
                 job.pending[tag] = None
-        if job.pending and (self._task is None or self._task.done()):
+        if job.pending and (self._task is None or self._task.done() or self._releasing()):
             if self._release is not None:
                 self._release.cancel()
                 self._release = None
-            self._task = asyncio.create_task(self._drain(), name="tag-prefetch")
+            self._task = asyncio.create_task(self._drain(self._task), name="tag-prefetch")
 
     def queued(self, job_id: str) -> int:
         """Raw tags of the job still waiting to be embedded."""
@@ -121,7 +121,12 @@ class TagPrefetch:
                 await asyncio.wait([task])  # at most a moment: nothing is queued, so it ends
             await asyncio.to_thread(release_local_models, *_BACKGROUND_MODELS)
 
-    async def _drain(self) -> None:
+    def _releasing(self) -> bool:
+        return self._task is not None and self._task.get_name() == "tag-release"
+
+    async def _drain(self, before: asyncio.Task[None] | None) -> None:
+        if before is not None and not before.done():
+            await asyncio.wait([before])  # an idle release under way ends first
         while True:
             job_id = next((j for j, job in self._jobs.items() if job and job.pending), None)
             if job_id is None:
@@ -147,6 +152,7 @@ class TagPrefetch:
     def _release_idle(self) -> None:
         self._release = None
         if self._task is None or self._task.done():
+            # Kept as the task, so it is referenced until done and a new drain waits for none.
             self._task = asyncio.create_task(
                 asyncio.to_thread(release_local_models, *_BACKGROUND_MODELS), name="tag-release"
             )

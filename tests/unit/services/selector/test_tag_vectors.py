@@ -157,3 +157,20 @@ async def test_an_idle_prefetch_gives_its_model_back() -> None:
             break
         await asyncio.sleep(0.01)
     assert "static@1" not in embeddings._models
+
+
+@pytest.mark.usefixtures("fresh_static")
+async def test_tags_after_an_idle_release_are_embedded_too() -> None:
+    prefetch = TagPrefetch(idle_release_s=0.0)
+    prefetch.add("j1", lambda: LocalMiniLM("static"), TAGS[:3])
+    await _drained(prefetch, "j1")
+    await asyncio.sleep(0)  # the idle release starts
+    prefetch.add("j1", lambda: LocalMiniLM("static"), TAGS[3:])
+    await _drained(prefetch, "j1")
+    for _ in range(200):  # the second drain runs once the release is done
+        if prefetch._task is not None and prefetch._task.done():
+            break
+        await asyncio.sleep(0.01)
+    await prefetch.settle("j1")
+    asked, _ = await _embedded_by_normalizing(TAGS)
+    assert asked == []
