@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from pathlib import Path
 
 import grpc
 
-from services.selector import card, exports
 from services.selector.clustering import Clusterer
 from services.selector.prepare import Preparer
 from services.selector.selection import SelectionRunner
@@ -68,20 +65,15 @@ def build(ctx: ServiceContext) -> ServiceParts:
 
 
 async def load_ahead(stop: asyncio.Event) -> None:
-    """The selection steps' one-time costs, paid before the replica takes work rather than by
-    its first job's select step (~1 CPU-s on 2 cores): the token table (~0.3 s), the charts'
-    library and fonts (~0.5 s), the Parquet tables' imports (~0.25 s). Loaded in a thread,
-    so the connection to NATS is kept meanwhile; what they load then stays out of the
-    garbage collector's walks (``gc.freeze`` after startup)."""
+    """The token table (o200k, ~0.3 CPU-s to load), loaded before the replica takes work
+    rather than by its first job's prepare step, which loads it in any case (it counts the
+    tokens of what it keeps). In a thread, so the connection to NATS is kept meanwhile.
+
+    Not the charts' library nor pyarrow's pandas (~0.7 CPU-s more): ~70 MiB that a selector
+    would otherwise hold only from its first select step on, through every cluster step
+    (the replica's peak)."""
     del stop
-    await asyncio.to_thread(_first_uses)
-
-
-def _first_uses() -> None:
-    count_tokens("warm")
-    with tempfile.TemporaryDirectory(prefix="taxoforge-warm-") as tmp:
-        card.warm(Path(tmp))
-        exports.warm(Path(tmp))
+    await asyncio.to_thread(count_tokens, "warm")
 
 
 def main() -> None:

@@ -575,12 +575,6 @@ def _quality_chart(path: Path, selected: Sequence[float], candidates: Sequence[f
     figure.savefig(path, format="png", dpi=100, metadata={"Software": None})
 
 
-def warm(directory: Path) -> None:
-    """Draw one small chart into ``directory``: the charts' first-use costs (matplotlib's
-    import, its font cache, the PNG writer: ~0.5 CPU-s) paid ahead of a job's card."""
-    _quality_chart(directory / "warm.png", [50.0], [50.0])
-
-
 def _short_label(label: str) -> str:
     text = _one_line(label) or "(none)"
     return text if len(text) <= MAX_LABEL_CHARS else text[: MAX_LABEL_CHARS - 1] + "\u2026"

@@ -217,15 +217,6 @@ class WrittenFile:
     records: int
 
 
-def warm(directory: Path) -> None:
-    """Write one record as Parquet into ``directory``: the first table built loads what
-    pyarrow builds tables with (pandas among them: ~0.25 CPU-s), paid ahead of a job's
-    exports."""
-    sink = _FormatSink("sft", directory, 1)
-    sink.write({"id": "warm", "messages": [{"role": "user", "content": "warm"}]})
-    sink.close()
-
-
 class _FormatSink:
     """One format's two open files; Parquet rows wait in a buffer of at most one row group."""
 
