@@ -209,7 +209,8 @@ class Clusterer:
         occurrences = [t for c in candidates for t in raw.get(c.item_id, [])]
         if self._prefetch is not None:
             # What was embedded ahead is in the cache now; the rest is this step's.
-            await self._prefetch.settle(job.id)
+            ahead, left = await self._prefetch.settle(job.id)
+            log.info("tags_embedded_ahead", raw_tags=len(set(occurrences)), ahead=ahead, left=left)
         normalized = await normalize_labels(
             occurrences,
             embedder_of(job, self._ctx.llm.registry, "tags"),

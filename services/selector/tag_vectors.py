@@ -51,6 +51,7 @@ class _Job:
         self.embedder = embedder
         self.seen: set[str] = set()  # raw tags queued, ever
         self.pending: dict[str, None] = {}  # raw tags not embedded yet, in arrival order
+        self.embedded = 0  # raw tags whose batch was embedded
 
 
 class TagPrefetch:
@@ -101,12 +102,17 @@ class TagPrefetch:
         job = self._jobs.get(job_id)
         return len(job.pending) if job else 0
 
-    async def settle(self, job_id: str) -> None:
+    async def settle(self, job_id: str) -> tuple[int, int]:
         """Stop embedding the job's tags ahead (what is left, the cluster step embeds) and
         wait for the batch under way, if it is the job's; with no other job's tags queued,
-        the background model's memory goes back now (the cluster step needs its own)."""
+        the background model's memory goes back now (the cluster step needs its own).
+
+        Returns how many distinct raw tags of the job were embedded ahead, and how many were
+        still queued (both 0 for a job this process tagged none of)."""
         job = self._jobs.pop(job_id, None)
+        left = 0
         if job is not None:
+            left = len(job.pending)
             job.pending.clear()
         running = self._running
         if running is not None and running[0] == job_id:
@@ -120,6 +126,7 @@ class TagPrefetch:
             if task is not None and not task.done():
                 await asyncio.wait([task])  # at most a moment: nothing is queued, so it ends
             await asyncio.to_thread(release_local_models, *_BACKGROUND_MODELS)
+        return (job.embedded if job is not None else 0), left
 
     def _releasing(self) -> bool:
         return self._task is not None and self._task.get_name() == "tag-release"
@@ -140,6 +147,7 @@ class TagPrefetch:
             self._running = (job_id, batch)
             try:
                 await batch
+                job.embedded += len(raw)
             except Exception as exc:  # ahead of need only: the cluster step embeds it
                 log.warning("tag_prefetch_failed", job_id=job_id, error=str(exc))
                 job.pending.clear()

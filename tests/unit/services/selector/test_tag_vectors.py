@@ -76,7 +76,8 @@ async def test_the_cluster_step_embeds_nothing_the_tag_step_embedded_ahead() -> 
     prefetch.add("j1", lambda: LocalMiniLM("static"), TAGS[:5])
     prefetch.add("j1", lambda: LocalMiniLM("static"), TAGS[3:])  # repeats are skipped
     await _drained(prefetch, "j1")
-    await prefetch.settle("j1")
+    assert await prefetch.settle("j1") == (len(set(TAGS)), 0)
+    assert await prefetch.settle("j1") == (0, 0)  # settled: nothing of the job is kept
     with_ahead, mapping_ahead = await _embedded_by_normalizing(TAGS)
     assert with_ahead == []  # all found in the cache
     assert mapping_ahead == mapping
@@ -92,7 +93,8 @@ async def test_settling_stops_the_queue_and_the_rest_is_embedded_by_the_step(
     prefetch = TagPrefetch()
     prefetch.add("j1", lambda: LocalMiniLM("static"), many)
     await asyncio.sleep(0)  # the first batch starts
-    await prefetch.settle("j1")
+    ahead, left = await prefetch.settle("j1")
+    assert ahead == 2 and left == 38  # the batch under way ends; the queue is dropped
     assert prefetch.queued("j1") == 0 and prefetch._running is None
     asked, mapping = await _embedded_by_normalizing(many)
     assert 0 < len(asked) < 40  # some embedded ahead, the rest by the step
