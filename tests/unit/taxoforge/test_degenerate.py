@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.generator.settings import GeneratorSettings
+from taxoforge import degenerate
 from taxoforge.degenerate import (
     PromptSource,
     Thresholds,
@@ -646,3 +647,13 @@ def test_an_answer_that_offers_more_at_its_end_is_an_answer() -> None:
 
     assert no_answer(text) is None
     assert no_answer("The capital of France is Paris.") is None
+
+
+def test_remembered_tokens_are_a_new_list_each_time() -> None:
+    fullwidth = "".join(chr(ord(c) + 0xFEE0) for c in "FULLWIDTH")  # NFKC folds these
+    text = f"Naïve café owners' {fullwidth} text: 東京 two-words"
+    first = degenerate.tokens(text)
+    assert first == ["naïve", "café", "owners", "fullwidth", "text", "東", "京", "two", "words"]
+    first.append("changed")  # a caller's list is its own: the remembered tokens stay
+    assert degenerate.tokens(text) == first[:-1]
+    assert degenerate.tokens(text) is not degenerate.tokens(text)
