@@ -207,17 +207,17 @@ class Clusterer:
             raise TransientError(f"read {pages} of {stored} tag pages; reading again")
         _tag_failures(tacos, candidates, raw, failed)
         occurrences = [t for c in candidates for t in raw.get(c.item_id, [])]
+        tacos.raw_tags = len(set(occurrences))
         if self._prefetch is not None:
             # What was embedded ahead is in the cache now; the rest is this step's.
             ahead, left = await self._prefetch.settle(job.id)
-            log.info("tags_embedded_ahead", raw_tags=len(set(occurrences)), ahead=ahead, left=left)
+            log.info("tags_embedded_ahead", raw_tags=tacos.raw_tags, ahead=ahead, left=left)
         normalized = await normalize_labels(
             occurrences,
             embedder_of(job, self._ctx.llm.registry, "tags"),
             min_frequency=spec.min_tag_frequency,
             threshold=spec.tag_merge_threshold,
         )
-        tacos.raw_tags = len(set(occurrences))
         tacos.kept_tags = len(normalized.counts)
         for into, merged in sorted(normalized.merges.items())[:_REPORTED_LABELS]:
             tacos.merges.add(kind="tag", into=into, merged=merged)

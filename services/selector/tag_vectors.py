@@ -64,7 +64,8 @@ class TagPrefetch:
 
     def __init__(self, idle_release_s: float = IDLE_RELEASE_S) -> None:
         self._jobs: OrderedDict[str, _Job | None] = OrderedDict()  # None: not the local model
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # the drain
+        self._releasing: asyncio.Task[None] | None = None  # the idle release
         # The job whose batch is being embedded, and that batch.
         self._running: tuple[str, asyncio.Task[None]] | None = None
         self._idle_release_s = idle_release_s
@@ -91,11 +92,11 @@ class TagPrefetch:
             if tag not in job.seen:
                 job.seen.add(tag)
                 job.pending[tag] = None
-        if job.pending and (self._task is None or self._task.done() or self._releasing()):
+        if job.pending and (self._task is None or self._task.done()):
             if self._release is not None:
                 self._release.cancel()
                 self._release = None
-            self._task = asyncio.create_task(self._drain(self._task), name="tag-prefetch")
+            self._task = asyncio.create_task(self._drain(), name="tag-prefetch")
 
     def queued(self, job_id: str) -> int:
         """Raw tags of the job still waiting to be embedded."""
@@ -128,12 +129,9 @@ class TagPrefetch:
             await asyncio.to_thread(release_local_models, *_BACKGROUND_MODELS)
         return (job.embedded if job is not None else 0), left
 
-    def _releasing(self) -> bool:
-        return self._task is not None and self._task.get_name() == "tag-release"
-
-    async def _drain(self, before: asyncio.Task[None] | None) -> None:
-        if before is not None and not before.done():
-            await asyncio.wait([before])  # an idle release under way ends first
+    async def _drain(self) -> None:
+        if self._releasing is not None and not self._releasing.done():
+            await asyncio.wait([self._releasing])  # an idle release under way ends first
         while True:
             job_id = next((j for j, job in self._jobs.items() if job and job.pending), None)
             if job_id is None:
@@ -160,8 +158,8 @@ class TagPrefetch:
     def _release_idle(self) -> None:
         self._release = None
         if self._task is None or self._task.done():
-            # Kept as the task, so it is referenced until done and a new drain waits for none.
-            self._task = asyncio.create_task(
+            # Kept, so it is referenced until done and a new drain waits for it.
+            self._releasing = asyncio.create_task(
                 asyncio.to_thread(release_local_models, *_BACKGROUND_MODELS), name="tag-release"
             )
 

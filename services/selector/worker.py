@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from services.selector.clustering import embedder_of
-from services.selector.spec import selection_spec
 from services.selector.step_lease import held
 from services.selector.tag_vectors import TagPrefetch
 from services.selector.tagging import Tagger
@@ -105,7 +104,7 @@ class TagHandler(StageHandler[pb.TagPage]):
             key, pb.TaggedPage, self._tagger.tag_page, page, job.recipe.models.tagger
         )
         await self.ctx.items.announce(job.id)
-        if self._prefetch is not None and selection_spec(job).cluster_by == "tags":
+        if self._prefetch is not None:  # pages are made only for jobs clustered by tags
             self._prefetch.add(
                 job.id,
                 lambda: embedder_of(job, self.ctx.llm.registry, "tags"),
