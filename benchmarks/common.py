@@ -30,14 +30,39 @@ class BenchError(RuntimeError):
 
 
 def cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process (all its threads) from /proc/<pid>/stat, in seconds."""
+    """CPU seconds of a process (all its threads) and of every child process it started, from
+    /proc: its own utime + stime, its ended children's (cutime + cstime, once reaped), and
+    those of its children still running, so work a service hands to a child process (the
+    selector's screening) counts as the service's."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     rest = raw.rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
+    own = sum(int(v) for v in rest[11:15]) / CLK_TCK  # fields 14-17 of proc(5)
+    return own + sum(cpu_seconds(child) or 0.0 for child in children(pid))
+
+
+def children(pid: int) -> list[int]:
+    """The process's running child processes (every thread's)."""
+    out: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            out.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return out
+
+
+def tree_rss_kib(pid: int) -> int:
+    """VmRSS of a process and of its running descendants, summed (KiB)."""
+    own = memory_kib(pid).get("VmRSS", 0)
+    return own + sum(tree_rss_kib(child) for child in children(pid))
 
 
 def cpu_by_process(pids: Iterable[tuple[str, int]]) -> dict[str, float]:

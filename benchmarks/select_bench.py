@@ -62,11 +62,14 @@ from common import (
     file_chunks,
     memory_kib,
     print_tails,
+    tree_rss_kib,
 )
 
 from taxoforge_cli.stack import Stack
 
 STEPS = ("prepare", "tag", "cluster", "compare", "select")
+# The selector and its child processes (screening), as one row of the memory table.
+SELECTOR_TREE = "selector+"
 # The processes a selection job works in: shown first in the memory table.
 FOCUS = ("selector", "judge", "gateway")
 BENCHMARK = "bench"
@@ -275,6 +278,9 @@ class Sampler:
             if rss is not None:
                 key = (name, phase)
                 self.peak[key] = max(self.peak.get(key, 0), rss)
+            if name == "selector":  # its screening processes' memory is the selector's too
+                key = (SELECTOR_TREE, phase)
+                self.peak[key] = max(self.peak.get(key, 0), tree_rss_kib(pid))
         self.samples += 1
 
     def _run(self) -> None:
@@ -690,11 +696,18 @@ def print_result(r: Result, args: argparse.Namespace) -> None:
     print(head)
     print("  " + "-" * (len(head) - 2))
     order = [*FOCUS, *(n for n in r.pids if n not in FOCUS)]
+    order.insert(order.index("selector") + 1, SELECTOR_TREE)
     for name in order:
+        # The tree has no kernel peak: its column shows the largest sum sampled.
+        hwm = r.hwm.get(name) if name != SELECTOR_TREE else r.sampler.peak_of(name)
         print(
-            f"  {name:<10} {_mib(r.hwm.get(name, 0)):>7} "
+            f"  {name:<10} {_mib(hwm or 0):>7} "
             + " ".join(f"{_mib(r.sampler.peak_of(name, (p,))):>8}" for p in phases)
         )
+    print(
+        f"  ({SELECTOR_TREE}: the selector with the processes it starts to screen an import, "
+        "their VmRSS summed at each sample)"
+    )
     print()
     contaminated = sum((sel.get("contaminated") or {}).values())
     print("report (beside it: what the file holds, or the limit asked for)")
@@ -791,6 +804,7 @@ def summary(r: Result) -> dict[str, Any]:
         "calls": r.job["usage"]["calls"],
         "fake_calls": r.fake_calls,
         "vm_hwm_mib": {n: round(v / 1024, 1) for n, v in r.hwm.items()},
+        "selector_tree_peak_mib": round(r.sampler.peak_of(SELECTOR_TREE) / 1024, 1),
         "report": {
             k: sel.get(k)
             for k in ("candidates", "selected", "duplicates", "near_duplicates", "contaminated")

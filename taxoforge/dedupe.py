@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import re
 import unicodedata
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-from datasketch import MinHash
 from numpy.typing import NDArray
 
 from taxoforge.v1 import common_pb2 as pb
+
+if TYPE_CHECKING:
+    from datasketch import MinHash
 
 __all__ = [
     "ClaimStore",
@@ -244,13 +247,21 @@ def exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return shared / (a.size + b.size - shared)
 
 
-# Building a MinHash draws its permutations; copying one that exists does not.
-_TEMPLATE = MinHash(num_perm=_PERMUTATIONS, seed=7)
+@functools.cache
+def _template() -> MinHash:
+    """A MinHash to copy: building one draws its permutations; copying one does not.
+
+    datasketch is imported here, not with the module: it loads scipy (~57 MiB and ~0.4 s a
+    process), and only the generator's duplicate index uses it; the selector and each of its
+    screening workers import this module for the hashing above alone."""
+    from datasketch import MinHash
+
+    return MinHash(num_perm=_PERMUTATIONS, seed=7)
 
 
 def minhash(text: str) -> MinHash:
     """The MinHash of the text's word bigrams (60 permutations, fixed seed)."""
-    mh = _TEMPLATE.copy()
+    mh = _template().copy()
     mh.update_batch([shingle.encode("utf-8") for shingle in _shingles(text)])
     return mh
 
@@ -287,6 +298,7 @@ class DuplicateIndex:
 
     def __init__(self, items: ClaimStore) -> None:
         self._items = items
+        _template()  # datasketch loaded with the service, not on its loop at the first claim
 
     async def claim(
         self, job_id: str, item_id: str, text: str, threshold: float

@@ -1,5 +1,7 @@
 """A selector replica loads the token table at startup, not in its first job's prepare step,
-and nothing that would only raise its peak memory (the charts' library, pandas)."""
+and nothing that would only raise its peak memory (the charts' library, pandas); neither it
+nor a screening worker loads datasketch (and with it scipy's integrate and optimize, ~57 MiB a
+process), which only the generator's duplicate index uses."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ PROBE = textwrap.dedent(
     from services.selector import app
     from taxoforge import tokens
 
-    lazy = ("matplotlib.figure", "pandas")
+    lazy = ("matplotlib.figure", "pandas", "datasketch", "scipy.integrate")
     before = [m for m in lazy if m in sys.modules]
     assert tokens._encoding.cache_info().currsize == 0
     asyncio.run(app.load_ahead(asyncio.Event()))
@@ -32,3 +34,38 @@ def test_startup_loads_the_token_table_and_nothing_heavier() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split("\n")[-2] == "[] [] 1"
+
+
+WORKER_PROBE = textwrap.dedent(
+    """
+    import sys
+    from services.selector import screening
+    from services.selector.decontam import Deduplicator
+
+    screening._init_worker((0.8, "record"), None)
+    texts = [["a question about rivers", "an answer about rivers"]]
+    screening._check([("r1", "a question about rivers", "an answer", "")], texts, [None])
+    print([m for m in ("datasketch", "scipy.integrate") if m in sys.modules])
+    """
+)
+
+
+def test_a_screening_worker_loads_no_datasketch() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER_PROBE], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[-2] == "[]"
+
+
+def test_the_generator_loads_datasketch_with_its_duplicate_index() -> None:
+    probe = (
+        "import sys; from taxoforge.dedupe import DuplicateIndex; "
+        "print('datasketch' in sys.modules); DuplicateIndex(None); "
+        "print('datasketch' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["False", "True"]
