@@ -127,7 +127,8 @@ async def generated_examples(
         for judgment in judgments:
             for drop in _discarded(judgment.item_id, Stage.INSTRUCT, judgment.instruction):
                 _drop(drop)
-        async for turned_down in items.scan(job.id, ItemKind.REJECTED, pb.Instruction):
+        rejected = [r async for r in items.scan(job.id, ItemKind.REJECTED, pb.Instruction)]
+        for turned_down in rejected:
             for drop in _discarded(turned_down.item_id, Stage.INSTRUCT, turned_down):
                 _drop(drop)
         async for candidates in items.scan(job.id, ItemKind.CANDIDATES, pb.Candidates):
@@ -144,7 +145,6 @@ async def generated_examples(
     for stage, n in Counter(o.failed_stage for o in outcomes if not o.judged).items():
         report.failures_by_stage[stage] = n
     count_items(report, judgments)
-    rejected = [r async for r in items.scan(job.id, ItemKind.REJECTED, pb.Instruction)]
     for instruction in rejected:
         for rejection in instruction.rejections:
             report.rejections[rejection.reason] += 1
