@@ -422,6 +422,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--inflight", type=int, default=256, help="LLM calls in flight (256)")
     p.add_argument("--responses", type=int, default=2, help="responses per instruction (2)")
     p.add_argument("--skip-baselines", action="store_true", help="only the pipeline")
+    p.add_argument(
+        "--generators",
+        type=int,
+        default=1,
+        help="generator replicas, sharing the generator's half of --inflight (1)",
+    )
     p.add_argument("--json", action="store_true", help="also print a one-line JSON summary")
     p.add_argument(
         "--log-level",
@@ -447,7 +453,10 @@ def main(argv: list[str] | None = None) -> int:
     # call it: each gets half (TAXOFORGE_LLM_MAX_CONCURRENCY caps calls per process and model).
     # Enough messages per process keep its half busy: the judge makes k calls per message.
     per_process = max(1, inflight // 2)
-    concurrency = {"generator": per_process, "judge": math.ceil(per_process / k)}
+    # With --generators N, the generator's half is split between its N replicas.
+    generators = args.generators
+    per_generator = max(1, per_process // generators)
+    concurrency = {"generator": per_generator, "judge": math.ceil(per_process / k)}
     data_dir = Path(tempfile.mkdtemp(prefix="taxoforge-bench-"))
     stack = fake_stack(
         data_dir,
@@ -455,7 +464,11 @@ def main(argv: list[str] | None = None) -> int:
         log_level=args.log_level,
         env={"TAXOFORGE_LLM_MAX_CONCURRENCY": str(per_process)},
         service_env={
-            name: {"TAXOFORGE_WORKER_CONCURRENCY": str(n)} for name, n in concurrency.items()
+            "generator": {
+                "TAXOFORGE_WORKER_CONCURRENCY": str(per_generator),
+                "TAXOFORGE_LLM_MAX_CONCURRENCY": str(per_generator),
+            },
+            "judge": {"TAXOFORGE_WORKER_CONCURRENCY": str(concurrency["judge"])},
         },
     )
     print("taxoforge pipeline benchmark (against the FAKE OpenAI-compatible server)")
@@ -472,9 +485,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"  nats sync_always=False (no fsync per write); "
-        f"TAXOFORGE_LLM_MAX_CONCURRENCY={per_process} per process; TAXOFORGE_WORKER_CONCURRENCY "
-        f"generator={concurrency['generator']} judge={concurrency['judge']} "
-        f"(taxonomy, selector: default)"
+        f"TAXOFORGE_LLM_MAX_CONCURRENCY={per_process} per process"
+        + (f" ({per_generator} per generator)" if generators > 1 else "")
+        + f"; TAXOFORGE_WORKER_CONCURRENCY generator={concurrency['generator']} "
+        f"judge={concurrency['judge']} (taxonomy, selector: default)"
+        + (f"; {generators} generator replicas" if generators > 1 else "")
     )
     print(
         f"  TAXOFORGE_LOG_LEVEL={args.log_level or 'default (info)'}, "
@@ -489,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
     with StackRun(stack, data_dir, args.keep) as session:
         t0 = time.perf_counter()
         stack.start()
+        for _ in range(generators - 1):
+            stack.add_replica("generator")
         print(f"  stack started in {time.perf_counter() - t0:.1f}s; running the job ...")
         fake = FakeControl(stack.llm_api_base)
         pids = dict(stack.processes())
