@@ -56,6 +56,7 @@ from common import (
     BenchError,
     FakeControl,
     StackRun,
+    children,
     cpu_by_process,
     dead_processes,
     fake_stack,
@@ -280,7 +281,8 @@ class Sampler:
                 self.peak[key] = max(self.peak.get(key, 0), rss)
             if name == "selector":  # its screening processes' memory is the selector's too
                 key = (SELECTOR_TREE, phase)
-                self.peak[key] = max(self.peak.get(key, 0), tree_rss_kib(pid))
+                tree = (rss or 0) + sum(tree_rss_kib(child) for child in children(pid))
+                self.peak[key] = max(self.peak.get(key, 0), tree)
         self.samples += 1
 
     def _run(self) -> None:

@@ -40,7 +40,6 @@ WORKER_PROBE = textwrap.dedent(
     """
     import sys
     from services.selector import screening
-    from services.selector.decontam import Deduplicator
 
     screening._init_worker((0.8, "record"), None)
     texts = [["a question about rivers", "an answer about rivers"]]
