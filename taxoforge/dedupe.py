@@ -1,9 +1,10 @@
 """Duplicate instructions within a job, across every replica at once.
 
-Each instruction claims keys in the item store with ``create`` (first writer wins): one for its
-normalized text (exact duplicates) and one per MinHash band of its word shingles (near
-duplicates: a shared band makes two texts candidates, then their signatures' Jaccard estimate
-decides). The first text keeps its claims; a later one that collides is a duplicate.
+Each instruction claims the key of its normalized text in the item store with ``create``
+(first writer wins): a text whose key another item holds is an exact duplicate. The claim
+carries the text's MinHash signature; every process follows the job's claims in the order
+they were written and finds a near duplicate among the claims made before its own (see
+:class:`DuplicateIndex`).
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ import asyncio
 import base64
 import functools
 import hashlib
+import heapq
 import re
+import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
+from taxoforge.errors import TransientError
 from taxoforge.v1 import common_pb2 as pb
 
 if TYPE_CHECKING:
@@ -45,8 +49,7 @@ __all__ = [
 ]
 
 _PERMUTATIONS = 60
-# 10 bands of 6 rows: a pair at Jaccard 0.8 shares a band 95% of the time, at 0.9 99.8%;
-# every band is one claim per instruction, so fewer bands cost fewer round trips.
+# 10 bands of 6 rows: a pair at Jaccard 0.8 shares a band 95% of the time, at 0.9 99.8%.
 _BANDS = 10
 _WORD = re.compile(r"\w+")
 
@@ -277,83 +280,262 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class ClaimStore(Protocol):
-    """What the index needs of the item store: first-writer-wins claims, and raw values."""
+    """What the index needs of the item store: first-writer-wins claims that tell their order,
+    and every claim of a job as it is written."""
 
-    async def claim(self, key: str, owner: str) -> str: ...
+    async def claim(self, key: str, value: bytes) -> tuple[bytes, int]: ...
 
-    async def put_raw(self, key: str, value: bytes, wait: bool = True) -> None: ...
-
-    async def get_raw(self, key: str) -> bytes | None: ...
+    async def follow(
+        self, pattern: str, on_entry: Callable[[str, bytes | None, int], None]
+    ) -> Callable[[], Awaitable[None]]: ...
 
 
 class DuplicateIndex:
     """Claims of a job's instructions; ``claim`` says whether a text is new.
 
-    Two rounds of ``create`` per text: the exact text's claim, then every band's at once. A
-    band's claim carries its claimant's signature, so whoever loses it reads the signature in
-    the same reply (this was three rounds, a separate signature write and a read per colliding
-    band). The band claims wait for the exact claim so that a text's exact duplicate claims
-    nothing more and no band names an item whose text was turned down as a copy.
+    A text makes one claim, with ``create`` (first writer wins), on the key of its normalized
+    text; the claim's value is its item and, when near duplicates are looked for, its MinHash
+    signature. A text whose key another item holds is an exact duplicate. Otherwise it is a
+    near duplicate when a claim made before its own (a lower revision: the bucket's stream
+    sequence orders every claim) is at least ``threshold`` similar. Each process reads every
+    claim of the jobs it works on as they are written (one ordered consumer a job) into an
+    in-memory LSH index (10 bands of 6 rows); a claim waits until the process has read up to
+    its own revision, then looks up the earlier claims that share a band with it and compares
+    their signatures. Every replica reads the same claims in the same order, so all agree on
+    which of two near duplicates came first, and a redelivered claim (its key already held by
+    its own item, at the revision it had) gets the same answer again.
+
+    This was a claim per band (11 writes an instruction, two rounds of round trips, and 10
+    keys a text left in the bucket); it is one write and one delivery now.
     """
 
-    def __init__(self, items: ClaimStore) -> None:
+    def __init__(
+        self, items: ClaimStore, *, catch_up_s: float = 30.0, idle_s: float = 600.0
+    ) -> None:
         self._items = items
+        self._catch_up_s = catch_up_s
+        self._idle_s = idle_s
+        self._jobs: dict[str, _JobClaims] = {}
+        self._opening: dict[str, asyncio.Task[_JobClaims]] = {}
         _template()  # datasketch loaded with the service, not on its loop at the first claim
 
     async def claim(
         self, job_id: str, item_id: str, text: str, threshold: float
     ) -> pb.Rejection | None:
         """Claim ``text`` for ``item_id``; a Rejection if another item of the job has it (or,
-        with ``threshold`` > 0, a text at least that similar)."""
+        with ``threshold`` > 0, a text at least that similar claimed before it).
+
+        Raises:
+            TransientError: this process could not read the job's claims up to its own in
+                ``catch_up_s`` (a retry follows them afresh).
+        """
         exact = hashlib.sha256(normalize_text(text).encode()).hexdigest()[:40]
-        owner = await self._claim(f"{job_id}.dedup.x.{exact}", item_id)
+        sig = signature(text) if threshold > 0 else None
+        held, revision = await self._items.claim(
+            f"{job_id}.dedup.x.{exact}", _claim_value(item_id, sig)
+        )
+        owner, _ = _parse_claim(held)
         if owner != item_id:
             return pb.Rejection(reason="duplicate", text=text, detail=f"same text as {owner}")
-        if threshold <= 0:
+        if sig is None:
             return None
-        sig = signature(text)
-        mine = _band_value(item_id, sig)
-        rows = _PERMUTATIONS // _BANDS
-        bands = [
-            hashlib.sha256(sig[b * rows : (b + 1) * rows].tobytes()).hexdigest()[:24]
-            for b in range(_BANDS)
-        ]
-        holders = await asyncio.gather(
-            *(self._claim(f"{job_id}.dedup.b{b}.{h}", mine) for b, h in enumerate(bands))
+        claims = await self._claims(job_id)
+        try:
+            await claims.reach(revision, self._catch_up_s)
+        except TimeoutError:
+            await self._drop(job_id, claims)
+            raise TransientError(
+                f"duplicate check: the job's claims were not read up to {revision} "
+                f"in {self._catch_up_s:g} s"
+            ) from None
+        found = claims.similar(sig, revision, item_id, threshold)
+        if found is None:
+            return None
+        other, similarity = found
+        return pb.Rejection(
+            reason="near_duplicate", text=text, detail=f"{similarity:.2f} similar to {other}"
         )
-        others: dict[str, np.ndarray | None] = {}
-        for holder in holders:
-            other, other_sig = _parse_band_value(holder)
-            if other != item_id:  # an earlier draft of this item is not another text
-                others.setdefault(other, other_sig)
-        for other in sorted(others):
-            other_sig = others[other]
-            if other_sig is None:  # a claim of the old format: the signature is stored apart
-                blob = await self._items.get_raw(f"{job_id}.dedup.s.{other}")
-                if blob is None:
-                    continue
-                other_sig = np.frombuffer(blob, dtype=np.uint64)
-            similarity = jaccard(sig, other_sig)
+
+    async def close(self) -> None:
+        """Stop following every job's claims."""
+        for job_id, claims in list(self._jobs.items()):
+            await self._drop(job_id, claims)
+
+    async def _claims(self, job_id: str) -> _JobClaims:
+        claims = self._jobs.get(job_id)
+        if claims is not None:
+            claims.used = time.monotonic()
+            return claims
+        opening = self._opening.get(job_id)
+        if opening is None:  # one follower a job, however many claims ask for it at once
+            opening = self._opening[job_id] = asyncio.create_task(self._open(job_id))
+            opening.add_done_callback(lambda _: self._opening.pop(job_id, None))
+        return await asyncio.shield(opening)
+
+    async def _open(self, job_id: str) -> _JobClaims:
+        now = time.monotonic()
+        for idle_job, idle in list(self._jobs.items()):  # jobs no claim has asked for lately
+            if now - idle.used > self._idle_s:
+                await self._drop(idle_job, idle)
+        claims = _JobClaims()
+        claims.stop = await self._items.follow(f"{job_id}.dedup.x.>", claims.add)
+        self._jobs[job_id] = claims
+        return claims
+
+    async def _drop(self, job_id: str, claims: _JobClaims) -> None:
+        if self._jobs.get(job_id) is claims:
+            del self._jobs[job_id]
+        claims.fail(TransientError("the job's claims are no longer followed here"))
+        if claims.stop is not None:
+            await claims.stop()
+
+
+class _JobClaims:
+    """One job's claims as this process has read them, in revision order, with an LSH index
+    of their signatures."""
+
+    def __init__(self) -> None:
+        self.used = time.monotonic()
+        self.stop: Callable[[], Awaitable[None]] | None = None
+        self.seen = 0  # the highest revision read
+        self._items: list[str] = []
+        self._revisions: list[int] = []
+        # Signatures' low 32 bits: equal values are what similarity counts, and two unequal
+        # values agree in them once in 2**32 (half the memory of 64-bit values).
+        self._sigs = np.empty((64, _PERMUTATIONS), dtype=np.uint32)
+        self._bands = _BandTable()
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._ticket = 0
+
+    def add(self, key: str, value: bytes | None, revision: int) -> None:
+        """A claim read (the follower's callback)."""
+        if revision <= self.seen:
+            return
+        self.seen = revision
+        if value is not None:
+            item, sig = _parse_claim(value)
+            if sig is not None and sig.size == _PERMUTATIONS:
+                row = len(self._items)
+                self._items.append(item)
+                self._revisions.append(revision)
+                if row == len(self._sigs):
+                    grown = np.empty((row + row // 2, _PERMUTATIONS), dtype=np.uint32)
+                    grown[:row] = self._sigs
+                    self._sigs = grown
+                self._sigs[row] = sig.astype(np.uint32)
+                self._bands.add(_band_keys(sig), row)
+        waiting = self._waiting
+        while waiting and waiting[0][0] <= revision:
+            future = heapq.heappop(waiting)[2]
+            if not future.done():
+                future.set_result(None)
+
+    async def reach(self, revision: int, timeout_s: float) -> None:
+        """Return once every claim up to ``revision`` has been read.
+
+        Raises:
+            TimeoutError: not within ``timeout_s``.
+        """
+        if self.seen >= revision:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ticket += 1
+        heapq.heappush(self._waiting, (revision, self._ticket, future))
+        await asyncio.wait_for(future, timeout_s)
+
+    def fail(self, error: Exception) -> None:
+        """Wake every waiting claim with ``error``."""
+        for _, _, future in self._waiting:
+            if not future.done():
+                future.set_exception(error)
+        self._waiting.clear()
+
+    def similar(
+        self, sig: np.ndarray, before: int, item_id: str, threshold: float
+    ) -> tuple[str, float] | None:
+        """The earliest claim before revision ``before``, of another item, at least
+        ``threshold`` similar to ``sig`` (its item and similarity), or None."""
+        low = sig.astype(np.uint32)
+        for row in sorted(self._bands.rows(_band_keys(sig))):  # rows are in revision order
+            if self._revisions[row] >= before or self._items[row] == item_id:
+                continue  # a later claim, or an earlier draft of this item
+            similarity = jaccard(low, self._sigs[row])
             if similarity >= threshold:
-                return pb.Rejection(
-                    reason="near_duplicate",
-                    text=text,
-                    detail=f"{similarity:.2f} similar to {other}",
-                )
+                return self._items[row], similarity
         return None
 
-    async def _claim(self, key: str, owner: str) -> str:
-        return await self._items.claim(key, owner)
+
+class _BandTable:
+    """LSH band keys -> the rows that hold them, compactly: a key and its row in two sorted
+    arrays (12 bytes a band), and the keys added since they were last merged in a dict. A
+    merge happens once the dict holds a quarter as many rows as the arrays (or 1,024), so
+    merging costs O(n log n) over a job; a dict of every key cost ~1 KiB a claim."""
+
+    def __init__(self) -> None:
+        self._keys = np.empty(0, dtype=np.int64)
+        self._rows = np.empty(0, dtype=np.int32)
+        self._fresh: dict[int, list[int]] = {}
+        self._fresh_rows = 0
+
+    def add(self, keys: list[int], row: int) -> None:
+        for key in keys:
+            held = self._fresh.get(key)
+            if held is None:
+                self._fresh[key] = [row]
+            else:
+                held.append(row)
+        self._fresh_rows += 1
+        if self._fresh_rows >= max(1024, self._keys.size // (4 * _BANDS)):
+            self._merge()
+
+    def rows(self, keys: list[int]) -> set[int]:
+        out: set[int] = set()
+        for key in keys:
+            out.update(self._fresh.get(key, ()))
+        if self._keys.size:
+            wanted = np.asarray(keys, dtype=np.int64)
+            first = np.searchsorted(self._keys, wanted, side="left")
+            last = np.searchsorted(self._keys, wanted, side="right")
+            for a, b in zip(first.tolist(), last.tolist(), strict=True):
+                if b > a:
+                    out.update(self._rows[a:b].tolist())
+        return out
+
+    def _merge(self) -> None:
+        fresh = self._fresh
+        count = sum(len(rows) for rows in fresh.values())
+        keys = np.fromiter(
+            (key for key, rows in fresh.items() for _ in rows), dtype=np.int64, count=count
+        )
+        rows = np.fromiter(
+            (row for held in fresh.values() for row in held), dtype=np.int32, count=count
+        )
+        keys = np.concatenate([self._keys, keys])
+        rows = np.concatenate([self._rows, rows])
+        order = np.argsort(keys, kind="stable")
+        self._keys, self._rows = keys[order], rows[order]
+        self._fresh = {}
+        self._fresh_rows = 0
 
 
-def _band_value(item_id: str, sig: np.ndarray) -> str:
-    """A band claim's value: the claimant and its signature."""
-    return f"{item_id}|{base64.b64encode(sig.astype(np.uint64).tobytes()).decode()}"
+def _band_keys(sig: np.ndarray) -> list[int]:
+    """The signature's LSH band keys, one int a band (this process's hash; never stored)."""
+    rows = _PERMUTATIONS // _BANDS
+    data = sig.astype(np.uint64, copy=False).tobytes()
+    step = 8 * rows
+    return [hash((b, data[b * step : (b + 1) * step])) for b in range(_BANDS)]
 
 
-def _parse_band_value(value: str) -> tuple[str, np.ndarray | None]:
-    """(item, signature) of a band claim; a bare item id (no signature) is the old format."""
-    item_id, sep, encoded = value.rpartition("|")
+def _claim_value(item_id: str, sig: np.ndarray | None) -> bytes:
+    """A claim's value: the claimant, and its signature when near duplicates are looked for."""
+    if sig is None:
+        return item_id.encode()
+    return f"{item_id}|{base64.b64encode(sig.astype(np.uint64).tobytes()).decode()}".encode()
+
+
+def _parse_claim(value: bytes) -> tuple[str, np.ndarray | None]:
+    """(item, signature) of a claim; a bare item id has no signature."""
+    item_id, sep, encoded = value.decode().rpartition("|")
     if not sep:
-        return value, None
+        return encoded, None
     return item_id, np.frombuffer(base64.b64decode(encoded), dtype=np.uint64)

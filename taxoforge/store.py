@@ -23,6 +23,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
 from taxoforge.bus.connection import Bus
 from taxoforge.bus.topology import KV_ITEMS, Stage, ended_subject
+from taxoforge.errors import TransientError
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = [
@@ -196,18 +197,56 @@ class ItemStore:
             existing = await self.get(key, type(message))
             return existing if existing is not None else message
 
-    async def claim(self, key: str, owner: str) -> str:
-        """Claim ``key`` for ``owner`` (first writer wins); returns whoever holds it."""
+    async def claim(self, key: str, value: bytes) -> tuple[bytes, int]:
+        """Claim ``key`` with ``value`` (first writer wins): the value that holds it and that
+        value's revision. Revisions are the bucket's stream sequence, one order over every key
+        of every job, so they tell which of two claims came first."""
         kv = await self._bus.items_kv()
-        try:
-            await kv.create(key, owner.encode())
-            return owner
-        except KeyWrongLastSequenceError:
+        for _ in range(3):
             try:
-                entry = await kv.get(key)
-            except KeyNotFoundError:
-                return owner
-            return (entry.value or b"").decode() or owner
+                return value, await kv.create(key, value)
+            except KeyWrongLastSequenceError:
+                try:
+                    entry = await kv.get(key)
+                except KeyNotFoundError:  # deleted between the two: claim it again
+                    continue
+                return entry.value or b"", entry.revision or 0
+        raise TransientError(f"claim of {key!r}: the key kept changing")
+
+    async def follow(
+        self, pattern: str, on_entry: Callable[[str, bytes | None, int], None]
+    ) -> Callable[[], Awaitable[None]]:
+        """Call ``on_entry(key, value, revision)`` for every entry of the keys that match
+        ``pattern`` (server-side), those already written and those to come, in the bucket's
+        order (revision), each once; a deleted key's value is None. Returns the call that
+        stops it.
+
+        An ordered consumer delivers them: it restarts itself past the last revision seen when
+        it misses one, so nothing is skipped and nothing is repeated.
+        """
+        js, stream, prefix = self._bus.js, f"KV_{KV_ITEMS}", f"$KV.{KV_ITEMS}."
+
+        async def _deliver(msg: Msg) -> None:
+            headers = msg.headers or {}
+            deleted = headers.get("KV-Operation") in _DELETED or "Nats-Marker-Reason" in headers
+            key = msg.subject[len(prefix) :]
+            on_entry(key, None if deleted else msg.data, msg.metadata.sequence.stream)
+
+        sub = await js.subscribe(
+            prefix + pattern,
+            stream=stream,
+            cb=_deliver,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+            # The server drops the consumer of a follower that went away without a word.
+            inactive_threshold=60.0,
+        )
+
+        async def stop() -> None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+        return stop
 
     async def put_raw(self, key: str, value: bytes, wait: bool = True) -> None:
         """Store bytes under ``key`` (overwriting); ``wait=False`` skips JetStream's ack."""
