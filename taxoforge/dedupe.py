@@ -455,14 +455,20 @@ class _JobClaims:
     ) -> tuple[str, float] | None:
         """The earliest claim before revision ``before``, of another item, at least
         ``threshold`` similar to ``sig`` (its item and similarity), or None."""
-        low = sig.astype(np.uint32)
-        for row in sorted(self._bands.rows(_band_keys(sig))):  # rows are in revision order
-            if self._revisions[row] >= before or self._items[row] == item_id:
-                continue  # a later claim, or an earlier draft of this item
-            similarity = jaccard(low, self._sigs[row])
-            if similarity >= threshold:
-                return self._items[row], similarity
-        return None
+        # Earlier claims of other items (rows are in revision order), all compared at once.
+        rows = [
+            row
+            for row in sorted(self._bands.rows(_band_keys(sig)))
+            if self._revisions[row] < before and self._items[row] != item_id
+        ]
+        if not rows:
+            return None
+        similarity = (self._sigs[rows] == sig.astype(np.uint32)).mean(axis=1)
+        close = np.flatnonzero(similarity >= threshold)
+        if not close.size:
+            return None
+        first = int(close[0])
+        return self._items[rows[first]], float(similarity[first])
 
 
 class _BandTable:

@@ -208,7 +208,7 @@ def echo(instruction: str, response: str, t: Thresholds = DEFAULT) -> Finding | 
 _APOSTROPHE = str.maketrans({"\u2019": "'", "\u02bc": "'", "\u2018": "'"})
 # An assistant offering help: first person + ready/happy to help, "how can I help", "let me
 # know", "feel free to ask", in the languages drafts are most often written in.
-_OFFER = re.compile(
+_OFFER_BRANCHES = (
     r"\b(?:i'?m|i am|we'?re|we are)\s+(?:\w+\s+)?(?:ready|happy|glad|here|delighted|pleased|"
     r"available)\s+to\s+(?:help|assist|answer|support|guide)"
     r"|\bhow (?:can|may|could|shall) (?:i|we) (?:help|assist|be of)"
@@ -239,19 +239,27 @@ _OFFER = re.compile(
     r"|(?:我|我们)(?:很|非常)?(?:乐意|高兴|可以|愿意|随时|准备好|将)[^。\uff01\uff1f?]{0,8}(?:帮助|帮忙|协助|回答|解答)"
     r"|有什么(?:可以|能|我能)?(?:帮|为)(?:您|你)"
     r"|(?:请|欢迎)随时(?:提问|告诉我|联系)"
-    r"|(?:お手伝い|サポート)(?:します|いたします|できます|させて)",
-    re.IGNORECASE,
+    r"|(?:お手伝い|サポート)(?:します|いたします|できます|させて)"
 )
+# Where a branch of ``_OFFER_BRANCHES`` can start: a word boundary before the first letter of
+# one of its Latin branches (each opens with ``\b``), or the first character of a CJK one.
+# Checked first at each position, it turns nearly every position away at once where the
+# search tried ~30 branches there: 5x faster on an answer's opening sentences.
+_OFFER_STARTS = r"(?:\b(?=[cdefhijlnpswz])|(?=[我有请欢おサ]))"
+_OFFER = re.compile(f"{_OFFER_STARTS}(?:{_OFFER_BRANCHES})", re.IGNORECASE)
 # Words every branch of ``_OFFER`` holds (matched with the same flags, so a text without any of
 # them cannot match it): ``_OFFER`` tries each of its branches at every position, which made it
 # the costliest check of a draft; this finds its few words in a fraction of the time.
-_OFFER_WORDS = re.compile(
+_OFFER_WORD_LIST = (
     r"help|assist|answer|support|guide|be of|let me know|provide|respond|reply|feel free to|"
     r"you like|you want|you need|aider|répondre|accompagner|hésitez pas|helfe|zögern|ayudar|"
     r"dudes en|aiutar|rispondere|esserti|ajudar|"
-    r"帮助|帮忙|协助|回答|解答|有什么|随时|お手伝い|サポート",
-    re.IGNORECASE,
+    r"帮助|帮忙|协助|回答|解答|有什么|随时|お手伝い|サポート"
 )
+# The words' first characters, checked first at each position (as ``_OFFER_STARTS``): twice
+# as fast as trying every word there.
+_OFFER_WORD_STARTS = r"(?=[abdefghlprsyz帮协回解有随おサ])"
+_OFFER_WORDS = re.compile(f"{_OFFER_WORD_STARTS}(?:{_OFFER_WORD_LIST})", re.IGNORECASE)
 
 
 def _offer(text: str) -> re.Match[str] | None:

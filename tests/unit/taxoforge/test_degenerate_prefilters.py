@@ -63,6 +63,74 @@ def test_every_offer_holds_a_word_the_prefilter_looks_for(text: str) -> None:
     assert degenerate._offer(text) is not None
 
 
+def _top_level_branches(pattern: str) -> list[str]:
+    branches, depth, current, escaped = [], 0, "", False
+    for ch in pattern:
+        if not escaped and ch == "(":
+            depth += 1
+        elif not escaped and ch == ")":
+            depth -= 1
+        if not escaped and ch == "|" and depth == 0:
+            branches.append(current)
+            current = ""
+        else:
+            current += ch
+        escaped = not escaped and ch == "\\"
+    return [*branches, current]
+
+
+def test_every_offer_branch_starts_where_the_start_check_lets_a_search_in() -> None:
+    # The start check turns a position away unless a branch can begin there: a Latin branch
+    # must open with a word boundary and a letter of its set, a CJK one with a character of its.
+    branches = _top_level_branches(degenerate._OFFER_BRANCHES)
+    assert len(branches) == len(OFFERS) - 1  # one text per branch, and one in capitals
+    latin, cjk = re.findall(r"\[(.*?)\]", degenerate._OFFER_STARTS)
+    for branch in branches:
+        rest = branch.removeprefix("\\b")
+        if rest.startswith("(?:"):  # a group first: its alternatives' first characters
+            depth, end = 0, 0
+            while True:
+                depth += {"(": 1, ")": -1}.get(rest[end], 0)
+                if depth == 0:
+                    break
+                end += 1
+            firsts = {alt[0] for alt in _top_level_branches(rest[3:end])}
+        else:
+            firsts = {rest[0]}
+        if branch.startswith("\\b"):
+            assert firsts <= set(latin), (branch, firsts)
+        else:
+            assert firsts <= set(cjk), (branch, firsts)
+
+
+def test_every_offer_word_starts_where_its_start_check_lets_a_search_in() -> None:
+    (starts,) = re.findall(r"\[(.*?)\]", degenerate._OFFER_WORD_STARTS)
+    for word in degenerate._OFFER_WORD_LIST.split("|"):
+        assert word[0] in starts, word
+
+
+ANSWERS = [
+    "Photosynthesis converts light energy into chemical energy. In this answer I will provide "
+    "an overview of the light reactions. The support of chlorophyll is essential.",
+    "To answer your question, mitochondria make ATP through oxidative phosphorylation, which "
+    "helps generate a proton gradient. We are here to assist you with more.",
+    "Sure! Here is a response that will guide you. how may we be of use? je suis là pour vous "
+    "aider, xi am ready to help, ai'm happy to answer.",
+]
+
+
+@pytest.mark.parametrize("text", [*OFFERS, *LINKS, *ANSWERS])
+def test_the_start_check_finds_what_the_branches_alone_find(text: str) -> None:
+    plain = re.compile(degenerate._OFFER_BRANCHES, re.IGNORECASE)
+    for variant in (text, text.upper(), f"x{text} {text}"):
+        expected = plain.search(variant)
+        found = degenerate._OFFER.search(variant)
+        assert (found and found.span()) == (expected and expected.span()), variant
+        words = re.compile(degenerate._OFFER_WORD_LIST, re.IGNORECASE).search(variant)
+        found_word = degenerate._OFFER_WORDS.search(variant)
+        assert (found_word and found_word.span()) == (words and words.span()), variant
+
+
 @pytest.mark.parametrize("text", LINKS)
 def test_every_link_pointer_holds_a_word_the_prefilter_looks_for(text: str) -> None:
     assert degenerate._LINK.search(text) is not None
