@@ -179,6 +179,9 @@ class Deduplicator:
         self._exact: dict[bytes, int] = {}
         self._ids: list[str] = []
         self._parts: list[tuple[NDArray[np.uint64], ...]] = []
+        # Records whose parts are held sorted and distinct already (a record is made so when it
+        # is first compared: most never are).
+        self._distinct: set[int] = set()
         # LSH: every remembered record's band keys, (band, band's values) folded into 64 bits,
         # in sorted arrays (16 bytes a key, where a dict takes ~100). A folding collision only
         # adds a candidate, which the exact Jaccard then turns down.
@@ -280,10 +283,13 @@ class Deduplicator:
                 candidates = set(earlier[i].tolist())
                 for key in bands[i]:
                     candidates.update(page_keys.get(key, ()))
-                found = self._near(mine, candidates)
-                if found is not None:
-                    out.append(self._near_detail(mine, found))
-                    continue
+                if candidates:
+                    mine = _distinct(mine)
+                    found = self._near(mine, candidates)
+                    if found is not None:
+                        out.append(self._near_detail(mine, found))
+                        continue
+                    self._distinct.add(index)
                 self._parts.append(mine)
                 remembered.append(i)
                 for key in bands[i]:
@@ -321,12 +327,15 @@ class Deduplicator:
     ) -> tuple[int, float, list[float]] | None:
         """The most similar of the ``candidates`` (remembered records) with every part at or
         above the threshold by exact Jaccard (ties: the earliest): (index, smallest part's
-        Jaccard, each part's)."""
+        Jaccard, each part's). ``parts`` are sorted and distinct (``_distinct``)."""
         best: tuple[int, float, list[float]] | None = None
         for other in sorted(candidates):
             each: list[float] = []
+            if other not in self._distinct:  # made distinct once, the first time it is needed
+                self._parts[other] = _distinct(self._parts[other])
+                self._distinct.add(other)
             for mine, theirs in zip(parts, self._parts[other], strict=True):
-                each.append(exact_jaccard(np.unique(mine), np.unique(theirs)))
+                each.append(exact_jaccard(mine, theirs))
                 if each[-1] < self.near_threshold:
                     break
             else:
@@ -334,6 +343,11 @@ class Deduplicator:
                 if best is None or similarity > best[1]:
                     best = (other, similarity, each)
         return best
+
+
+def _distinct(parts: tuple[NDArray[np.uint64], ...]) -> tuple[NDArray[np.uint64], ...]:
+    """Each part's shingle hashes sorted and distinct, as ``exact_jaccard`` takes them."""
+    return tuple(np.unique(part) for part in parts)
 
 
 @dataclass(frozen=True)
