@@ -2,9 +2,9 @@
 
 The default, ``local/all-minilm-l6-v2``, runs all-MiniLM-L6-v2 offline (no PyTorch, nothing
 downloaded): by ONNX Runtime in float32 (the reference's vectors, ~2.3x the numpy code) unless
-``TAXOFORGE_EMBED_ENCODER`` names ``onnx-int8`` (int8 dense layers, ~1.4x faster again, within
-~0.99 cosine; checked only on CPUs with VNNI, where ONNX Runtime's u8 x s8 kernels do not
-saturate), ``static`` (:mod:`taxoforge.static_embed`: a token table distilled from the same
+``TAXOFORGE_EMBED_ENCODER`` names ``onnx-int8`` (int8 dense layers with 7-bit weights, which
+never saturate ONNX Runtime's u8 x s8 kernels, so it is within ~0.99 cosine on every CPU; ~1.4x
+faster where the CPU has VNNI, 0.87x float32's rate on one with AVX2 alone), ``static`` (:mod:`taxoforge.static_embed`: a token table distilled from the same
 model, tens of times faster, coarser) or ``numpy`` (:mod:`taxoforge.minilm`'s reference code).
 Each of the selector's uses (tag normalization, clustering, DEITA) may name its own encoder
 (:meth:`EmbedSettings.for_use`). Its vectors are kept in a
@@ -79,8 +79,9 @@ class EmbedSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TAXOFORGE_EMBED_", extra="ignore")
 
-    # onnx: the reference's vectors (float32), the default because it is exact on every CPU;
-    # onnx-int8: ~1.4x faster, within ~0.99 cosine (on CPUs with VNNI); numpy: the reference
+    # onnx: the reference's vectors (float32), the default because it is exact and fast on
+    # every CPU; onnx-int8: within ~0.99 cosine, ~1.4x faster with VNNI but slower without
+    # (benchmarks/embed_bench.py on AVX2: 552 tags/s against 634); numpy: the reference
     # code itself; static: a distilled token table, ~60x faster than onnx, coarser.
     encoder: Encoder = "onnx"
     # Per use, overriding ``encoder`` (None: ``encoder``), chosen by benchmarks/embed_bench.py
