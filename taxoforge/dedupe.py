@@ -413,7 +413,10 @@ class _JobClaims:
             return
         self.seen = revision
         if value is not None:
-            item, sig = _parse_claim(value)
+            try:
+                item, sig = _parse_claim(value)
+            except ValueError:  # not a claim this code wrote: nothing to compare with
+                item, sig = "", None
             if sig is not None and sig.size == _PERMUTATIONS:
                 row = len(self._items)
                 self._items.append(item)
