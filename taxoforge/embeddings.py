@@ -4,8 +4,9 @@ The default, ``local/all-minilm-l6-v2``, runs all-MiniLM-L6-v2 offline (no PyTor
 downloaded): by ONNX Runtime in float32 (the reference's vectors, ~2.3x the numpy code) unless
 ``TAXOFORGE_EMBED_ENCODER`` names ``onnx-int8`` (int8 dense layers with 7-bit weights, which
 never saturate ONNX Runtime's u8 x s8 kernels, so it is within ~0.99 cosine on every CPU; ~1.4x
-faster where the CPU has VNNI, 0.87x float32's rate on one with AVX2 alone), ``static`` (:mod:`taxoforge.static_embed`: a token table distilled from the same
-model, tens of times faster, coarser) or ``numpy`` (:mod:`taxoforge.minilm`'s reference code).
+faster where the CPU has VNNI, 0.87x float32's rate on one with AVX2 alone), ``static``
+(:mod:`taxoforge.static_embed`: a token table distilled from the same model, tens of times
+faster, coarser) or ``numpy`` (:mod:`taxoforge.minilm`'s reference code).
 Each of the selector's uses (tag normalization, clustering, DEITA) may name its own encoder
 (:meth:`EmbedSettings.for_use`). Its vectors are kept in a
 process-wide LRU keyed by content hash, so a text seen again (tags repeat across a job's steps)
