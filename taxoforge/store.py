@@ -18,6 +18,7 @@ from typing import TypeVar
 import structlog
 from google.protobuf.message import Message
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
@@ -90,6 +91,35 @@ _SCAN_IDLE_S = 30.0
 _SUBJECTS_PAGE = 100_000
 
 
+async def _ordered(
+    bus: Bus,
+    bucket: str,
+    pattern: str,
+    deliver: Callable[[Msg], Awaitable[None]],
+    policy: DeliverPolicy,
+    inactive_s: float,
+) -> JetStreamContext.PushSubscription:
+    """An ordered consumer of the ``bucket``'s keys matching ``pattern``, delivering to
+    ``deliver``; the server drops it after ``inactive_s`` without its client.
+
+    A bucket's stream and subjects are named by the NATS KV convention (ADR-8), as in
+    Bus.count_keys: a KeyValue handle does not expose them."""
+    return await bus.js.subscribe(
+        f"$KV.{bucket}.{pattern}",
+        stream=f"KV_{bucket}",
+        cb=deliver,
+        ordered_consumer=True,
+        deliver_policy=policy,
+        inactive_threshold=inactive_s,
+    )
+
+
+def _deleted(msg: Msg) -> bool:
+    """Whether a KV entry is a delete or purge marker (or the server's own marker)."""
+    headers = msg.headers or {}
+    return headers.get("KV-Operation") in _DELETED or "Nats-Marker-Reason" in headers
+
+
 async def scan(bus: Bus, bucket: str, pattern: str) -> AsyncIterator[tuple[str, bytes]]:
     """Yield (key, value) for each live key of ``bucket`` that matches ``pattern`` (server-side).
 
@@ -102,24 +132,15 @@ async def scan(bus: Bus, bucket: str, pattern: str) -> AsyncIterator[tuple[str, 
     Raises:
         TimeoutError: the server stopped delivering before the scan had every key.
     """
-    # A bucket's stream and subjects are named by the NATS KV convention (ADR-8), as in
-    # Bus.count_keys: a KeyValue handle does not expose them.
     js, stream, prefix = bus.js, f"KV_{bucket}", f"$KV.{bucket}."
     queue: asyncio.Queue[Msg] = asyncio.Queue()
 
     async def _deliver(msg: Msg) -> None:
         queue.put_nowait(msg)
 
-    sub = await js.subscribe(
-        prefix + pattern,
-        stream=stream,
-        cb=_deliver,
-        ordered_consumer=True,
-        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-        # The server drops the consumer soon after the scan (nats-py's default is 5 minutes,
-        # and frequent scans would pile consumers up to the server's limit).
-        inactive_threshold=5.0,
-    )
+    # The server drops the consumer soon after the scan (nats-py's default is 5 minutes, and
+    # frequent scans would pile consumers up to the server's limit).
+    sub = await _ordered(bus, bucket, pattern, _deliver, DeliverPolicy.LAST_PER_SUBJECT, 5.0)
     consumer = ""
     try:
         info = await sub.consumer_info()
@@ -141,8 +162,7 @@ async def scan(bus: Bus, bucket: str, pattern: str) -> AsyncIterator[tuple[str, 
                         f"for {_SCAN_IDLE_S:.0f} s"
                     ) from exc
             seen = max(seen + 1, msg.metadata.sequence.consumer)
-            headers = msg.headers or {}
-            if headers.get("KV-Operation") in _DELETED or "Nats-Marker-Reason" in headers:
+            if _deleted(msg):
                 continue
             yield msg.subject[len(prefix) :], msg.data
     finally:
@@ -224,23 +244,14 @@ class ItemStore:
         An ordered consumer delivers them: it restarts itself past the last revision seen when
         it misses one, so nothing is skipped and nothing is repeated.
         """
-        js, stream, prefix = self._bus.js, f"KV_{KV_ITEMS}", f"$KV.{KV_ITEMS}."
+        prefix = f"$KV.{KV_ITEMS}."
 
         async def _deliver(msg: Msg) -> None:
-            headers = msg.headers or {}
-            deleted = headers.get("KV-Operation") in _DELETED or "Nats-Marker-Reason" in headers
             key = msg.subject[len(prefix) :]
-            on_entry(key, None if deleted else msg.data, msg.metadata.sequence.stream)
+            on_entry(key, None if _deleted(msg) else msg.data, msg.metadata.sequence.stream)
 
-        sub = await js.subscribe(
-            prefix + pattern,
-            stream=stream,
-            cb=_deliver,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
-            # The server drops the consumer of a follower that went away without a word.
-            inactive_threshold=60.0,
-        )
+        # The server drops the consumer of a follower that went away without a word.
+        sub = await _ordered(self._bus, KV_ITEMS, pattern, _deliver, DeliverPolicy.ALL, 60.0)
 
         async def stop() -> None:
             with contextlib.suppress(Exception):

@@ -14,16 +14,7 @@ from taxoforge.bus import Bus
 from taxoforge.dedupe import DuplicateIndex
 from taxoforge.errors import TransientError
 from taxoforge.store import ItemStore, scan
-
-LONG = (
-    "Explain how the water cycle moves water between the oceans, the atmosphere and the land, "
-    "and describe the role of evaporation and condensation in it."
-)
-ONE_WORD_EDIT = LONG.replace("condensation", "precipitation")
-UNRELATED = (
-    "Write a Python function that parses a CSV file of bank transactions and reports the "
-    "monthly totals per category."
-)
+from tests.unit.taxoforge.test_dedupe import LONG, ONE_WORD_EDIT, UNRELATED
 
 
 @pytest_asyncio.fixture
