@@ -259,23 +259,6 @@ class ItemStore:
 
         return stop
 
-    async def put_raw(self, key: str, value: bytes, wait: bool = True) -> None:
-        """Store bytes under ``key`` (overwriting); ``wait=False`` skips JetStream's ack."""
-        if wait:
-            kv = await self._bus.items_kv()
-            await kv.put(key, value)
-        else:
-            await self._bus.nc.publish(f"$KV.{KV_ITEMS}.{key}", value)
-
-    async def get_raw(self, key: str) -> bytes | None:
-        """The bytes under ``key``, or None."""
-        kv = await self._bus.items_kv()
-        try:
-            entry = await kv.get(key)
-        except KeyNotFoundError:
-            return None
-        return entry.value
-
     async def once(self, key: str, message_type: type[M], make: Callable[[], Awaitable[M]]) -> M:
         """The stored result under ``key``, or ``make()``'s result stored there.
 
