@@ -24,11 +24,31 @@ from taxoforge.jobs.model import state_name
 from taxoforge.jobs.store import JobStore
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["BenchmarkCheck", "JobFiles", "safe_name"]
+__all__ = ["FILE_HEADERS", "MEDIA_TYPES", "BenchmarkCheck", "JobFiles", "media_type", "safe_name"]
 
 # Reads a stored benchmark object as decontamination will: (prompts, why none) -- the selector's.
 BenchmarkCheck = Callable[[str], Awaitable[tuple[int, str]]]
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+# A job file's media type by its format (its name's extension).
+MEDIA_TYPES = {
+    "jsonl": "application/jsonl",
+    "parquet": "application/vnd.apache.parquet",
+    "md": "text/markdown; charset=utf-8",
+    "svg": "image/svg+xml",
+    "png": "image/png",  # the charts of cards written before they were SVG
+}
+# Sent with every job file: its type is not guessed, and a file opened on its own (an SVG
+# chart) runs nothing and loads nothing, whatever it holds.
+FILE_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+}
+
+
+def media_type(fmt: str) -> str:
+    """The media type a job file of format ``fmt`` is served as."""
+    return MEDIA_TYPES.get(fmt, "application/octet-stream")
 
 
 def safe_name(name: str) -> str:

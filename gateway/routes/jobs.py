@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from gateway.backend import Backend
 from gateway.deps import BackendDep, SubmissionDep, TenantDep, authenticated
+from gateway.files import FILE_HEADERS, media_type
 from gateway.schemas import RecipeSpec, recipe_to_proto
 from gateway.tenants import Tenant
 from gateway.views import ERROR_RESPONSES, REPLAYED_RESPONSE, JobView, job_view, submitted_view
@@ -27,13 +28,6 @@ from taxoforge.v1 import common_pb2 as pb
 router = APIRouter(
     prefix="/v1", tags=["jobs"], dependencies=authenticated, responses=ERROR_RESPONSES
 )
-
-_MEDIA = {
-    "jsonl": "application/jsonl",
-    "parquet": "application/vnd.apache.parquet",
-    "md": "text/markdown; charset=utf-8",
-    "png": "image/png",
-}
 
 
 class JobList(BaseModel):
@@ -158,7 +152,7 @@ async def get_dataset(
     info, chunks = await backend.files.dataset(job_id, kind, format, tenant)
     return StreamingResponse(
         chunks,
-        media_type=_MEDIA[format],
+        media_type=media_type(format),
         headers={
             "Content-Disposition": f'attachment; filename="{job_id}-{kind}.{format}"',
             "X-Records": str(info.records),
@@ -182,11 +176,12 @@ async def get_file(
     name = path.rsplit("/", 1)[-1]
     return StreamingResponse(
         chunks,
-        media_type=_MEDIA.get(info.format, "application/octet-stream"),
+        media_type=media_type(info.format),
         headers={
             "Content-Disposition": f'attachment; filename="{name}"',
             "X-Records": str(info.records),
             "X-Content-SHA256": info.sha256,
+            **FILE_HEADERS,
         },
     )
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
 from gateway.deps import BackendDep
+from gateway.files import FILE_HEADERS, media_type
 from gateway.routes.jobs import event_stream, tenant_jobs
 from gateway.ui.render import render
 from gateway.ui.session import UiTenant
@@ -25,12 +26,8 @@ router = APIRouter()
 LIST_LIMIT = 200
 LIVE_LIMIT = 4
 _LIVE_STATES = {"pending", "running", "selecting", "applying"}
-_MEDIA = {
-    "jsonl": "application/jsonl",
-    "parquet": "application/vnd.apache.parquet",
-    "md": "text/markdown; charset=utf-8",
-    "png": "image/png",
-}
+# The card's charts: SVG, or PNG in cards written before.
+_IMAGES = ("svg", "png")
 
 
 _JOB_ID = re.compile(r"j-[0-9a-f]{6,40}")
@@ -155,14 +152,14 @@ async def job_file(
     """A finished job's file for the session, as GET /v1/jobs/{id}/files/{path} serves it."""
     info, chunks = await backend.files.file(known_job_id(job_id), path, tenant)
     name = path.rsplit("/", 1)[-1]
-    inline = info.format in ("png", "md")
+    inline = info.format in (*_IMAGES, "md")
     return StreamingResponse(
         chunks,
-        media_type=_MEDIA.get(info.format, "application/octet-stream"),
+        media_type=media_type(info.format),
         headers={
             "Content-Disposition": f'{"inline" if inline else "attachment"}; filename="{name}"',
-            "X-Content-Type-Options": "nosniff",
             "Cache-Control": "private, no-store",
+            **FILE_HEADERS,
         },
     )
 
@@ -178,5 +175,5 @@ async def card_page(
         raise NotFoundError(f"job {job_id} has no dataset card (yet)")
     _, chunks = await backend.files.file(job_id, card.path, tenant)
     text = b"".join([chunk async for chunk in chunks]).decode("utf-8", "replace")
-    images = [d.path for d in view.datasets if d.format == "png"]
+    images = [d.path for d in view.datasets if d.format in _IMAGES]
     return render(request, "card.html", job=view, text=text, images=images)

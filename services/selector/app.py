@@ -69,7 +69,7 @@ async def load_ahead(stop: asyncio.Event) -> None:
     rather than by its first job's prepare step, which loads it in any case (it counts the
     tokens of what it keeps). In a thread, so the connection to NATS is kept meanwhile.
 
-    Not the charts' library nor pyarrow's pandas (~0.7 CPU-s more): ~70 MiB that a selector
+    Not pyarrow's pandas, where it is installed (the development extras): memory a selector
     would otherwise hold only from its first select step on, through every cluster step
     (the replica's peak)."""
     del stop

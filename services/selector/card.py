@@ -1,4 +1,4 @@
-"""The dataset card: a ``README.md`` the Hugging Face Hub reads, plus score charts as PNG.
+"""The dataset card: a ``README.md`` the Hugging Face Hub reads, plus score charts as SVG.
 
 The YAML header carries the Hub's metadata (license, languages, size bucket, one config per
 exported format pointing at its Parquet file); the body says what was selected, how to load it,
@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from services.selector.charts import BLUE, ORANGE, horizontal_bars, paired_columns
 from services.selector.exports import WrittenFile
 from taxoforge.selection import EXPORT_FORMATS, PREFERENCE_FORMATS, SFT_FORMATS
 
@@ -450,8 +451,8 @@ def _quality(card: CardInput, images: Sequence[str]) -> list[str]:
         "Quality is the 1-100 score selection ranks by (the comparative score against the"
         " record's cluster when compared, else the judge's score)."
     )
-    if "images/quality.png" in images:
-        lines += ["", "![Quality: selected records against all candidates](images/quality.png)"]
+    if "images/quality.svg" in images:
+        lines += ["", "![Quality: selected records against all candidates](images/quality.svg)"]
     stats = []
     for label, scores in (("Selected", selected), ("All candidates", candidates)):
         if scores:
@@ -494,8 +495,8 @@ def _untagged(report: Mapping[str, Any]) -> list[str]:
 
 def _clusters(report: Mapping[str, Any], images: Sequence[str]) -> list[str]:
     lines: list[str] = []
-    if "images/clusters.png" in images:
-        chart = "![Cluster sizes and selected records](images/clusters.png)"
+    if "images/clusters.svg" in images:
+        chart = "![Cluster sizes and selected records](images/clusters.svg)"
         lines += ["", "Candidates (size) and selected records per cluster.", "", chart]
     untagged = _untagged(report)
     if untagged:
@@ -553,26 +554,24 @@ def _settings(settings: Mapping[str, Any]) -> list[str]:
 
 
 def _quality_chart(path: Path, selected: Sequence[float], candidates: Sequence[float]) -> None:
-    """Selected and candidate histograms overlaid, each as the share of its own records (so a
-    small selection and a large pool compare)."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(8, 4), layout="constrained")
-    axes = figure.add_subplot()
-    positions = list(range(len(BUCKETS)))
-    for scores, label, width, alpha in (
-        (candidates, "All candidates", 0.8, 0.45),
-        (selected, "Selected", 0.5, 0.85),
+    """The share of records per quality bucket, every candidate against the selected ones."""
+    series = []
+    for scores, label, colour, opacity in (
+        (candidates, "All candidates", BLUE, 0.45),
+        (selected, "Selected", ORANGE, 0.85),
     ):
         counts = histogram(scores)
         total = sum(counts)
         shares = [100 * c / total if total else 0.0 for c in counts]
-        axes.bar(positions, shares, width=width, alpha=alpha, label=f"{label} ({total:,})")
-    axes.set_xticks(positions, BUCKETS)
-    axes.set_xlabel("Quality (1-100)")
-    axes.set_ylabel("Share of records (%)")
-    axes.legend()
-    figure.savefig(path, format="png", dpi=100, metadata={"Software": None})
+        series.append((f"{label} ({total:,})", colour, opacity, shares))
+    svg = paired_columns(
+        BUCKETS,
+        series,
+        x_label="Quality (1-100)",
+        y_label="Share of records (%)",
+        title="Quality: selected records against all candidates",
+    )
+    path.write_text(svg, encoding="utf-8")
 
 
 def _short_label(label: str) -> str:
@@ -602,29 +601,16 @@ def cluster_bars(
 def _cluster_chart(path: Path, sizes: Counter[str], selected: Counter[str]) -> None:
     """Candidates and selected records per cluster as horizontal bars, largest on top, one
     label a row (so labels never overlap); past ``MAX_CLUSTER_BARS`` the rest share a bar."""
-    from matplotlib.figure import Figure
-
-    bars = cluster_bars(sizes, selected)
-    figure = Figure(figsize=(9.0, max(2.5, 0.3 * len(bars) + 1.2)), layout="constrained")
-    axes = figure.add_subplot()
-    positions = list(range(len(bars)))
-    if sizes:
-        axes.barh(positions, [b[1] for b in bars], height=0.8, alpha=0.45, label="Size")
-    axes.barh(positions, [b[2] for b in bars], height=0.5, alpha=0.85, label="Selected")
-    axes.set_yticks(positions, [b[0] for b in bars], fontsize=8)
-    axes.invert_yaxis()  # the largest cluster on top
-    axes.set_xlabel("Records")
     total = len(set(sizes) | set(selected))
     title = f"Clusters ({total:,})"
     if total > MAX_CLUSTER_BARS:
         title += f": the {MAX_CLUSTER_BARS} largest, the rest as other"
-    axes.set_title(title)
-    axes.legend(loc="lower right")
-    figure.savefig(path, format="png", dpi=100, metadata={"Software": None})
+    svg = horizontal_bars(cluster_bars(sizes, selected), ("Size", "Selected"), "Records", title)
+    path.write_text(svg, encoding="utf-8")
 
 
 def write_card(out_dir: Path, card: CardInput) -> list[Path]:
-    """Write ``README.md`` and its ``images/*.png`` into ``out_dir``.
+    """Write ``README.md`` and its ``images/*.svg`` into ``out_dir``.
 
     Returns:
         The written files, relative to ``out_dir`` (README.md first).
@@ -640,11 +626,11 @@ def write_card(out_dir: Path, card: CardInput) -> list[Path]:
     if selected or candidates or sizes or cluster_selected:
         (out_dir / "images").mkdir(exist_ok=True)
     if selected or candidates:
-        _quality_chart(out_dir / "images" / "quality.png", selected, candidates)
-        written.append(Path("images/quality.png"))
+        _quality_chart(out_dir / "images" / "quality.svg", selected, candidates)
+        written.append(Path("images/quality.svg"))
     if sizes or cluster_selected:
-        _cluster_chart(out_dir / "images" / "clusters.png", sizes, cluster_selected)
-        written.append(Path("images/clusters.png"))
+        _cluster_chart(out_dir / "images" / "clusters.svg", sizes, cluster_selected)
+        written.append(Path("images/clusters.svg"))
     images = [p.as_posix() for p in written]
 
     header = yaml.safe_dump(

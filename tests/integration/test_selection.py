@@ -351,6 +351,10 @@ def test_every_export_loads_and_the_card_describes_the_selection(
     card = api.get(f"/v1/jobs/{job['id']}/files/README.md")
     assert card.status_code == 200 and card.text.startswith("---\n")
     assert "tacos" in card.text
+    chart = api.get(f"/v1/jobs/{job['id']}/files/images/quality.svg")
+    assert chart.status_code == 200 and chart.headers["content-type"] == "image/svg+xml"
+    assert "sandbox" in chart.headers["content-security-policy"]
+    assert chart.text.startswith("<svg ")
 
 
 def test_the_comparison_budget_bounds_the_judge_calls(

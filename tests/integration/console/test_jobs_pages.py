@@ -112,6 +112,16 @@ def test_the_job_page_shows_funnel_health_selection_and_files(
     assert body.status == 200 and len(body.body()) == sft["bytes"]
     page.get_by_role("link", name="Dataset card").click()
     expect(page.locator("#card-text")).to_contain_text("taxoforge")
+    # The card's charts are SVG the browser draws (an image that fails has no natural width).
+    charts = page.locator("figure img")
+    expect(charts).to_have_count(2)
+    for i in range(2):
+        chart = charts.nth(i)
+        assert chart.get_attribute("src", timeout=5000).endswith(".svg")
+        chart.scroll_into_view_if_needed()
+        page.wait_for_function(
+            "img => img.complete && img.naturalWidth > 0", arg=chart.element_handle()
+        )
 
 
 def test_a_record_shows_its_verdicts_in_both_orders(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
-import sys
+import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,7 @@ from services.selector.examples import Example, Message
 from services.selector.exports import ExportWriter, WrittenFile
 from taxoforge.selection import EXPORT_FORMATS
 
-PNG = b"\x89PNG\r\n\x1a\n"
-REPO = Path(__file__).resolve().parents[4]
+SVG = "{http://www.w3.org/2000/svg}"
 
 
 def _example(example_id: str, preference: bool = False) -> Example:
@@ -293,14 +291,48 @@ def test_settings_are_yaml_blocks_that_parse_back(tmp_path: Path) -> None:
 # ---- images ----
 
 
-def test_charts_are_png_files_listed_relative_to_out_dir(tmp_path: Path) -> None:
+def _svg(path: Path) -> ET.Element:
+    root = ET.parse(path).getroot()  # well-formed XML, or this raises
+    assert root.tag == f"{SVG}svg"
+    return root
+
+
+def test_charts_are_svg_files_listed_relative_to_out_dir(tmp_path: Path) -> None:
     written = write_card(tmp_path, _card(tmp_path))
 
-    assert written == [Path("README.md"), Path("images/quality.png"), Path("images/clusters.png")]
+    assert written == [Path("README.md"), Path("images/quality.svg"), Path("images/clusters.svg")]
     for image in written[1:]:
-        assert (tmp_path / image).read_bytes().startswith(PNG)
+        _svg(tmp_path / image)
     readme = (tmp_path / "README.md").read_text()
-    assert "](images/quality.png)" in readme and "](images/clusters.png)" in readme
+    assert "](images/quality.svg)" in readme and "](images/clusters.svg)" in readme
+
+
+def test_quality_chart_bars_are_the_bucket_shares(tmp_path: Path) -> None:
+    write_card(tmp_path, _card(tmp_path))
+
+    root = _svg(tmp_path / "images" / "quality.svg")
+    texts = [t.text for t in root.iter(f"{SVG}text")]
+    assert "All candidates (6)" in texts and "Selected (3)" in texts
+    assert all(bucket in texts for bucket in BUCKETS)
+    bars = [r for r in root.iter(f"{SVG}rect") if r.get("fill-opacity") in ("0.45", "0.85")]
+    bars = [b for b in bars if float(b.get("height", 0)) > 1 and float(b.get("width", 0)) > 20]
+    heights = sorted({round(float(b.get("height", 0)), 1) for b in bars})
+    # Shares 1/6 and 2/6 of the candidates, 1/3 of the selected: two heights, the second twice.
+    assert len(heights) == 2 and heights[1] == pytest.approx(2 * heights[0], abs=0.2)
+
+
+def test_chart_labels_are_text_never_markup(tmp_path: Path) -> None:
+    evil = '<script>alert(1)</script><a href="javascript:x">&amp;'
+    card = _card(tmp_path, cluster_sizes=Counter({evil: 5, "plain": 3}))
+
+    write_card(tmp_path, card)
+
+    raw = (tmp_path / "images" / "clusters.svg").read_text()
+    root = _svg(tmp_path / "images" / "clusters.svg")
+    assert "<script" not in raw and "<a " not in raw
+    tags = {e.tag.removeprefix(SVG) for e in root.iter()}
+    assert tags <= {"svg", "title", "rect", "line", "text"}
+    assert any((t.text or "").startswith("<script>alert(1)") for t in root.iter(f"{SVG}text"))
 
 
 def test_quality_section_has_mean_median_and_bucket_counts(tmp_path: Path) -> None:
@@ -325,8 +357,8 @@ def test_no_cluster_chart_without_clusters(tmp_path: Path) -> None:
         tmp_path, _card(tmp_path, composition=composition, cluster_sizes=Counter())
     )
 
-    assert written == [Path("README.md"), Path("images/quality.png")]
-    assert "clusters.png" not in (tmp_path / "README.md").read_text()
+    assert written == [Path("README.md"), Path("images/quality.svg")]
+    assert "clusters.svg" not in (tmp_path / "README.md").read_text()
 
 
 def _tacos(failures: int, reasons: list[tuple[str, int]], tagged: int = 90) -> dict[str, Any]:
@@ -351,7 +383,7 @@ def test_clusters_section_says_how_many_went_untagged_and_why(tmp_path: Path) ->
 
     readme = (tmp_path / "README.md").read_text()
     section = readme.split("## Clusters\n")[1].split("\n## ")[0]
-    assert "](images/clusters.png)" in section  # the chart stays
+    assert "](images/clusters.svg)" in section  # the chart stays
     assert "10 of 100 candidates went untagged" in section
     assert _table_after(readme, "## Clusters") == [
         ["tag", "no tags in the reply", "6"],
@@ -368,7 +400,7 @@ def test_untagged_candidates_are_told_even_without_a_cluster_chart(tmp_path: Pat
     write_card(tmp_path, card)
 
     readme = (tmp_path / "README.md").read_text()
-    assert "clusters.png" not in readme
+    assert "clusters.svg" not in readme
     assert "4 of 4 candidates went untagged" in readme
     assert _table_after(readme, "## Clusters") == [["tag", "tagger unreachable", "4"]]
 
@@ -399,8 +431,8 @@ def test_empty_selection_still_yields_a_valid_card(tmp_path: Path) -> None:
 
     written = write_card(tmp_path, card)
 
-    assert written == [Path("README.md"), Path("images/quality.png")]
-    assert (tmp_path / "images" / "quality.png").read_bytes().startswith(PNG)
+    assert written == [Path("README.md"), Path("images/quality.svg")]
+    _svg(tmp_path / "images" / "quality.svg")
     data = DatasetCard.load(tmp_path / "README.md").data
     assert data.size_categories == ["n<1K"]
     # No format has records: every Parquet file is still a config, so the Hub never guesses.
@@ -420,13 +452,3 @@ def test_card_without_any_scores_or_files_has_no_images(tmp_path: Path) -> None:
     data = DatasetCard.load(tmp_path / "card" / "README.md").data
     assert data.pretty_name == "job-0" and data.license == "other"
     assert data.language is None
-
-
-def test_importing_the_card_module_does_not_import_matplotlib() -> None:
-    code = "import sys, services.selector.card; print('matplotlib' in sys.modules)"
-
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
-    )
-
-    assert result.stdout.strip() == "False"

@@ -1,5 +1,5 @@
 """A selector replica loads the token table at startup, not in its first job's prepare step,
-and nothing that would only raise its peak memory (the charts' library, pandas); neither it
+and nothing that would only raise its peak memory (pandas); neither it
 nor a screening worker loads datasketch (and with it scipy's integrate and optimize, ~57 MiB a
 process), which only the generator's duplicate index uses."""
 
@@ -18,7 +18,7 @@ PROBE = textwrap.dedent(
     from services.selector import app
     from taxoforge import tokens
 
-    lazy = ("matplotlib.figure", "pandas", "datasketch", "scipy.integrate")
+    lazy = ("pandas", "datasketch", "scipy.integrate")
     before = [m for m in lazy if m in sys.modules]
     assert tokens._encoding.cache_info().currsize == 0
     asyncio.run(app.load_ahead(asyncio.Event()))
