@@ -34,13 +34,15 @@ def build(ctx: ServiceContext) -> ServiceParts:
     def register(server: grpc.aio.Server) -> None:
         generator_pb2_grpc.add_GeneratorServiceServicer_to_server(servicer, server)
 
+    respond = RespondHandler(ctx, responses)
     return ServiceParts(
         register=register,
         service_names=[SERVICE_NAME],
         routes=stage_routes(
             ctx,
-            InstructHandler(ctx, instructions),
-            RespondHandler(ctx, responses),
+            # Depth first: an instruction's candidates are made by the message that wrote it.
+            InstructHandler(ctx, instructions, respond),
+            respond,
             RefineHandler(ctx, instructions),
         ),
     )

@@ -102,6 +102,21 @@ async def _queues_idle(nats_url: str, in_flight: int) -> bool:
         await bus.close()
 
 
+def delivered(nats_url: str, consumer: str) -> int:
+    """Messages the work stream has delivered to a service's consumer so far (redeliveries
+    included)."""
+
+    async def _read() -> int:
+        bus = await Bus.connect(BusSettings(nats_url=nats_url), name="test-delivered")
+        try:
+            info = await bus.js.consumer_info(WORK_STREAM, consumer)
+            return int(info.delivered.consumer_seq or 0) if info.delivered else 0
+        finally:
+            await bus.close()
+
+    return asyncio.run(_read())
+
+
 def wait_queues_idle(nats_url: str, limit_s: float = 30.0, in_flight: int = 0) -> None:
     """Wait until nothing is queued and at most ``in_flight`` messages are being worked on."""
     deadline = time.monotonic() + limit_s

@@ -19,12 +19,22 @@ from taxoforge.v1 import taxonomy_pb2_grpc
 from taxoforge_cli.stack import Stack
 
 from .conftest import FakeControl
-from .jobs import item_counts, records, stages, submit, wait, wait_for_stage, wait_queues_idle
+from .jobs import (
+    delivered,
+    item_counts,
+    records,
+    stages,
+    submit,
+    wait,
+    wait_for_stage,
+    wait_queues_idle,
+)
 
 pytestmark = pytest.mark.integration
 
 
 def test_a_job_runs_end_to_end(stack: Stack, api: httpx.Client, fake: FakeControl) -> None:
+    generator_messages = delivered(stack.nats_url, "generator")
     # No replacement seeds (max_candidates 1): the counts below are the plan's alone.
     job = submit(api, name="e2e", count=12, languages=["en", "fr"], seed=3, max_candidates=1.0)
     assert job["state"] in ("pending", "running") and job["id"].startswith("j-")
@@ -73,6 +83,27 @@ def test_a_job_runs_end_to_end(stack: Stack, api: httpx.Client, fake: FakeContro
     counts = item_counts(stack.nats_url, job["id"])
     assert counts["outcome"] == counts["judgment"] == counts["instruction"] == 12
     assert counts["response"] == counts["score"] == 24
+    # Depth first: the message that wrote an instruction made its candidates too, so the
+    # generator was sent one message an item and no respond message.
+    assert delivered(stack.nats_url, "generator") - generator_messages == 12
+
+
+def test_candidates_that_cannot_be_made_fail_at_the_respond_stage(
+    stack: Stack, api: httpx.Client, fake: FakeControl
+) -> None:
+    """The instruct message's attempt at the candidates fails; the respond stage gets the
+    instruction, tries again on its own message and records the failure as its own."""
+    fake.configure(fail_pattern="You are a knowledgeable, careful assistant", fail_status=400)
+    generator_messages = delivered(stack.nats_url, "generator")
+
+    job = wait(api, submit(api, count=3, seed=5, max_candidates=1.0)["id"])
+
+    assert job["state"] == "failed"
+    assert "every item failed; most often at respond" in job["error"]
+    assert job["selection"]["failures_by_stage"] == {"respond": 3}
+    assert stages(job)["instruct"] == (3, 0) and stages(job)["respond"] == (0, 3)
+    # Each item: its instruct message, then one respond message (a 400 is not retried).
+    assert delivered(stack.nats_url, "generator") - generator_messages == 6
 
 
 def test_the_budget_keeps_the_best(api: httpx.Client, fake: FakeControl) -> None:
