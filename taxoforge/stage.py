@@ -8,6 +8,7 @@ redelivery, work published onward, and an item ended with its usage written firs
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
@@ -133,12 +134,22 @@ class StageHandler(ABC, Generic[M]):
         await publish_work(self.ctx.bus, stage, message, job.id, item_id, version)
 
     async def finish(
-        self, job: pb.Job, item_id: str, *, sft: bool = False, preference: bool = False
+        self,
+        job: pb.Job,
+        item_id: str,
+        *,
+        sft: bool = False,
+        preference: bool = False,
+        alongside: Awaitable[object] | None = None,
     ) -> None:
         """End the item as judged, with what it gives the datasets (an SFT record, a
         preference pair). Its usage is written first, so once the job's last item has ended
-        every process's usage for the job is in its figures."""
-        await self.ctx.usage.flush(job.id)
+        every process's usage for the job is in its figures; ``alongside`` (the write of the
+        item's last result) goes at the same time, also before the item ends."""
+        if alongside is None:
+            await self.ctx.usage.flush(job.id)
+        else:
+            await asyncio.gather(self.ctx.usage.flush(job.id), alongside)
         outcome = pb.ItemOutcome(item_id=item_id, judged=True, sft=sft, preference=preference)
         await self.ctx.items.end(job.id, item_id, outcome)
 

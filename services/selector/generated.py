@@ -171,9 +171,13 @@ async def _generation_usage(
         known = latest.get(refined.item_id)
         if known is None or refined.version > known.version:
             latest[refined.item_id] = refined
-    responses = [r async for r in items.scan(job_id, ItemKind.RESPONSE, pb.Response)]
-    scores = [s async for s in items.scan(job_id, ItemKind.SCORE, pb.Score)]
-    return usage_of([*latest.values(), *rejected], responses, scores, versions)
+    total = usage_of([*latest.values(), *rejected], [], [], versions)
+    # Responses and rubric scores, two an item or more, are added as they are read, not held.
+    async for response in items.scan(job_id, ItemKind.RESPONSE, pb.Response):
+        add_usage(total, response.usage)
+    async for score in items.scan(job_id, ItemKind.SCORE, pb.Score):
+        add_usage(total, score.call.usage)
+    return total
 
 
 async def exact_usage(ctx: ServiceContext, job_id: str, base: pb.Usage) -> pb.Usage:
