@@ -554,7 +554,8 @@ def no_answer(text: str) -> Finding | None:
     answer ("I'm ready to assist you. Please provide the information..."). A long answer that
     opens with "Sure!" answers."""
     plain = text.translate(_APOSTROPHE).strip()
-    head = " ".join(_SENTENCE.split(plain)[:_HEAD_SENTENCES])
+    # Split no further than the head: splitting a long answer whole took longer than the rest.
+    head = " ".join(_SENTENCE.split(plain, _HEAD_SENTENCES)[:_HEAD_SENTENCES])
     offered = _offer(head)
     offer = offered or _ACKNOWLEDGE.match(head)
     if offer is not None and (ask := _ASK_FOR_INPUT.search(head)) is not None:

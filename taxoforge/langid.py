@@ -20,11 +20,18 @@ _SURE = 0.5
 _ENOUGH = 0.2
 _CODE = re.compile(r"```.*?```|`[^`]*`|https?://\S+", re.DOTALL)
 # Quoted text may rightly be in another language (a sentence to translate, a cited title).
-_QUOTED = re.compile(
-    r"«[^»]*»|“[^”]*”|„[^“”]*[“”]|「[^」]*」|『[^』]*』|\"[^\"\n]*\"|\u2018[^\u2019]*\u2019|(?<!\w)'[^'\n]{2,}'(?!\w)"
+_QUOTED_BRANCHES = (
+    r"«[^»]*»|“[^”]*”|„[^“”]*[“”]|「[^」]*」|『[^』]*』|\"[^\"\n]*\"|\u2018[^\u2019]*\u2019"
+    r"|(?<!\w)'[^'\n]{2,}'(?!\w)"
 )
+# The characters a quote opens with, checked first at each position: 3x faster than trying
+# every branch there.
+_QUOTED = re.compile(f"(?=[«“„「『\"\u2018'])(?:{_QUOTED_BRANCHES})")
 # Sentences end at ., !, ? (and their full-width forms, after which no space follows).
 _SENTENCE = re.compile(r"(?<=[.!?;:])\s+|(?<=[。\uff01\uff1f\uff1b])")
+# The same ends found by one forward search (the white space after a Latin stop is group 1):
+# ``re.split`` on ``_SENTENCE`` tests both look-behinds at every position of a text.
+_SENTENCE_END = re.compile(r"[.!?;:](\s+)|[。\uff01\uff1f\uff1b]")
 _WORD = re.compile(r"[^\W\d_]+")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 # A segment the detector gives to another language still counts as the asked language when it
@@ -151,7 +158,7 @@ def _confidences(text: str) -> Any:
 def check_language(text: str, expected: str) -> LanguageVerdict:
     """Whether ``text`` is in ``expected`` (an ISO 639-1 code); code, URLs and short texts pass."""
     prose = _CODE.sub(" ", text)
-    if sum(ch.isalpha() for ch in prose) < _MIN_LETTERS:
+    if not _letters_at_least(prose, _MIN_LETTERS):
         return LanguageVerdict(True, "", 0.0)
     _load()
     target = _by_code.get(expected.lower())
@@ -190,9 +197,40 @@ def _grammar(words: list[str], function_words: frozenset[str]) -> int:
     return sum(w in function_words for w in words)
 
 
-def _weight(text: str) -> int:
-    # A CJK character carries about a word's worth of a syllable-script text: counted twice.
-    return sum(ch.isalpha() for ch in text) + len(_CJK.findall(text))
+def _grammar_enough(folded: str, function_words: frozenset[str]) -> bool:
+    """``_grammar(_WORD.findall(folded), function_words) >= _FUNCTION_WORDS_ENOUGH``, reading
+    the words only until enough are found (a sentence's first few words, mostly)."""
+    found = 0
+    for word in _WORD.finditer(folded):
+        if word.group() in function_words:
+            found += 1
+            if found >= _FUNCTION_WORDS_ENOUGH:
+                return True
+    return False
+
+
+def _letters_at_least(text: str, least: int) -> bool:
+    """Whether ``text`` holds ``least`` letters, read only as far as it takes to find them
+    (counting every letter of a long answer was a tenth of its language checks)."""
+    if least <= 0:
+        return True
+    if len(text) < least:
+        return False
+    letters = 0
+    for ch in text:
+        if ch.isalpha():
+            letters += 1
+            if letters >= least:
+                return True
+    return False
+
+
+def _heavy_enough(text: str, least: int) -> bool:
+    """Whether ``text`` weighs ``least``: its letters, a CJK character counted twice (it
+    carries about a word's worth of a syllable-script text)."""
+    if _letters_at_least(text, least):  # a CJK character is a letter too: enough already
+        return True
+    return sum(map(str.isalpha, text)) + len(_CJK.findall(text)) >= least
 
 
 # Letters of the Latin script (basic, Latin-1, Extended-A/B and Additional). The detector
@@ -232,7 +270,19 @@ def _segments(text: str) -> list[str]:
     prose = _QUOTED.sub(" ", _CODE.sub(" ", text))
     out: list[str] = []
     for line in prose.splitlines():
-        out.extend(s.strip() for s in _SENTENCE.split(line) if s.strip())
+        out.extend(s.strip() for s in _sentences(line) if s.strip())
+    return out
+
+
+def _sentences(line: str) -> list[str]:
+    """``_SENTENCE.split(line)``: a Latin stop ends a sentence before the white space after
+    it (which goes), a full-width stop right after itself."""
+    out: list[str] = []
+    start = 0
+    for end in _SENTENCE_END.finditer(line):
+        out.append(line[start : end.start(1) if end.group(1) is not None else end.end()])
+        start = end.end()
+    out.append(line[start:])
     return out
 
 
@@ -253,13 +303,14 @@ def check_segments(
     # (A detector that names nothing gives every language 0: only a positive ``sure`` is safe.)
     latin = expected.lower() not in _OTHER_SCRIPTS and sure > 0
     for segment in _segments(text):
-        if _weight(segment) < min_letters:
+        if not _heavy_enough(segment, min_letters):
             continue
-        words = _WORD.findall(segment.casefold())
+        folded = segment.casefold()
         # A sentence with the asked language's grammar passes whatever the detector says, so
         # the detector is not asked (most sentences of a text in a known language stop here).
-        if grammar is not None and _grammar(words, grammar) >= _FUNCTION_WORDS_ENOUGH:
+        if grammar is not None and _grammar_enough(folded, grammar):
             continue
+        words = _WORD.findall(folded)
         if latin and not _other_grammar(words, expected) and _latin_only(segment):
             continue  # the detector's answer could not fail it (see ``_other_grammar``)
         values = _confidences(segment)

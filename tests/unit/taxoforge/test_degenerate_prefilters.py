@@ -198,3 +198,17 @@ def test_a_short_response_is_searched_for_an_offer_once(monkeypatch: pytest.Monk
     assert len(offer.searched) == 1
     # A short offer is still found.
     assert no_answer("I'm ready to help with your homework question.") is not None
+
+
+@pytest.mark.parametrize("opening", OFFERS[:8] + LINKS[:3] + ["Sure! Here it is.", ""])
+def test_an_answers_head_is_its_first_sentences_however_long_the_answer(opening: str) -> None:
+    body = " ".join(f"Sentence {n} explains step {n}; then more: detail." for n in range(40))
+    for text in (f"{opening} {body}", f"{opening}\n\n{body}", f"{body} {opening}"):
+        plain = text.translate(degenerate._APOSTROPHE).strip()
+        whole = degenerate._SENTENCE.split(plain)
+        head = degenerate._SENTENCE.split(plain, degenerate._HEAD_SENTENCES)
+        assert head[: degenerate._HEAD_SENTENCES] == whole[: degenerate._HEAD_SENTENCES]
+    # The offer that asks for input is found in the head of a long answer too.
+    ask = "I'm ready to assist you. Please provide the information you have."
+    assert no_answer(f"{ask} {body}") is not None
+    assert no_answer(f"{body} {ask}") is None
