@@ -19,7 +19,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1
 # The runtime user (uid 10001, as deploy/k8s/ runs it); the root filesystem is read-only on
-# the cluster, so HOME and matplotlib's cache point at the /tmp volume.
+# the cluster, so HOME points at the /tmp volume.
 RUN groupadd --gid 10001 taxoforge \
     && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp \
         --shell /usr/sbin/nologin taxoforge
@@ -60,7 +60,6 @@ RUN mkdir -p /opt/taxoforge/models \
     && ln -s "$(python -c 'import taxoforge_cli.stack as s; print(s.embedded_model_path())')" \
         /opt/taxoforge/models/smollm2-135m-instruct.gguf
 ENV HOME=/tmp \
-    MPLCONFIGDIR=/tmp/matplotlib \
     PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001
 EXPOSE 8081
@@ -74,7 +73,6 @@ CMD ["python", "-m", "llama_cpp.server", \
 FROM python AS runtime
 COPY --from=builder /opt/venv /opt/venv
 ENV HOME=/tmp \
-    MPLCONFIGDIR=/tmp/matplotlib \
     PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001
 EXPOSE 8080 50051
