@@ -12,6 +12,7 @@ document holds nothing but shapes and text: no script, no link, no external refe
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from collections.abc import Sequence
 from xml.sax.saxutils import escape, quoteattr
@@ -32,6 +33,9 @@ ORANGE = "#ff7f0e"
 _FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
 # Average advance of a character at 1 px of font size, to size the label column.
 _CHAR_EM = 0.6
+
+# What XML 1.0 cannot hold, even escaped (control characters, lone surrogates): left out.
+_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 # (label, first value, second value): a cluster's size and its selected records.
 Bar = tuple[str, int, int]
@@ -54,6 +58,11 @@ def text_width(text: str, size: float) -> float:
     return ems * size
 
 
+def _xml_text(text: str) -> str:
+    """``text`` as XML character data: escaped, and without what XML cannot hold."""
+    return escape(_NOT_XML.sub("", text))
+
+
 def _number(value: float) -> str:
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
 
@@ -64,7 +73,7 @@ def _text(
     attrs = "".join(f" {k.replace('_', '-')}={quoteattr(v)}" for k, v in extra.items())
     return (
         f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}"{attrs}>'
-        f"{escape(body)}</text>"
+        f"{_xml_text(body)}</text>"
     )
 
 
@@ -97,8 +106,8 @@ def _document(width: float, height: float, title: str, body: list[str]) -> str:
         [
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
             f'viewBox="0 0 {width:.0f} {height:.0f}" font-family={quoteattr(_FONT)} '
-            f'role="img" aria-label={quoteattr(title)}>',
-            f"<title>{escape(title)}</title>",
+            f'role="img" aria-label={quoteattr(_NOT_XML.sub("", title))}>',
+            f"<title>{_xml_text(title)}</title>",
             f'<rect width="{width:.0f}" height="{height:.0f}" fill="#ffffff"/>',
             *body,
             "</svg>",

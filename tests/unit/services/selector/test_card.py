@@ -335,6 +335,17 @@ def test_chart_labels_are_text_never_markup(tmp_path: Path) -> None:
     assert any((t.text or "").startswith("<script>alert(1)") for t in root.iter(f"{SVG}text"))
 
 
+def test_chart_labels_with_control_characters_still_make_a_valid_image(tmp_path: Path) -> None:
+    odd = "tag\x00with\x07controls\x1b[31m and a lone \ud800 surrogate"
+    card = _card(tmp_path, cluster_sizes=Counter({odd: 5, "plain": 3}))
+
+    write_card(tmp_path, card)
+
+    root = _svg(tmp_path / "images" / "clusters.svg")  # parses: nothing XML forbids
+    texts = [t.text or "" for t in root.iter(f"{SVG}text")]
+    assert any(t.startswith("tagwithcontrols[31m") for t in texts)
+
+
 def test_quality_section_has_mean_median_and_bucket_counts(tmp_path: Path) -> None:
     write_card(tmp_path, _card(tmp_path))
 
