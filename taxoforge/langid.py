@@ -27,10 +27,9 @@ _QUOTED_BRANCHES = (
 # The characters a quote opens with, checked first at each position: 3x faster than trying
 # every branch there.
 _QUOTED = re.compile(f"(?=[«“„「『\"\u2018'])(?:{_QUOTED_BRANCHES})")
-# Sentences end at ., !, ? (and their full-width forms, after which no space follows).
-_SENTENCE = re.compile(r"(?<=[.!?;:])\s+|(?<=[。\uff01\uff1f\uff1b])")
-# The same ends found by one forward search (the white space after a Latin stop is group 1):
-# ``re.split`` on ``_SENTENCE`` tests both look-behinds at every position of a text.
+# Sentences end at ., !, ?, ; and : followed by white space, and right after their full-width
+# forms. Found by one forward search (the white space after a Latin stop is group 1), where
+# ``re.split`` on look-behinds tested both kinds at every position of a text.
 _SENTENCE_END = re.compile(r"[.!?;:](\s+)|[。\uff01\uff1f\uff1b]")
 _WORD = re.compile(r"[^\W\d_]+")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
@@ -275,8 +274,8 @@ def _segments(text: str) -> list[str]:
 
 
 def _sentences(line: str) -> list[str]:
-    """``_SENTENCE.split(line)``: a Latin stop ends a sentence before the white space after
-    it (which goes), a full-width stop right after itself."""
+    """``line`` cut into sentences: a Latin stop ends one before the white space after it
+    (which goes), a full-width stop right after itself."""
     out: list[str] = []
     start = 0
     for end in _SENTENCE_END.finditer(line):

@@ -48,10 +48,10 @@ class JudgeHandler(StageHandler[pb.Candidates]):
             await self.publish(Stage.REFINE, again, job, item_id, version + 1)
             return
         # The judgment and the usage are both written before the item ends, side by side.
+        sft, preference = delivers(judged)
         judgment = self.ctx.items.put_once(
             ItemStore.key(job.id, ItemKind.JUDGMENT, item_id), judged
         )
-        sft, preference = delivers(judged)
         await self.finish(job, item_id, sft=sft, preference=preference, alongside=judgment)
 
     async def _judge_version(self, job: pb.Job, candidates: pb.Candidates) -> pb.Judgment:
