@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import random
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
-from taxoforge.labels import canonical, normalize_labels
+from taxoforge.labels import canonical, normalize_labels, spelling_variants
 
 
 class FakeEmbedder:
@@ -120,6 +122,146 @@ async def test_labels_without_words_are_reported_as_dropped() -> None:
     out = await normalize_labels(["!!!", "tone", "tone"], None, min_frequency=1)
 
     assert [label for label, _, _ in out.dropped] == ["!!!"]
+
+
+# ---- spelling variants ----
+
+
+@pytest.mark.parametrize(
+    "typo",
+    ["grnite", "graniite", "granute", "grnaite", "granitex", "xgranite"],
+    ids=["dropped", "added", "replaced", "swapped", "added-last", "added-first"],
+)
+async def test_a_typo_of_a_frequent_label_merges_into_it(typo: str) -> None:
+    out = await normalize_labels(["granite", "Granite", typo.title()], None, min_frequency=2)
+
+    assert out.counts == {"granite": 3}
+    assert out.merges == {"granite": [typo]}
+    assert out.mapping[typo.title()] == "granite"
+
+
+async def test_words_run_together_are_one_label_whatever_their_counts() -> None:
+    out = await normalize_labels(["datastructure", "Data-Structure", "data structure"], None)
+
+    assert out.counts == {"data structure": 3}
+    assert out.merges == {"data structure": ["datastructure"]}
+
+
+@pytest.mark.parametrize(
+    ("labels", "kept"),
+    [
+        # two common spellings one edit apart are two words
+        (["causal"] * 3 + ["casual"] * 2, {"causal": 3, "casual": 2}),
+        # short words are one edit from too many others
+        (["tone"] * 5 + ["tune"], {"tone": 5, "tune": 1}),
+        # two edits are not a typo
+        (["granite"] * 5 + ["grnatie"], {"granite": 5, "grnatie": 1}),
+    ],
+    ids=["comparable-counts", "short", "two-edits"],
+)
+async def test_labels_that_are_not_typos_stay_apart(
+    labels: list[str], kept: dict[str, int]
+) -> None:
+    out = await normalize_labels(labels, None, min_frequency=1)
+
+    assert out.counts == kept
+    assert out.merges == {}
+
+
+async def test_a_typo_joins_the_most_frequent_label_it_is_one_edit_from() -> None:
+    labels = ["planet"] * 3 + ["planer"] * 2 + ["planex"]
+
+    out = await normalize_labels(labels, None, min_frequency=1)
+
+    assert out.counts == {"planet": 4, "planer": 2}
+    assert out.merges == {"planet": ["planex"]}
+
+
+async def test_the_embedder_sees_one_spelling_counted_with_its_variants() -> None:
+    embedder = FakeEmbedder()
+    labels = ["tone", "tone", "zircon", "zircon", "zirconn", "zircn"]
+
+    await normalize_labels(labels, embedder)
+
+    # zircon counts 4 with its typos, so it comes before tone (2); the typos are not embedded
+    assert embedder.calls == [["zircon", "tone"]]
+
+
+async def test_without_the_spelling_step_the_embedder_sees_every_canonical_form() -> None:
+    embedder = FakeEmbedder()
+    labels = ["tone", "tone", "tone", "zircon", "zircon", "zirconn"]
+
+    out = await normalize_labels(labels, embedder, min_frequency=1, spelling=False)
+
+    assert embedder.calls == [["tone", "zircon", "zirconn"]]
+    assert out.counts == {"tone": 3, "zircon": 2, "zirconn": 1}
+
+
+def _osa_distance(a: str, b: str) -> int:
+    """Optimal string alignment distance, by its textbook table."""
+    d = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i in range(len(a) + 1):
+        d[i][0] = i
+    for j in range(len(b) + 1):
+        d[0][j] = j
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[len(a)][len(b)]
+
+
+def _spelling_by_definition(ordered: list[str], counts: Counter[str]) -> dict[str, str]:
+    """The spelling step as its docstring defines it, comparing every pair."""
+    head_of: dict[str, str] = {}
+    heads: list[str] = []
+    for label in ordered:
+        letters = label.replace(" ", "")
+        same = [h for h in heads if h.replace(" ", "") == letters]
+        typos = [
+            h
+            for h in heads
+            if len(letters) >= 5
+            and counts[h] >= 2 * counts[label]
+            and _osa_distance(letters, h.replace(" ", "")) == 1
+        ]
+        if same:
+            head_of[label] = same[0]
+        elif typos:
+            head_of[label] = min(typos, key=lambda h: (-counts[h], h))
+        else:
+            head_of[label] = label
+            heads.append(label)
+    return head_of
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_spelling_variants_equal_their_definition(seed: int) -> None:
+    rng = random.Random(seed)
+    bases = ["".join(rng.choice("abcde") for _ in range(rng.randint(3, 8))) for _ in range(40)]
+    labels: list[str] = []
+    for _ in range(1500):
+        word = list(rng.choice(bases))
+        for _ in range(rng.choice((0, 0, 1, 1, 2))):
+            i = rng.randrange(len(word))
+            edit = rng.randrange(4)
+            if edit == 0 and len(word) > 1:
+                del word[i]
+            elif edit == 1:
+                word.insert(i, rng.choice("abcde"))
+            elif edit == 2:
+                word[i] = rng.choice("abcde")
+            elif i + 1 < len(word):
+                word[i], word[i + 1] = word[i + 1], word[i]
+        if len(word) > 2 and rng.random() < 0.2:
+            word.insert(rng.randrange(1, len(word)), " ")
+        labels.append("".join(word))
+    counts = Counter(labels)
+    ordered = sorted(counts, key=lambda c: (-counts[c], c))
+
+    assert spelling_variants(ordered, counts) == _spelling_by_definition(ordered, counts)
 
 
 # ---- normalize_labels with an embedder ----

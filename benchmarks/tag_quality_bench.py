@@ -1,0 +1,142 @@
+"""How well tag normalization finds the concepts behind a real-shaped corpus's tags, and what
+it costs, with and without the spelling step, per local encoder.
+
+``realistic_corpus.py`` draws each row's tags from a few thousand concepts and spells each the
+ways an LLM tagger does (case, plurals, joined words, typos, word order, qualifiers such as
+"advanced x"), so every raw tag's concept is known. Each configuration runs
+``taxoforge.labels.normalize_labels`` over every tag occurrence (min frequency 2, threshold
+0.85, the selector's defaults) and prints: the canonical forms the encoder embedded, the
+seconds it took (embedding included), the labels kept and the concepts they stand for, and
+per tag occurrence whether its label's majority concept is its own (right), another (wrong),
+or the label was dropped as rare.
+
+Run: ``.venv/bin/python benchmarks/tag_quality_bench.py`` (``--items 20000`` for a quicker run,
+``--encoders static`` to leave out the ONNX model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import realistic_corpus
+from numpy.typing import NDArray
+from select_bench import _row, english_words
+
+from taxoforge.embeddings import make_encoder
+from taxoforge.labels import Normalized, canonical, normalize_labels
+
+
+class _Counting:
+    """An embedder over a local encoder that counts what it embedded."""
+
+    def __init__(self, encoder: str) -> None:
+        self.encoder = make_encoder(encoder)
+        self.texts = 0
+
+    async def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        self.texts += len(texts)
+        return await asyncio.to_thread(self.encoder.encode, list(texts))
+
+
+def corpus_tags(items: int, seed: int) -> tuple[list[str], dict[str, str]]:
+    """Every tag occurrence of the corpus, and each raw tag's concept."""
+    concept_of: dict[str, str] = {}
+    variant = realistic_corpus._variant
+
+    def recorded(concept: str, rng: Any) -> str:
+        spelled = variant(concept, rng)
+        concept_of.setdefault(spelled, concept)
+        return spelled
+
+    realistic_corpus._variant = recorded  # type: ignore[assignment]
+    occurrences: list[str] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "corpus.jsonl"
+            realistic_corpus.generate(path, items, seed, english_words(), _row)
+            with path.open(encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # the planted malformed rows
+                    query = next(m["content"] for m in row["messages"] if m["role"] == "user")
+                    at = query.rfind("[tags: ")
+                    if at >= 0:
+                        occurrences += query[at + 7 :].rstrip("]").split(", ")
+    finally:
+        realistic_corpus._variant = variant  # type: ignore[assignment]
+    return occurrences, concept_of
+
+
+def score(out: Normalized, occurrences: list[str], concept_of: dict[str, str]) -> str:
+    """Right / wrong / dropped shares of the occurrences, and labels against concepts."""
+    members: defaultdict[str, Counter[str]] = defaultdict(Counter)
+    for raw in occurrences:
+        label = out.mapping.get(raw)
+        if label is not None:
+            members[label][concept_of[raw]] += 1
+    majority = {label: c.most_common(1)[0][0] for label, c in members.items()}
+    right = wrong = dropped = 0
+    for raw in occurrences:
+        label = out.mapping.get(raw)
+        if label is None:
+            dropped += 1
+        elif majority[label] == concept_of[raw]:
+            right += 1
+        else:
+            wrong += 1
+    n = len(occurrences)
+    return (
+        f"{len(majority):>7,} {len(set(majority.values())):>9,} "
+        f"{right / n:>7.1%} {wrong / n:>6.1%} {dropped / n:>8.1%}"
+    )
+
+
+async def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--encoders", default="static,onnx")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    occurrences, concept_of = corpus_tags(args.items, args.seed)
+    forms = {canonical(t) for t in set(occurrences)} - {""}
+    print(
+        f"realistic corpus, {args.items:,} rows (seed {args.seed}, made in "
+        f"{time.perf_counter() - started:.1f} s): {len(occurrences):,} tag occurrences, "
+        f"{len(set(occurrences)):,} distinct raw tags, {len(forms):,} canonical forms, "
+        f"{len(set(concept_of.values())):,} concepts"
+    )
+    print(
+        f"{'configuration':<26} {'embedded':>9} {'seconds':>8} {'labels':>7} {'concepts':>9} "
+        f"{'right':>7} {'wrong':>6} {'dropped':>8}"
+    )
+    configurations: list[tuple[str, str | None, bool]] = [
+        ("canonical forms only", None, False),
+        ("spelling", None, True),
+    ]
+    for encoder in [e for e in args.encoders.split(",") if e]:
+        configurations += [(f"{encoder}", encoder, False), (f"spelling + {encoder}", encoder, True)]
+    for name, encoder, spelling in configurations:
+        embedder = _Counting(encoder) if encoder else None
+        started = time.perf_counter()
+        out = await normalize_labels(occurrences, embedder, spelling=spelling)
+        seconds = time.perf_counter() - started
+        embedded = embedder.texts if embedder else 0
+        print(f"{name:<26} {embedded:>9,} {seconds:>8.1f} {score(out, occurrences, concept_of)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
