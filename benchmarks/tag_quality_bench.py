@@ -8,7 +8,9 @@ ways an LLM tagger does (case, plurals, joined words, typos, word order, qualifi
 0.85, the selector's defaults) and prints: the canonical forms the encoder embedded, the
 seconds it took (embedding included), the labels kept and the concepts they stand for, and
 per tag occurrence whether its label's majority concept is its own (right), another (wrong),
-or the label was dropped as rare.
+or the label was dropped as rare. The corpus's near-synonyms share words; real tags' often do
+not, so each encoder is also given 20 near-synonym pairs of real tags and 20 related but
+distinct pairs, written here by hand, and the pairs each would merge at 0.85 are counted.
 
 Run: ``.venv/bin/python benchmarks/tag_quality_bench.py`` (``--items 20000`` for a quicker run,
 ``--encoders static`` to leave out the ONNX model).
@@ -34,6 +36,8 @@ from select_bench import _row, english_words
 
 from taxoforge.embeddings import make_encoder
 from taxoforge.labels import Normalized, canonical, normalize_labels
+
+THRESHOLD = 0.85  # the selector's default tag_merge_threshold
 
 
 class _Counting:
@@ -103,6 +107,61 @@ def score(out: Normalized, occurrences: list[str], concept_of: dict[str, str]) -
     )
 
 
+# Near-synonyms as taggers write them, and related labels that are not the same thing.
+SYNONYMS = [
+    ("machine learning", "ml"),
+    ("mathematics", "math"),
+    ("programming", "coding"),
+    ("javascript", "js"),
+    ("data analysis", "data analytics"),
+    ("text summarization", "summarization"),
+    ("translation", "language translation"),
+    ("creative writing", "creative storytelling"),
+    ("python programming", "python coding"),
+    ("problem solving", "problem-solving skill"),
+    ("information retrieval", "information seeking"),
+    ("code generation", "code writing"),
+    ("mathematical calculation", "math computation"),
+    ("recipe", "cooking recipe"),
+    ("grammar correction", "grammar check"),
+    ("sql query", "database query"),
+    ("email writing", "write email"),
+    ("historical knowledge", "history knowledge"),
+    ("physics", "physics knowledge"),
+    ("question answering", "answer question"),
+]
+DISTINCT = [
+    ("python", "java"),
+    ("addition", "subtraction"),
+    ("poetry", "prose"),
+    ("biology", "chemistry"),
+    ("french", "german"),
+    ("sql query", "python script"),
+    ("email writing", "essay writing"),
+    ("history", "geography"),
+    ("sorting algorithm", "search algorithm"),
+    ("marketing", "sales"),
+    ("cooking", "baking"),
+    ("data analysis", "data visualization"),
+    ("unit conversion", "currency conversion"),
+    ("debugging", "testing"),
+    ("summarization", "paraphrasing"),
+    ("translation", "transliteration"),
+    ("linear algebra", "calculus"),
+    ("sentiment analysis", "emotion recognition"),
+    ("travel planning", "trip itinerary"),
+    ("legal advice", "medical advice"),
+]
+
+
+def pair_similarities(encoder: str, pairs: list[tuple[str, str]]) -> NDArray[np.float32]:
+    model = make_encoder(encoder)
+    first = model.encode([a for a, _ in pairs])
+    second = model.encode([b for _, b in pairs])
+    out: NDArray[np.float32] = (first * second).sum(axis=1)
+    return out
+
+
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
@@ -135,6 +194,14 @@ async def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - started
         embedded = embedder.texts if embedder else 0
         print(f"{name:<26} {embedded:>9,} {seconds:>8.1f} {score(out, occurrences, concept_of)}")
+    print(f"\nhand-written pairs merged at {THRESHOLD} (cosine of the closest distinct pair)")
+    for encoder in [e for e in args.encoders.split(",") if e]:
+        same = pair_similarities(encoder, SYNONYMS)
+        other = pair_similarities(encoder, DISTINCT)
+        print(
+            f"  {encoder:<10} near-synonyms {int((same >= THRESHOLD).sum())}/{len(SYNONYMS)}, "
+            f"distinct {int((other >= THRESHOLD).sum())}/{len(DISTINCT)} ({other.max():.2f})"
+        )
     return 0
 
 

@@ -187,11 +187,12 @@ async def test_embedder_for_passes_a_store_on() -> None:
 def test_each_selector_use_may_name_its_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = EmbedSettings()
     assert {u: settings.for_use(u) for u in ("tags", "cluster", "deita")} == {
-        "tags": "onnx",
+        "tags": "static",
         "cluster": "onnx",
         "deita": "static",
     }
     monkeypatch.setenv("TAXOFORGE_EMBED_ENCODER", "onnx-int8")
+    monkeypatch.setenv("TAXOFORGE_EMBED_TAGS_ENCODER", "onnx-int8")
     monkeypatch.setenv("TAXOFORGE_EMBED_DEITA_ENCODER", "onnx")
     monkeypatch.setenv("TAXOFORGE_EMBED_CLUSTER_ENCODER", "onnx")
     settings = EmbedSettings()

@@ -94,6 +94,7 @@ async def test_a_later_job_embeds_only_its_new_tags(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TAXOFORGE_EMBED_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("TAXOFORGE_EMBED_TAGS_ENCODER", "onnx")  # the spy's width, 384
     spy = Spy()
     monkeypatch.setattr(embeddings, "_shared_model", lambda encoder=None: spy)
     registry = ModelRegistry([])
