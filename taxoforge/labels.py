@@ -2,17 +2,18 @@
 
 Four steps: a canonical form (Unicode-folded, lowercase, punctuation out, each word
 lemmatized); merging spelling variants into a more frequent spelling (the same letters run
-together, or a typo of a label seen at least twice as often); merging near-synonyms whose
+together, or a typo, a word the dictionary does not know, of a label seen at least twice as
+often); merging near-synonyms whose
 embeddings are at least ``threshold`` similar (the more frequent label absorbs the other);
 then dropping labels seen fewer than ``min_frequency`` times. Every merge and drop is
 reported, so a user sees what became of each label.
 
 The spelling step is string work, so the embedder sees only one spelling of each label: on a
-real-shaped 100k-row corpus (``benchmarks/tag_quality_bench.py``) it left 20k of 32k
+real-shaped 100k-row corpus (``benchmarks/tag_quality_bench.py``) it left 20.5k of 31.8k
 canonical forms to embed, and against the concepts the tags were drawn from it kept more
-occurrences with their concept (98.1% against 97.1%, 1.6% against 2.7% dropped) with fewer
-labels per concept (7.6k against 11.6k labels for 3.9k concepts), as an embedder often puts a
-typo below the threshold ("grnaite" is no word piece of "granite").
+occurrences with their concept (with MiniLM: 98.2% against 97.1%, 1.7% against 2.7% dropped)
+with fewer labels per concept (7.8k against 11.6k labels for 3.9k concepts), as an embedder
+often puts a typo below the threshold ("grnaite" is no word piece of "granite").
 """
 
 from __future__ import annotations
@@ -37,10 +38,9 @@ __all__ = ["Normalized", "canonical", "greedy_merge", "normalize_labels", "spell
 _SCRATCH = 1 << 24
 _MAX_BLOCK = 1024
 
-# A typo is looked for only in labels of at least this many letters (shorter words are one
-# edit from too many others: "tone", "tune", "note"), and merged only into a label seen at
-# least _TYPO_RATIO times as often (two common spellings one edit apart are two words:
-# "causal" and "casual").
+# A typo is looked for only between labels of at least this many letters (shorter words are
+# one edit from too many others: "tone", "tune", "note"), and merged only into a label seen at
+# least _TYPO_RATIO times as often (the rarer of two spellings is the misspelt one).
 _TYPO_MIN_LETTERS = 5
 _TYPO_RATIO = 2
 
@@ -113,7 +113,9 @@ def _spelled_counts(
     raw_to_canon, canon_counts, empty = _canonical_counts(labels, language)
     # Most frequent first, so the common form absorbs its rarer variants; ties alphabetical.
     ordered = sorted(canon_counts, key=lambda c: (-canon_counts[c], c))
-    spelled = spelling_variants(ordered, canon_counts) if spelling else {c: c for c in ordered}
+    spelled = (
+        spelling_variants(ordered, canon_counts, language) if spelling else {c: c for c in ordered}
+    )
     head_counts: Counter[str] = Counter()
     for canon, head in spelled.items():
         head_counts[head] += canon_counts[canon]
@@ -138,15 +140,20 @@ def _canonical_counts(
     return raw_to_canon, canon_counts, empty
 
 
-def spelling_variants(ordered: Sequence[str], counts: Counter[str]) -> dict[str, str]:
+def spelling_variants(
+    ordered: Sequence[str], counts: Counter[str], language: str = "en"
+) -> dict[str, str]:
     """Each label's spelling head: the first label before it (``ordered`` is most frequent
     first) that is the same letters with the spaces left out ("data structure",
-    "datastructure"), else, for a label of at least five letters, one edit away (a letter
-    dropped, added, replaced, or two neighbours swapped: "granite", "grnaite") and seen at
-    least twice as often; else the label itself. Heads map to themselves.
+    "datastructure"); else, for a label of at least five letters with a word the language's
+    dictionary does not know, the most frequent label one edit away (a letter dropped, added,
+    replaced, or two neighbours swapped: "granite", "grnaite") of at least five letters and
+    seen at least twice as often; else the label itself. Heads map to themselves.
 
-    Candidates come from an index of each head's one-letter deletions (SymSpell's), so the
-    pass is linear in labels, and each candidate is checked exactly.
+    Words the dictionary knows are not typos ("casual" is no misspelling of "causal"); in a
+    language it has no dictionary for, any word may be one. Candidates come from an index of
+    each head's one-letter deletions (SymSpell's), so the pass is linear in labels, and each
+    candidate is checked exactly.
     """
     head_of: dict[str, str] = {}
     by_letters: dict[str, str] = {}  # a head's letters without spaces -> the head
@@ -156,14 +163,25 @@ def spelling_variants(ordered: Sequence[str], counts: Counter[str]) -> dict[str,
         head = by_letters.get(letters)
         if head is None and len(letters) >= _TYPO_MIN_LETTERS:
             head = _typo_of(letters, counts[label], counts, deletions)
+            if head is not None and _all_known(label, language):
+                head = None
         if head is not None:
             head_of[label] = head
             continue
         head_of[label] = label
         by_letters[letters] = label
-        for key in {letters, *_deletions(letters)}:
-            deletions.setdefault(key, []).append(label)
+        if len(letters) >= _TYPO_MIN_LETTERS:
+            for key in {letters, *_deletions(letters)}:
+                deletions.setdefault(key, []).append(label)
     return head_of
+
+
+def _all_known(label: str, language: str) -> bool:
+    """Whether the language's dictionary knows every word of ``label`` (False without one)."""
+    try:
+        return all(simplemma.is_known(word, lang=language) for word in label.split())
+    except ValueError:  # a language simplemma has no dictionary for
+        return False
 
 
 def _deletions(word: str) -> list[str]:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
+import simplemma
 
 from taxoforge.labels import canonical, normalize_labels, spelling_variants
 
@@ -150,14 +151,21 @@ async def test_words_run_together_are_one_label_whatever_their_counts() -> None:
 @pytest.mark.parametrize(
     ("labels", "kept"),
     [
-        # two common spellings one edit apart are two words
-        (["causal"] * 3 + ["casual"] * 2, {"causal": 3, "casual": 2}),
+        # of two spellings seen about as often, neither is the other's typo
+        (["grnaite"] * 3 + ["granite"] * 2, {"grnaite": 3, "granite": 2}),
+        # a word the dictionary knows is no typo, however rare
+        (["causal"] * 5 + ["casual"], {"causal": 5, "casual": 1}),
+        (
+            ["causal inference"] * 5 + ["casual inference"],
+            {"causal inference": 5, "casual inference": 1},
+        ),
         # short words are one edit from too many others
-        (["tone"] * 5 + ["tune"], {"tone": 5, "tune": 1}),
+        (["tone"] * 5 + ["tonne"], {"tone": 5, "tonne": 1}),
+        (["sort"] * 5 + ["sqort"], {"sort": 5, "sqort": 1}),
         # two edits are not a typo
         (["granite"] * 5 + ["grnatie"], {"granite": 5, "grnatie": 1}),
     ],
-    ids=["comparable-counts", "short", "two-edits"],
+    ids=["comparable-counts", "known-word", "known-words", "short", "short-head", "two-edits"],
 )
 async def test_labels_that_are_not_typos_stay_apart(
     labels: list[str], kept: dict[str, int]
@@ -220,10 +228,13 @@ def _spelling_by_definition(ordered: list[str], counts: Counter[str]) -> dict[st
     for label in ordered:
         letters = label.replace(" ", "")
         same = [h for h in heads if h.replace(" ", "") == letters]
+        known = all(simplemma.is_known(w, lang="en") for w in label.split())
         typos = [
             h
             for h in heads
             if len(letters) >= 5
+            and len(h.replace(" ", "")) >= 5
+            and not known
             and counts[h] >= 2 * counts[label]
             and _osa_distance(letters, h.replace(" ", "")) == 1
         ]
@@ -241,6 +252,8 @@ def _spelling_by_definition(ordered: list[str], counts: Counter[str]) -> dict[st
 def test_spelling_variants_equal_their_definition(seed: int) -> None:
     rng = random.Random(seed)
     bases = ["".join(rng.choice("abcde") for _ in range(rng.randint(3, 8))) for _ in range(40)]
+    # words the dictionary knows, and their neighbours one edit away
+    bases += ["beaded", "decade", "embed", "faced", "cabbed", "baked", "baker", "abided"]
     labels: list[str] = []
     for _ in range(1500):
         word = list(rng.choice(bases))
