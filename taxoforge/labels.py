@@ -43,6 +43,9 @@ _MAX_BLOCK = 1024
 # least _TYPO_RATIO times as often (the rarer of two spellings is the misspelt one).
 _TYPO_MIN_LETTERS = 5
 _TYPO_RATIO = 2
+# Labels holding a character from here on (CJK radicals and ideographs, kana, hangul...) are
+# never typo-merged: there a character is a word or a syllable, not a letter.
+_IDEOGRAPHS = "\u2e80"
 
 _PUNCT = re.compile(r"[^\w\s-]+")
 _SPACE = re.compile(r"[\s_-]+")
@@ -151,7 +154,9 @@ def spelling_variants(
     seen at least twice as often; else the label itself. Heads map to themselves.
 
     Words the dictionary knows are not typos ("casual" is no misspelling of "causal"); in a
-    language it has no dictionary for, any word may be one. Candidates come from an index of
+    language it has no dictionary for, any word may be one. Neither are labels in scripts
+    whose characters are words or syllables (Chinese, Japanese, Korean: "机器学习算法" and
+    "机器学习方法" are an algorithm and a method). Candidates come from an index of
     each head's one-letter deletions (SymSpell's), so the pass is linear in labels, and each
     candidate is checked exactly.
     """
@@ -161,7 +166,7 @@ def spelling_variants(
     for label in ordered:
         letters = label.replace(" ", "")
         head = by_letters.get(letters)
-        if head is None and len(letters) >= _TYPO_MIN_LETTERS:
+        if head is None and len(letters) >= _TYPO_MIN_LETTERS and max(letters) < _IDEOGRAPHS:
             head = _typo_of(letters, counts[label], counts, deletions)
             if head is not None and _all_known(label, language):
                 head = None

@@ -162,10 +162,25 @@ async def test_words_run_together_are_one_label_whatever_their_counts() -> None:
         # short words are one edit from too many others
         (["tone"] * 5 + ["tonne"], {"tone": 5, "tonne": 1}),
         (["sort"] * 5 + ["sqort"], {"sort": 5, "sqort": 1}),
+        # a character of these scripts is a word or a syllable, not a letter
+        (["机器学习算法"] * 5 + ["机器学习方法"], {"机器学习算法": 5, "机器学习方法": 1}),
+        (
+            ["데이터 분석하기"] * 5 + ["데이터 분석하다"],
+            {"데이터 분석하기": 5, "데이터 분석하다": 1},
+        ),
         # two edits are not a typo
         (["granite"] * 5 + ["grnatie"], {"granite": 5, "grnatie": 1}),
     ],
-    ids=["comparable-counts", "known-word", "known-words", "short", "short-head", "two-edits"],
+    ids=[
+        "comparable-counts",
+        "known-word",
+        "known-words",
+        "short",
+        "short-head",
+        "chinese",
+        "korean",
+        "two-edits",
+    ],
 )
 async def test_labels_that_are_not_typos_stay_apart(
     labels: list[str], kept: dict[str, int]
@@ -233,6 +248,7 @@ def _spelling_by_definition(ordered: list[str], counts: Counter[str]) -> dict[st
             h
             for h in heads
             if len(letters) >= 5
+            and max(letters) < "\u2e80"
             and len(h.replace(" ", "")) >= 5
             and not known
             and counts[h] >= 2 * counts[label]
@@ -254,6 +270,7 @@ def test_spelling_variants_equal_their_definition(seed: int) -> None:
     bases = ["".join(rng.choice("abcde") for _ in range(rng.randint(3, 8))) for _ in range(40)]
     # words the dictionary knows, and their neighbours one edit away
     bases += ["beaded", "decade", "embed", "faced", "cabbed", "baked", "baker", "abided"]
+    bases += ["abcde語", "ab語cde", "語abcd"]  # a word-character: never a typo
     labels: list[str] = []
     for _ in range(1500):
         word = list(rng.choice(bases))
