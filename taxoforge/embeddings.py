@@ -337,14 +337,15 @@ def tag_store(encoder: str) -> DiskVectorStore | None:
     ``TAXOFORGE_EMBED_TAG_STORE_SIZE=0``), one per process and file.
 
     The file is named by what the vectors depend on: the encoder, the model files' content
-    hash, the ONNX graph's version and the static table's width, so a changed model or
-    builder never serves old vectors.
+    hash and the ONNX graph's version, so a changed model or builder never serves old
+    vectors. The static encoder has none: it makes 20k tag vectors in ~0.4 s, where writing
+    them to a store took ~0.8 s and reading them back ~0.5 s.
     """
     settings = EmbedSettings()
-    if settings.tag_store_size <= 0:
+    if settings.tag_store_size <= 0 or encoder == "static":
         return None
     model_hash = content_hash(installed_model_dir(), ("model.safetensors", "tokenizer.json"))
-    dim = min(384, settings.static_dims or 384) if encoder == "static" else 384
+    dim = 384
     version = f"g{GRAPH_VERSION}" if encoder.startswith("onnx") else f"d{dim}"
     name = f"tag-vectors-{encoder}-{version}-{model_hash[:16]}.sqlite"
     path = (settings.cache_dir or default_cache_dir()) / name

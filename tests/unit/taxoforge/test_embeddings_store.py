@@ -119,10 +119,12 @@ def test_the_tag_store_is_named_by_encoder_and_can_be_turned_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TAXOFORGE_EMBED_CACHE_DIR", str(tmp_path))
-    onnx, int8, static = (tag_store(e) for e in ("onnx", "onnx-int8", "static"))
-    assert onnx is not None and int8 is not None and static is not None
-    assert len({onnx.path, int8.path, static.path}) == 3
-    assert static.dim == 256 and onnx.dim == 384
+    onnx, int8 = (tag_store(e) for e in ("onnx", "onnx-int8"))
+    assert onnx is not None and int8 is not None
+    assert onnx.path != int8.path
+    assert onnx.dim == 384
+    # the static encoder makes its vectors faster than a store gives them back
+    assert tag_store("static") is None
     assert tag_store("onnx") is onnx  # one per process and file
     monkeypatch.setenv("TAXOFORGE_EMBED_TAG_STORE_SIZE", "0")
     assert tag_store("onnx") is None
