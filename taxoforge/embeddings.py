@@ -26,6 +26,7 @@ import ctypes.util
 import gc
 import hashlib
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -298,20 +299,33 @@ class DiskVectorStore:
             for k, v in vectors.items()
             if np.size(v) == self.dim
         ]
-        try:
-            with self._lock:
-                db = self._connect()
-                with _immediate(db):
-                    db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)", rows)
-                    (count,) = db.execute("SELECT count(*) FROM vectors").fetchone()
-                    if count > self.size:
-                        db.execute(
-                            "DELETE FROM vectors WHERE key IN"
-                            " (SELECT key FROM vectors ORDER BY used LIMIT ?)",
-                            (count - self.size,),
-                        )
-        except (sqlite3.Error, OSError) as exc:
-            log.warning("vector_store_not_written", path=str(self.path), error=str(exc))
+        # SQLite answers "database is locked" at once, without waiting its timeout, in a few
+        # cases (e.g. a connection switching a new file to WAL while another opens it): such
+        # a write is tried again until the timeout, not dropped.
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                with self._lock:
+                    db = self._connect()
+                    with _immediate(db):
+                        db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)", rows)
+                        (count,) = db.execute("SELECT count(*) FROM vectors").fetchone()
+                        if count > self.size:
+                            db.execute(
+                                "DELETE FROM vectors WHERE key IN"
+                                " (SELECT key FROM vectors ORDER BY used LIMIT ?)",
+                                (count - self.size,),
+                            )
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) and time.monotonic() < deadline:
+                    time.sleep(0.005 + 0.02 * random.random())
+                    continue
+                log.warning("vector_store_not_written", path=str(self.path), error=str(exc))
+                return
+            except (sqlite3.Error, OSError) as exc:
+                log.warning("vector_store_not_written", path=str(self.path), error=str(exc))
+                return
 
     async def get_many(self, keys: Sequence[str]) -> Mapping[str, NDArray[np.float32]]:
         """:meth:`read` in a worker thread."""
