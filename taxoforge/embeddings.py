@@ -90,7 +90,7 @@ class EmbedSettings(BaseSettings):
     # --corpus realistic. DEITA: static chose the same 500 of 1,000 instructions as onnx at
     # 0.9, at ~76x its rate (20k instructions/s against 266). Tags: static, now that the
     # labels' spelling step merges the typos it misses (benchmarks/tag_quality_bench.py, 100k
-    # rows: 97.8% of tag occurrences keep their concept, against 98.2% with onnx and 97.1%
+    # rows: 98.2% of tag occurrences keep their concept, against 98.4% with onnx and 97.1%
     # with onnx before the spelling step, embedded in ~5 s against ~40-70 s; both merge the
     # same 8 of 20 common near-synonym pairs at 0.85 and none of 20 related distinct ones).
     # Clustering by embedding stays with ``encoder``: static shares 14% of onnx's 10 nearest

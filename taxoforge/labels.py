@@ -9,10 +9,10 @@ then dropping labels seen fewer than ``min_frequency`` times. Every merge and dr
 reported, so a user sees what became of each label.
 
 The spelling step is string work, so the embedder sees only one spelling of each label: on a
-real-shaped 100k-row corpus (``benchmarks/tag_quality_bench.py``) it left 20.5k of 31.8k
+real-shaped 100k-row corpus (``benchmarks/tag_quality_bench.py``) it left 17.4k of 31.8k
 canonical forms to embed, and against the concepts the tags were drawn from it kept more
-occurrences with their concept (with MiniLM: 98.2% against 97.1%, 1.7% against 2.7% dropped)
-with fewer labels per concept (7.8k against 11.6k labels for 3.9k concepts), as an embedder
+occurrences with their concept (with MiniLM: 98.4% against 97.1%, 1.4% against 2.7% dropped)
+with fewer labels per concept (6.7k against 11.6k labels for 3.9k concepts), as an embedder
 often puts a typo below the threshold ("grnaite" is no word piece of "granite").
 """
 
@@ -22,7 +22,7 @@ import asyncio
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,8 +53,16 @@ _SPACE = re.compile(r"[\s_-]+")
 
 def canonical(label: str, language: str = "en") -> str:
     """The label's canonical form: "Data-Structures!" and "data structure" are the same."""
+    return _lemmatized(_folded(label), language)
+
+
+def _folded(label: str) -> str:
+    """The label Unicode-folded, lowercase, punctuation out: its words as written."""
     text = unicodedata.normalize("NFKC", label).casefold()
-    text = _SPACE.sub(" ", _PUNCT.sub(" ", text)).strip()
+    return _SPACE.sub(" ", _PUNCT.sub(" ", text)).strip()
+
+
+def _lemmatized(text: str, language: str) -> str:
     words = [simplemma.lemmatize(word, lang=language) for word in text.split()]
     return " ".join(w.casefold() for w in words)
 
@@ -113,11 +121,13 @@ def _spelled_counts(
 ) -> tuple[dict[str, str], Counter[str], Counter[str], dict[str, str], list[str]]:
     """:func:`_canonical_counts`, then each canonical form's spelling (its head) and the heads
     most frequent first (counting their variants; ties alphabetical): what the embedder sees."""
-    raw_to_canon, canon_counts, empty = _canonical_counts(labels, language)
+    raw_to_canon, canon_counts, empty, written = _canonical_counts(labels, language)
     # Most frequent first, so the common form absorbs its rarer variants; ties alphabetical.
     ordered = sorted(canon_counts, key=lambda c: (-canon_counts[c], c))
     spelled = (
-        spelling_variants(ordered, canon_counts, language) if spelling else {c: c for c in ordered}
+        spelling_variants(ordered, canon_counts, language, written)
+        if spelling
+        else {c: c for c in ordered}
     )
     head_counts: Counter[str] = Counter()
     for canon, head in spelled.items():
@@ -128,23 +138,32 @@ def _spelled_counts(
 
 def _canonical_counts(
     labels: Sequence[str], language: str
-) -> tuple[dict[str, str], Counter[str], Counter[str]]:
+) -> tuple[dict[str, str], Counter[str], Counter[str], dict[str, set[str]]]:
     """Each raw label's canonical form (computed once per distinct label), how often each
-    canonical form occurs, and the labels that have none."""
+    canonical form occurs, the labels that have none, and each canonical form's letters as
+    written before lemmatization (spaces out), where they differ from its own."""
     raw_to_canon: dict[str, str] = {}
     canon_counts: Counter[str] = Counter()
     empty: Counter[str] = Counter()
+    written: dict[str, set[str]] = {}
     for label, count in Counter(labels).items():
-        canon = raw_to_canon.setdefault(label, canonical(label, language))
+        folded = _folded(label)
+        canon = raw_to_canon[label] = _lemmatized(folded, language)
         if canon:
             canon_counts[canon] += count
+            letters = folded.replace(" ", "")
+            if letters != canon.replace(" ", ""):
+                written.setdefault(canon, set()).add(letters)
         else:
             empty[label] += count
-    return raw_to_canon, canon_counts, empty
+    return raw_to_canon, canon_counts, empty, written
 
 
 def spelling_variants(
-    ordered: Sequence[str], counts: Counter[str], language: str = "en"
+    ordered: Sequence[str],
+    counts: Counter[str],
+    language: str = "en",
+    written: Mapping[str, Iterable[str]] | None = None,
 ) -> dict[str, str]:
     """Each label's spelling head: the first label before it (``ordered`` is most frequent
     first) that is the same letters with the spaces left out ("data structure",
@@ -153,21 +172,29 @@ def spelling_variants(
     replaced, or two neighbours swapped: "granite", "grnaite") of at least five letters and
     seen at least twice as often; else the label itself. Heads map to themselves.
 
+    ``written`` gives a label's other spellings (its letters as written before lemmatizing,
+    spaces out): one edit between any spelling of the label and any of the head's counts, so
+    a typo in an inflected word ("ahcieving goals", which no lemmatizer knows) finds the head
+    by how that was written ("achieving goals", lemmatized "achieve goal").
+
     Words the dictionary knows are not typos ("casual" is no misspelling of "causal"); in a
     language it has no dictionary for, any word may be one. Neither are labels in scripts
     whose characters are words or syllables (Chinese, Japanese, Korean: "机器学习算法" and
     "机器学习方法" are an algorithm and a method). Candidates come from an index of
-    each head's one-letter deletions (SymSpell's), so the pass is linear in labels, and each
-    candidate is checked exactly.
+    each head's spellings less one letter (SymSpell's), so the pass is linear in labels, and
+    each candidate is checked exactly.
     """
+    written = written or {}
     head_of: dict[str, str] = {}
     by_letters: dict[str, str] = {}  # a head's letters without spaces -> the head
-    deletions: dict[str, list[str]] = {}  # a head's letters less one (or none) -> heads
+    # A head's spelling, and it less one letter -> (head, spelling)
+    deletions: dict[str, list[tuple[str, str]]] = {}
     for label in ordered:
         letters = label.replace(" ", "")
+        spellings = [w for w in {letters, *written.get(label, ())} if len(w) >= _TYPO_MIN_LETTERS]
         head = by_letters.get(letters)
         if head is None and len(letters) >= _TYPO_MIN_LETTERS and max(letters) < _IDEOGRAPHS:
-            head = _typo_of(letters, counts[label], counts, deletions)
+            head = _typo_of(spellings, counts[label], counts, deletions)
             if head is not None and _all_known(label, language):
                 head = None
         if head is not None:
@@ -175,9 +202,9 @@ def spelling_variants(
             continue
         head_of[label] = label
         by_letters[letters] = label
-        if len(letters) >= _TYPO_MIN_LETTERS:
-            for key in {letters, *_deletions(letters)}:
-                deletions.setdefault(key, []).append(label)
+        for spelt in spellings:
+            for key in {spelt, *_deletions(spelt)}:
+                deletions.setdefault(key, []).append((label, spelt))
     return head_of
 
 
@@ -194,22 +221,23 @@ def _deletions(word: str) -> list[str]:
 
 
 def _typo_of(
-    letters: str,
+    spellings: Sequence[str],
     count: int,
     counts: Counter[str],
-    deletions: dict[str, list[str]],
+    deletions: dict[str, list[tuple[str, str]]],
 ) -> str | None:
-    """The most frequent head (ties alphabetical) one edit from ``letters`` and seen at least
-    _TYPO_RATIO times as often, if any."""
+    """The most frequent head (ties alphabetical) with a spelling one edit from one of
+    ``spellings`` and seen at least _TYPO_RATIO times as often, if any."""
     best: str | None = None
-    for key in [letters, *_deletions(letters)]:
-        for head in deletions.get(key, ()):
-            if (
-                counts[head] >= _TYPO_RATIO * count
-                and (best is None or (-counts[head], head) < (-counts[best], best))
-                and _one_edit(letters, head.replace(" ", ""))
-            ):
-                best = head
+    for spelt in spellings:
+        for key in [spelt, *_deletions(spelt)]:
+            for head, theirs in deletions.get(key, ()):
+                if (
+                    counts[head] >= _TYPO_RATIO * count
+                    and (best is None or (-counts[head], head) < (-counts[best], best))
+                    and _one_edit(spelt, theirs)
+                ):
+                    best = head
     return best
 
 
