@@ -98,8 +98,6 @@ def realistic(tags: int, instructions: int, samples: int, seed: int) -> dict[str
     """The three kinds of text from ``realistic_corpus.generate`` (tags: its distinct raw tags
     in order of first use)."""
     import re
-    import tempfile
-    from pathlib import Path
 
     import realistic_corpus
     from tokenizers import Tokenizer
@@ -114,23 +112,15 @@ def realistic(tags: int, instructions: int, samples: int, seed: int) -> dict[str
     tag_list: dict[str, None] = {}
     queries: list[str] = []
     answers: list[str] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "corpus.jsonl"
-        rows = max(instructions, samples, tags // 2, 100)
-        realistic_corpus.generate(
-            path, rows, seed, words, lambda q, a, s: {"query": q, "answer": a}
-        )
-        with path.open(encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # the planted malformed rows
-                found = marker.search(row["query"])
-                if found:
-                    tag_list.update(dict.fromkeys(found.group(1).split(", ")))
-                queries.append(marker.sub("", row["query"]))
-                answers.append(row["answer"])
+    rows = max(instructions, samples, tags // 2, 100)
+    for row in realistic_corpus.generated_rows(
+        rows, seed, words, lambda q, a, s: {"query": q, "answer": a}
+    ):
+        found = marker.search(row["query"])
+        if found:
+            tag_list.update(dict.fromkeys(found.group(1).split(", ")))
+        queries.append(marker.sub("", row["query"]))
+        answers.append(row["answer"])
     return {
         "tags": list(tag_list)[:tags],
         "instructions": queries[:instructions],

@@ -16,12 +16,13 @@ from __future__ import annotations
 import itertools
 import json
 import random
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RealisticCorpus", "generate"]
+__all__ = ["RealisticCorpus", "generate", "generated_rows"]
 
 OPENERS = (
     "How do I",
@@ -219,3 +220,22 @@ def generate(
     out.rows = items
     out.distinct_raw_tags = len(raw_tags)
     return out
+
+
+def generated_rows(
+    items: int,
+    seed: int,
+    vocabulary: list[str],
+    row: Callable[[str, str, str | None], dict[str, Any]],
+) -> Iterator[dict[str, Any]]:
+    """The rows :func:`generate` writes, parsed, the planted malformed ones left out: for a
+    bench that needs the corpus's texts rather than its file (written to a temporary one)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "corpus.jsonl"
+        generate(path, items, seed, vocabulary, row)
+        with path.open(encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    continue

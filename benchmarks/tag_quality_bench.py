@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,19 +62,11 @@ def corpus_tags(items: int, seed: int) -> tuple[list[str], dict[str, str]]:
     realistic_corpus._variant = recorded  # type: ignore[assignment]
     occurrences: list[str] = []
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "corpus.jsonl"
-            realistic_corpus.generate(path, items, seed, english_words(), _row)
-            with path.open(encoding="utf-8") as fh:
-                for line in fh:
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # the planted malformed rows
-                    query = next(m["content"] for m in row["messages"] if m["role"] == "user")
-                    at = query.rfind("[tags: ")
-                    if at >= 0:
-                        occurrences += query[at + 7 :].rstrip("]").split(", ")
+        for row in realistic_corpus.generated_rows(items, seed, english_words(), _row):
+            query = next(m["content"] for m in row["messages"] if m["role"] == "user")
+            at = query.rfind("[tags: ")
+            if at >= 0:
+                occurrences += query[at + 7 :].rstrip("]").split(", ")
     finally:
         realistic_corpus._variant = variant  # type: ignore[assignment]
     return occurrences, concept_of

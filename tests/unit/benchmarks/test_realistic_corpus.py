@@ -63,3 +63,16 @@ def test_duplicates_repeat_a_whole_record(tmp_path: Path) -> None:
         answers[answer] = answers.get(answer, 0) + 1
     repeats = sum(n - 1 for n in answers.values())
     assert repeats == made.exact_duplicates + made.near_duplicates > 0
+
+
+def test_generated_rows_are_the_files_rows_without_the_malformed(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    made = realistic_corpus.generate(path, 500, 5, _vocabulary(), _row)
+    written = []
+    for line in path.read_text().splitlines():
+        try:
+            written.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    rows = list(realistic_corpus.generated_rows(500, 5, _vocabulary(), _row))
+    assert rows == written and len(rows) == 500 - made.malformed
