@@ -157,6 +157,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--encoders", default="static,onnx")
     args = parser.parse_args(argv)
+    encoders = [e for e in args.encoders.split(",") if e]
     started = time.perf_counter()
     occurrences, concept_of = corpus_tags(args.items, args.seed)
     forms = {canonical(t) for t in set(occurrences)} - {""}
@@ -174,8 +175,8 @@ async def main(argv: list[str] | None = None) -> int:
         ("canonical forms only", None, False),
         ("spelling", None, True),
     ]
-    for encoder in [e for e in args.encoders.split(",") if e]:
-        configurations += [(f"{encoder}", encoder, False), (f"spelling + {encoder}", encoder, True)]
+    for encoder in encoders:
+        configurations += [(encoder, encoder, False), (f"spelling + {encoder}", encoder, True)]
     for name, encoder, spelling in configurations:
         embedder = _Counting(encoder) if encoder else None
         started = time.perf_counter()
@@ -184,7 +185,7 @@ async def main(argv: list[str] | None = None) -> int:
         embedded = embedder.texts if embedder else 0
         print(f"{name:<26} {embedded:>9,} {seconds:>8.1f} {score(out, occurrences, concept_of)}")
     print(f"\nhand-written pairs merged at {THRESHOLD} (cosine of the closest distinct pair)")
-    for encoder in [e for e in args.encoders.split(",") if e]:
+    for encoder in encoders:
         same = pair_similarities(encoder, SYNONYMS)
         other = pair_similarities(encoder, DISTINCT)
         print(

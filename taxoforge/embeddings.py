@@ -317,13 +317,11 @@ class DiskVectorStore:
                                 (count - self.size,),
                             )
                 return
-            except sqlite3.OperationalError as exc:
-                if "locked" in str(exc) and time.monotonic() < deadline:
+            except (sqlite3.Error, OSError) as exc:
+                locked = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+                if locked and time.monotonic() < deadline:
                     time.sleep(0.005 + 0.02 * random.random())
                     continue
-                log.warning("vector_store_not_written", path=str(self.path), error=str(exc))
-                return
-            except (sqlite3.Error, OSError) as exc:
                 log.warning("vector_store_not_written", path=str(self.path), error=str(exc))
                 return
 

@@ -3,10 +3,9 @@
 Four steps: a canonical form (Unicode-folded, lowercase, punctuation out, each word
 lemmatized); merging spelling variants into a more frequent spelling (the same letters run
 together, or a typo, a word the dictionary does not know, of a label seen at least twice as
-often); merging near-synonyms whose
-embeddings are at least ``threshold`` similar (the more frequent label absorbs the other);
-then dropping labels seen fewer than ``min_frequency`` times. Every merge and drop is
-reported, so a user sees what became of each label.
+often); merging near-synonyms whose embeddings are at least ``threshold`` similar (the more
+frequent label absorbs the other); then dropping labels seen fewer than ``min_frequency``
+times. Every merge and drop is reported, so a user sees what became of each label.
 
 The spelling step is string work, so the embedder sees only one spelling of each label: on a
 real-shaped 100k-row corpus (``benchmarks/tag_quality_bench.py``) it left 17.4k of 31.8k
