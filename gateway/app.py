@@ -227,5 +227,6 @@ def main() -> None:
         port=settings.http_port,
         log_config=None,
         access_log=False,
+        loop=settings.event_loop,
         timeout_graceful_shutdown=10,
     )

@@ -16,7 +16,6 @@ Work done for no job (a direct gRPC call) gets a fresh random marker, and is not
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import secrets
@@ -63,7 +62,7 @@ def derive_marker(secret: bytes, *ids: str | int) -> str:
     """The marker of the work named by ``ids`` under a job's ``secret`` (12 hex digits, like
     the random ones, so prompts keep their length)."""
     message = json.dumps([str(i) for i in ids], ensure_ascii=False).encode()
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()[:12]
+    return hmac.digest(secret, message, "sha256").hex()[:12]  # hmac.new's, in one C call
 
 
 async def fence_for(*ids: str | int) -> Fence:

@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 import grpc
 import structlog
 
+from taxoforge import eventloop
 from taxoforge.bus import Bus, Stage, Worker
 from taxoforge.bus.worker import Route
 from taxoforge.grpc_server import start_grpc_server
@@ -84,7 +85,7 @@ def run(
     configure_logging(
         settings.log_level, settings.log_format, service=name, secrets=secret_values(settings)
     )
-    asyncio.run(serve(name, open_context, build, settings))
+    eventloop.run(serve(name, open_context, build, settings), settings.event_loop)
 
 
 async def serve(

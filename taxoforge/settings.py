@@ -64,6 +64,10 @@ class ProcessSettings(BaseSettings):
     log_level: str = "info"
     # "auto" renders for a terminal when stderr is one, JSON otherwise.
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
+    # The asyncio event loop: "uvloop" (libuv's, written in C: a third or more less CPU per
+    # socket read and write, which the services do several of per model call) or "asyncio"
+    # (the standard library's).
+    event_loop: str = Field(default="uvloop", pattern="^(uvloop|asyncio)$")
     bus: BusSettings = Field(default_factory=BusSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
 

@@ -213,7 +213,7 @@ class Deduplicator:
         """``check`` of each record in turn (a later one is compared with the earlier ones
         of the same page too); one result per record. ``words``: ``words_of``, or a cache of
         it shared with the caller."""
-        return self.decide(records, self.features(records, words))
+        return self.decide([record[0] for record in records], self.features(records, words))
 
     def features(
         self, records: Sequence[Record], words: Callable[[str], list[str]] = words_of
@@ -248,20 +248,19 @@ class Deduplicator:
         acc = mix64(acc ^ np.arange(count, dtype=np.uint64))
         return DedupFeatures(keys, values, ends, acc)
 
-    def decide(
-        self, records: Sequence[Record], features: DedupFeatures
-    ) -> list[tuple[str, str] | None]:
-        """The records' verdicts, in order, from their ``features``: each is remembered when
-        it is new, so a later record (of this page or the next) is compared with it."""
+    def decide(self, ids: Sequence[str], features: DedupFeatures) -> list[tuple[str, str] | None]:
+        """The verdicts of the records with these item ids, in order, from their ``features``
+        (all the deciding needs of a record besides its id): each is remembered when it is
+        new, so a later record (of this page or the next) is compared with it."""
         keys = features.keys
         bands: list[list[int]] = []
         hashed: list[tuple[NDArray[np.uint64], ...]] = []
-        if self._banding is not None and records:
+        if self._banding is not None and ids:
             if features.acc is None or features.values is None or features.ends is None:
                 raise ValueError("features made with near-dedup off, decided with it on")
-            width = len(features.ends) // len(records)
+            width = len(features.ends) // len(ids)
             pieces = np.split(features.values, features.ends[:-1])
-            hashed = [tuple(pieces[i * width : (i + 1) * width]) for i in range(len(records))]
+            hashed = [tuple(pieces[i * width : (i + 1) * width]) for i in range(len(ids))]
             acc = features.acc
             bands = acc.tolist()
             earlier = self._index.lookup(acc)
@@ -269,7 +268,7 @@ class Deduplicator:
             page_keys: dict[int, list[int]] = {}
             remembered: list[int] = []
         out: list[tuple[str, str] | None] = []
-        for i, (item_id, *_) in enumerate(records):
+        for i, item_id in enumerate(ids):
             owner = self._exact.get(keys[i])
             if owner is not None:
                 if self._ids[owner] == item_id:
@@ -297,7 +296,7 @@ class Deduplicator:
             self._exact[keys[i]] = index
             self._ids.append(item_id)
             out.append(None)
-        if self._banding is not None and records and remembered:
+        if self._banding is not None and ids and remembered:
             count = self._banding[0]
             first_new = len(self._ids) - len(remembered)
             self._index.add(

@@ -110,10 +110,11 @@ def screen(
 
         def _write(page: _Page) -> None:
             # Dedup's decisions and the files' order are those of one example at a time.
-            features, hits, counts = page.checked.result()
-            verdicts = dedup.decide([_record(e) for e in page.fits], features)
+            features, hits, counts, lines = page.checked.result()
+            verdicts = dedup.decide([e["item_id"] for e in page.fits], features)
             verdict_of = {id(e): v for e, v in zip(page.fits, verdicts, strict=True)}
             hit_of = {id(e): hit for e, hit in zip(page.fits, hits, strict=True)}
+            line_of = {id(e): line for e, line in zip(page.fits, lines, strict=True)}
             for fit, count in zip(page.fits, counts, strict=True):
                 if count >= 0:
                     fit["tokens"] = count
@@ -161,7 +162,7 @@ def screen(
                     )
                     continue
                 tally.kept += 1
-                kept.write(json.dumps(example, ensure_ascii=False) + "\n")
+                kept.write(line_of[id(example)])
                 if on_kept is not None:
                     on_kept(example)
 
@@ -197,7 +198,9 @@ class _Page:
     checked: Future[_Checked]
 
 
-_Checked = tuple[DedupFeatures, list["Contamination | None"], list[int]]
+# A page's dedup features, each example's contamination (None: clean), token count (-1: it
+# had one) and JSON line as the work file holds it (its count in it).
+_Checked = tuple[DedupFeatures, list["Contamination | None"], list[int], list[str]]
 
 
 def _record(example: Example) -> Record:
@@ -239,15 +242,10 @@ class _Checks:
         )
 
     def submit(self, fits: list[Example]) -> Future[_Checked]:
-        records = [_record(e) for e in fits]
-        texts = [[m["content"] for m in e["messages"]] for e in fits]
-        uncounted = [
-            cast("list[dict[str, Any]]", e["messages"]) if e["tokens"] < 0 else None for e in fits
-        ]
         if self._pool is not None:
-            return self._pool.submit(_check, records, texts, uncounted)
+            return self._pool.submit(_check, fits)
         done: Future[_Checked] = Future()
-        done.set_result(_check_with(self._dedup, self._decontam, records, texts, uncounted))
+        done.set_result(_check_with(self._dedup, self._decontam, fits))
         return done
 
 
@@ -261,33 +259,35 @@ def _init_worker(dedup: tuple[float, str], decontam: Decontaminator | None) -> N
     _WORKER = (Deduplicator(*dedup), decontam)
 
 
-def _check(
-    records: list[Record], texts: list[list[str]], uncounted: list[list[dict[str, Any]] | None]
-) -> _Checked:
+def _check(fits: list[Example]) -> _Checked:
     if _WORKER is None:
         raise RuntimeError("the screening worker was not initialised")
-    return _check_with(*_WORKER, records, texts, uncounted)
+    return _check_with(*_WORKER, fits)
 
 
 def _check_with(
-    dedup: Deduplicator,
-    decontam: Decontaminator | None,
-    records: list[Record],
-    texts: list[list[str]],
-    uncounted: list[list[dict[str, Any]] | None],
+    dedup: Deduplicator, decontam: Decontaminator | None, fits: list[Example]
 ) -> _Checked:
-    """The records' dedup features, each text's contamination (None: clean), and each
-    conversation's tokens (-1 where the example had its count already), the words of every
-    text split once for all three. Tokens are counted on the calling thread: beside another
-    busy thread, handing the GIL back and forth costs more than a tokenizer thread saves."""
+    """What screening needs of a page of examples that takes no order: their dedup features,
+    each text's contamination (None: clean), each conversation's tokens (-1 where the example
+    had its count already), and each example's line of the work file, written here (the
+    deciding thread only writes the lines it keeps). The words of every text are split once
+    for dedup and contamination. Tokens are counted on the calling thread: beside another busy
+    thread, handing the GIL back and forth costs more than a tokenizer thread saves."""
     words = _memo_words()
-    features = dedup.features(records, words)
-    hits: list[Contamination | None] = [None] * len(texts)
+    features = dedup.features([_record(e) for e in fits], words)
+    hits: list[Contamination | None] = [None] * len(fits)
     if decontam is not None:
-        hits = decontam.check_many(texts, words)
-    conversations = [c for c in uncounted if c is not None]
-    counts = iter(messages_tokens_batch(conversations, threads=1))
-    return features, hits, [next(counts) if c is not None else -1 for c in uncounted]
+        hits = decontam.check_many([[m["content"] for m in e["messages"]] for e in fits], words)
+    uncounted = [cast("list[dict[str, Any]]", e["messages"]) for e in fits if e["tokens"] < 0]
+    counts = iter(messages_tokens_batch(uncounted, threads=1))
+    tokens = [next(counts) if e["tokens"] < 0 else -1 for e in fits]
+    lines: list[str] = []
+    for example, count in zip(fits, tokens, strict=True):
+        if count >= 0:
+            example["tokens"] = count  # the caller's copy is counted too, from ``tokens``
+        lines.append(json.dumps(example, ensure_ascii=False) + "\n")
+    return features, hits, tokens, lines
 
 
 def _memo_words() -> Callable[[str], list[str]]:

@@ -158,9 +158,10 @@ class Tagger:
             temperature=0.0,
             cache=cache_use(marker),
         )
-        seen: list[str] = []
+        kept: dict[str, str] = {}  # by casefolded form, the first spelling
         for tag in verdict.tags:
             tag = " ".join(tag.split())[:40]
-            if tag and tag.casefold() not in {t.casefold() for t in seen}:
-                seen.append(tag)
-        return pb.Tags(item_id=task.item_id, tags=seen[:5], call=self._template.stamp(call))
+            if tag:
+                kept.setdefault(tag.casefold(), tag)
+        tags = list(kept.values())[:5]
+        return pb.Tags(item_id=task.item_id, tags=tags, call=self._template.stamp(call))

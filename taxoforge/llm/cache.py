@@ -37,14 +37,13 @@ def request_key(cfg: pb.ModelConfig, req: ChatRequest, messages_json: str | None
     """
     if messages_json is not None and messages_json.isascii():
         # json.dumps writes a list as its items' JSON joined by ", " between brackets.
-        def item(value: Any) -> str:
-            return json.dumps(value, sort_keys=True, default=str)
-
-        rest = (req.temperature, req.max_tokens, req.top_p, req.seed)
+        values = (cfg.model, req.temperature, req.max_tokens, req.top_p, req.seed)
+        # Typed: 1 and 1.0 are one dict key but two JSON texts.
+        settings = (values, *map(type, values))
+        model, rest = _SETTINGS_JSON.get(settings) or _settings_json(settings)
         schema = req.json_schema
-        encoded = "null" if schema is None else derived(schema, "key", lambda: item(schema))
-        blob = ", ".join([item(cfg.model), messages_json, *map(item, rest), encoded])
-        return hashlib.sha256(f"[{blob}]".encode()).hexdigest()
+        encoded = "null" if schema is None else derived(schema, "key", lambda: _item(schema))
+        return hashlib.sha256(f"[{model}, {messages_json}, {rest}, {encoded}]".encode()).hexdigest()
     parts: list[Any] = [
         cfg.model,
         req.messages,
@@ -55,6 +54,25 @@ def request_key(cfg: pb.ModelConfig, req: ChatRequest, messages_json: str | None
         req.json_schema,
     ]
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _item(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+# The JSON of recent (model, sampling settings) tuples, as the key writes them: a job's calls
+# repeat a few, and writing them is most of a key's cost beside the hash.
+_SETTINGS_JSON: dict[tuple[Any, ...], tuple[str, str]] = {}
+_SETTINGS_KEPT = 4096
+
+
+def _settings_json(settings: tuple[Any, ...]) -> tuple[str, str]:
+    model, *rest = settings[0]
+    made = (_item(model), ", ".join(map(_item, rest)))
+    if len(_SETTINGS_JSON) >= _SETTINGS_KEPT:
+        _SETTINGS_JSON.clear()  # many seeds: start again rather than grow
+    _SETTINGS_JSON[settings] = made
+    return made
 
 
 class RequestCache:

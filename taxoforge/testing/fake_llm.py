@@ -44,6 +44,8 @@ from typing import Any
 
 from aiohttp import web
 
+from taxoforge.eventloop import loop_factory
+
 __all__ = ["DEGRADE_KINDS", "FakeConfig", "FakeLLM", "build_app", "degraded", "main"]
 
 # The ways a degraded text reply goes wrong (``FakeConfig.degrade_kinds``).
@@ -201,10 +203,6 @@ class FakeStats:
     by_request: Counter[str] = field(default_factory=Counter)
 
 
-def _digest(*parts: Any) -> bytes:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).digest()
-
-
 def _from_schema(schema: dict[str, Any], seed: bytes, path: str = "") -> Any:
     """A value that satisfies the (simple) JSON schema, chosen by ``seed``."""
     h = hashlib.sha256(seed + path.encode()).digest()
@@ -324,11 +322,13 @@ class FakeLLM:
         blob = json.dumps(messages, sort_keys=True)
         self.stats.calls += 1
         # A request is its messages and its sampling settings: two candidates sampled from the
-        # same prompt at different temperatures or seeds are different requests.
-        request_key = json.dumps(
-            [messages, body.get("temperature"), body.get("seed")], sort_keys=True
-        )
-        self.stats.by_request[hashlib.sha256(request_key.encode()).hexdigest()[:16]] += 1
+        # same prompt at different temperatures or seeds are different requests. Its digest
+        # (of ``[messages, temperature, seed]`` as JSON, the messages' written once) names it
+        # in the stats and seeds its reply.
+        temperature, seed = body.get("temperature"), body.get("seed")
+        request_key = f"[{blob}, {json.dumps(temperature)}, {json.dumps(seed)}]"
+        digest = hashlib.sha256(request_key.encode()).digest()
+        self.stats.by_request[digest.hex()[:16]] += 1
         self.stats.inflight += 1
         self.stats.max_inflight = max(self.stats.max_inflight, self.stats.inflight)
         try:
@@ -337,7 +337,7 @@ class FakeLLM:
                 delay += self.config.slow_ms
             if delay > 0:
                 await asyncio.sleep(delay / 1000.0)
-            return self._reply(body, messages, blob)
+            return self._reply(body, messages, blob, digest)
         finally:
             self.stats.inflight -= 1
 
@@ -348,8 +348,10 @@ class FakeLLM:
         return self._failed_seen[blob] <= self.config.fail_times
 
     def _reply(
-        self, body: dict[str, Any], messages: list[dict[str, Any]], blob: str
+        self, body: dict[str, Any], messages: list[dict[str, Any]], blob: str, seed: bytes
     ) -> web.Response:
+        """The reply to a request; ``seed``: its digest (SHA-256 of ``[messages, temperature,
+        seed]`` as JSON, keys sorted)."""
         cfg = self.config
         fmt = body.get("response_format") or {}
         if cfg.fail_pattern and cfg.fail_pattern in blob and self._fails_now(blob):
@@ -368,7 +370,6 @@ class FakeLLM:
                 },
                 status=422,
             )
-        seed = _digest(messages, body.get("temperature"), body.get("seed"))
         canned = next((reply for pattern, reply in cfg.replies if pattern in blob), None)
         schema = None
         if fmt.get("type") == "json_schema":
@@ -484,7 +485,10 @@ def main(argv: list[str] | None = None) -> None:
             latency_ms=ns.latency_ms, degrade_fraction=ns.degrade_fraction, degrade_kinds=kinds
         )
     )
-    web.run_app(build_app(fake), host=ns.host, port=ns.port, print=None, access_log=None)
+    # The services' event loop (TAXOFORGE_EVENT_LOOP), so that a benchmark's fake takes as
+    # little of the machine as they do.
+    loop = loop_factory(os.environ.get("TAXOFORGE_EVENT_LOOP") or "uvloop")()
+    web.run_app(build_app(fake), host=ns.host, port=ns.port, print=None, access_log=None, loop=loop)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from taxoforge import eventloop
+from taxoforge.eventloop import EVENT_LOOPS
 from taxoforge.llm.http1 import ConnectionPool, ProtocolError, ServerDisconnected
 
 Reader = asyncio.StreamReader
@@ -328,3 +330,28 @@ async def test_a_reply_that_says_close_ends_its_connection(
     await pool.post(server.url, b"2", {}, 5)
     assert server.connections == 2
     await pool.close()
+
+
+@pytest.mark.parametrize("loop", EVENT_LOOPS)
+def test_the_client_works_on_each_event_loop_a_service_can_run(loop: str) -> None:
+    # The services run on uvloop by default, whose transports are not asyncio's classes.
+    async def main() -> tuple[list[bytes], int]:
+        server = Server(echo)
+        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+        server.port = listener.sockets[0].getsockname()[1]
+        pool = ConnectionPool()
+        try:
+            replies = await asyncio.gather(
+                *(pool.post(server.url, b"%d" % i, {}, 5) for i in range(20))
+            )
+            replies.append(await pool.post(server.url, b"20", {}, 5))  # a kept connection
+        finally:
+            await pool.close()
+            listener.close()
+            await listener.wait_closed()
+        return [r.body for r in replies], server.connections
+
+    bodies, connections = eventloop.run(main(), loop)
+
+    assert bodies == [b'{"echo": %d}' % i for i in range(21)]
+    assert connections <= 20

@@ -76,3 +76,17 @@ def test_every_setting_that_decides_a_reply_changes_the_key() -> None:
     assert request_key(pb.ModelConfig(model="other"), base, messages_json) != request_key(
         CFG, base, messages_json
     )
+
+
+def test_a_key_made_again_from_remembered_settings_is_the_same() -> None:
+    # The settings' JSON is remembered per (model, sampling) tuple: a second key with the same
+    # settings, or with settings equal in Python but written apart in JSON (1 and 1.0), is
+    # still the reference digest, whichever came first.
+    base = REQUESTS[0]
+    messages_json = json.dumps(base.messages, sort_keys=True, ensure_ascii=False)
+    for temperature in (1, 1.0, 1, 1.0):
+        req = dataclasses.replace(base, temperature=temperature, seed=7)
+        assert request_key(CFG, req, messages_json) == _reference(CFG, req)
+    for seed in range(5000):  # more settings than are remembered: forgotten, not wrong
+        req = dataclasses.replace(base, seed=seed)
+        assert request_key(CFG, req, messages_json) == _reference(CFG, req)
