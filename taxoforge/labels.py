@@ -190,10 +190,19 @@ def spelling_variants(
     deletions: dict[str, list[tuple[str, str]]] = {}
     for label in ordered:
         letters = label.replace(" ", "")
-        spellings = [w for w in {letters, *written.get(label, ())} if len(w) >= _TYPO_MIN_LETTERS]
         head = by_letters.get(letters)
-        if head is None and len(letters) >= _TYPO_MIN_LETTERS and max(letters) < _IDEOGRAPHS:
-            head = _typo_of(spellings, counts[label], counts, deletions)
+        if head is not None:
+            head_of[label] = head
+            continue
+        # Each spelling with its keys (itself and it less one letter): looked up, then, for a
+        # new head, indexed.
+        keyed = [
+            (spelt, {spelt, *_deletions(spelt)})
+            for spelt in {letters, *written.get(label, ())}
+            if len(spelt) >= _TYPO_MIN_LETTERS
+        ]
+        if len(letters) >= _TYPO_MIN_LETTERS and max(letters) < _IDEOGRAPHS:
+            head = _typo_of(keyed, counts[label], counts, deletions)
             if head is not None and _all_known(label, language):
                 head = None
         if head is not None:
@@ -201,8 +210,8 @@ def spelling_variants(
             continue
         head_of[label] = label
         by_letters[letters] = label
-        for spelt in spellings:
-            for key in {spelt, *_deletions(spelt)}:
+        for spelt, keys in keyed:
+            for key in keys:
                 deletions.setdefault(key, []).append((label, spelt))
     return head_of
 
@@ -220,16 +229,17 @@ def _deletions(word: str) -> list[str]:
 
 
 def _typo_of(
-    spellings: Sequence[str],
+    keyed: Sequence[tuple[str, set[str]]],
     count: int,
     counts: Counter[str],
     deletions: dict[str, list[tuple[str, str]]],
 ) -> str | None:
-    """The most frequent head (ties alphabetical) with a spelling one edit from one of
-    ``spellings`` and seen at least _TYPO_RATIO times as often, if any."""
+    """The most frequent head (ties alphabetical) with a spelling one edit from one of the
+    label's spellings (``keyed``: each with its deletion keys) and seen at least _TYPO_RATIO
+    times as often, if any."""
     best: str | None = None
-    for spelt in spellings:
-        for key in [spelt, *_deletions(spelt)]:
+    for spelt, keys in keyed:
+        for key in keys:
             for head, theirs in deletions.get(key, ()):
                 if (
                     counts[head] >= _TYPO_RATIO * count
