@@ -64,10 +64,10 @@ class ProcessSettings(BaseSettings):
     log_level: str = "info"
     # "auto" renders for a terminal when stderr is one, JSON otherwise.
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
-    # The asyncio event loop: "uvloop" (libuv's, written in C: a third or more less CPU per
-    # socket read and write, which the services do several of per model call) or "asyncio"
-    # (the standard library's).
-    event_loop: str = Field(default="uvloop", pattern="^(uvloop|asyncio)$")
+    # The asyncio event loop (taxoforge/eventloop.py): "auto" is uvloop (libuv's, in C; the
+    # services make several socket reads and writes per model call) where it is installed,
+    # "uvloop" insists on it, "asyncio" is the standard library's.
+    event_loop: str = Field(default="auto", pattern="^(auto|uvloop|asyncio)$")
     bus: BusSettings = Field(default_factory=BusSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
 

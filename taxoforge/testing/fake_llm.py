@@ -487,7 +487,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     # The services' event loop (TAXOFORGE_EVENT_LOOP), so that a benchmark's fake takes as
     # little of the machine as they do.
-    loop = loop_factory(os.environ.get("TAXOFORGE_EVENT_LOOP") or "uvloop")()
+    loop = loop_factory(os.environ.get("TAXOFORGE_EVENT_LOOP") or "auto")()
     web.run_app(build_app(fake), host=ns.host, port=ns.port, print=None, access_log=None, loop=loop)
 
 
