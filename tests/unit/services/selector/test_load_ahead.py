@@ -42,8 +42,18 @@ WORKER_PROBE = textwrap.dedent(
     from services.selector import screening
 
     screening._init_worker((0.8, "record"), None)
-    texts = [["a question about rivers", "an answer about rivers"]]
-    screening._check([("r1", "a question about rivers", "an answer", "")], texts, [None])
+    messages = [
+        {"role": "user", "content": "a question about rivers"},
+        {"role": "assistant", "content": "an answer about rivers"},
+    ]
+    example = {
+        "item_id": "r1",
+        "query": "a question about rivers",
+        "response": "an answer about rivers",
+        "messages": messages,
+        "tokens": -1,
+    }
+    screening._check([example])
     print([m for m in ("datasketch", "scipy.integrate") if m in sys.modules])
     """
 )
