@@ -114,6 +114,25 @@ async def _ordered(
     )
 
 
+def _consumer_sequence(msg: Msg) -> int:
+    """The consumer sequence of a JetStream delivery, read from its ack subject alone.
+
+    ``msg.metadata`` parses every field (a timestamp, five integers, three dataclasses), which
+    was a sixth of a scan's CPU; the v1 subject (``$JS.ACK.<stream>.<consumer>.<delivered>.
+    <stream seq>.<consumer seq>.<ns>.<pending>``) has its seventh token here, any other form
+    is left to nats-py."""
+    reply = msg.reply
+    if reply.startswith("$JS.ACK."):
+        tokens = reply.split(".")
+        if len(tokens) == _ACK_V1_TOKENS:
+            return int(tokens[6])
+    return msg.metadata.sequence.consumer
+
+
+# Tokens of a v1 JetStream ack subject (no domain, no account hash).
+_ACK_V1_TOKENS = 9
+
+
 def _deleted(msg: Msg) -> bool:
     """Whether a KV entry is a delete or purge marker (or the server's own marker)."""
     headers = msg.headers or {}
@@ -161,7 +180,7 @@ async def scan(bus: Bus, bucket: str, pattern: str) -> AsyncIterator[tuple[str, 
                         f"scan of {pattern!r}: {seen} of {expected} keys arrived, then nothing "
                         f"for {_SCAN_IDLE_S:.0f} s"
                     ) from exc
-            seen = max(seen + 1, msg.metadata.sequence.consumer)
+            seen = max(seen + 1, _consumer_sequence(msg))
             if _deleted(msg):
                 continue
             yield msg.subject[len(prefix) :], msg.data

@@ -3,11 +3,12 @@ judge's health, and the exact usage behind it)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -25,6 +26,8 @@ from taxoforge.store import ItemKind
 from taxoforge.v1 import common_pb2 as pb
 
 __all__ = ["exact_usage", "generated_examples", "read_generated"]
+
+M = TypeVar("M")
 
 log = structlog.get_logger(__name__)
 
@@ -84,6 +87,53 @@ async def generated_examples(
     outcomes = [o async for o in items.scan(job.id, ItemKind.OUTCOME, pb.ItemOutcome)]
     if len(outcomes) < job.planned:
         raise TransientError(f"{len(outcomes)} of {job.planned} items have ended; not yet")
+    # Read while the examples are written: a scan waits on the server between its records as
+    # long as it works on them, and these need nothing from the pass that writes.
+    versions_read = asyncio.create_task(_listed(items.scan(job.id, ItemKind.JUDGED, pb.Judgment)))
+    usage_read = asyncio.create_task(_item_usage(ctx, job.id))
+    try:
+        written = await _write_examples(ctx, job, outcomes, dest)
+        versions = await versions_read
+        latest, usage = await usage_read
+    finally:
+        versions_read.cancel()
+        usage_read.cancel()
+    judgments, failures, rejected = written
+    # The plan's cells as generation delivered them (the select step counts the kept).
+    composition = await stored_composition(ctx.bus, job.id)
+    if composition is not None:
+        report.composition.CopyFrom(composition)
+    judged = sum(o.judged for o in outcomes)
+    report.judged = len(judgments)
+    report.failed = len(outcomes) - judged
+    for stage, n in Counter(o.failed_stage for o in outcomes if not o.judged).items():
+        report.failures_by_stage[stage] = n
+    count_items(report, judgments)
+    for instruction in rejected:
+        for rejection in instruction.rejections:
+            report.rejections[rejection.reason] += 1
+    report.judge.CopyFrom(judge_health(judgments, versions))
+    reasons = Counter((f.stage, f.reason[:300]) for f in failures.values())
+    for (stage, reason), n in reasons.most_common(_TOP_REASONS):
+        report.failure_reasons.add(stage=stage, reason=reason, items=n)
+    # Every recorded call behind the job's items, counted once.
+    total = usage_of([*latest.values(), *rejected], [], [], versions)
+    add_usage(total, usage)
+    report.usage.CopyFrom(total)
+    # After the usage: the golden set's calls are added to it and to the judge's health.
+    await judge_golden(job, report, judge_addr)
+    return dest
+
+
+_Written = tuple[list[pb.Judgment], dict[tuple[str, str], pb.ItemFailure], list[pb.Instruction]]
+
+
+async def _write_examples(
+    ctx: ServiceContext, job: pb.Job, outcomes: list[pb.ItemOutcome], dest: Path
+) -> _Written:
+    """Every judged item's example, and a line for each item or candidate left out, to
+    ``dest``; the judgments, the failures of unjudged items and the rejected instructions."""
+    items = ctx.items
     judged = {o.item_id for o in outcomes if o.judged}
     judgments: list[pb.Judgment] = []
     with dest.open("w", encoding="utf-8") as fh:
@@ -135,34 +185,19 @@ async def generated_examples(
             item_id = candidates.instruction.item_id
             for drop in _discarded(item_id, Stage.RESPOND, candidates):
                 _drop(drop)
-
-    # The plan's cells as generation delivered them (the select step counts the kept).
-    composition = await stored_composition(ctx.bus, job.id)
-    if composition is not None:
-        report.composition.CopyFrom(composition)
-    report.judged = len(judgments)
-    report.failed = len(outcomes) - len(judged)
-    for stage, n in Counter(o.failed_stage for o in outcomes if not o.judged).items():
-        report.failures_by_stage[stage] = n
-    count_items(report, judgments)
-    for instruction in rejected:
-        for rejection in instruction.rejections:
-            report.rejections[rejection.reason] += 1
-    versions = [v async for v in items.scan(job.id, ItemKind.JUDGED, pb.Judgment)]
-    report.judge.CopyFrom(judge_health(judgments, versions))
-    reasons = Counter((f.stage, f.reason[:300]) for f in failures.values())
-    for (stage, reason), n in reasons.most_common(_TOP_REASONS):
-        report.failure_reasons.add(stage=stage, reason=reason, items=n)
-    report.usage.CopyFrom(await _generation_usage(ctx, job.id, rejected, versions))
-    # After the usage: the golden set's calls are added to it and to the judge's health.
-    await judge_golden(job, report, judge_addr)
-    return dest
+    return judgments, failures, rejected
 
 
-async def _generation_usage(
-    ctx: ServiceContext, job_id: str, rejected: list[pb.Instruction], versions: list[pb.Judgment]
-) -> pb.Usage:
-    """Every recorded call behind the job's items, counted once."""
+async def _listed(records: AsyncIterator[M]) -> list[M]:
+    return [record async for record in records]
+
+
+async def _item_usage(
+    ctx: ServiceContext, job_id: str
+) -> tuple[dict[str, pb.Instruction], pb.Usage]:
+    """Each item's latest instruction (a refined one carries the usage of the versions
+    before it), and the usage of every response and rubric score, summed as they are read
+    (two an item or more: not held)."""
     items = ctx.items
     latest: dict[str, pb.Instruction] = {}
     async for instruction in items.scan(job_id, ItemKind.INSTRUCTION, pb.Instruction):
@@ -171,13 +206,12 @@ async def _generation_usage(
         known = latest.get(refined.item_id)
         if known is None or refined.version > known.version:
             latest[refined.item_id] = refined
-    total = usage_of([*latest.values(), *rejected], [], [], versions)
-    # Responses and rubric scores, two an item or more, are added as they are read, not held.
+    total = pb.Usage()
     async for response in items.scan(job_id, ItemKind.RESPONSE, pb.Response):
         add_usage(total, response.usage)
     async for score in items.scan(job_id, ItemKind.SCORE, pb.Score):
         add_usage(total, score.call.usage)
-    return total
+    return latest, total
 
 
 async def exact_usage(ctx: ServiceContext, job_id: str, base: pb.Usage) -> pb.Usage:

@@ -1,0 +1,25 @@
+"""The scan's reading of a delivery's consumer sequence, against nats-py's full parse."""
+
+from __future__ import annotations
+
+import pytest
+from nats.aio.msg import Msg
+
+from taxoforge.store import _consumer_sequence
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        # v1: $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>
+        "$JS.ACK.KV_items.ord1.1.5071.42.1765100000000000000.17",
+        "$JS.ACK.KV_items.ord1.3.9.1.1765100000000000000.0",
+        # v2: with a domain and an account hash (and the trailing random token)
+        "$JS.ACK.hub.ACCHASH.KV_items.ord1.1.5071.42.1765100000000000000.17.abc",
+        "$JS.ACK._.ACCHASH.KV_items.ord1.2.77.1234.1765100000000000000.0.xyz",
+    ],
+)
+def test_the_consumer_sequence_is_the_one_nats_py_parses(reply: str) -> None:
+    msg = Msg(_client=None, subject="$KV.items.k", reply=reply, data=b"")  # type: ignore[arg-type]
+    expected = Msg(_client=None, subject="$KV.items.k", reply=reply, data=b"")  # type: ignore[arg-type]
+    assert _consumer_sequence(msg) == expected.metadata.sequence.consumer
