@@ -136,6 +136,19 @@ class _BandIndex:
         return np.split(owners[order], ends[:-1])
 
 
+def _shares_a_key(acc: NDArray[np.uint64]) -> NDArray[np.bool_]:
+    """For each row of band keys, whether one of its keys is also in another row."""
+    flat = acc.ravel()
+    order = np.argsort(flat, kind="stable")
+    ordered = flat[order]
+    same = ordered[1:] == ordered[:-1]
+    repeated = np.zeros(flat.size, dtype=bool)
+    repeated[order[1:][same]] = True
+    repeated[order[:-1][same]] = True
+    out: NDArray[np.bool_] = np.any(repeated.reshape(acc.shape), axis=1)
+    return out
+
+
 @dataclass
 class DedupFeatures:
     """A page's records as dedup compares them (``Deduplicator.features``): each record's
@@ -253,7 +266,6 @@ class Deduplicator:
         (all the deciding needs of a record besides its id): each is remembered when it is
         new, so a later record (of this page or the next) is compared with it."""
         keys = features.keys
-        bands: list[list[int]] = []
         hashed: list[tuple[NDArray[np.uint64], ...]] = []
         if self._banding is not None and ids:
             if features.acc is None or features.values is None or features.ends is None:
@@ -264,9 +276,11 @@ class Deduplicator:
             pieces = [values[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True)]
             hashed = [tuple(pieces[i * width : (i + 1) * width]) for i in range(len(ids))]
             acc = features.acc
-            bands = acc.tolist()
             earlier = self._index.lookup(acc)
-            # Keys of this page's remembered records (earlier pages' are in the index).
+            # Keys of this page's remembered records (earlier pages' are in the index), kept
+            # only for records that share a key with another of the page: no other record
+            # could find the rest by them (most records, whose band keys are then not walked).
+            shared = _shares_a_key(acc)
             page_keys: dict[int, list[int]] = {}
             remembered: list[int] = []
         out: list[tuple[str, str] | None] = []
@@ -281,8 +295,9 @@ class Deduplicator:
             index = len(self._ids)
             if self._banding is not None:
                 mine = hashed[i]
-                candidates = set(earlier[i].tolist())
-                for key in bands[i]:
+                candidates = set(earlier[i].tolist()) if earlier[i].size else set()
+                bands = acc[i].tolist() if shared[i] else []
+                for key in bands:
                     candidates.update(page_keys.get(key, ()))
                 if candidates:
                     mine = _distinct(mine)
@@ -293,7 +308,7 @@ class Deduplicator:
                     self._distinct.add(index)
                 self._parts.append(mine)
                 remembered.append(i)
-                for key in bands[i]:
+                for key in bands:
                     page_keys.setdefault(key, []).append(index)
             self._exact[keys[i]] = index
             self._ids.append(item_id)

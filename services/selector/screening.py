@@ -90,7 +90,7 @@ def screen(
     tally = Tally()
     pending: deque[_Page] = deque()
     with (
-        out.open("w", encoding="utf-8") as kept,
+        out.open("wb") as kept,  # the workers' lines come encoded
         dropped.open("a", encoding="utf-8") as drop,
         _Checks(dedup, decontam) as checks,
     ):
@@ -102,10 +102,8 @@ def screen(
         def _read(rows: list[Example | MalformedRow | Dropped]) -> _Page:
             fits: list[Example] = []
             for example in rows:
-                if isinstance(example, dict):
-                    size = len(example["query"].encode()) + len(example["response"].encode())
-                    if size <= max_record_bytes:
-                        fits.append(example)
+                if isinstance(example, dict) and _fits(example, max_record_bytes):
+                    fits.append(example)
             return _Page(rows, fits, checks.submit(fits))
 
         def _write(page: _Page) -> None:
@@ -131,7 +129,7 @@ def screen(
                     _drop(f"r{example.row:07d}", reason, row=example.row, detail=example.reason)
                     continue
                 if id(example) not in verdict_of:
-                    size = len(example["query"].encode()) + len(example["response"].encode())
+                    size = _record_bytes(example)
                     tally.too_large += 1
                     _drop(
                         example["item_id"],
@@ -200,7 +198,23 @@ class _Page:
 
 # A page's dedup features, each example's contamination (None: clean), token count (-1: it
 # had one) and JSON line as the work file holds it (its count in it).
-_Checked = tuple[DedupFeatures, list["Contamination | None"], list[int], list[str]]
+_Checked = tuple[DedupFeatures, list["Contamination | None"], list[int], list[bytes]]
+
+
+def _record_bytes(example: Example) -> int:
+    """The UTF-8 bytes of an example's query and response."""
+    return len(example["query"].encode()) + len(example["response"].encode())
+
+
+def _fits(example: Example, limit: int) -> bool:
+    """Whether an example's query and response are at most ``limit`` bytes, encoded only when
+    their length in characters cannot tell (a character is one to four bytes)."""
+    chars = len(example["query"]) + len(example["response"])
+    if chars * 4 <= limit:
+        return True
+    if chars > limit:
+        return False
+    return _record_bytes(example) <= limit
 
 
 def _record(example: Example) -> Record:
@@ -282,11 +296,11 @@ def _check_with(
     uncounted = [cast("list[dict[str, Any]]", e["messages"]) for e in fits if e["tokens"] < 0]
     counts = iter(messages_tokens_batch(uncounted, threads=1))
     tokens = [next(counts) if e["tokens"] < 0 else -1 for e in fits]
-    lines: list[str] = []
+    lines: list[bytes] = []
     for example, count in zip(fits, tokens, strict=True):
         if count >= 0:
             example["tokens"] = count  # the caller's copy is counted too, from ``tokens``
-        lines.append(json.dumps(example, ensure_ascii=False) + "\n")
+        lines.append((json.dumps(example, ensure_ascii=False) + "\n").encode())
     return features, hits, tokens, lines
 
 

@@ -214,3 +214,18 @@ def test_each_kept_example_is_handed_on_in_the_files_order(tmp_path: Path) -> No
         screen(examples, "job", Deduplicator(0.8), None, out, dropped, 1000, offload, handed.append)
         assert [e["item_id"] for e in handed] == [e["item_id"] for e in _lines(out)]
         assert [e["item_id"] for e in handed] == ["r0000001", "r0000004", "r0000005"]
+
+
+def test_the_record_limit_is_measured_in_utf8_bytes_whatever_the_characters() -> None:
+    # Whether a record fits is decided from its length in characters where that settles it,
+    # and from its bytes otherwise: the same answer as measuring the bytes, at every limit.
+    from services.selector.screening import _fits, _record_bytes
+
+    texts = ["a" * 40, "é" * 40, "語" * 40, "🙂" * 40, "a" * 7 + "🙂" * 9 + "é" * 3, ""]
+    for query in texts:
+        for response in texts:
+            example = to_example(_sft(query or "q", response or "r"), 1, "job")
+            size = _record_bytes(example)
+            for limit in {1, size // 4, size // 2, size - 1, size, size + 1, size * 4, 256 * 1024}:
+                if limit > 0:
+                    assert _fits(example, limit) == (size <= limit), (query, response, limit)
