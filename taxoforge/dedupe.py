@@ -84,42 +84,32 @@ _ASCII_NON_WORD = str.maketrans(
 )
 
 
-# Words hashed so far (blake2b, 8 bytes): a corpus repeats its vocabulary, so each word is
-# hashed once; cleared when it grows past this many (the values never change).
-_WORD_CACHE = 1 << 20
-_word_cache: dict[str, int] = {}
-
-
 def _word_hash(word: str) -> int:
     return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest())
+
+
+class _WordHashes(dict[str, int]):
+    """Words hashed so far (blake2b, 8 bytes): a corpus repeats its vocabulary, so each word
+    is hashed once, the first time it is looked up (a hit is the dictionary's own C look-up;
+    only a miss comes back to Python)."""
+
+    def __missing__(self, word: str) -> int:
+        h = self[word] = _word_hash(word)
+        return h
+
+
+# Cleared when it grows past this many words (the values never change, so a thread that
+# clears it while another reads only makes that one hash some words again).
+_WORD_CACHE = 1 << 20
+_word_cache = _WordHashes()
 
 
 def word_hashes(words: Sequence[str]) -> NDArray[np.uint64]:
     """A stable 64-bit hash of each word (blake2b), in order."""
     cache = _word_cache
-    try:
-        return np.fromiter(map(cache.__getitem__, words), dtype=np.uint64, count=len(words))
-    except KeyError:
-        pass
     if len(cache) > _WORD_CACHE:
         cache.clear()
-    # Only the words not seen yet are hashed; a local copy keeps them if another thread
-    # clears the cache meanwhile.
-    fresh = {word: _word_hash(word) for word in set(words).difference(cache)}
-    cache.update(fresh)
-    try:  # every word is cached now, unless another thread cleared it meanwhile
-        return np.fromiter(map(cache.__getitem__, words), dtype=np.uint64, count=len(words))
-    except KeyError:
-        pass
-    get = cache.get
-
-    def _lookup(word: str) -> int:
-        h = get(word)
-        if h is None:
-            h = fresh.get(word)
-        return _word_hash(word) if h is None else h
-
-    return np.fromiter(map(_lookup, words), dtype=np.uint64, count=len(words))
+    return np.fromiter(map(cache.__getitem__, words), dtype=np.uint64, count=len(words))
 
 
 # Odd 64-bit constants (splitmix64's): mixing is a bijection of 64-bit integers.
