@@ -38,6 +38,16 @@ class JudgeHandler(StageHandler[pb.Candidates]):
     async def run(self, job: pb.Job, candidates: pb.Candidates) -> None:
         instruction = candidates.instruction
         item_id, version = instruction.item_id, instruction.version
+        if not job.recipe.contrastive:
+            # One version an item, never sent back: its judgment is the item's, stored once
+            # under the judgment's own key (a copy per version is for refined items).
+            judgment_key = ItemStore.key(job.id, ItemKind.JUDGMENT, item_id)
+            judged = await self.once(
+                judgment_key, pb.Judgment, self._judge_version, job, candidates
+            )
+            sft, preference = delivers(judged)
+            await self.finish(job, item_id, sft=sft, preference=preference)
+            return
         key = ItemStore.key(job.id, ItemKind.JUDGED, item_id, f"v{version}")
         judged = await self.once(key, pb.Judgment, self._judge_version, job, candidates)
         if judged.contrastive.decision == "refine":

@@ -98,7 +98,11 @@ async def generated_examples(
     finally:
         versions_read.cancel()
         usage_read.cancel()
-    judgments, failures, rejected = written
+    judgments, failures, rejected, unended = written
+    # Each version an item was judged in: stored apart for a job with contrastive filtering
+    # (every version, the last included); otherwise the item's one judgment is its only one.
+    apart = {v.item_id for v in versions}
+    versions += [j for j in (*judgments, *unended) if j.item_id not in apart]
     # The plan's cells as generation delivered them (the select step counts the kept).
     composition = await stored_composition(ctx.bus, job.id)
     if composition is not None:
@@ -125,17 +129,24 @@ async def generated_examples(
     return dest
 
 
-_Written = tuple[list[pb.Judgment], dict[tuple[str, str], pb.ItemFailure], list[pb.Instruction]]
+_Written = tuple[
+    list[pb.Judgment],
+    dict[tuple[str, str], pb.ItemFailure],
+    list[pb.Instruction],
+    list[pb.Judgment],
+]
 
 
 async def _write_examples(
     ctx: ServiceContext, job: pb.Job, outcomes: list[pb.ItemOutcome], dest: Path
 ) -> _Written:
     """Every judged item's example, and a line for each item or candidate left out, to
-    ``dest``; the judgments, the failures of unjudged items and the rejected instructions."""
+    ``dest``; the judgments of judged items, the failures of unjudged items, the rejected
+    instructions, and the judgments of items that did not end judged."""
     items = ctx.items
     judged = {o.item_id for o in outcomes if o.judged}
     judgments: list[pb.Judgment] = []
+    unended: list[pb.Judgment] = []
     with dest.open("w", encoding="utf-8") as fh:
 
         def _drop(dropped: Dropped) -> None:
@@ -143,6 +154,7 @@ async def _write_examples(
 
         async for judgment in items.scan(job.id, ItemKind.JUDGMENT, pb.Judgment):
             if judgment.item_id not in judged:
+                unended.append(judgment)
                 continue
             judgments.append(judgment)
             if not judgment.usable:
@@ -185,7 +197,7 @@ async def _write_examples(
             item_id = candidates.instruction.item_id
             for drop in _discarded(item_id, Stage.RESPOND, candidates):
                 _drop(drop)
-    return judgments, failures, rejected
+    return judgments, failures, rejected, unended
 
 
 async def _listed(records: AsyncIterator[M]) -> list[M]:
