@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict
 
+from taxoforge import jsonl
 from taxoforge.composition import cell_key
 from taxoforge.selection import IMPORT_SHAPES
 
@@ -159,7 +160,7 @@ def load_examples(path: Path) -> Loaded:
         offset = 0
         for line in fh:
             if line.strip():
-                out.candidates.append(candidate_of(json.loads(line)))
+                out.candidates.append(candidate_of(jsonl.loads_fields(line)))
                 out.offsets.append(offset)
             offset += len(line)
     return out

@@ -30,7 +30,6 @@ dataset card's configs point at, need nothing.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import re
 from collections import Counter
@@ -44,6 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from services.selector.examples import Example, Message
+from taxoforge import jsonl
 from taxoforge.selection import EXPORT_FORMATS, PREFERENCE_FORMATS, SFT_FORMATS
 
 __all__ = [
@@ -227,7 +227,7 @@ class _FormatSink:
         self.parquet_path = data_dir / f"{fmt}.parquet"
         self.records = 0
         self.buffer: list[Record] = []
-        self.jsonl: IO[str] | None = self.jsonl_path.open("w", encoding="utf-8", newline="\n")
+        self.jsonl: IO[bytes] | None = self.jsonl_path.open("wb")
         try:
             self.parquet: pq.ParquetWriter | None = pq.ParquetWriter(
                 self.parquet_path, SCHEMAS[fmt]
@@ -238,7 +238,7 @@ class _FormatSink:
 
     def write(self, record: Record) -> None:
         assert self.jsonl is not None, "closed"
-        self.jsonl.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.jsonl.write(jsonl.line(record))
         self.buffer.append(record)
         self.records += 1
         if len(self.buffer) >= self.row_group:
@@ -294,7 +294,7 @@ class ExportWriter:
         self.out_dir = out_dir
         self.formats: tuple[str, ...] = tuple(dict.fromkeys(formats))
         self.skipped: dict[str, Counter[str]] = {fmt: Counter() for fmt in self.formats}
-        self._extras: dict[str, tuple[Path, IO[str], list[int]]] = {}
+        self._extras: dict[str, tuple[Path, IO[bytes], list[int]]] = {}
         self._results: list[WrittenFile] | None = None
         data_dir = out_dir / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -332,7 +332,7 @@ class ExportWriter:
                 raise ValueError(f"invalid side-file kind {kind!r}")
             path = self.out_dir / "meta" / f"{kind}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._extras[kind] = (path, path.open("w", encoding="utf-8", newline="\n"), [0])
+            self._extras[kind] = (path, path.open("wb"), [0])
 
     def write_extra(self, kind: str, record: dict[str, Any]) -> None:
         """Append ``record`` to the side file ``out_dir/meta/<kind>.jsonl`` (e.g. "provenance",
@@ -340,7 +340,7 @@ class ExportWriter:
         self.open_extra(kind)
         _, handle, count = self._extras[kind]
         # default=str: provenance may hold paths or timestamps; a side file must not fail on them.
-        handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        handle.write(jsonl.line(record, default=str))
         count[0] += 1
 
     def close(self) -> list[WrittenFile]:

@@ -18,6 +18,7 @@ from services.selector.golden import judge_golden
 from services.selector.records import contrastive_history, example_of
 from services.selector.report import count_items, judge_health, usage_of
 from services.selector.workfiles import stored_composition
+from taxoforge import jsonl
 from taxoforge.bus import Stage
 from taxoforge.context import ServiceContext
 from taxoforge.errors import TransientError
@@ -150,7 +151,7 @@ async def _write_examples(
     with dest.open("w", encoding="utf-8") as fh:
 
         def _drop(dropped: Dropped) -> None:
-            fh.write(json.dumps(dropped.to_json(), ensure_ascii=False) + "\n")
+            fh.write(jsonl.dumps(dropped.to_json()) + "\n")
 
         async for judgment in items.scan(job.id, ItemKind.JUDGMENT, pb.Judgment):
             if judgment.item_id not in judged:
@@ -165,7 +166,7 @@ async def _write_examples(
             if example is None:
                 _drop(_unusable(judgment, "no response with a valid score"))
                 continue
-            fh.write(json.dumps(example, ensure_ascii=False) + "\n")
+            fh.write(jsonl.dumps(example) + "\n")
         # The judgment is stored before the item ends, so this is never expected; if it
         # happens the item is still accounted for.
         for item_id in sorted(judged - {j.item_id for j in judgments}):

@@ -26,6 +26,7 @@ from services.selector.decontam import (
 from services.selector.dropped import Dropped, drop_record
 from services.selector.examples import Example
 from services.selector.imports import ImportLimits, MalformedRow, TooLargeRow
+from taxoforge import jsonl
 from taxoforge.dedupe import words_of
 from taxoforge.tokens import messages_tokens_batch
 
@@ -300,7 +301,7 @@ def _check_with(
     for example, count in zip(fits, tokens, strict=True):
         if count >= 0:
             example["tokens"] = count  # the caller's copy is counted too, from ``tokens``
-        lines.append((json.dumps(example, ensure_ascii=False) + "\n").encode())
+        lines.append(jsonl.line(example))
     return features, hits, tokens, lines
 
 
