@@ -114,19 +114,20 @@ async def _ordered(
     )
 
 
-def _consumer_sequence(msg: Msg) -> int:
-    """The consumer sequence of a JetStream delivery, read from its ack subject alone.
+def _sequences(msg: Msg) -> tuple[int, int]:
+    """The stream and consumer sequences of a JetStream delivery, read from its ack subject.
 
     ``msg.metadata`` parses every field (a timestamp, five integers, three dataclasses), which
     was a sixth of a scan's CPU; the v1 subject (``$JS.ACK.<stream>.<consumer>.<delivered>.
-    <stream seq>.<consumer seq>.<ns>.<pending>``) has its seventh token here, any other form
-    is left to nats-py."""
+    <stream seq>.<consumer seq>.<ns>.<pending>``) has them as its sixth and seventh tokens,
+    any other form is left to nats-py."""
     reply = msg.reply
     if reply.startswith("$JS.ACK."):
         tokens = reply.split(".")
         if len(tokens) == _ACK_V1_TOKENS:
-            return int(tokens[6])
-    return msg.metadata.sequence.consumer
+            return int(tokens[5]), int(tokens[6])
+    sequence = msg.metadata.sequence
+    return sequence.stream, sequence.consumer
 
 
 # Tokens of a v1 JetStream ack subject (no domain, no account hash).
@@ -180,7 +181,7 @@ async def scan(bus: Bus, bucket: str, pattern: str) -> AsyncIterator[tuple[str, 
                         f"scan of {pattern!r}: {seen} of {expected} keys arrived, then nothing "
                         f"for {_SCAN_IDLE_S:.0f} s"
                     ) from exc
-            seen = max(seen + 1, _consumer_sequence(msg))
+            seen = max(seen + 1, _sequences(msg)[1])
             if _deleted(msg):
                 continue
             yield msg.subject[len(prefix) :], msg.data
@@ -267,7 +268,7 @@ class ItemStore:
 
         async def _deliver(msg: Msg) -> None:
             key = msg.subject[len(prefix) :]
-            on_entry(key, None if _deleted(msg) else msg.data, msg.metadata.sequence.stream)
+            on_entry(key, None if _deleted(msg) else msg.data, _sequences(msg)[0])
 
         # The server drops the consumer of a follower that went away without a word.
         sub = await _ordered(self._bus, KV_ITEMS, pattern, _deliver, DeliverPolicy.ALL, 60.0)

@@ -1,11 +1,12 @@
-"""The scan's reading of a delivery's consumer sequence, against nats-py's full parse."""
+"""A delivery's stream and consumer sequences read from its ack subject, against nats-py's
+full parse."""
 
 from __future__ import annotations
 
 import pytest
 from nats.aio.msg import Msg
 
-from taxoforge.store import _consumer_sequence
+from taxoforge.store import _sequences
 
 
 @pytest.mark.parametrize(
@@ -19,7 +20,9 @@ from taxoforge.store import _consumer_sequence
         "$JS.ACK._.ACCHASH.KV_items.ord1.2.77.1234.1765100000000000000.0.xyz",
     ],
 )
-def test_the_consumer_sequence_is_the_one_nats_py_parses(reply: str) -> None:
+def test_the_sequences_are_the_ones_nats_py_parses(reply: str) -> None:
     msg = Msg(_client=None, subject="$KV.items.k", reply=reply, data=b"")  # type: ignore[arg-type]
     expected = Msg(_client=None, subject="$KV.items.k", reply=reply, data=b"")  # type: ignore[arg-type]
-    assert _consumer_sequence(msg) == expected.metadata.sequence.consumer
+    stream, consumer = _sequences(msg)
+    assert consumer == expected.metadata.sequence.consumer
+    assert stream == expected.metadata.sequence.stream
