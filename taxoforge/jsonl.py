@@ -19,17 +19,12 @@ from typing import Any
 
 import orjson
 
-__all__ = ["dumps", "line", "loads_fields"]
-
-
-def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> str:
-    """``value`` as compact JSON; ``default`` converts what JSON has no type for (as in
-    ``json.dumps``)."""
-    return line(value, default)[:-1].decode()
+__all__ = ["line", "loads_fields"]
 
 
 def line(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
-    """``value`` as one line of JSON Lines (UTF-8, ending in a newline)."""
+    """``value`` as one line of JSON Lines (UTF-8, ending in a newline); ``default`` converts
+    what JSON has no type for (as in ``json.dumps``)."""
     try:
         return orjson.dumps(value, default=default, option=orjson.OPT_APPEND_NEWLINE)
     except TypeError:  # beyond orjson: a huge integer, a non-string key

@@ -148,10 +148,10 @@ async def _write_examples(
     judged = {o.item_id for o in outcomes if o.judged}
     judgments: list[pb.Judgment] = []
     unended: list[pb.Judgment] = []
-    with dest.open("w", encoding="utf-8") as fh:
+    with dest.open("wb") as fh:
 
         def _drop(dropped: Dropped) -> None:
-            fh.write(jsonl.dumps(dropped.to_json()) + "\n")
+            fh.write(jsonl.line(dropped.to_json()))
 
         async for judgment in items.scan(job.id, ItemKind.JUDGMENT, pb.Judgment):
             if judgment.item_id not in judged:
@@ -166,7 +166,7 @@ async def _write_examples(
             if example is None:
                 _drop(_unusable(judgment, "no response with a valid score"))
                 continue
-            fh.write(jsonl.dumps(example) + "\n")
+            fh.write(jsonl.line(example))
         # The judgment is stored before the item ends, so this is never expected; if it
         # happens the item is still accounted for.
         for item_id in sorted(judged - {j.item_id for j in judgments}):

@@ -111,9 +111,11 @@ def screen(
             # Dedup's decisions and the files' order are those of one example at a time.
             features, hits, counts, lines = page.checked.result()
             verdicts = dedup.decide([e["item_id"] for e in page.fits], features)
-            verdict_of = {id(e): v for e, v in zip(page.fits, verdicts, strict=True)}
-            hit_of = {id(e): hit for e, hit in zip(page.fits, hits, strict=True)}
-            line_of = {id(e): line for e, line in zip(page.fits, lines, strict=True)}
+            # Each example that fit: its dedup verdict, its contamination and its line.
+            checked = {
+                id(e): (verdict, hit, line)
+                for e, verdict, hit, line in zip(page.fits, verdicts, hits, lines, strict=True)
+            }
             for fit, count in zip(page.fits, counts, strict=True):
                 if count >= 0:
                     fit["tokens"] = count
@@ -129,7 +131,7 @@ def screen(
                     reason = "too_large" if isinstance(example, TooLargeRow) else "malformed"
                     _drop(f"r{example.row:07d}", reason, row=example.row, detail=example.reason)
                     continue
-                if id(example) not in verdict_of:
+                if id(example) not in checked:
                     size = _record_bytes(example)
                     tally.too_large += 1
                     _drop(
@@ -141,7 +143,7 @@ def screen(
                     )
                     continue
                 tally.shapes[example["shape"]] = tally.shapes.get(example["shape"], 0) + 1
-                duplicate = verdict_of[id(example)]
+                duplicate, hit, line = checked[id(example)]
                 if duplicate is not None:
                     reason, detail = duplicate
                     if reason == "duplicate":
@@ -150,7 +152,6 @@ def screen(
                         tally.near_duplicates += 1
                     _drop(example["item_id"], reason, detail=detail)
                     continue
-                hit = hit_of[id(example)]
                 if hit is not None:
                     tally.contaminated[hit.benchmark] = tally.contaminated.get(hit.benchmark, 0) + 1
                     _drop(
@@ -161,7 +162,7 @@ def screen(
                     )
                     continue
                 tally.kept += 1
-                kept.write(line_of[id(example)])
+                kept.write(line)
                 if on_kept is not None:
                     on_kept(example)
 
