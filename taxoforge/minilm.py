@@ -26,7 +26,7 @@ from safetensors.numpy import load_file
 from scipy.special import erf
 from tokenizers import Tokenizer
 
-from taxoforge.model_cache import content_hash, default_cache_dir, write_atomically
+from taxoforge.model_cache import content_hash, default_cache_dir, locate, write_atomically
 
 __all__ = [
     "GRAPH_VERSION",
@@ -280,7 +280,8 @@ class OnnxMiniLM(MiniLM):
         The graph is built once per machine: serialized under ``cache_dir`` (default
         :func:`~taxoforge.model_cache.default_cache_dir`), named by the weights' content hash
         and :data:`GRAPH_VERSION`, and later sessions load that file (no weights in numpy, no
-        graph in Python, no ``check_model``). The same bytes either way, so the same vectors.
+        graph in Python, no ``check_model``), or the one made at install
+        (:func:`~taxoforge.model_cache.locate`). The same bytes either way, so the same vectors.
         ``build_in_child``: a missing graph is built by a child process, so building's peak
         memory (weights, graph and its bytes at once: ~540 MiB) is never this process's; it
         is built here if the child fails (e.g. the cache cannot be written).
@@ -294,9 +295,9 @@ class OnnxMiniLM(MiniLM):
         self._build_in_child = build_in_child
         key = content_hash(self._model_dir, _GRAPH_FILES)[:32]
         kind = "int8" if int8 else "fp32"
-        self.path = (cache_dir or default_cache_dir()) / (
-            f"onnx-minilm-g{GRAPH_VERSION}-{key}-{kind}.onnx"
-        )
+        name = f"onnx-minilm-g{GRAPH_VERSION}-{key}-{kind}.onnx"
+        self.path = locate(name, cache_dir)  # the cache directory's, or the one installed
+        self._own = (cache_dir or default_cache_dir()) / name  # where a graph built here goes
         self._session = self._load_or_build()
         self._layers = []
         self._word = self._pos = self._type = np.zeros((0, self.dim), dtype=np.float32)
@@ -322,6 +323,7 @@ class OnnxMiniLM(MiniLM):
                 return self._new_session(str(self.path))
             except Exception as exc:  # unreadable (ORT raises its own kinds): built again
                 log.warning("onnx_graph_unreadable", path=str(self.path), error=str(exc))
+        self.path = self._own
         if self._build_in_child and _build_in_child(self._model_dir, self.path, int8=self.int8):
             try:
                 return self._new_session(str(self.path))

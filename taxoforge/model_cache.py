@@ -2,6 +2,11 @@
 the ONNX encoder's graph), kept under one cache directory and named by a content hash of the
 model files they came from, so a new wheel or new builder code never reuses a stale file.
 
+``taxoforge models`` makes them when taxoforge is installed (``make install``, the image's
+build), into the environment itself (:func:`installed_dir`): a new machine, or a new pod whose
+home is an empty volume, then loads them instead of paying for them (~15 s of two cores) in its
+first job. A file is looked for in the cache directory first, then there (:func:`locate`).
+
 Writers each write a temporary file and rename it into place, so a concurrent reader sees the
 old name or the whole file, never a torn one; a cache that cannot be written costs time (the
 file is made again next time), never correctness.
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -19,7 +25,7 @@ from typing import BinaryIO
 
 import structlog
 
-__all__ = ["content_hash", "default_cache_dir", "write_atomically"]
+__all__ = ["content_hash", "default_cache_dir", "installed_dir", "locate", "write_atomically"]
 
 log = structlog.get_logger(__name__)
 
@@ -28,6 +34,23 @@ def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/taxoforge`` or ``~/.cache/taxoforge``."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "taxoforge"
+
+
+def installed_dir() -> Path:
+    """Where ``taxoforge models`` puts the files by default: inside the Python environment
+    (``<venv>/share/taxoforge/models``), made with it and gone with it."""
+    return Path(sys.prefix) / "share" / "taxoforge" / "models"
+
+
+def locate(name: str, cache_dir: Path | None = None) -> Path:
+    """The file ``name`` to read: the cache directory's (``cache_dir``, default
+    :func:`default_cache_dir`), else the one made at install (:func:`installed_dir`), else the
+    cache directory's path, where it is to be made."""
+    own = (cache_dir or default_cache_dir()) / name
+    if own.is_file():
+        return own
+    made = installed_dir() / name
+    return made if made.is_file() else own
 
 
 def content_hash(model_dir: Path, names: Sequence[str]) -> str:
@@ -62,6 +85,7 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> bool:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         try:
+            os.fchmod(fd, 0o644)  # derived from public weights: readable by a runtime user
             with os.fdopen(fd, "wb") as fh:
                 write(fh)
             os.replace(tmp, path)  # atomic: readers see the old name or the whole file

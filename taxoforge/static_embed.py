@@ -26,7 +26,7 @@ from scipy import sparse
 from tokenizers import Tokenizer
 
 from taxoforge.minilm import installed_model_dir
-from taxoforge.model_cache import content_hash, default_cache_dir, write_atomically
+from taxoforge.model_cache import content_hash, default_cache_dir, locate, write_atomically
 
 __all__ = ["StaticMiniLM", "default_cache_dir", "distill_table"]
 
@@ -44,16 +44,17 @@ _DISTIL_BATCH = 2048
 MAX_TOKENS = 512
 
 
-def distill_table(model_dir: Path, dims: int, sif: float) -> F32:
+def distill_table(model_dir: Path, dims: int, sif: float, cache_dir: Path | None = None) -> F32:
     """The weighted token table: (vocabulary, dims) float32.
 
     ``dims`` 0 (or >= the model's width) keeps every dimension; ``sif`` is the SIF coefficient
     ``a`` of the weight ``a / (a + p(rank))`` with ``p`` a Zipf law over token ids (WordPiece
-    vocabularies list common pieces first).
+    vocabularies list common pieces first). The ONNX encoder it runs keeps its graph under
+    ``cache_dir`` (as :class:`~taxoforge.minilm.OnnxMiniLM`).
     """
     from taxoforge.minilm import OnnxMiniLM
 
-    encoder = OnnxMiniLM(model_dir, int8=False)
+    encoder = OnnxMiniLM(model_dir, int8=False, cache_dir=cache_dir)
     cls_id = encoder.tokenizer.token_to_id("[CLS]")
     sep_id = encoder.tokenizer.token_to_id("[SEP]")
     vocab = encoder.tokenizer.get_vocab_size(with_added_tokens=True)
@@ -95,15 +96,18 @@ class StaticMiniLM:
         sif: float = 1e-4,
         cache_dir: Path | None = None,
     ) -> None:
-        """Load the table from ``cache_dir`` (default :func:`default_cache_dir`), computing
-        and storing it first if it is not there."""
+        """Load the table from ``cache_dir`` (default :func:`default_cache_dir`) or from the
+        files made at install (:func:`~taxoforge.model_cache.locate`), computing and storing it
+        under ``cache_dir`` first if neither holds it."""
         model_dir = model_dir or installed_model_dir()
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
         key = content_hash(model_dir, _MODEL_FILES)[:32]
         name = f"static-minilm-v{_VERSION}-{key}-{dims}d-sif{sif:g}.npy"
-        self.path = (cache_dir or default_cache_dir()) / name
+        self.path = locate(name, cache_dir)
+        self._own = (cache_dir or default_cache_dir()) / name  # where a table made here goes
+        self._cache_dir = cache_dir
         self.table = self._load_or_make(model_dir, dims, sif)
         self.dim = int(self.table.shape[1])
 
@@ -114,8 +118,9 @@ class StaticMiniLM:
         except (OSError, ValueError):
             pass  # missing or unreadable: made again below
         start = time.perf_counter()
-        table = distill_table(model_dir, dims, sif)
+        table = distill_table(model_dir, dims, sif, cache_dir=self._cache_dir)
         elapsed = time.perf_counter() - start
+        self.path = self._own
         write_atomically(self.path, lambda fh: np.save(fh, table, allow_pickle=False))
         log.info("static_table_made", path=str(self.path), seconds=round(elapsed, 2))
         return table

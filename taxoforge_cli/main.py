@@ -353,6 +353,19 @@ def cmd_demo(ns: argparse.Namespace) -> None:
     console.print(f"[green]done[/green]: datasets in {out}")
 
 
+def cmd_models(ns: argparse.Namespace) -> None:
+    """Make the files the local embedder derives from the installed model, once, where
+    taxoforge is installed (``make install`` and the image's build run this)."""
+    del ns
+    from taxoforge.embeddings import make_model_files
+
+    start = time.perf_counter()
+    files = make_model_files()
+    for path in files:
+        console.print(f"{path}  {path.stat().st_size / 2**20:.1f} MiB", soft_wrap=True)
+    console.print(f"{len(files)} model files ready in {time.perf_counter() - start:.1f} s")
+
+
 def cmd_fake_llm(ns: argparse.Namespace) -> None:
     """Serve the FAKE model server (tests and benchmarks)."""
     from taxoforge.testing.fake_llm import main as fake_main
@@ -455,6 +468,13 @@ def _parser() -> argparse.ArgumentParser:
         "(default: when run from a terminal)",
     )
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "models",
+        help="make the local embedder's files (ONNX graph, static table) where taxoforge is "
+        "installed, so no job pays for them (make install and the image run this)",
+    )
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("fake-llm", help="serve the FAKE model server used by tests and benchmarks")
     p.add_argument("--port", type=int, default=8099)

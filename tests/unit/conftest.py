@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 
 import pytest
 
@@ -24,3 +25,15 @@ def _clean_taxoforge_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.upper().startswith("TAXOFORGE_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="module")
+def no_installed_model_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The files ``taxoforge models`` made at install are not there (an empty folder stands
+    for them), so a test of how they are made and cached sees only its own cache directory."""
+    from taxoforge import model_cache
+
+    empty = tmp_path_factory.mktemp("installed-models")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(model_cache, "installed_dir", lambda: empty)
+        yield

@@ -13,6 +13,9 @@ import pytest
 from taxoforge import minilm
 from taxoforge.minilm import OnnxMiniLM
 
+# Each test makes its files in its own cache directory, none installed.
+pytestmark = pytest.mark.usefixtures("no_installed_model_files")
+
 TEXTS = ["python decorators", "cooking pasta al dente", "a b", "machine learning basics"]
 
 

@@ -1,14 +1,20 @@
-"""Files made once per machine: named by a content hash, written whole or not at all."""
+"""Files made once per machine: named by a content hash, written whole or not at all, made at
+install by `taxoforge models` and found there."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from taxoforge import model_cache
-from taxoforge.model_cache import content_hash, write_atomically
+from taxoforge import minilm, model_cache, static_embed
+from taxoforge.minilm import OnnxMiniLM
+from taxoforge.model_cache import content_hash, locate, write_atomically
+from taxoforge.static_embed import StaticMiniLM
+from taxoforge_cli.main import main as cli_main
 
 
 def test_the_hash_follows_the_files_bytes(tmp_path: Path) -> None:
@@ -46,3 +52,81 @@ def test_an_unwritable_directory_is_reported_not_raised(tmp_path: Path) -> None:
 def test_the_cache_dir_defaults_under_the_users_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", "/somewhere")
     assert model_cache.default_cache_dir() == Path("/somewhere/taxoforge")
+
+
+def test_a_file_is_read_from_the_cache_then_from_the_install_else_made_in_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    installed, cache = tmp_path / "installed", tmp_path / "cache"
+    monkeypatch.setattr(model_cache, "installed_dir", lambda: installed)
+    assert locate("graph.onnx", cache) == cache / "graph.onnx"  # neither: made in the cache
+    installed.mkdir()
+    (installed / "graph.onnx").write_bytes(b"made at install")
+    assert locate("graph.onnx", cache) == installed / "graph.onnx"
+    assert write_atomically(cache / "graph.onnx", lambda fh: fh.write(b"made here"))
+    assert locate("graph.onnx", cache) == cache / "graph.onnx"
+    assert (cache / "graph.onnx").stat().st_mode & 0o777 == 0o644  # a runtime user reads it
+
+
+def test_the_install_dir_is_inside_the_python_environment() -> None:
+    assert model_cache.installed_dir() == Path(sys.prefix) / "share" / "taxoforge" / "models"
+
+
+def test_taxoforge_models_makes_the_configured_encoders_files_where_jobs_find_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`taxoforge models` (run by `make install` and the image's build) makes each configured
+    local encoder's files once, in the install dir, and a process with an empty cache of its
+    own then loads them instead of making them."""
+    installed, cache = tmp_path / "installed", tmp_path / "empty-home-cache"
+    monkeypatch.setattr(model_cache, "installed_dir", lambda: installed)
+    monkeypatch.setenv("TAXOFORGE_EMBED_ENCODER", "onnx")  # clustering's
+    monkeypatch.setenv("TAXOFORGE_EMBED_TAGS_ENCODER", "static")
+    monkeypatch.setenv("TAXOFORGE_EMBED_STATIC_DIMS", "8")
+    distills: list[int] = []
+
+    def fake_distill(
+        model_dir: Path, dims: int, sif: float, cache_dir: Path | None = None
+    ) -> np.ndarray:  # a stand-in table: the real one runs the vocabulary through ONNX
+        distills.append(dims)
+        return np.random.default_rng(0).normal(size=(30522, dims)).astype(np.float32)
+
+    monkeypatch.setattr(static_embed, "distill_table", fake_distill)
+    cli_main(["models"])
+    made = sorted(p.name for p in installed.iterdir())
+    assert len(made) == 2 and distills == [8], made
+    assert made[0].startswith("onnx-minilm-") and made[0].endswith("-fp32.onnx")
+    assert made[1].startswith("static-minilm-") and "-8d-" in made[1]
+    printed = capsys.readouterr()
+    assert "2 model files ready" in printed.out + printed.err
+    cli_main(["models"])  # already there: nothing made again
+    assert distills == [8]
+
+    def no_build(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a file made at install is made again")
+
+    monkeypatch.setattr(static_embed, "distill_table", no_build)
+    monkeypatch.setattr(minilm, "_onnx_graph", no_build)
+    monkeypatch.setattr(minilm, "_build_in_child", no_build)
+    static = StaticMiniLM(dims=8, cache_dir=cache)
+    onnx = OnnxMiniLM(int8=False, cache_dir=cache)
+    assert static.path.parent == installed and onnx.path.parent == installed
+    assert onnx.encode(["hello"]).shape == (1, 384)
+    assert not cache.exists()
+
+
+def test_a_damaged_installed_file_is_made_again_in_the_cache_not_over_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    installed, cache = tmp_path / "installed", tmp_path / "cache"
+    monkeypatch.setattr(model_cache, "installed_dir", lambda: installed)
+    monkeypatch.setattr(
+        static_embed,
+        "distill_table",
+        lambda *a, **k: np.ones((30522, 4), dtype=np.float32),
+    )
+    name = StaticMiniLM(dims=4, cache_dir=installed).path.name
+    (installed / name).write_bytes(b"torn")
+    again = StaticMiniLM(dims=4, cache_dir=cache)
+    assert again.path == cache / name and again.table.shape == (30522, 4)
+    assert (installed / name).read_bytes() == b"torn"

@@ -15,9 +15,14 @@ from taxoforge.embeddings import EmbedSettings, LocalMiniLM, make_encoder
 from taxoforge.minilm import installed_model_dir
 from taxoforge.static_embed import StaticMiniLM
 
+# Each test makes its files in its own cache directory, none installed.
+pytestmark = pytest.mark.usefixtures("no_installed_model_files")
+
 
 def _fake_table(calls: list[tuple[int, float]]):  # type: ignore[no-untyped-def]
-    def distill(model_dir: Path, dims: int, sif: float) -> NDArray[np.float32]:
+    def distill(
+        model_dir: Path, dims: int, sif: float, cache_dir: Path | None = None
+    ) -> NDArray[np.float32]:
         calls.append((dims, sif))
         rng = np.random.default_rng(dims)
         return rng.normal(size=(30522, dims or 384)).astype(np.float32)
@@ -87,7 +92,9 @@ def test_a_vector_is_the_normalized_sum_of_its_token_rows(
 
 
 @pytest.fixture(scope="module")
-def distilled(tmp_path_factory: pytest.TempPathFactory) -> StaticMiniLM:
+def distilled(
+    tmp_path_factory: pytest.TempPathFactory, no_installed_model_files: None
+) -> StaticMiniLM:
     """The real table, made from the installed model (~20 s) into a private cache."""
     return StaticMiniLM(cache_dir=tmp_path_factory.mktemp("static-cache"))
 
