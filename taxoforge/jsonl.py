@@ -1,4 +1,5 @@
-"""JSON Lines, fast: the work files and exports the selector writes by the hundred thousand.
+"""JSON Lines, fast: the work files and exports the selector writes by the hundred thousand,
+and the small JSON values every model call reads and writes (its reply, its cache entry).
 
 orjson writes and reads JSON several times faster than the standard library. It writes compact
 JSON (no spaces after separators), keeps non-ASCII text as UTF-8, and writes NaN and the
@@ -8,7 +9,8 @@ form, so no value is refused or changed here.
 
 :func:`loads_fields` is for reading back fields of a line, not whole records: orjson reads an
 integer beyond 64 bits as a float, so a record that is passed on (an export) is read with
-``json.loads``.
+``json.loads``. What orjson will not read (a lone surrogate escaped, which ``json`` reads
+into a string) is read by ``json``, so nothing ``json`` reads is refused here either.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["line", "loads_fields"]
+__all__ = ["encode", "line", "loads_fields"]
 
 
 def line(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
@@ -28,10 +30,24 @@ def line(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
     try:
         return orjson.dumps(value, default=default, option=orjson.OPT_APPEND_NEWLINE)
     except TypeError:  # beyond orjson: a huge integer, a non-string key
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=default)
-        return (text + "\n").encode()
+        return (_compact(value, default) + "\n").encode()
+
+
+def encode(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
+    """``value`` as compact JSON in UTF-8 (as :func:`line`, without the newline)."""
+    try:
+        return orjson.dumps(value, default=default)
+    except TypeError:
+        return _compact(value, default).encode()
+
+
+def _compact(value: Any, default: Callable[[Any], Any] | None) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=default)
 
 
 def loads_fields(data: bytes | str) -> Any:
     """A line's JSON, for the fields read of it (integers beyond 64 bits come back as floats)."""
-    return orjson.loads(data)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:  # a lone surrogate escaped, say: json reads it
+        return json.loads(data)

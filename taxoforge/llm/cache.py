@@ -20,6 +20,7 @@ from nats.js.errors import KeyNotFoundError
 
 from taxoforge.bus.connection import Bus
 from taxoforge.bus.topology import KV_LLM_CACHE
+from taxoforge.jsonl import encode, loads_fields
 from taxoforge.llm.schema import derived
 from taxoforge.llm.types import ChatRequest, ChatResult
 from taxoforge.v1 import common_pb2 as pb
@@ -100,7 +101,7 @@ class RequestCache:
             return None
         if not entry.value:
             return None
-        data = json.loads(entry.value)
+        data = loads_fields(entry.value)
         return ChatResult(
             text=data["text"],
             prompt_tokens=int(data.get("prompt_tokens", 0)),
@@ -120,6 +121,4 @@ class RequestCache:
         }
         # Published without waiting for JetStream's ack: a lost entry is only a future miss, and
         # the round trip would otherwise be paid on every model call.
-        await self._bus.nc.publish(
-            f"$KV.{KV_LLM_CACHE}.{self._entry(key)}", json.dumps(value, ensure_ascii=False).encode()
-        )
+        await self._bus.nc.publish(f"$KV.{KV_LLM_CACHE}.{self._entry(key)}", encode(value))

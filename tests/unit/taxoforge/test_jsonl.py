@@ -42,3 +42,16 @@ def test_default_converts_what_json_has_no_type_for() -> None:
 def test_fields_read_back_are_the_written_ones() -> None:
     value = {"item_id": "r0000001", "tokens": 42, "judge_score": 87.5, "language": "fr"}
     assert jsonl.loads_fields(jsonl.line(value)) == value
+
+
+def test_a_value_is_encoded_as_its_line_without_the_newline() -> None:
+    for value in ({"text": "héllo ✓", "n": 3, "x": None}, {"big": 2**70, 1: "key"}, [1.5, "a"]):
+        assert jsonl.encode(value) + b"\n" == jsonl.line(value)
+        assert json.loads(jsonl.encode(value)) == json.loads(jsonl.line(value))
+
+
+def test_what_orjson_will_not_read_is_read_by_json() -> None:
+    """A model's reply may escape half a surrogate pair: json reads it, so it is not refused."""
+    reply = b'{"choices": [{"message": {"content": "a\\ud800b"}}]}'
+    assert jsonl.loads_fields(reply) == json.loads(reply)
+    assert jsonl.loads_fields(reply)["choices"][0]["message"]["content"] == "a\ud800b"
