@@ -358,9 +358,13 @@ def cmd_models(ns: argparse.Namespace) -> None:
     taxoforge is installed (``make install`` and the image's build run this)."""
     del ns
     from taxoforge.embeddings import make_model_files
+    from taxoforge.minilm import MiniLMNotInstalled
 
     start = time.perf_counter()
-    files = make_model_files()
+    try:
+        files = make_model_files()
+    except MiniLMNotInstalled as exc:
+        raise CLIError(str(exc)) from None
     for path in files:
         console.print(f"{path}  {path.stat().st_size / 2**20:.1f} MiB", soft_wrap=True)
     console.print(f"{len(files)} model files ready in {time.perf_counter() - start:.1f} s")

@@ -130,3 +130,18 @@ def test_a_damaged_installed_file_is_made_again_in_the_cache_not_over_it(
     again = StaticMiniLM(dims=4, cache_dir=cache)
     assert again.path == cache / name and again.table.shape == (30522, 4)
     assert (installed / name).read_bytes() == b"torn"
+
+
+def test_taxoforge_models_without_the_model_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def missing() -> Path:
+        raise minilm.MiniLMNotInstalled("the local embedding model is not installed: pip ...")
+
+    monkeypatch.setattr(minilm, "installed_model_dir", missing)
+    with pytest.raises(SystemExit) as exited:
+        cli_main(["models"])
+    assert exited.value.code == 1
+    printed = capsys.readouterr()
+    assert "the local embedding model is not installed" in printed.out + printed.err
+    assert "Traceback" not in printed.out + printed.err
