@@ -37,7 +37,7 @@ def default_cache_dir() -> Path:
 
 
 def installed_dir() -> Path:
-    """Where ``taxoforge models`` puts the files by default: inside the Python environment
+    """Where ``taxoforge models`` puts the files: inside the Python environment
     (``<venv>/share/taxoforge/models``), made with it and gone with it."""
     return Path(sys.prefix) / "share" / "taxoforge" / "models"
 
