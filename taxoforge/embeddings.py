@@ -45,7 +45,7 @@ from taxoforge import model_cache
 from taxoforge.errors import PermanentError, TransientError
 from taxoforge.llm.endpoints import Endpoint, ModelChoiceError, ModelRegistry
 from taxoforge.minilm import GRAPH_VERSION, MiniLM, OnnxMiniLM, installed_model_dir
-from taxoforge.model_cache import content_hash, default_cache_dir
+from taxoforge.model_cache import content_hash
 from taxoforge.static_embed import StaticMiniLM
 
 __all__ = [
@@ -362,7 +362,7 @@ def tag_store(encoder: str) -> DiskVectorStore | None:
     dim = 384
     version = f"g{GRAPH_VERSION}" if encoder.startswith("onnx") else f"d{dim}"
     name = f"tag-vectors-{encoder}-{version}-{model_hash[:16]}.sqlite"
-    path = (settings.cache_dir or default_cache_dir()) / name
+    path = model_cache.cache_path(name, settings.cache_dir)
     with _model_lock:
         store = _tag_stores.get(str(path))
         if store is None or store.size != settings.tag_store_size:

@@ -26,7 +26,7 @@ from safetensors.numpy import load_file
 from scipy.special import erf
 from tokenizers import Tokenizer
 
-from taxoforge.model_cache import content_hash, default_cache_dir, locate, write_atomically
+from taxoforge.model_cache import cache_path, content_hash, locate, write_atomically
 
 __all__ = [
     "GRAPH_VERSION",
@@ -297,7 +297,7 @@ class OnnxMiniLM(MiniLM):
         kind = "int8" if int8 else "fp32"
         name = f"onnx-minilm-g{GRAPH_VERSION}-{key}-{kind}.onnx"
         self.path = locate(name, cache_dir)  # the cache directory's, or the one installed
-        self._own = (cache_dir or default_cache_dir()) / name  # where a graph built here goes
+        self._cache_dir = cache_dir
         self._session = self._load_or_build()
         self._layers = []
         self._word = self._pos = self._type = np.zeros((0, self.dim), dtype=np.float32)
@@ -323,7 +323,7 @@ class OnnxMiniLM(MiniLM):
                 return self._new_session(str(self.path))
             except Exception as exc:  # unreadable (ORT raises its own kinds): built again
                 log.warning("onnx_graph_unreadable", path=str(self.path), error=str(exc))
-        self.path = self._own
+        self.path = cache_path(self.path.name, self._cache_dir)  # built here: kept in the cache
         if self._build_in_child and _build_in_child(self._model_dir, self.path, int8=self.int8):
             try:
                 return self._new_session(str(self.path))

@@ -25,7 +25,14 @@ from typing import BinaryIO
 
 import structlog
 
-__all__ = ["content_hash", "default_cache_dir", "installed_dir", "locate", "write_atomically"]
+__all__ = [
+    "cache_path",
+    "content_hash",
+    "default_cache_dir",
+    "installed_dir",
+    "locate",
+    "write_atomically",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +43,12 @@ def default_cache_dir() -> Path:
     return Path(base) / "taxoforge"
 
 
+def cache_path(name: str, cache_dir: Path | None = None) -> Path:
+    """Where the file ``name`` is made and kept: under ``cache_dir``, default
+    :func:`default_cache_dir`."""
+    return (cache_dir or default_cache_dir()) / name
+
+
 def installed_dir() -> Path:
     """Where ``taxoforge models`` puts the files: inside the Python environment
     (``<venv>/share/taxoforge/models``), made with it and gone with it."""
@@ -43,10 +56,10 @@ def installed_dir() -> Path:
 
 
 def locate(name: str, cache_dir: Path | None = None) -> Path:
-    """The file ``name`` to read: the cache directory's (``cache_dir``, default
-    :func:`default_cache_dir`), else the one made at install (:func:`installed_dir`), else the
-    cache directory's path, where it is to be made."""
-    own = (cache_dir or default_cache_dir()) / name
+    """The file ``name`` to read: the cache directory's (:func:`cache_path`), else the one made
+    at install (:func:`installed_dir`), else the cache directory's path, where it is to be
+    made."""
+    own = cache_path(name, cache_dir)
     if own.is_file():
         return own
     made = installed_dir() / name

@@ -26,7 +26,13 @@ from scipy import sparse
 from tokenizers import Tokenizer
 
 from taxoforge.minilm import installed_model_dir
-from taxoforge.model_cache import content_hash, default_cache_dir, locate, write_atomically
+from taxoforge.model_cache import (
+    cache_path,
+    content_hash,
+    default_cache_dir,
+    locate,
+    write_atomically,
+)
 
 __all__ = ["StaticMiniLM", "default_cache_dir", "distill_table"]
 
@@ -106,7 +112,6 @@ class StaticMiniLM:
         key = content_hash(model_dir, _MODEL_FILES)[:32]
         name = f"static-minilm-v{_VERSION}-{key}-{dims}d-sif{sif:g}.npy"
         self.path = locate(name, cache_dir)
-        self._own = (cache_dir or default_cache_dir()) / name  # where a table made here goes
         self._cache_dir = cache_dir
         self.table = self._load_or_make(model_dir, dims, sif)
         self.dim = int(self.table.shape[1])
@@ -120,7 +125,7 @@ class StaticMiniLM:
         start = time.perf_counter()
         table = distill_table(model_dir, dims, sif, cache_dir=self._cache_dir)
         elapsed = time.perf_counter() - start
-        self.path = self._own
+        self.path = cache_path(self.path.name, self._cache_dir)  # made here: kept in the cache
         write_atomically(self.path, lambda fh: np.save(fh, table, allow_pickle=False))
         log.info("static_table_made", path=str(self.path), seconds=round(elapsed, 2))
         return table
