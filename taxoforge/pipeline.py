@@ -97,9 +97,10 @@ def _spend_check(
 ) -> Callable[[], Awaitable[None]]:
     """A check that stops the job once it has spent ``limit``.
 
-    What other processes spent is at most about 1.5 s old (they write it once a second; it
-    is read at most every half second), what this process spent is exact; calls already in
-    flight finish, so a job overshoots by those and by other processes' last second.
+    What this process spent is exact; what the others spent is what they wrote (each paid
+    call as it is sent, with its prompt's estimate; replies with the next write or within a
+    second), read at most every 0.2 s. Calls already in flight finish, so a job overshoots by
+    their replies.
     """
 
     async def _check() -> None:
@@ -119,7 +120,10 @@ def over_limit(limit: pb.SpendLimit, spent: pb.Usage) -> str:
     """Why ``spent`` has reached ``limit`` (a job's reason to stop), or "" when it has not."""
     tokens = spent.prompt_tokens + spent.completion_tokens
     if limit.tokens > 0 and tokens >= limit.tokens:
-        return f"spend limit reached: {tokens:,} tokens used, the limit is {limit.tokens:,}"
+        return (
+            f"spend limit reached: {tokens:,} tokens spent (prompts of calls in flight "
+            f"included), the limit is {limit.tokens:,}"
+        )
     if limit.cost_usd > 0 and spent.cost_usd >= limit.cost_usd:
         return (
             f"spend limit reached: ${spent.cost_usd:.4f} spent, the limit is ${limit.cost_usd:.4f}"

@@ -8,8 +8,11 @@ judged over gRPC, a call that failed validation).
 A paid call is counted *before* its request leaves the process (write-ahead): a call still in
 flight when the process is killed is in the job's usage, and so is its redo. Writes are grouped:
 a call waits for the next write of this process's total for its job, and one KV put covers every
-call that registered meanwhile. Tokens and cost are added when the reply arrives and written
-about once a second (and before a stage ends an item).
+call that registered meanwhile. The call is written with its prompt's estimate
+(:func:`taxoforge.llm.metering.prompt_estimate`), so every process checking the job's spend
+limit sees calls in flight; the reply's tokens and cost replace the estimate when it arrives
+(a call with no reply gives it back), written about once a second, with the next call's write,
+and before a stage ends an item.
 """
 
 from __future__ import annotations
@@ -126,8 +129,9 @@ class UsageMeter:
         add_usage(account.total, usage)
         account.dirty = True
 
-    async def call(self, job_id: str) -> None:
-        """Count one paid call against a job and return once that count is written.
+    async def call(self, job_id: str, estimate: int = 0) -> None:
+        """Count one paid call against a job, with ``estimate`` prompt tokens until its reply
+        says, and return once that count is written.
 
         The caller sends its request only after this returns, so a process killed with the
         request in flight has counted it already.
@@ -137,12 +141,14 @@ class UsageMeter:
         """
         account = self._account(job_id)
         account.total.calls += 1
+        account.total.prompt_tokens += estimate
         account.dirty = True
         try:
             await self._write(job_id, account)
         except BaseException:
             # Not sent, so not a call: the next write takes it back out.
             account.total.calls -= 1
+            account.total.prompt_tokens -= estimate
             account.dirty = True
             raise
 
@@ -239,18 +245,28 @@ class JobMeter:
     meter: UsageMeter
     job_id: str
 
-    async def sending(self) -> None:
-        """A paid call is about to be sent: count it first (see :meth:`UsageMeter.call`)."""
-        await self.meter.call(self.job_id)
+    async def sending(self, estimate: int = 0) -> None:
+        """A paid call is about to be sent: count it and its prompt's estimate first (see
+        :meth:`UsageMeter.call`)."""
+        await self.meter.call(self.job_id, estimate)
 
-    def answered(self, prompt_tokens: int, completion_tokens: int, cost_usd: float) -> None:
-        """A paid call's reply arrived: its tokens and cost."""
+    def answered(
+        self, prompt_tokens: int, completion_tokens: int, cost_usd: float, estimate: int = 0
+    ) -> None:
+        """A paid call's reply arrived: its tokens and cost, in place of its estimate."""
         self.meter.add(
             self.job_id,
             pb.Usage(
-                prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cost_usd=cost_usd
+                prompt_tokens=prompt_tokens - estimate,
+                completion_tokens=completion_tokens,
+                cost_usd=cost_usd,
             ),
         )
+
+    def unanswered(self, estimate: int) -> None:
+        """A paid call got no reply: its estimate is taken back (the call stays counted)."""
+        if estimate:
+            self.meter.add(self.job_id, pb.Usage(prompt_tokens=-estimate))
 
     def cached(self) -> None:
         """A call was answered from the shared request cache: nothing was sent or spent."""

@@ -57,23 +57,29 @@ class Tally:
     usage: pb.Usage = field(default_factory=pb.Usage)
     replies: int = 0
 
-    async def sending(self) -> None:
+    async def sending(self, estimate: int = 0) -> None:
         self.allowance.take()
         if self.inner is not None:
             try:
-                await self.inner.sending()
+                await self.inner.sending(estimate)
             except BaseException:
                 self.allowance.give_back()
                 raise
         self.usage.calls += 1
 
-    def answered(self, prompt_tokens: int, completion_tokens: int, cost_usd: float) -> None:
+    def answered(
+        self, prompt_tokens: int, completion_tokens: int, cost_usd: float, estimate: int = 0
+    ) -> None:
         if self.inner is not None:
-            self.inner.answered(prompt_tokens, completion_tokens, cost_usd)
+            self.inner.answered(prompt_tokens, completion_tokens, cost_usd, estimate)
         self.usage.prompt_tokens += prompt_tokens
         self.usage.completion_tokens += completion_tokens
         self.usage.cost_usd += cost_usd
         self.replies += 1
+
+    def unanswered(self, estimate: int) -> None:
+        if self.inner is not None:
+            self.inner.unanswered(estimate)
 
     def cached(self) -> None:
         if self.inner is not None:

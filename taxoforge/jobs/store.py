@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 
@@ -30,23 +30,47 @@ __all__ = ["JobStore"]
 T = TypeVar("T")
 
 
-async def _fresh(
-    cache: dict[str, tuple[float, T]],
-    key: str,
-    max_age_s: float,
-    load: Callable[[str], Awaitable[T | None]],
-) -> T | None:
-    """``cache[key]`` if at most ``max_age_s`` old, else loaded (and kept unless None)."""
-    hit = cache.get(key)
-    now = time.monotonic()
-    if hit is not None and now - hit[0] < max_age_s:
-        return hit[1]
-    value = await load(key)
-    if value is not None:
-        if len(cache) > 1024:  # per-job entries: forget them all now and then
-            cache.clear()
-        cache[key] = (now, value)
-    return value
+class _Recent(Generic[T]):
+    """Values by key, each at most a given age when read. Callers that ask for a key while it
+    loads share that load: with a spend limit every model call in flight checks the job's
+    usage, and each would otherwise start its own scan whenever the value ages out."""
+
+    def __init__(self, load: Callable[[str], Awaitable[T | None]]) -> None:
+        self._load = load
+        self._values: dict[str, tuple[float, T]] = {}
+        self._loading: dict[str, asyncio.Task[T | None]] = {}
+
+    async def get(self, key: str, max_age_s: float) -> T | None:
+        """The value, loaded when the one kept is older than ``max_age_s`` (None: none)."""
+        hit = self._values.get(key)
+        if hit is not None and time.monotonic() - hit[0] < max_age_s:
+            return hit[1]
+        loading = self._loading.get(key)
+        if loading is None:
+            loading = self._loading[key] = asyncio.create_task(self._fill(key))
+            loading.add_done_callback(lambda done: self._done(key, done))
+        # Shielded: a caller that is cancelled must not cancel the load others wait for.
+        return await asyncio.shield(loading)
+
+    def forget(self, key: str) -> None:
+        """Drop the kept value; a load under way is not shared any more, nor kept."""
+        self._values.pop(key, None)
+        self._loading.pop(key, None)
+
+    async def _fill(self, key: str) -> T | None:
+        started = time.monotonic()
+        value = await self._load(key)
+        if value is not None and self._loading.get(key) is asyncio.current_task():
+            if len(self._values) > 1024:  # per-job entries: forget them all now and then
+                self._values.clear()
+            self._values[key] = (started, value)
+        return value
+
+    def _done(self, key: str, done: asyncio.Task[T | None]) -> None:
+        if self._loading.get(key) is done:
+            del self._loading[key]
+        if not done.cancelled():
+            done.exception()  # retrieved: every caller may have been cancelled meanwhile
 
 
 class JobStore:
@@ -54,8 +78,8 @@ class JobStore:
 
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
-        self._cache: dict[str, tuple[float, pb.Job]] = {}
-        self._usage_cache: dict[str, tuple[float, pb.Usage]] = {}
+        self._jobs = _Recent(self.get)
+        self._usages = _Recent(self.usage)
         self._meter: UsageMeter | None = None
         # Each job's secret for the markers that fence untrusted text in its prompts.
         self.secrets = JobSecrets(bus)
@@ -76,7 +100,7 @@ class JobStore:
 
     async def spent(self, job_id: str) -> pb.Usage:
         """The job's usage as this process can know it now: every process's written totals
-        (at most half a second old) and what this process spent since it wrote its own."""
+        (at most 0.2 s old) and what this process spent since it wrote its own."""
         total = pb.Usage()
         total.CopyFrom(await self.usage_cached(job_id))
         if self._meter is not None:
@@ -107,7 +131,7 @@ class JobStore:
 
     async def get_cached(self, job_id: str, max_age_s: float = 1.0) -> pb.Job | None:
         """The job record, at most ``max_age_s`` old (workers read it for every message)."""
-        return await _fresh(self._cache, job_id, max_age_s, self.get)
+        return await self._jobs.get(job_id, max_age_s)
 
     async def _get_with_revision(self, job_id: str) -> tuple[pb.Job | None, int]:
         kv = await self._bus.jobs_kv()
@@ -141,7 +165,7 @@ class JobStore:
             if job.state in TERMINAL_STATES:
                 with contextlib.suppress(KeyNotFoundError):
                     await kv.purge(f"active.{job_id}")
-            self._cache.pop(job_id, None)
+            self._jobs.forget(job_id)
             return job
         raise RuntimeError(f"job {job_id}: too many concurrent updates")
 
@@ -155,9 +179,9 @@ class JobStore:
         kv = await self._bus.jobs_kv()
         await kv.put(f"usage.{job_id}.{instance}", usage.SerializeToString())
 
-    async def usage_cached(self, job_id: str, max_age_s: float = 0.5) -> pb.Usage:
+    async def usage_cached(self, job_id: str, max_age_s: float = 0.2) -> pb.Usage:
         """The job's usage, at most ``max_age_s`` old (workers check spend limits with it)."""
-        usage = await _fresh(self._usage_cache, job_id, max_age_s, self.usage)
+        usage = await self._usages.get(job_id, max_age_s)
         assert usage is not None  # usage() always answers
         return usage
 

@@ -17,7 +17,7 @@ from taxoforge.llm.cache import RequestCache, request_key
 from taxoforge.llm.endpoints import CHAT_ROLES, Endpoint, ModelChoiceError, ModelRegistry
 from taxoforge.llm.http_transport import HTTPTransport
 from taxoforge.llm.litellm_transport import LiteLLMTransport
-from taxoforge.llm.metering import METER, SPEND_CHECK, CallMeter, add_usage
+from taxoforge.llm.metering import METER, SPEND_CHECK, CallMeter, add_usage, prompt_estimate
 from taxoforge.llm.schema import json_schema_of, shared_schema_of
 from taxoforge.llm.types import (
     CacheUse,
@@ -172,7 +172,7 @@ class LLMClient:
             if meter is not None:
                 meter.cached()
         else:
-            result = await self._paid_call(endpoint, req, meter)
+            result = await self._call_with_retries(endpoint, req, meter)
             if key is not None:
                 await self._remember(key, result)
         call = pb.LLMCall(
@@ -193,20 +193,7 @@ class LLMClient:
             call.usage.calls = 1
             # the endpoint's declared prices (applied when it answered), else litellm's map
             call.usage.cost_usd = result.cost_usd or 0.0
-            if meter is not None:
-                meter.answered(
-                    call.usage.prompt_tokens, call.usage.completion_tokens, call.usage.cost_usd
-                )
         return result.text, call
-
-    async def _paid_call(
-        self, endpoint: Endpoint, req: ChatRequest, meter: CallMeter | None
-    ) -> ChatResult:
-        """A call the model answers (and the job pays for), counted before it is sent."""
-        check = SPEND_CHECK.get()
-        if check is not None:
-            await check()  # a job over its spend limit makes no more calls (JobStopped)
-        return await self._call_with_retries(endpoint, req, meter)
 
     async def _cached(self, key: str | None) -> ChatResult | None:
         if key is None or self._cache is None:
@@ -287,23 +274,46 @@ class LLMClient:
         """Call an endpoint the operator declared, with its own key.
 
         Every request sent, retries included, is counted on ``meter`` once it holds a
-        concurrency slot and before it leaves (write-ahead): a kill from then on leaves it
-        counted, and a request still waiting for a slot is not.
+        concurrency slot and before it leaves (write-ahead), with its prompt's estimate until
+        the reply counts it: a kill from then on leaves it counted, and a request still waiting
+        for a slot is not. A job with a spend limit (:data:`SPEND_CHECK`) is checked then too,
+        so a request that waited for its slot while the limit was reached is not sent.
 
         Faults carry a status and a fixed description only; what the server answered goes to
         this process's log (truncated), never into the error a job or an API answer shows.
         """
         transport = self._transport(endpoint)
         attempts = self._settings.retries + 1
+        check = SPEND_CHECK.get()
+        estimate = 0
+        if meter is not None:
+            written = req.messages_json
+            if written is None:
+                written = _messages_json(req.messages)
+            estimate = prompt_estimate(written)
         for attempt in range(attempts):
             try:
                 async with self._limit(endpoint):
+                    if check is not None:
+                        await check()  # a job over its spend limit makes no more calls
                     if meter is not None:
-                        await meter.sending()
-                    result = await transport.chat(endpoint, req, self._settings.timeout_s)
+                        await meter.sending(estimate)
+                    try:
+                        result = await transport.chat(endpoint, req, self._settings.timeout_s)
+                    except BaseException:
+                        if meter is not None:
+                            meter.unanswered(estimate)
+                        raise
                 priced = endpoint.cost(result.prompt_tokens, result.completion_tokens)
                 if priced is not None:
                     result.cost_usd = priced  # the operator's prices over litellm's map
+                if meter is not None:
+                    meter.answered(
+                        result.prompt_tokens,
+                        result.completion_tokens,
+                        result.cost_usd or 0.0,
+                        estimate,
+                    )
                 return result
             except LLMFault as fault:
                 final = not fault.transient or attempt + 1 >= attempts

@@ -14,18 +14,30 @@ from typing import Protocol
 
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["METER", "SPEND_CHECK", "CallMeter", "SpendCheck", "add_usage"]
+__all__ = ["METER", "SPEND_CHECK", "CallMeter", "SpendCheck", "add_usage", "prompt_estimate"]
 
 
 class CallMeter(Protocol):
-    """Where the model client counts the calls it makes for one job."""
+    """Where the model client counts the calls it makes for one job.
 
-    async def sending(self) -> None:
-        """A paid call is about to be sent; it is sent only once this returns (write-ahead)."""
+    A paid call counts its prompt's estimate (:func:`prompt_estimate`) as it is sent, so a
+    spend limit sees the calls in flight, not only those answered; the reply's own counts take
+    the estimate's place, and a call that gets no reply gives it back.
+    """
+
+    async def sending(self, estimate: int = 0) -> None:
+        """A paid call whose prompt is about ``estimate`` tokens is about to be sent; it is sent
+        only once this returns (write-ahead)."""
         ...
 
-    def answered(self, prompt_tokens: int, completion_tokens: int, cost_usd: float) -> None:
-        """A paid call's reply arrived: its tokens and cost."""
+    def answered(
+        self, prompt_tokens: int, completion_tokens: int, cost_usd: float, estimate: int = 0
+    ) -> None:
+        """A paid call sent with ``estimate`` got its reply: its tokens and cost."""
+        ...
+
+    def unanswered(self, estimate: int) -> None:
+        """A paid call sent with ``estimate`` got no reply (it stays counted as a call)."""
         ...
 
     def cached(self) -> None:
@@ -43,6 +55,14 @@ METER: ContextVar[CallMeter | None] = ContextVar("METER", default=None)
 # Set while a worker handles a message of a job with a spend limit: the model client awaits it
 # before every call it pays for.
 SPEND_CHECK: ContextVar[SpendCheck | None] = ContextVar("SPEND_CHECK", default=None)
+
+
+def prompt_estimate(messages_json: str) -> int:
+    """A prompt's tokens as counted before its reply says: its messages' UTF-8 bytes (as JSON)
+    over four, rounded up. Cheap (no tokenizer on the hot path) and, for the tokenizers in use,
+    rarely below the count the reply gives (the JSON's keys and quotes are counted too)."""
+    size = len(messages_json) if messages_json.isascii() else len(messages_json.encode())
+    return (size + 3) // 4
 
 
 def add_usage(total: pb.Usage, part: pb.Usage) -> None:

@@ -14,9 +14,10 @@ import pytest
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from taxoforge.errors import PermanentError, TransientError
+from taxoforge.errors import JobStopped, PermanentError, TransientError
 from taxoforge.llm import LLMClient, StructuredOutputError
 from taxoforge.llm.client import LLMRequestError
+from taxoforge.llm.metering import SPEND_CHECK, prompt_estimate
 from taxoforge.settings import LLMSettings
 from taxoforge.testing.fake_llm import FakeLLM
 from taxoforge.v1 import common_pb2 as pb
@@ -143,6 +144,67 @@ async def test_every_request_sent_is_counted_on_the_job_retries_included(
     # the item's record is one completion; the job pays for every request the server got
     assert call.usage.calls == 1
     assert writes.last.calls == 3 and writes.last.completion_tokens > 0
+    # the failed requests gave their prompts' estimates back: the reply's count is what stays
+    assert writes.last.prompt_tokens == call.usage.prompt_tokens
+
+
+async def test_a_call_in_flight_counts_its_prompt_before_its_reply(
+    fake_llm: tuple[FakeLLM, str], settings: LLMSettings
+) -> None:
+    from taxoforge.llm.client import _messages_json
+    from taxoforge.usage import UsageMeter
+
+    fake, _base = fake_llm
+    fake.config.latency_ms = 300
+    writes = _Writes()
+    meter = UsageMeter(writes, "p1")  # type: ignore[arg-type]
+    client = LLMClient(settings)
+    try:
+        meter.bind("job-1")
+        sent = asyncio.create_task(client.complete("generator", CFG, MESSAGES))
+        for _ in range(300):  # until the fake holds the request (3 s at most)
+            if fake.stats.inflight:
+                break
+            await asyncio.sleep(0.01)
+        # Written before the request left: every process checking the job's limit sees it.
+        assert writes.last.calls == 1
+        assert writes.last.prompt_tokens == prompt_estimate(_messages_json(MESSAGES)) > 0
+        _text, call = await sent
+        await meter.flush()
+    finally:
+        await client.close()
+    assert writes.last.prompt_tokens == call.usage.prompt_tokens  # the reply's count replaced it
+    assert writes.last.completion_tokens == call.usage.completion_tokens
+
+
+async def test_a_call_that_waited_for_its_slot_is_checked_against_the_limit_when_it_gets_it(
+    fake_llm: tuple[FakeLLM, str],
+) -> None:
+    from taxoforge.usage import UsageMeter
+
+    fake, base = fake_llm
+    fake.config.latency_ms = 100
+    writes = _Writes()
+    meter = UsageMeter(writes, "p1")  # type: ignore[arg-type]
+
+    async def check() -> None:  # a limit of one token: the first call's prompt reaches it
+        spent = meter.total("job-1")
+        if spent.prompt_tokens + spent.completion_tokens >= 1:
+            raise JobStopped("spend limit reached")
+
+    client = LLMClient(_settings(base, max_concurrency=1))
+    try:
+        meter.bind("job-1")
+        SPEND_CHECK.set(check)
+        results = await asyncio.gather(
+            *(client.complete("generator", CFG, MESSAGES, seed=n) for n in range(4)),
+            return_exceptions=True,
+        )
+    finally:
+        await client.close()
+    # All four passed a check made before waiting for the one slot; only the first is sent.
+    assert fake.stats.calls == 1
+    assert sum(isinstance(r, JobStopped) for r in results) == 3
 
 
 async def test_a_bad_request_is_not_retried(

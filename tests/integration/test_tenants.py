@@ -288,11 +288,13 @@ def test_a_job_stops_spending_at_its_tenants_limit(tenants: Tenants) -> None:
     assert job["selection"]["failures_by_stage"], job["selection"]
     used = job["usage"]["prompt_tokens"] + job["usage"]["completion_tokens"]
     assert used >= TOKEN_LIMIT
-    # Calls already in flight when the limit is reached finish (up to 32 per service here),
-    # none starts after: measured 1.8x the limit alone, up to 3x with this module's other
-    # jobs still running. Checking only as each message starts let the in-flight messages'
-    # later calls through too (8.8x; benchmarks/spend_bench.py).
-    assert used < 4.5 * TOKEN_LIMIT, job["usage"]
+    # Calls in flight count their prompts as they are sent, in every process, and each call
+    # is checked as it gets its slot; the replies of calls in flight when the limit is reached
+    # still come: measured 1.3x. Before (prompts counted at the reply, other processes' usage
+    # up to 1.5 s old, the check made before the wait for a slot) 1.8x alone and up to 5.9x
+    # in CI with this module's other jobs; checking only as each message started, 8.8x
+    # (benchmarks/spend_bench.py).
+    assert used < 2.5 * TOKEN_LIMIT, job["usage"]
     calls = fake.stats()["calls"]
     time.sleep(2.0)
     assert fake.stats()["calls"] == calls, "model calls went on after the job stopped"

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from taxoforge.llm.metering import METER
+from taxoforge.llm.metering import METER, prompt_estimate
 from taxoforge.usage import UsageMeter, UsageNotRecorded, at_least
 from taxoforge.v1 import common_pb2 as pb
 
@@ -115,6 +115,35 @@ async def test_tokens_come_with_the_reply_and_cached_replies_are_counted_apart()
         prompt_tokens=120, completion_tokens=30, cost_usd=0.002, calls=1, cached_calls=1
     )
     assert meter.unflushed("j") == pb.Usage()
+
+
+async def test_a_call_counts_its_prompts_estimate_until_its_reply_or_its_failure() -> None:
+    jobs = SlowJobStore(delay_s=0)
+    meter = UsageMeter(jobs, "p1")  # type: ignore[arg-type]
+    meter.bind("j")
+    bound = METER.get()
+    assert bound is not None
+
+    await bound.sending(100)
+    assert jobs.stored == pb.Usage(prompt_tokens=100, calls=1)  # written before it is sent
+    bound.answered(120, 30, 0.0, 100)
+    assert meter.total("j") == pb.Usage(prompt_tokens=120, completion_tokens=30, calls=1)
+
+    await bound.sending(40)
+    assert jobs.stored.prompt_tokens == 160
+    bound.unanswered(40)  # no reply: the call stays counted, its estimate goes
+    assert meter.total("j") == pb.Usage(prompt_tokens=120, completion_tokens=30, calls=2)
+
+    jobs.failing = True
+    with pytest.raises(UsageNotRecorded):
+        await bound.sending(70)  # never sent: neither the call nor its estimate stays
+    assert meter.total("j") == pb.Usage(prompt_tokens=120, completion_tokens=30, calls=2)
+
+
+def test_a_prompts_estimate_is_its_utf8_bytes_over_four() -> None:
+    assert prompt_estimate("") == 0
+    assert prompt_estimate("abcd") == 1 and prompt_estimate("abcde") == 2
+    assert prompt_estimate("日本語") == 3  # nine bytes: a character is counted by its bytes
 
 
 async def test_jobs_are_counted_apart() -> None:
