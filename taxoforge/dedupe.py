@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ClaimStore",
     "DuplicateIndex",
+    "WordMemo",
     "exact_jaccard",
     "jaccard",
     "minhash",
@@ -40,10 +41,12 @@ __all__ = [
     "mix64",
     "normalize_text",
     "shingle_array",
+    "shingle_hashed",
     "shingle_hashes",
     "shingle_page",
     "shingles",
     "signature",
+    "texts_word_hashes",
     "word_hashes",
     "words_of",
 ]
@@ -145,12 +148,54 @@ def shingle_hashes(text: str) -> NDArray[np.uint64]:
     return out
 
 
+class WordMemo:
+    """``words_of`` and ``word_hashes`` of each text, each made once: the checks of a page
+    (dedup's shingles, the benchmark n-grams) read the same texts. Call it for a text's words
+    (it stands in for ``words_of``); :meth:`hashes` for their hashes."""
+
+    def __init__(self) -> None:
+        self._words: dict[str, list[str]] = {}
+        self._hashes: dict[str, NDArray[np.uint64]] = {}
+
+    def __call__(self, text: str) -> list[str]:
+        found = self._words.get(text)
+        if found is None:
+            found = self._words[text] = words_of(text)
+        return found
+
+    def hashes(self, text: str) -> NDArray[np.uint64]:
+        found = self._hashes.get(text)
+        if found is None:
+            found = self._hashes[text] = word_hashes(self(text))
+        return found
+
+
+def texts_word_hashes(
+    texts: Sequence[str], words: Callable[[str], list[str]] = words_of
+) -> NDArray[np.uint64]:
+    """The word hashes of many texts, text after text, in one array: from a
+    :class:`WordMemo`'s own (each text hashed once however many checks read it), else
+    hashed here from ``words``' words."""
+    if isinstance(words, WordMemo):
+        if not texts:
+            return np.empty(0, dtype=np.uint64)
+        return np.concatenate([words.hashes(text) for text in texts])
+    return word_hashes([word for text in texts for word in words(text)])
+
+
 def shingle_page(texts: Sequence[Sequence[str]]) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
     """``shingle_array`` of each of many texts' words in one vectorised pass: every shingle
     hash, in text order, and the index of the text it belongs to."""
     lengths = np.fromiter((len(w) for w in texts), dtype=np.int64, count=len(texts))
-    h = word_hashes([word for words in texts for word in words])
-    owner = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)
+    return shingle_hashed(word_hashes([word for words in texts for word in words]), lengths)
+
+
+def shingle_hashed(
+    h: NDArray[np.uint64], lengths: NDArray[np.int64]
+) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
+    """``shingle_page`` of texts given as their words' hashes, text after text (``h``), and
+    each text's number of words."""
+    owner = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
     if not h.size:
         return h, owner
     # Pairs (i, i + 1) inside a text of 3 words or more; the words of a shorter text.

@@ -21,7 +21,8 @@ from taxoforge.dedupe import (
     minhash_flat,
     mix64,
     normalize_text,
-    shingle_page,
+    shingle_hashed,
+    texts_word_hashes,
     word_hashes,
     words_of,
 )
@@ -228,6 +229,11 @@ class Deduplicator:
         it shared with the caller."""
         return self.decide([record[0] for record in records], self.features(records, words))
 
+    def _compared(self, text: str, context: str, response: str | None) -> list[str]:
+        """What is compared of a record: its instruction and context, and in "record" mode its
+        answer."""
+        return [text, context, response or ""] if self.mode == "record" else [text, context]
+
     def features(
         self, records: Sequence[Record], words: Callable[[str], list[str]] = words_of
     ) -> DedupFeatures:
@@ -237,10 +243,7 @@ class Deduplicator:
         parts_of: list[list[list[str]]] = []
         keys: list[bytes] = []
         for _, text, response, context in records:
-            parts = [text, context]
-            if self.mode == "record":
-                parts.append(response or "")
-            split = [words(p) for p in parts]
+            split = [words(p) for p in self._compared(text, context, response)]
             parts_of.append(split)
             keys.append(_digest("\x00".join(" ".join(w) for w in split)))
         if self._banding is None or not records:
@@ -249,7 +252,13 @@ class Deduplicator:
         # costs more than the rest of dedup, so a part is made a set only when an exact
         # Jaccard needs it, for a candidate; the MinHash does not mind repeats).
         width = len(parts_of[0])
-        values, part = shingle_page([words for parts in parts_of for words in parts])
+        texts = [
+            p
+            for _, text, response, context in records
+            for p in self._compared(text, context, response)
+        ]
+        lengths = np.fromiter((len(w) for parts in parts_of for w in parts), np.int64, len(texts))
+        values, part = shingle_hashed(texts_word_hashes(texts, words), lengths)
         ends = np.cumsum(np.bincount(part, minlength=len(records) * width))
         tagged = mix64(values ^ _PART_SALT[part % width])
         sig = minhash_flat(tagged, part // width, len(records), _PERMUTATIONS, _SEED)
@@ -465,17 +474,19 @@ class Decontaminator:
         words are the parts' words in turn), the n-grams of all of them hashed and looked up
         at once. ``words``: ``words_of``, or a cache of it shared with the caller."""
         out: list[Contamination | None] = [None] * len(texts)
-        words_of_text = [[w for part in parts for w in words(part)] for parts in texts]
         long: list[int] = []
-        for i, split in enumerate(words_of_text):
-            if len(split) >= self.ngram:
+        sizes: list[int] = []
+        for i, parts in enumerate(texts):
+            size = sum(len(words(part)) for part in parts)
+            if size >= self.ngram:
                 long.append(i)
-            elif split:
-                out[i] = self._check_short(split)
+                sizes.append(size)
+            elif size:
+                out[i] = self._check_short([w for part in parts for w in words(part)])
         if not long or not any(known.size for known in self._hashes.values()):
             return out
-        lengths = np.array([len(words_of_text[i]) for i in long], dtype=np.int64)
-        per_word = word_hashes([w for i in long for w in words_of_text[i]])
+        lengths = np.array(sizes, dtype=np.int64)
+        per_word = texts_word_hashes([part for i in long for part in texts[i]], words)
         count = per_word.size - self.ngram + 1
         rolled = np.zeros(count, dtype=np.uint64)
         for j in range(self.ngram):  # wraps around mod 2**64
@@ -506,7 +517,8 @@ class Decontaminator:
                 if fraction < self.overlap or (best is not None and fraction <= best.overlap):
                     continue
                 local = at - int(first_of[t])
-                evidence = " ".join(words_of_text[long[t]][local : local + self.ngram])
+                split = [w for part in texts[long[t]] for w in words(part)]
+                evidence = " ".join(split[local : local + self.ngram])
                 found[t] = Contamination(name, fraction, int(matched[t]), evidence)
         for t, hit_ in found.items():
             out[long[t]] = hit_

@@ -27,7 +27,7 @@ from services.selector.dropped import Dropped, drop_record
 from services.selector.examples import Example
 from services.selector.imports import ImportLimits, MalformedRow, TooLargeRow
 from taxoforge import jsonl
-from taxoforge.dedupe import words_of
+from taxoforge.dedupe import WordMemo
 from taxoforge.tokens import messages_tokens_batch
 
 __all__ = ["Tally", "dedup_parts", "empty_reason", "screen"]
@@ -287,10 +287,11 @@ def _check_with(
     """What screening needs of a page of examples that takes no order: their dedup features,
     each text's contamination (None: clean), each conversation's tokens (-1 where the example
     had its count already), and each example's line of the work file, written here (the
-    deciding thread only writes the lines it keeps). The words of every text are split once
-    for dedup and contamination. Tokens are counted on the calling thread: beside another busy
-    thread, handing the GIL back and forth costs more than a tokenizer thread saves."""
-    words = _memo_words()
+    deciding thread only writes the lines it keeps). The words of every text are split and
+    hashed once for dedup and contamination. Tokens are counted on the calling thread: beside
+    another busy thread, handing the GIL back and forth costs more than a tokenizer thread
+    saves."""
+    words = WordMemo()
     features = dedup.features([_record(e) for e in fits], words)
     hits: list[Contamination | None] = [None] * len(fits)
     if decontam is not None:
@@ -304,19 +305,6 @@ def _check_with(
             example["tokens"] = count  # the caller's copy is counted too, from ``tokens``
         lines.append(jsonl.line(example))
     return features, hits, tokens, lines
-
-
-def _memo_words() -> Callable[[str], list[str]]:
-    """``words_of`` remembering each text's words (a page's parts repeat across checks)."""
-    memo: dict[str, list[str]] = {}
-
-    def _words(text: str) -> list[str]:
-        found = memo.get(text)
-        if found is None:
-            found = memo[text] = words_of(text)
-        return found
-
-    return _words
 
 
 def dedup_parts(example: Example) -> tuple[str, str, str]:

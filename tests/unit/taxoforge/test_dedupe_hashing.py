@@ -7,8 +7,11 @@ import hashlib
 import random
 import re
 import unicodedata
+from collections.abc import Sequence
 
 import numpy as np
+import pytest
+from numpy.typing import NDArray
 
 from taxoforge.dedupe import (
     exact_jaccard,
@@ -100,3 +103,26 @@ def test_ascii_text_splits_into_the_words_the_unicode_rule_finds() -> None:
         unicode_rule = _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
         assert words_of(text) == unicode_rule, repr(text)
     assert words_of("Ünïcode, CAFÉ_1 x\u00a0y") == ["ünïcode", "café_1", "x", "y"]
+
+
+def test_a_word_memo_splits_and_hashes_each_text_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import taxoforge.dedupe as dedupe
+
+    hashed: list[int] = []
+    real = dedupe.word_hashes
+
+    def counting(words: Sequence[str]) -> NDArray[np.uint64]:
+        hashed.append(len(words))
+        return real(words)
+
+    monkeypatch.setattr(dedupe, "word_hashes", counting)
+    memo = dedupe.WordMemo()
+    texts = ["The cat sat.", "", "the CAT sat", "The cat sat."]
+    flat = dedupe.texts_word_hashes(texts, memo)
+    again = dedupe.texts_word_hashes(texts[:1], memo)
+    assert hashed == [3, 0, 3]  # the repeated text was hashed once, on both calls
+    assert flat.tolist() == real([w for t in texts for w in dedupe.words_of(t)]).tolist()
+    assert again.tolist() == flat[:3].tolist()
+    assert memo("the CAT sat") == ["the", "cat", "sat"]
+    # Without a memo the words are hashed as they come, to the same values.
+    assert dedupe.texts_word_hashes(texts).tolist() == flat.tolist()

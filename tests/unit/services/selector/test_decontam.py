@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from services.selector.decontam import Contamination, Decontaminator, Deduplicator, _BandIndex
+from taxoforge.dedupe import WordMemo
 
 _LONG = (
     "Explain how a hash table resolves collisions with separate chaining and with open "
@@ -340,6 +341,14 @@ def test_a_page_checked_at_once_decides_as_one_record_at_a_time():
     paged = Deduplicator(0.8)
     got = [v for start in range(0, 160, 37) for v in paged.check_many(records[start : start + 37])]
     assert got == expected
+    # Pages whose words come from a WordMemo (shared with the contamination check) decide alike.
+    memo = Deduplicator(0.8)
+    shared = [
+        v
+        for start in range(0, 160, 37)
+        for v in memo.check_many(records[start : start + 37], WordMemo())
+    ]
+    assert shared == expected
     kinds = {v[0] for v in expected if v is not None}
     assert kinds == {"duplicate", "near_duplicate"}, "the records hold both kinds"
     assert len(paged) == len(one)
@@ -374,6 +383,7 @@ def test_texts_checked_at_once_get_what_one_check_each_gives(overlap: float):
         texts.append(", ".join(parts))
     expected = [decon.check(t) for t in texts]
     assert decon.check_many([[t] for t in texts]) == expected
+    assert decon.check_many([[t] for t in texts], WordMemo()) == expected
     # a text in parts is checked as their "\n"-join
     halves = [[t[: len(t) // 2], t[len(t) // 2 :]] for t in texts]
     assert decon.check_many(halves) == [decon.check("\n".join(h)) for h in halves]
