@@ -133,7 +133,7 @@ def provenance(
         "cluster": cand.cluster,
         "cluster_label": label,
         "tags": cand.tags,
-        "tokens": example["tokens"],
+        "tokens": cand.tokens,
     }
     for key in ("row", "language", "node", "difficulty", "task_type"):
         if key in example:
@@ -198,14 +198,20 @@ class Choice:
 
 
 def choose(
-    spec: pb.SelectionSpec, cands: Sequence[Candidate], embeddings: Embeddings | None
+    spec: pb.SelectionSpec,
+    cands: Sequence[Candidate],
+    embeddings: Embeddings | None,
+    count: Callable[[Sequence[int]], object] | None = None,
 ) -> Choice:
     """Run the job's method and each method it is compared with on the same candidates.
 
     ``embeddings`` (DEITA's vectors, or a function giving them) is needed only when DEITA is
-    among the methods."""
+    among the methods. ``count`` fills in the token counts of the candidates at the rows it
+    is given (those screening left at -1): called once, with every record a method picked,
+    before the methods are measured."""
     budget = Budget(int(spec.budget), spec.budget_unit)  # type: ignore[arg-type]
     out = Choice([], {}, [])
+    picks: list[tuple[str, Selected]] = []
     for method in methods_of(spec):
         picked = select(
             method,
@@ -217,6 +223,10 @@ def choose(
             diversity_threshold=spec.diversity_threshold,
             score_threshold=spec.score_threshold,
         )
+        picks.append((method, picked))
+    if count is not None:
+        count(sorted({i for _, picked in picks for i in picked.chosen}))
+    for method, picked in picks:
         out.measures.append(measure(method, picked.chosen, cands))
         if method == spec.method:
             out.chosen = list(picked.chosen)

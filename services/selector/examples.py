@@ -18,6 +18,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 from taxoforge import jsonl
 from taxoforge.composition import cell_key
 from taxoforge.selection import IMPORT_SHAPES
+from taxoforge.tokens import messages_tokens_batch
 
 __all__ = [
     "SHAPES",
@@ -65,7 +66,8 @@ class Example(TypedDict):
     context: NotRequired[str]
     # The reply that is taught: the last assistant turn of ``messages``.
     response: str
-    # o200k_base tokens of ``messages`` (taxoforge.tokens.messages_tokens).
+    # o200k_base tokens of ``messages`` (taxoforge.tokens.messages_tokens); -1 in the work
+    # file when screening left it to the select step (``count_tokens_of``).
     tokens: int
     prompt: NotRequired[list[Message]]
     chosen: NotRequired[list[Message]]
@@ -164,6 +166,33 @@ def load_examples(path: Path) -> Loaded:
                 out.offsets.append(offset)
             offset += len(line)
     return out
+
+
+# Conversations counted at once by ``count_tokens_of`` (bounds the texts held in memory).
+_COUNT_BATCH = 2048
+
+
+def count_tokens_of(path: Path, loaded: Loaded, rows: Iterable[int]) -> int:
+    """Count the tokens of the candidates at ``rows`` that screening left uncounted (-1),
+    their conversations read back from the work file at ``path``; returns how many it counted.
+
+    Screening counts every example only for a budget in tokens (the methods then need every
+    count); for a budget in records only the records the methods pick need theirs, for the
+    report, the measures and the provenance.
+    """
+    cands = loaded.candidates
+    missing = sorted({i for i in rows if cands[i].tokens < 0})
+    with path.open("rb") as fh:
+        for start in range(0, len(missing), _COUNT_BATCH):
+            batch = missing[start : start + _COUNT_BATCH]
+            conversations = []
+            for i in batch:
+                fh.seek(loaded.offsets[i])
+                conversations.append(jsonl.loads_fields(fh.readline())["messages"])
+            counts = messages_tokens_batch(conversations)
+            for i, count in zip(batch, counts, strict=True):
+                cands[i].tokens = count
+    return len(missing)
 
 
 def examples_at(path: Path, offsets: Iterable[int]) -> Iterator[Example]:

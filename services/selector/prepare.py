@@ -120,6 +120,9 @@ class Preparer:
                     self._limits.max_record_bytes,
                     self._defaults.screen_worker_after_rows,
                     _page if pager is not None else None,
+                    # Every count only for a budget in tokens; else the select step counts
+                    # the records the methods pick.
+                    spec.budget_unit == "tokens",
                 )
             except ImportFileError as exc:
                 raise PermanentError(f"{job.source.name or 'the file'}: {exc}") from exc

@@ -72,6 +72,7 @@ def screen(
     max_record_bytes: int = ImportLimits.max_record_bytes,
     offload_after_rows: int = _OFFLOAD_AFTER_ROWS,
     on_kept: Callable[[Example], object] | None = None,
+    count_tokens: bool = True,
 ) -> Tally:
     """Dedup and decontaminate a stream of examples into ``out``; drops into ``dropped``.
 
@@ -87,13 +88,18 @@ def screen(
     one before. The files are the same either way.
 
     ``on_kept`` is called with each example kept, in the file's order, once it is written.
+
+    ``count_tokens``: count the tokens of each example kept that has no count yet (-1). A
+    selection whose budget is in records needs the counts of the records it picks only
+    (``examples.count_tokens_of`` counts them then): counting 100k long rows here is about a
+    third of the work screening does.
     """
     tally = Tally()
     pending: deque[_Page] = deque()
     with (
         out.open("wb") as kept,  # the workers' lines come encoded
         dropped.open("a", encoding="utf-8") as drop,
-        _Checks(dedup, decontam) as checks,
+        _Checks(dedup, decontam, count_tokens) as checks,
     ):
 
         def _drop(item: str, reason: str, **extra: Any) -> None:
@@ -231,10 +237,13 @@ class _Checks:
     worker process (spawned: the selector runs threads, which a forked child would inherit in
     an unknown state)."""
 
-    def __init__(self, dedup: Deduplicator, decontam: Decontaminator | None) -> None:
+    def __init__(
+        self, dedup: Deduplicator, decontam: Decontaminator | None, count_tokens: bool = True
+    ) -> None:
         self._settings = (dedup.near_threshold, dedup.mode)
         self._dedup = dedup
         self._decontam = decontam
+        self._count_tokens = count_tokens
         self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> _Checks:
@@ -254,25 +263,27 @@ class _Checks:
             max_workers=_WORKERS,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(self._settings, self._decontam),
+            initargs=(self._settings, self._decontam, self._count_tokens),
         )
 
     def submit(self, fits: list[Example]) -> Future[_Checked]:
         if self._pool is not None:
             return self._pool.submit(_check, fits)
         done: Future[_Checked] = Future()
-        done.set_result(_check_with(self._dedup, self._decontam, fits))
+        done.set_result(_check_with(self._dedup, self._decontam, self._count_tokens, fits))
         return done
 
 
 # The worker process's dedup (for its features: settings only, no index) and decontaminator
 # (its benchmarks' n-gram hashes), sent once.
-_WORKER: tuple[Deduplicator, Decontaminator | None] | None = None
+_WORKER: tuple[Deduplicator, Decontaminator | None, bool] | None = None
 
 
-def _init_worker(dedup: tuple[float, str], decontam: Decontaminator | None) -> None:
+def _init_worker(
+    dedup: tuple[float, str], decontam: Decontaminator | None, count_tokens: bool
+) -> None:
     global _WORKER
-    _WORKER = (Deduplicator(*dedup), decontam)
+    _WORKER = (Deduplicator(*dedup), decontam, count_tokens)
 
 
 def _check(fits: list[Example]) -> _Checked:
@@ -282,23 +293,27 @@ def _check(fits: list[Example]) -> _Checked:
 
 
 def _check_with(
-    dedup: Deduplicator, decontam: Decontaminator | None, fits: list[Example]
+    dedup: Deduplicator, decontam: Decontaminator | None, count_tokens: bool, fits: list[Example]
 ) -> _Checked:
     """What screening needs of a page of examples that takes no order: their dedup features,
     each text's contamination (None: clean), each conversation's tokens (-1 where the example
-    had its count already), and each example's line of the work file, written here (the
-    deciding thread only writes the lines it keeps). The words of every text are split and
-    hashed once for dedup and contamination. Tokens are counted on the calling thread: beside
-    another busy thread, handing the GIL back and forth costs more than a tokenizer thread
-    saves."""
+    had its count already, or without ``count_tokens``), and each example's line of the work
+    file, written here (the deciding thread only writes the lines it keeps). The words of
+    every text are split and hashed once for dedup and contamination. Tokens are counted on
+    the calling thread: beside another busy thread, handing the GIL back and forth costs more
+    than a tokenizer thread saves."""
     words = WordMemo()
     features = dedup.features([_record(e) for e in fits], words)
     hits: list[Contamination | None] = [None] * len(fits)
     if decontam is not None:
         hits = decontam.check_many([[m["content"] for m in e["messages"]] for e in fits], words)
-    uncounted = [cast("list[dict[str, Any]]", e["messages"]) for e in fits if e["tokens"] < 0]
+    uncounted = [
+        cast("list[dict[str, Any]]", e["messages"])
+        for e in fits
+        if count_tokens and e["tokens"] < 0
+    ]
     counts = iter(messages_tokens_batch(uncounted, threads=1))
-    tokens = [next(counts) if e["tokens"] < 0 else -1 for e in fits]
+    tokens = [next(counts) if count_tokens and e["tokens"] < 0 else -1 for e in fits]
     lines: list[bytes] = []
     for example, count in zip(fits, tokens, strict=True):
         if count >= 0:

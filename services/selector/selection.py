@@ -8,6 +8,7 @@ select from, then line by line (by byte offset, in the order written) into the e
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import tempfile
 from collections import Counter
@@ -35,7 +36,13 @@ from services.selector.choice import (
 )
 from services.selector.clustering import embed_all, embedder_of
 from services.selector.dropped import drop_record, iter_drops
-from services.selector.examples import Candidate, Example, Loaded, load_examples
+from services.selector.examples import (
+    Candidate,
+    Example,
+    Loaded,
+    count_tokens_of,
+    load_examples,
+)
 from services.selector.exports import ExportWriter
 from services.selector.generated import exact_usage
 from services.selector.report import add_comparisons
@@ -106,7 +113,8 @@ class SelectionRunner:
             embeddings = (
                 self._deita_embedder(job, cands, embedded) if "deita" in methods_of(spec) else None
             )
-            choice = await asyncio.to_thread(choose, spec, cands, embeddings)
+            count = functools.partial(count_tokens_of, examples_path, loaded)
+            choice = await asyncio.to_thread(choose, spec, cands, embeddings, count)
             for m in choice.measures:
                 report.methods.add(
                     method=m.method,
@@ -131,6 +139,7 @@ class SelectionRunner:
                 report.composition.ClearField("item_cells")  # the drops' lines carry them
             report.method = spec.method
             report.selected = len(chosen)
+            await asyncio.to_thread(count, chosen)  # those a plan's cells added
             report.selected_tokens = sum(cands[i].tokens for i in chosen)
             report.over_budget = len(cands) - len(chosen)
             for info in report.clusters:

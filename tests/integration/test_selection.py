@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
 
+from taxoforge.tokens import messages_tokens
 from taxoforge_cli.main import main
 from taxoforge_cli.stack import Stack, StackConfig
 
@@ -260,6 +261,44 @@ def _cluster_items(job: dict[str, Any], cluster: int, api: httpx.Client) -> set[
         if d["reason"] == "not_selected" and f"cluster {cluster} " in d["detail"]
     }
     return kept | others
+
+
+def _tokens_by_item(api: httpx.Client, job: dict[str, Any]) -> dict[str, int]:
+    """Each kept record's o200k tokens, counted here from its SFT export's messages."""
+    sft = jsonl(api, f"/v1/jobs/{job['id']}/datasets/sft")
+    return {r["id"].split("/", 1)[1]: messages_tokens(r["messages"]) for r in sft}
+
+
+def test_a_budget_in_records_counts_the_tokens_of_what_it_keeps(
+    api: httpx.Client, planted: dict[str, Any]
+) -> None:
+    # Screening leaves the counts to the select step, which counts the records the methods
+    # pick: the report, the measures and the provenance hold exact counts all the same.
+    job = planted["job"]
+    provenance = jsonl(api, f"/v1/jobs/{job['id']}/files/meta/provenance.jsonl")
+    expected = _tokens_by_item(api, job)
+    assert {p["item_id"]: p["tokens"] for p in provenance} == expected
+    assert job["selection"]["selected_tokens"] == sum(expected.values()) > 0
+    assert all(m["tokens"] > 0 for m in job["selection"]["methods"] if m["records"])
+
+
+def test_a_budget_in_tokens_keeps_within_it_with_exact_counts(
+    api: httpx.Client, planted: dict[str, Any]
+) -> None:
+    job = select(
+        api,
+        {"upload": upload(api, "planted-tokens.jsonl", to_jsonl(planted["rows"]))},
+        budget=600,
+        budget_unit="tokens",
+        clusters=5,
+    )
+    assert job["state"] == "succeeded", job
+    provenance = jsonl(api, f"/v1/jobs/{job['id']}/files/meta/provenance.jsonl")
+    expected = _tokens_by_item(api, job)
+    assert {p["item_id"]: p["tokens"] for p in provenance} == expected
+    assert 0 < job["selection"]["selected_tokens"] == sum(expected.values()) <= 600
+    for method in job["selection"]["methods"]:
+        assert method["tokens"] <= 600, method
 
 
 def test_import_dedup_and_decontamination_are_reported_with_counts(

@@ -41,7 +41,7 @@ WORKER_PROBE = textwrap.dedent(
     import sys
     from services.selector import screening
 
-    screening._init_worker((0.8, "record"), None)
+    screening._init_worker((0.8, "record"), None, True)
     messages = [
         {"role": "user", "content": "a question about rivers"},
         {"role": "assistant", "content": "an answer about rivers"},

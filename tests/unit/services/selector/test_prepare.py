@@ -8,6 +8,7 @@ from typing import Any
 
 from services.selector.benchmarks import benchmark_prompts
 from services.selector.decontam import Decontaminator, Deduplicator
+from services.selector.examples import count_tokens_of, load_examples
 from services.selector.imports import ImportLimits, read_examples, to_example
 from services.selector.screening import Tally, empty_reason, screen
 
@@ -151,6 +152,28 @@ def test_tokens_left_uncounted_by_the_reader_are_counted_for_what_is_kept(tmp_pa
     kept = _lines(out)
     assert tally.kept == len(kept) == 699 and tally.duplicates == 1  # pages of 512 and more
     assert all(e["tokens"] == eager[e["item_id"]] > 0 for e in kept)
+
+
+def test_uncounted_examples_are_counted_when_selection_needs_them(tmp_path: Path) -> None:
+    # A budget in records: screening writes -1, and the select step counts the rows the
+    # methods pick, from the work file, to the counts screening would have written.
+    source = tmp_path / "rows.jsonl"
+    rows = [_sft(f"question number {i} about tokens", "Answer " * i) for i in range(1, 40)]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out, dropped = tmp_path / "examples.jsonl", tmp_path / "dropped.jsonl"
+    lazy = read_examples(source, "jsonl", "auto", "job", count_tokens=False)
+    screen(lazy, "job", Deduplicator(0.8), None, out, dropped, count_tokens=False)
+    assert {e["tokens"] for e in _lines(out)} == {-1}
+    eager = [
+        e["tokens"] for e in read_examples(source, "jsonl", "auto", "job") if isinstance(e, dict)
+    ]
+
+    loaded = load_examples(out)
+    assert count_tokens_of(out, loaded, [3, 7, 7, 20]) == 3
+    got = [c.tokens for c in loaded.candidates]
+    assert [got[i] for i in (3, 7, 20)] == [eager[i] for i in (3, 7, 20)]
+    assert got.count(-1) == len(rows) - 3  # only what was asked for
+    assert count_tokens_of(out, loaded, [3, 7]) == 0  # counted once
 
 
 def test_checks_moved_to_a_worker_process_give_the_same_files(tmp_path: Path) -> None:
