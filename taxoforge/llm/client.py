@@ -60,6 +60,9 @@ def prompt_sha256(messages: Messages) -> str:
     return hashlib.sha256(_messages_json(messages).encode()).hexdigest()
 
 
+_CHAT_ROLES = frozenset(CHAT_ROLES)
+
+
 def _messages_json(messages: Messages) -> str:
     """What ``prompt_sha256`` hashes."""
     return json.dumps(messages, sort_keys=True, ensure_ascii=False)
@@ -97,7 +100,7 @@ class LLMClient:
             endpoint = self._registry.get(cfg.model)
         except ModelChoiceError as exc:
             raise LLMRequestError(str(exc)) from exc
-        if not set(endpoint.roles) & set(CHAT_ROLES):
+        if _CHAT_ROLES.isdisjoint(endpoint.roles):  # once per call: no sets built for it
             raise LLMRequestError(f"model {cfg.model!r} is an embedding model, not a chat model")
         return endpoint
 
