@@ -16,6 +16,10 @@ def test_a_batch_counts_each_text_as_one_call_does() -> None:
     texts = ["", "Hello, world!", "naïve café " * 40, "<|endoftext|> is text here", "🙂 x"]
     assert count_tokens_batch(texts) == [count_tokens(t) for t in texts]
     assert count_tokens_batch(texts, threads=1) == [count_tokens(t) for t in texts]
+    # on threads, in order, however the texts split into runs
+    many = [f"text number {i} " * (i % 7) for i in range(101)]
+    for threads in (2, 3, 4):
+        assert count_tokens_batch(many, threads=threads) == [count_tokens(t) for t in many]
     assert count_tokens_batch([]) == []
 
 
