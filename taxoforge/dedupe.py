@@ -43,7 +43,6 @@ __all__ = [
     "shingle_array",
     "shingle_hashed",
     "shingle_hashes",
-    "shingle_page",
     "shingles",
     "signature",
     "texts_word_hashes",
@@ -183,18 +182,12 @@ def texts_word_hashes(
     return word_hashes([word for text in texts for word in words(text)])
 
 
-def shingle_page(texts: Sequence[Sequence[str]]) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
-    """``shingle_array`` of each of many texts' words in one vectorised pass: every shingle
-    hash, in text order, and the index of the text it belongs to."""
-    lengths = np.fromiter((len(w) for w in texts), dtype=np.int64, count=len(texts))
-    return shingle_hashed(word_hashes([word for words in texts for word in words]), lengths)
-
-
 def shingle_hashed(
     h: NDArray[np.uint64], lengths: NDArray[np.int64]
 ) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
-    """``shingle_page`` of texts given as their words' hashes, text after text (``h``), and
-    each text's number of words."""
+    """``shingle_array`` of each of many texts in one vectorised pass, the texts given as
+    their words' hashes, text after text (``h``), and each text's number of words: every
+    shingle hash, in text order, and the index of the text it belongs to."""
     owner = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
     if not h.size:
         return h, owner

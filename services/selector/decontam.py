@@ -229,11 +229,6 @@ class Deduplicator:
         it shared with the caller."""
         return self.decide([record[0] for record in records], self.features(records, words))
 
-    def _compared(self, text: str, context: str, response: str | None) -> list[str]:
-        """What is compared of a record: its instruction and context, and in "record" mode its
-        answer."""
-        return [text, context, response or ""] if self.mode == "record" else [text, context]
-
     def features(
         self, records: Sequence[Record], words: Callable[[str], list[str]] = words_of
     ) -> DedupFeatures:
@@ -241,9 +236,12 @@ class Deduplicator:
         on the records and the settings only, so another process (a ``Deduplicator`` with the
         same settings) can make it while this one decides an earlier page."""
         parts_of: list[list[list[str]]] = []
+        texts: list[str] = []  # every record's parts, in turn
         keys: list[bytes] = []
         for _, text, response, context in records:
-            split = [words(p) for p in self._compared(text, context, response)]
+            parts = [text, context, response or ""] if self.mode == "record" else [text, context]
+            texts.extend(parts)
+            split = [words(p) for p in parts]
             parts_of.append(split)
             keys.append(_digest("\x00".join(" ".join(w) for w in split)))
         if self._banding is None or not records:
@@ -252,11 +250,6 @@ class Deduplicator:
         # costs more than the rest of dedup, so a part is made a set only when an exact
         # Jaccard needs it, for a candidate; the MinHash does not mind repeats).
         width = len(parts_of[0])
-        texts = [
-            p
-            for _, text, response, context in records
-            for p in self._compared(text, context, response)
-        ]
         lengths = np.fromiter((len(w) for parts in parts_of for w in parts), np.int64, len(texts))
         values, part = shingle_hashed(texts_word_hashes(texts, words), lengths)
         ends = np.cumsum(np.bincount(part, minlength=len(records) * width))

@@ -307,13 +307,12 @@ def _check_with(
     hits: list[Contamination | None] = [None] * len(fits)
     if decontam is not None:
         hits = decontam.check_many([[m["content"] for m in e["messages"]] for e in fits], words)
+    wanted = [count_tokens and e["tokens"] < 0 for e in fits]
     uncounted = [
-        cast("list[dict[str, Any]]", e["messages"])
-        for e in fits
-        if count_tokens and e["tokens"] < 0
+        cast("list[dict[str, Any]]", e["messages"]) for e, w in zip(fits, wanted, strict=True) if w
     ]
     counts = iter(messages_tokens_batch(uncounted, threads=1))
-    tokens = [next(counts) if count_tokens and e["tokens"] < 0 else -1 for e in fits]
+    tokens = [next(counts) if w else -1 for w in wanted]
     lines: list[bytes] = []
     for example, count in zip(fits, tokens, strict=True):
         if count >= 0:
