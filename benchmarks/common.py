@@ -75,6 +75,26 @@ def cpu_by_process(pids: Iterable[tuple[str, int]]) -> dict[str, float]:
     return out
 
 
+def nats_messages(stack: Stack) -> dict[str, tuple[int, int]]:
+    """Messages each client connection of the stack's nats-server has sent and received so far,
+    by connection name (every service names its connection after itself)."""
+    url = f"http://127.0.0.1:{stack.port('nats_monitor')}/connz?limit=4096"
+    return messages_by_connection(httpx.get(url, timeout=10).json())
+
+
+def messages_by_connection(connz: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """(sent, received) by connection name from nats-server's ``/connz`` answer: each
+    connection's ``in_msgs`` (what it published, requests and acks included) and ``out_msgs``
+    (what the server delivered to it: replies, consumer deliveries), summed over the
+    connections that share a name."""
+    counts: dict[str, tuple[int, int]] = {}
+    for conn in connz.get("connections") or []:
+        name = str(conn.get("name") or "?")
+        sent, received = counts.get(name, (0, 0))
+        counts[name] = (sent + int(conn.get("in_msgs", 0)), received + int(conn.get("out_msgs", 0)))
+    return counts
+
+
 def stack_cpu(stack: Stack) -> dict[str, float]:
     """CPU seconds so far of every running stack process, by name."""
     return cpu_by_process(stack.processes())

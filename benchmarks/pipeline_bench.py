@@ -40,6 +40,7 @@ from common import (
     cpu_seconds,
     dead_processes,
     fake_stack,
+    nats_messages,
     print_tails,
     stack_cpu,
 )
@@ -109,6 +110,8 @@ class PipelineResult:
     # When a poll first saw every item through the judge stage (its LLM calls all made).
     judged_s: float | None = None
     items: ItemAccount | None = None
+    # Messages each connection sent to / received from nats-server during the job, by name.
+    nats_messages: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,7 @@ def run_pipeline(
     fake.reset()
     fake_pid = stack.procs[FAKE_PROC].pid
     cpu_before = stack_cpu(stack)
+    messages_before = nats_messages(stack)
     with httpx.Client(base_url=stack.gateway_url, timeout=60) as api:
         started = time.perf_counter()
         resp = api.post("/v1/jobs", json=recipe)
@@ -231,6 +235,7 @@ def run_pipeline(
                 )
         wall = time.perf_counter() - started
         cpu_after = stack_cpu(stack)
+        messages_after = nats_messages(stack)
         items = account_items(api, job) if job["state"] == "succeeded" else None
     stats = fake.stats()
     cpu = {
@@ -260,6 +265,13 @@ def run_pipeline(
         server_wall_s=_job_seconds(job),
         judged_s=judged_s,
         items=items,
+        nats_messages={
+            name: (
+                sent - messages_before.get(name, (0, 0))[0],
+                got - messages_before.get(name, (0, 0))[1],
+            )
+            for name, (sent, got) in messages_after.items()
+        },
     )
 
 
@@ -413,6 +425,15 @@ def print_breakdown(result: PipelineResult, pids: dict[str, int]) -> None:
         f"{'fake (excl.)':<12} {pids.get(FAKE_PROC, 0):>8} {fake_cpu:>8.2f} "
         f"{fake_cpu / calls:>11.6f} {'':>10} {fake_cpu / wall:>9.2f}"
     )
+    if result.nats_messages:
+        print()
+        print("NATS messages a model call, by connection (sent to / received from nats-server):")
+        for name, (sent, got) in sorted(result.nats_messages.items(), key=lambda kv: -sum(kv[1])):
+            if sent or got:
+                print(f"{name:<22} {sent / calls:>8.2f} sent {got / calls:>8.2f} received")
+        sent = sum(v[0] for v in result.nats_messages.values())
+        got = sum(v[1] for v in result.nats_messages.values())
+        print(f"{'all':<22} {sent / calls:>8.2f} sent {got / calls:>8.2f} received")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -599,6 +620,9 @@ def main(argv: list[str] | None = None) -> int:
             "server_wall_s": result.server_wall_s,
             "all_judged_seen_s": result.judged_s,
             "pipeline_cpu_by_process": {n: round(c, 3) for n, c in result.cpu_by_process.items()},
+            "nats_messages_by_connection": {
+                n: {"sent": s, "received": r} for n, (s, r) in result.nats_messages.items()
+            },
             "rows": [r.summary() for r in rows],
         }
         print(json.dumps(summary))

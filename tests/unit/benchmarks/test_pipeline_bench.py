@@ -73,3 +73,22 @@ def test_an_item_exported_twice_or_also_dropped_is_a_duplicate() -> None:
 
     assert not account.ok
     assert account.duplicated == ["b", "c"]
+
+
+def test_nats_messages_are_summed_by_connection_name() -> None:
+    from common import messages_by_connection
+
+    connz = {
+        "connections": [
+            {"name": "taxoforge-generator", "in_msgs": 10, "out_msgs": 7},
+            {"name": "taxoforge-generator", "in_msgs": 5, "out_msgs": 1},  # a second replica
+            {"name": "taxoforge-judge", "in_msgs": 3, "out_msgs": 4},
+            {"in_msgs": 1, "out_msgs": 2},  # a client that gave no name
+        ]
+    }
+    assert messages_by_connection(connz) == {
+        "taxoforge-generator": (15, 8),
+        "taxoforge-judge": (3, 4),
+        "?": (1, 2),
+    }
+    assert messages_by_connection({"connections": None}) == {}
