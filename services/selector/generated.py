@@ -26,7 +26,7 @@ from taxoforge.llm.metering import add_usage
 from taxoforge.store import ItemKind
 from taxoforge.v1 import common_pb2 as pb
 
-__all__ = ["exact_usage", "generated_examples", "read_generated"]
+__all__ = ["generated_examples", "read_generated", "tagging_usage"]
 
 M = TypeVar("M")
 
@@ -227,16 +227,13 @@ async def _item_usage(
     return latest, total
 
 
-async def exact_usage(ctx: ServiceContext, job_id: str, base: pb.Usage) -> pb.Usage:
-    """``base`` (generation) plus every recorded selection call: tags and comparisons."""
+async def tagging_usage(ctx: ServiceContext, job_id: str) -> pb.Usage:
+    """What the job's tag calls spent (those the request cache answered: nothing). With the
+    comparisons' (:attr:`~services.selector.choice.Comparisons.usage`) this is every recorded
+    selection call's usage, added to generation's for the report's exact figures."""
     total = pb.Usage()
-    total.CopyFrom(base)
     async for page in ctx.items.scan(job_id, ItemKind.TAGS, pb.TaggedPage):
         for tags in page.rows:
             if not tags.call.cached:
                 add_usage(total, tags.call.usage)
-    async for comparison in ctx.items.scan(job_id, ItemKind.COMPARISON, pb.Comparison):
-        for call in comparison.calls:
-            if not call.cached:
-                add_usage(total, call.usage)
     return total

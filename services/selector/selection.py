@@ -8,6 +8,7 @@ select from, then line by line (by byte offset, in the order written) into the e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import tempfile
@@ -44,7 +45,7 @@ from services.selector.examples import (
     load_examples,
 )
 from services.selector.exports import ExportWriter
-from services.selector.generated import exact_usage
+from services.selector.generated import tagging_usage
 from services.selector.report import add_comparisons
 from services.selector.spec import selection_spec
 from services.selector.workfiles import download, put_job_file, stored_composition
@@ -54,6 +55,7 @@ from taxoforge.datasets import DatasetStore, work_object
 from taxoforge.errors import TransientError
 from taxoforge.jobs.lifecycle import fail, succeed
 from taxoforge.jobs.model import JobKind, job_kind
+from taxoforge.llm.metering import add_usage
 from taxoforge.protojson import to_dict
 from taxoforge.store import ItemKind
 from taxoforge.v1 import common_pb2 as pb
@@ -92,6 +94,22 @@ class SelectionRunner:
         spec = selection_spec(job)
         report = pb.SelectionReport()
         report.CopyFrom(job.selection)
+        # Read while the step's threads load, choose and write (the tag step has ended).
+        tagging = asyncio.create_task(tagging_usage(self._ctx, job.id), name="tagging-usage")
+        try:
+            return await self._run(job, spec, report, tagging)
+        finally:
+            tagging.cancel()  # a no-op once it is done; its error is then read here
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await tagging
+
+    async def _run(
+        self,
+        job: pb.Job,
+        spec: pb.SelectionSpec,
+        report: pb.SelectionReport,
+        tagging: asyncio.Task[pb.Usage],
+    ) -> tuple[list[pb.DatasetInfo], pb.SelectionReport]:
         with tempfile.TemporaryDirectory(prefix="taxoforge-select-") as tmp:
             work = Path(tmp)
             examples_path = work / "examples.jsonl"
@@ -168,7 +186,9 @@ class SelectionRunner:
             await self._account(
                 job, report, written.accounted, out / "meta" / "dropped.jsonl", composition
             )
-            report.usage.CopyFrom(await exact_usage(self._ctx, job.id, report.usage))
+            # Generation's usage, then every recorded selection call's: tags and comparisons.
+            add_usage(report.usage, await tagging)
+            add_usage(report.usage, comparisons.usage)
             datasets = [
                 await put_job_file(self._datasets, job.id, f.relative_to(out).as_posix(), f)
                 for f in written.files
@@ -215,6 +235,10 @@ class SelectionRunner:
         """The job's comparisons, applied to the candidates (see ``apply_comparisons``)."""
         stored = [c async for c in self._ctx.items.scan(job_id, ItemKind.COMPARISON, pb.Comparison)]
         out = apply_comparisons(cands, stored)
+        for comparison in stored:
+            for call in comparison.calls:
+                if not call.cached:
+                    add_usage(out.usage, call.usage)
         expected = await self._ctx.items.count(job_id, ItemKind.COMPARISON)
         if len(out.by_item) < expected:  # a scan that ended early: read again
             raise TransientError(f"read {len(out.by_item)} of {expected} comparisons; again")

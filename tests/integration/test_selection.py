@@ -347,6 +347,10 @@ def test_tags_are_normalized_and_comparisons_run_through_the_judge(
     assert steps["tag"]["done"] == 2 and steps["compare"]["done"] == 71
     # Every tag and comparison call is accounted (a reply asked again counts as a call too).
     assert job["usage"]["calls"] >= 76 + 2 * 71, (job["usage"], tacos)
+    # The report's own figures are summed from the stored tag pages and comparisons: both are
+    # in them, and they are what the model served.
+    exact = job["selection"]["usage"]
+    assert exact["calls"] == job["usage"]["calls"] >= 76 + 2 * 71, (exact, job["usage"])
 
 
 def test_a_record_traces_to_its_row_verdicts_and_why_it_was_kept(
