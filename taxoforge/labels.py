@@ -186,42 +186,61 @@ def spelling_variants(
     written = written or {}
     head_of: dict[str, str] = {}
     by_letters: dict[str, str] = {}  # a head's letters without spaces -> the head
-    # A head's spelling, and it less one letter -> (head, spelling)
+    # A head's spelling, and it less one letter -> (head, spelling). Only heads seen at least
+    # _TYPO_RATIO times are indexed: a label is a typo of a head seen that many times as often
+    # as itself, and every label is seen at least once (on a long tail most heads are seen
+    # once, and indexing them was most of the pass).
     deletions: dict[str, list[tuple[str, str]]] = {}
+    known: dict[str, bool] = {}  # each word's answer from the dictionary, asked once
     for label in ordered:
         letters = label.replace(" ", "")
         head = by_letters.get(letters)
         if head is not None:
             head_of[label] = head
             continue
+        count = counts[label]
+        typo_checked = len(letters) >= _TYPO_MIN_LETTERS and max(letters) < _IDEOGRAPHS
+        indexed = count >= _TYPO_RATIO
         # Each spelling with its keys (itself and it less one letter): looked up, then, for a
         # new head, indexed.
-        keyed = [
-            (spelt, {spelt, *_deletions(spelt)})
-            for spelt in {letters, *written.get(label, ())}
-            if len(spelt) >= _TYPO_MIN_LETTERS
-        ]
-        if len(letters) >= _TYPO_MIN_LETTERS and max(letters) < _IDEOGRAPHS:
-            head = _typo_of(keyed, counts[label], counts, deletions)
-            if head is not None and _all_known(label, language):
+        keyed = (
+            [
+                (spelt, {spelt, *_deletions(spelt)})
+                for spelt in {letters, *written.get(label, ())}
+                if len(spelt) >= _TYPO_MIN_LETTERS
+            ]
+            if typo_checked or indexed
+            else []
+        )
+        if typo_checked:
+            head = _typo_of(keyed, count, counts, deletions)
+            if head is not None and _all_known(label, language, known):
                 head = None
         if head is not None:
             head_of[label] = head
             continue
         head_of[label] = label
         by_letters[letters] = label
-        for spelt, keys in keyed:
-            for key in keys:
-                deletions.setdefault(key, []).append((label, spelt))
+        if indexed:
+            for spelt, keys in keyed:
+                for key in keys:
+                    deletions.setdefault(key, []).append((label, spelt))
     return head_of
 
 
-def _all_known(label: str, language: str) -> bool:
-    """Whether the language's dictionary knows every word of ``label`` (False without one)."""
-    try:
-        return all(simplemma.is_known(word, lang=language) for word in label.split())
-    except ValueError:  # a language simplemma has no dictionary for
-        return False
+def _all_known(label: str, language: str, known: dict[str, bool]) -> bool:
+    """Whether the language's dictionary knows every word of ``label`` (False without one);
+    ``known`` keeps each word's answer (labels share their words)."""
+    for word in label.split():
+        answer = known.get(word)
+        if answer is None:
+            try:
+                answer = known[word] = simplemma.is_known(word, lang=language)
+            except ValueError:  # a language simplemma has no dictionary for
+                return False
+        if not answer:
+            return False
+    return True
 
 
 def _deletions(word: str) -> list[str]:
