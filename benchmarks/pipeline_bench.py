@@ -42,6 +42,7 @@ from common import (
     fake_stack,
     nats_messages,
     print_tails,
+    speed_probe,
     stack_cpu,
 )
 from pydantic import SecretStr
@@ -497,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
         f"  machine: {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}"
     )
+    probe_ms = speed_probe()
+    print(f"  speed probe: {probe_ms:.0f} ms (a fixed pure-Python workload; lower is quicker)")
     print(
         f"  job: {args.count} instructions x {k} responses + {k} judgments each = "
         f"{args.count * (1 + 2 * k)} LLM calls, languages=[en]"
@@ -614,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
             "inflight": inflight,
             "sync_always": False,
             "log_level": args.log_level or "default",
+            "speed_probe_ms": round(probe_ms, 1),
             "job_state": job["state"],
             "expected_calls": result.expected_calls,
             "items": asdict(result.items) if result.items else None,

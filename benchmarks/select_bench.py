@@ -63,6 +63,7 @@ from common import (
     file_chunks,
     memory_kib,
     print_tails,
+    speed_probe,
     tree_rss_kib,
 )
 
@@ -946,6 +947,7 @@ def main(argv: list[str] | None = None) -> int:
         service_env = {"selector": workers, "judge": workers}
     print("taxoforge selection benchmark (FAKE model server at zero latency)")
     print(f"  machine: {_machine()}")
+    print(f"  speed probe: {speed_probe():.0f} ms (a fixed pure-Python workload; lower is quicker)")
     print(
         f"  {args.corpus} corpus, items {args.items:,}, budget {args.budget or 'all'} records, "
         "comparison budget "
