@@ -38,9 +38,6 @@ class Comparisons:
     by_item: dict[str, pb.Comparison] = field(default_factory=dict)
     failed: int = 0
     calls: int = 0
-    # What the stored comparisons' calls spent (those the request cache answered: nothing);
-    # the select step sums it as it reads them.
-    usage: pb.Usage = field(default_factory=pb.Usage)
 
 
 def _ordinal(n: int) -> str:

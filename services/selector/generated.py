@@ -16,7 +16,7 @@ from services.selector.dropped import Dropped
 from services.selector.examples import Example
 from services.selector.golden import judge_golden
 from services.selector.records import contrastive_history, example_of
-from services.selector.report import count_items, judge_health, usage_of
+from services.selector.report import count_items, judge_health, paid_usage, usage_of
 from services.selector.workfiles import stored_composition
 from taxoforge import jsonl
 from taxoforge.bus import Stage
@@ -228,12 +228,9 @@ async def _item_usage(
 
 
 async def tagging_usage(ctx: ServiceContext, job_id: str) -> pb.Usage:
-    """What the job's tag calls spent (those the request cache answered: nothing). With the
-    comparisons' (:attr:`~services.selector.choice.Comparisons.usage`) this is every recorded
-    selection call's usage, added to generation's for the report's exact figures."""
+    """What the job's tag calls spent (see ``paid_usage``). With the comparisons' this is every
+    recorded selection call's usage, added to generation's for the report's exact figures."""
     total = pb.Usage()
     async for page in ctx.items.scan(job_id, ItemKind.TAGS, pb.TaggedPage):
-        for tags in page.rows:
-            if not tags.call.cached:
-                add_usage(total, tags.call.usage)
+        add_usage(total, paid_usage(tags.call for tags in page.rows))
     return total

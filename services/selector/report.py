@@ -139,6 +139,16 @@ def golden_agreement(
         health.golden_kappa = cohen_kappa(predicted, labels)
 
 
+def paid_usage(calls: Iterable[pb.LLMCall]) -> pb.Usage:
+    """What ``calls`` spent: their usage summed, leaving out those the request cache answered
+    (they spent nothing)."""
+    total = pb.Usage()
+    for call in calls:
+        if not call.cached:
+            add_usage(total, call.usage)
+    return total
+
+
 def usage_of(
     instructions: Iterable[pb.Instruction],
     responses: Iterable[pb.Response],

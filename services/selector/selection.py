@@ -46,7 +46,7 @@ from services.selector.examples import (
 )
 from services.selector.exports import ExportWriter
 from services.selector.generated import tagging_usage
-from services.selector.report import add_comparisons
+from services.selector.report import add_comparisons, paid_usage
 from services.selector.spec import selection_spec
 from services.selector.workfiles import download, put_job_file, stored_composition
 from taxoforge.bus import Stage
@@ -188,7 +188,10 @@ class SelectionRunner:
             )
             # Generation's usage, then every recorded selection call's: tags and comparisons.
             add_usage(report.usage, await tagging)
-            add_usage(report.usage, comparisons.usage)
+            add_usage(
+                report.usage,
+                paid_usage(call for c in comparisons.by_item.values() for call in c.calls),
+            )
             datasets = [
                 await put_job_file(self._datasets, job.id, f.relative_to(out).as_posix(), f)
                 for f in written.files
@@ -235,10 +238,6 @@ class SelectionRunner:
         """The job's comparisons, applied to the candidates (see ``apply_comparisons``)."""
         stored = [c async for c in self._ctx.items.scan(job_id, ItemKind.COMPARISON, pb.Comparison)]
         out = apply_comparisons(cands, stored)
-        for comparison in stored:
-            for call in comparison.calls:
-                if not call.cached:
-                    add_usage(out.usage, call.usage)
         expected = await self._ctx.items.count(job_id, ItemKind.COMPARISON)
         if len(out.by_item) < expected:  # a scan that ended early: read again
             raise TransientError(f"read {len(out.by_item)} of {expected} comparisons; again")
